@@ -1,0 +1,69 @@
+"""The cost model's table for the presets on every model, and predicted speed-up against
+resolution (written as a PNG when --plot is given).
+
+    python bench/cost_table.py [--plot docs/img/speedup_vs_resolution.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from ralu_schedule import PRESETS
+from ralu_schedule.cost import MODELS, layout_cost
+
+RESOLUTIONS = [(512, 512), (768, 768), (1024, 1024), (1536, 1536), (2048, 2048), (3072, 3072)]
+
+
+def table(resolutions=((1024, 1024), (2048, 2048))):
+    rows = ["| preset | model | resolution | stage tokens | TFLOPs (paper) | baseline 50 steps | speed-up (paper) "
+            "| speed-up (full) |", "|---|---|---|---|---|---|---|---|"]
+    for name, p in sorted(PRESETS.items()):
+        for model in MODELS:
+            for res in resolutions:
+                c = layout_cost(p.layout, model, res)
+                f = layout_cost(p.layout, model, res, convention="full")
+                rows.append(f"| {name} | {model} | {res[0]}x{res[1]} | {', '.join(str(s.tokens) for s in c.stages)} "
+                            f"| {c.tflops:.1f} | {c.baseline_tflops:.1f} | {c.speedup:.2f}x | {f.speedup:.2f}x |")
+    return "\n".join(rows)
+
+
+def plot(out):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=120)
+    px = [r[0] for r in RESOLUTIONS]
+    for name, p in sorted(PRESETS.items()):
+        for conv, style in [("paper", "-"), ("full", "--")]:
+            sp = [layout_cost(p.layout, "flux-dev", r, convention=conv).speedup for r in RESOLUTIONS]
+            ax.plot(px, sp, style, marker="o", label=f"{name} ({conv})")
+    ax.set_xlabel("image side (pixels), FLUX.1-dev, square")
+    ax.set_ylabel("predicted speed-up vs 50 steps")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    print(f"wrote {out}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--plot", help="write the speed-up against resolution plot here")
+    args = ap.parse_args(argv)
+    print(table())
+    print()
+    print("| resolution | " + " | ".join(f"{n} paper | {n} full" for n in sorted(PRESETS)) + " |")
+    print("|---|" + "---|---|" * len(PRESETS))
+    for r in RESOLUTIONS:
+        cells = []
+        for n, p in sorted(PRESETS.items()):
+            cells += [f"{layout_cost(p.layout, 'flux-dev', r, convention=c).speedup:.2f}x" for c in ("paper", "full")]
+        print(f"| {r[0]}x{r[1]} | " + " | ".join(cells) + " |")
+    if args.plot:
+        plot(args.plot)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,334 @@
+"""Stage layouts and solved schedules: frozen, validated, JSON round-trip.
+
+A :class:`Layout` says how many Euler steps each stage takes, where each stage ends, and
+how each transition upsamples (factor per axis, fraction of the remaining low-resolution
+blocks). A :class:`Schedule` adds what the matching solved for: a shift per stage and a
+noise correlation ``c`` per transition; everything else (restart times, ``a``, ``b``,
+timesteps, sigmas, the paper metric) is derived from those, never stored twice.
+
+Upsampling structure: all blocks start at the coarsest level. A transition upsamples the
+top ``fraction`` of the blocks still at the coarsest level by ``factor`` per axis;
+``fraction = 1`` upsamples all that remain and so closes that level. Transitions that act
+on one level share its factor, and the last transition must close the last level, so
+every token is at full resolution in the last stage.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from ._errors import check_finite, check_positive_int, check_sequence, fmt
+from .distributions import ShiftedTime
+from .reinjection import Reinjection, check_correlation, reinjection
+
+FORMAT = "ralu-schedule/1"
+
+
+def upsample_count(remaining: int, fraction: float) -> int:
+    """How many of ``remaining`` low-resolution blocks a transition upsamples: all of them
+    for ``fraction = 1``, else ``fraction * remaining`` rounded half up. The sampler and the
+    cost model both call this, so their token counts agree."""
+    if fraction >= 1.0:
+        return int(remaining)
+    return int(math.floor(fraction * remaining + 0.5))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Layout:
+    """Steps, stage ends and upsampling of a RALU schedule (METHOD section 2).
+
+    ``factors`` and ``fractions`` have one entry per transition (``len(steps) - 1``) and
+    default to 2 and 1.0. ``base_shift`` is ``h0``, the shift of the original sampler whose
+    timestep distribution the schedule matches; take it from the model's scheduler at the
+    target resolution (:class:`ralu_schedule.ShiftRule`).
+    """
+
+    steps: tuple
+    ends: tuple
+    factors: tuple | None = None
+    fractions: tuple | None = None
+    base_shift: float = 3.0
+
+    def __post_init__(self):
+        steps = tuple(check_positive_int("each step count", s) for s in check_sequence("steps", self.steps))
+        ends = tuple(check_finite("each end", e) for e in check_sequence("ends", self.ends))
+        if not steps:
+            raise ValueError("steps must name at least one stage, got []")
+        if len(ends) != len(steps):
+            raise ValueError(f"steps and ends must have the same length, got {len(steps)} steps "
+                             f"{fmt(steps)} and {len(ends)} ends {fmt(ends)}")
+        if any(b <= a for a, b in zip(ends, ends[1:])) or not 0.0 < ends[0] or ends[-1] != 1.0:
+            raise ValueError(f"ends must increase strictly within (0, 1] and finish at 1.0, got {fmt(ends)}")
+        k = len(steps) - 1
+        factors = (2,) * k if self.factors is None else check_sequence("factors", self.factors)
+        fractions = (1.0,) * k if self.fractions is None else check_sequence("fractions", self.fractions)
+        if len(factors) != k:
+            raise ValueError(f"factors must have one entry per transition ({k}), got {fmt(factors)}")
+        if len(fractions) != k:
+            raise ValueError(f"fractions must have one entry per transition ({k}), got {fmt(fractions)}")
+        factors = tuple(check_positive_int("each factor", f, minimum=2) for f in factors)
+        fractions = tuple(check_finite("each fraction", r) for r in fractions)
+        if any(not 0.0 < r <= 1.0 for r in fractions):
+            raise ValueError(f"fractions must lie in (0, 1], got {fmt(fractions)}")
+        if k and fractions[-1] != 1.0:
+            raise ValueError("the last transition must upsample all remaining blocks (fraction 1.0), "
+                             f"got fractions {fmt(fractions)}")
+        for group in _levels(fractions):
+            if len({factors[i] for i in group}) > 1:
+                raise ValueError("transitions that upsample the same level must share its factor, got "
+                                 f"factors {fmt([factors[i] for i in group])} for transitions {fmt(group)}")
+        base_shift = check_finite("base shift", self.base_shift)
+        if base_shift <= 0:
+            raise ValueError(f"base shift must be > 0, got {base_shift:g}")
+        for name, value in [("steps", steps), ("ends", ends), ("factors", factors),
+                            ("fractions", fractions), ("base_shift", base_shift)]:
+            object.__setattr__(self, name, value)
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.steps)
+
+    @property
+    def total_steps(self) -> int:
+        return sum(self.steps)
+
+    @property
+    def level_factors(self) -> tuple:
+        """Upsampling factor of each resolution level, coarsest first."""
+        return tuple(self.factors[g[0]] for g in _levels(self.fractions))
+
+    @property
+    def downsampling(self) -> int:
+        """How much coarser per axis than the full grid the first stage runs."""
+        return math.prod(self.level_factors)
+
+    @property
+    def max_block_size(self) -> int:
+        """The largest ``n = factor^2``: the correlation bound is ``c <= 1/max_block_size``."""
+        return max((f * f for f in self.factors), default=1)
+
+    def stage_tokens(self, grid_height: int, grid_width: int) -> tuple:
+        """Token count of each stage for a full-resolution token grid ``grid_height x grid_width``."""
+        d = self.downsampling
+        if grid_height % d or grid_width % d:
+            raise ValueError(f"a {grid_height}x{grid_width} token grid cannot be split by this layout: "
+                             f"both sides must be multiples of {d}")
+        tokens = remaining = (grid_height // d) * (grid_width // d)
+        counts = [tokens]
+        for f, r in zip(self.factors, self.fractions):
+            up = upsample_count(remaining, r)
+            tokens += up * (f * f - 1)
+            remaining = tokens if r >= 1.0 else remaining - up
+            counts.append(tokens)
+        return tuple(counts)
+
+    def with_base_shift(self, base_shift: float) -> "Layout":
+        return Layout(steps=self.steps, ends=self.ends, factors=self.factors,
+                      fractions=self.fractions, base_shift=base_shift)
+
+
+def _levels(fractions) -> list:
+    """Group transition indices by the level they upsample (each group ends with fraction 1)."""
+    groups, current = [], []
+    for i, r in enumerate(fractions):
+        current.append(i)
+        if r >= 1.0:
+            groups.append(current)
+            current = []
+    if current:
+        groups.append(current)
+    return groups
+
+
+@dataclass(frozen=True)
+class Stage:
+    start: float
+    end: float
+    steps: int
+    shift: float
+
+    @cached_property
+    def timesteps(self) -> np.ndarray:
+        """The ``steps + 1`` data-times ``t``, ascending from ``start`` to ``end``."""
+        return ShiftedTime(self.shift, self.start, self.end).grid(self.steps)
+
+    @property
+    def sigmas(self) -> np.ndarray:
+        """diffusers' sigmas ``1 - t``, descending, ``steps + 1`` values (the last one is
+        the stage's terminal sigma; pass ``sigmas[:-1]`` to ``set_timesteps``)."""
+        return 1.0 - self.timesteps
+
+
+@dataclass(frozen=True)
+class Transition(Reinjection):
+    factor: int = 2
+    fraction: float = 1.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Schedule:
+    """A layout with its solved shifts ``h_k`` (one per stage) and correlations ``c_k``
+    (one per transition). ``info`` carries free-form metadata (preset name, model,
+    resolution, how it was solved) into the JSON."""
+
+    layout: Layout
+    shifts: tuple
+    correlations: tuple
+    info: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        lay = self.layout
+        if not isinstance(lay, Layout):
+            raise ValueError(f"layout must be a Layout, got {type(lay).__name__}")
+        shifts = tuple(check_finite("each shift", h) for h in check_sequence("shifts", self.shifts))
+        cs = tuple(check_finite("each c", c) for c in check_sequence("correlations", self.correlations))
+        if len(shifts) != lay.num_stages:
+            raise ValueError(f"need one shift per stage ({lay.num_stages}), got {fmt(shifts)}")
+        if any(h <= 0 for h in shifts):
+            raise ValueError(f"shifts must be > 0, got {fmt(shifts)}")
+        if len(cs) != lay.num_stages - 1:
+            raise ValueError(f"need one c per transition ({lay.num_stages - 1}), got {fmt(cs)}")
+        cs = tuple(check_correlation(c, f) for c, f in zip(cs, lay.factors))
+        object.__setattr__(self, "shifts", shifts)
+        object.__setattr__(self, "correlations", cs)
+        object.__setattr__(self, "info", dict(self.info))
+
+    @cached_property
+    def transitions(self) -> tuple:
+        lay = self.layout
+        out = []
+        for e, c, f, r in zip(lay.ends[:-1], self.correlations, lay.factors, lay.fractions):
+            rj = reinjection(e, c, f)
+            out.append(Transition(**vars(rj), factor=f, fraction=r))
+        return tuple(out)
+
+    @property
+    def starts(self) -> tuple:
+        return (0.0,) + tuple(t.restart for t in self.transitions)
+
+    @cached_property
+    def stages(self) -> tuple:
+        lay = self.layout
+        return tuple(Stage(s, e, n, h) for s, e, n, h in zip(self.starts, lay.ends, lay.steps, self.shifts))
+
+    @property
+    def c(self):
+        """The common correlation when all transitions share one, else ``None``."""
+        cs = set(self.correlations)
+        return cs.pop() if len(cs) == 1 else None
+
+    @cached_property
+    def jsd(self) -> float:
+        """The paper metric (JS distance on the 1000-point grid) of this schedule."""
+        from .matching import paper_metric
+
+        return paper_metric(self.layout, self.shifts, self.correlations)
+
+    # -- JSON -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = {"format": FORMAT, "base_shift": self.layout.base_shift, "c": self.c, "jsd": self.jsd,
+             "stages": [{"start": st.start, "end": st.end, "steps": st.steps, "shift": st.shift,
+                         "timesteps": st.timesteps.tolist(), "sigmas": st.sigmas.tolist()}
+                        for st in self.stages],
+             "transitions": [{"at": t.at, "restart": t.restart, "a": t.a, "b": t.b, "c": t.c,
+                              "factor": t.factor, "fraction": t.fraction} for t in self.transitions]}
+        if self.info:
+            d["info"] = self.info
+        return d
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def save(self, path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+    @classmethod
+    def from_dict(cls, d) -> "Schedule":
+        """Rebuild a schedule and check every stored number against the rebuilt one."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a schedule must be a JSON object, got {type(d).__name__}")
+        if d.get("format") != FORMAT:
+            raise ValueError(f"schedule format must be {FORMAT!r}, got {d.get('format')!r}")
+        missing = [k for k in ("base_shift", "stages", "transitions") if k not in d]
+        if missing:
+            raise ValueError(f"schedule is missing keys: {', '.join(missing)}")
+        stages, trans = d["stages"], d["transitions"]
+        if not isinstance(stages, list) or not isinstance(trans, list):
+            raise ValueError("schedule 'stages' and 'transitions' must be lists")
+        for i, st in enumerate(stages):
+            _require(st, f"stages[{i}]", ("end", "steps", "shift"))
+        for i, t in enumerate(trans):
+            _require(t, f"transitions[{i}]", ("at", "c"))
+        if len(trans) != len(stages) - 1:
+            raise ValueError(f"a schedule with {len(stages)} stages needs {len(stages) - 1} transitions, "
+                             f"got {len(trans)}")
+        layout = Layout(steps=[st["steps"] for st in stages], ends=[st["end"] for st in stages],
+                        factors=[t.get("factor", 2) for t in trans],
+                        fractions=[t.get("fraction", 1.0) for t in trans], base_shift=d["base_shift"])
+        sched = cls(layout=layout, shifts=[st["shift"] for st in stages],
+                    correlations=[t["c"] for t in trans], info=d.get("info") or {})
+        _check_consistent(d, sched)
+        return sched
+
+    @classmethod
+    def from_json(cls, text: str) -> "Schedule":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"schedule is not valid JSON: {err}") from None
+        return cls.from_dict(d)
+
+    @classmethod
+    def load(cls, path) -> "Schedule":
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise ValueError(f"cannot read schedule file {str(path)!r}: {err.strerror}") from None
+        return cls.from_json(text)
+
+
+def _require(obj, where, keys):
+    if not isinstance(obj, dict):
+        raise ValueError(f"schedule {where} must be an object")
+    missing = [k for k in keys if k not in obj]
+    if missing:
+        raise ValueError(f"schedule {where} is missing keys: {', '.join(missing)}")
+
+
+def _close(x, y) -> bool:
+    return np.allclose(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64),
+                       rtol=1e-6, atol=1e-9)
+
+
+def _check_consistent(d: dict, sched: Schedule) -> None:
+    """Every derived number present in ``d`` must agree with what the parameters imply."""
+    def agree(where, key, stored, derived):
+        try:
+            ok = np.shape(stored) == np.shape(derived) and _close(stored, derived)
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(f"schedule {where}{key} = {stored!r} contradicts the schedule's "
+                             f"parameters, which give {np.round(derived, 6).tolist()!r}")
+
+    for i, (st, stage) in enumerate(zip(d["stages"], sched.stages)):
+        for key in ("start", "timesteps", "sigmas"):
+            if key in st:
+                agree(f"stages[{i}].", key, st[key], getattr(stage, key))
+    for i, (t, tr) in enumerate(zip(d["transitions"], sched.transitions)):
+        for key in ("restart", "a", "b"):
+            if key in t:
+                agree(f"transitions[{i}].", key, t[key], getattr(tr, key))
+    if d.get("c") is not None:
+        if sched.c is None:
+            raise ValueError(f"schedule c = {d['c']!r} contradicts its transitions' differing c values "
+                             f"{fmt(list(sched.correlations))}")
+        agree("", "c", d["c"], sched.c)
+    if d.get("jsd") is not None:
+        agree("", "jsd", d["jsd"], sched.jsd)

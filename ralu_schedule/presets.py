@@ -1,0 +1,69 @@
+"""Named schedules: the authors' FLUX layouts with their published parameters.
+
+``preset(name)`` returns the schedule exactly as the authors' code runs it (their shifts,
+their ``Z = 1/sqrt(c)``, ``h0 = 3``), for parity. ``preset(name, parameters="optimised")``
+re-solves the same layout with :func:`ralu_schedule.solve`, taking ``h0`` from the
+model's own scheduler rule at the preset's resolution (for FLUX.1-dev at 1024x1024 the
+dynamic shift gives ``h0 = e^1.15 = 3.158``, not 3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .layout import Layout, Schedule
+from .matching import solve
+from .shift import shift_rule
+
+
+@dataclass(frozen=True, kw_only=True)
+class Preset:
+    name: str
+    model: str              # a key of ralu_schedule.SHIFT_RULES and of the cost model
+    resolution: tuple       # (height, width) in pixels the preset was made for
+    layout: Layout          # as the authors ran it (h0 = 3)
+    shifts: tuple           # the authors' h_k
+    z: float                # the authors' Z = 1/sqrt(c)
+    description: str
+
+    @property
+    def tokens(self) -> int:
+        """Full-resolution image tokens at the preset's resolution (16x16 pixels a token)."""
+        return (self.resolution[0] // 16) * (self.resolution[1] // 16)
+
+
+def _flux(name, steps, ends, r, shifts, z, speed):
+    layout = Layout(steps=steps, ends=ends, factors=(2, 2), fractions=(r, 1.0), base_shift=3.0)
+    return Preset(name=name, model="flux-dev", resolution=(1024, 1024), layout=layout,
+                  shifts=shifts, z=z,
+                  description=f"FLUX.1-dev {speed} speed-up, authors' layout and parameters")
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in [
+    _flux("flux-dev-4x", (5, 6, 7), (0.3, 0.45, 1.0), 0.3, (5.019, 2.589, 2.226), 6.317, "4x"),
+    _flux("flux-dev-7x", (2, 3, 5), (0.2, 0.3, 1.0), 0.1, (8.141, 2.856, 2.193), 6.261, "7x"),
+]}
+
+PARAMETERS = ("authors", "optimised")
+
+
+def get_preset(name: str) -> Preset:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
+
+
+def preset(name: str, parameters: str = "authors") -> Schedule:
+    """The schedule of preset ``name``: ``parameters="authors"`` (exact parity with the
+    authors' code) or ``"optimised"`` (our solver, ``h0`` from the model's scheduler rule)."""
+    p = get_preset(name)
+    info = {"preset": p.name, "model": p.model, "resolution": list(p.resolution), "parameters": parameters}
+    if parameters == "authors":
+        c = 1.0 / p.z**2
+        return Schedule(layout=p.layout, shifts=p.shifts, correlations=(c,) * (p.layout.num_stages - 1),
+                        info=info)
+    if parameters == "optimised":
+        h0 = shift_rule(p.model)(p.tokens)
+        return solve(p.layout.with_base_shift(h0), info=info)
+    raise ValueError(f"parameters must be one of {', '.join(PARAMETERS)}, got {parameters!r}")
