@@ -165,6 +165,11 @@ def solve(layout: Layout, *, method: str = "global", bounds: Bounds = Bounds(),
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     K = layout.num_stages
     (hlo, hhi), (zlo, zhi) = bounds.resolve(layout)
+    meta = {"solver": method, "seed": seed, "per_transition": per_transition}
+    meta.update(info or {})
+    if K == 1 and hlo <= layout.base_shift <= hhi:
+        # one stage: the base sampler itself (h_1 = h0) matches exactly, metric 0
+        return Schedule(layout=layout, shifts=[layout.base_shift], correlations=[], info=meta)
     nz = (K - 1 if per_transition else 1) if K > 1 else 0
     box = [(zlo, zhi)] * nz + [(hlo, hhi)] * K
 
@@ -194,7 +199,5 @@ def solve(layout: Layout, *, method: str = "global", bounds: Bounds = Bounds(),
     h, cs = split(best.x)
     h = h[:, 0]
     cs = np.broadcast_to(cs[:, 0], (K - 1,)) if K > 1 else []
-    meta = {"solver": method, "seed": seed, "per_transition": per_transition}
-    meta.update(info or {})
     return Schedule(layout=layout, shifts=[float(v) for v in h],
                     correlations=[float(v) for v in cs], info=meta)

@@ -1,0 +1,19 @@
+"""Model backends: each adapts one model family to the sampler's single contract
+
+    velocity(tokens, positions, sigma, conditioning) -> velocity tokens (float32)
+
+plus ``encode`` (prompts to conditioning) and ``decode`` (latents to images in [-1, 1]).
+Packing, the ``* 1000`` timestep scale, guidance and position embeddings stay in here.
+"""
+
+from __future__ import annotations
+
+
+def backend_for(pipe):
+    """The backend for a diffusers pipeline instance."""
+    name = type(pipe).__name__
+    if name.startswith("Flux"):
+        from .flux import FluxBackend
+
+        return FluxBackend(pipe)
+    raise ValueError(f"no RALU backend for {name}; supported: FluxPipeline")

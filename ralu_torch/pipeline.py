@@ -1,0 +1,156 @@
+"""``RALU(pipe, schedule)``: RALU sampling from an existing diffusers pipeline."""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass, field
+
+import torch
+from diffusers.utils import BaseOutput
+from tqdm.auto import tqdm
+
+from ralu_schedule import Layout, Schedule, get_preset, preset, solve
+
+from .backends import backend_for
+from .noise import KEPT_NOISE
+from .sampler import sample
+from .tokens import check_mode, unpack
+
+OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+PARAMETERS = ("authors", "optimised")
+
+
+@dataclass
+class RALUPipelineOutput(BaseOutput):
+    """``images`` as diffusers returns them; ``stage_tokens``: tokens per image in each stage;
+    ``transitions``: per-transition records (token sets, selections, decoded estimates)."""
+
+    images: object
+    stage_tokens: list = field(default_factory=list)
+    transitions: list = field(default_factory=list)
+    schedule: Schedule | None = None
+
+
+class RALU:
+    """Region-Adaptive Latent Upsampling around a diffusers pipeline.
+
+    ``schedule``: a preset name (``"flux-dev-7x"``), a :class:`ralu_schedule.Schedule`, its
+    JSON form (a dict or a file path), or a :class:`ralu_schedule.Layout` to be solved at
+    call time. ``parameters="optimised"`` re-solves a preset's layout at call time. Solving
+    at call time takes ``h0`` from the pipeline's scheduler config at the requested
+    resolution (FLUX.1-dev's dynamic shift), never from a constant.
+
+    ``upsample``: ``"latent"`` (nearest upsampling of the latent grid, the paper's
+    description; default) or ``"token"`` (whole packed tokens repeated, the authors' code).
+    ``kept_noise``: ``"exact"`` (variance ``1 - c`` for tokens not upsampled at a
+    transition; default) or ``"unit"`` (the authors' variance 1).
+    """
+
+    def __init__(self, pipe, schedule="flux-dev-7x", *, parameters: str = "authors", upsample: str = "latent",
+                 kept_noise: str = "exact", edge_thresholds=(0.1, 0.2)):
+        self.pipe = pipe
+        self.backend = backend_for(pipe)
+        if parameters not in PARAMETERS:
+            raise ValueError(f"parameters must be one of {', '.join(PARAMETERS)}, got {parameters!r}")
+        if kept_noise not in KEPT_NOISE:
+            raise ValueError(f"kept_noise must be one of {', '.join(KEPT_NOISE)}, got {kept_noise!r}")
+        self.upsample = check_mode(upsample)
+        self.kept_noise = kept_noise
+        self.edge_thresholds = tuple(edge_thresholds)
+        self._fixed, self._layout = _parse_schedule(schedule, parameters)
+
+    @property
+    def layout(self) -> Layout:
+        return self._fixed.layout if self._fixed is not None else self._layout
+
+    def schedule_for(self, height: int, width: int) -> Schedule:
+        """The schedule used at ``height x width`` (solved there if it is solved at call time)."""
+        if self._fixed is not None:
+            return self._fixed
+        gh, gw = self._grid(height, width)
+        h0 = self.backend.shift_rule()(gh * gw)
+        return _solve_cached(self._layout.with_base_shift(h0))
+
+    def _grid(self, height, width) -> tuple:
+        unit = self.backend.pixels_per_token * self.layout.downsampling
+        if not (isinstance(height, int) and isinstance(width, int)) or height <= 0 or width <= 0 \
+                or height % unit or width % unit:
+            raise ValueError(f"height and width must be positive multiples of {unit} for this schedule "
+                             f"({self.backend.pixels_per_token} pixels per token x downsampling "
+                             f"{self.layout.downsampling}), got {height}x{width}")
+        p = self.backend.pixels_per_token
+        return height // p, width // p
+
+    @torch.no_grad()
+    def __call__(self, prompt=None, prompt_2=None, *, height: int | None = None, width: int | None = None,
+                 guidance_scale: float = 3.5, num_images_per_prompt: int = 1, generator=None,
+                 prompt_embeds=None, pooled_prompt_embeds=None, max_sequence_length: int = 512,
+                 output_type: str = "pil", return_dict: bool = True, callback_on_step_end=None,
+                 callback_on_step_end_tensor_inputs=("latents",), joint_attention_kwargs=None):
+        pipe, be = self.pipe, self.backend
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        height = height or pipe.default_sample_size * pipe.vae_scale_factor
+        width = width or pipe.default_sample_size * pipe.vae_scale_factor
+        grid = self._grid(height, width)
+        schedule = self.schedule_for(height, width)
+        device = be.device
+        cond = be.encode(prompt=prompt, prompt_2=prompt_2, prompt_embeds=prompt_embeds,
+                         pooled_prompt_embeds=pooled_prompt_embeds, num_images_per_prompt=num_images_per_prompt,
+                         max_sequence_length=max_sequence_length, guidance_scale=guidance_scale,
+                         joint_attention_kwargs=joint_attention_kwargs, device=device)
+        batch = cond.prompt_embeds.shape[0]
+
+        callback = None
+        if callback_on_step_end is not None:
+            def callback(step, stage, sigma, x):
+                kwargs = {"latents": x, "stage": stage}
+                out = callback_on_step_end(self, step, sigma * 1000, {k: kwargs[k] for k in
+                                                                       callback_on_step_end_tensor_inputs})
+                return (out or {}).get("latents", x)
+
+        def progress(total, stage):  # one bar per stage, honouring pipe.set_progress_bar_config
+            cfg = {"desc": f"RALU stage {stage + 1}/{schedule.layout.num_stages}",
+                   **getattr(pipe, "_progress_bar_config", {})}
+            return tqdm(total=total, **cfg)
+
+        res = sample(be, schedule, cond, batch=batch, grid=grid, generator=generator, upsample=self.upsample,
+                     kept_noise=self.kept_noise, edge_thresholds=self.edge_thresholds, callback=callback,
+                     progress=progress)
+        latents = res.latents.to(cond.prompt_embeds.dtype)
+        if output_type == "latent":
+            images = latents
+        else:
+            image = be.decode(unpack(latents, grid))
+            images = pipe.image_processor.postprocess(image, output_type=output_type)
+        pipe.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return RALUPipelineOutput(images=images, stage_tokens=res.stage_tokens, transitions=res.transitions,
+                                  schedule=schedule)
+
+
+def _parse_schedule(schedule, parameters):
+    """(fixed schedule, None) or (None, layout solved at call time)."""
+    if isinstance(schedule, Schedule):
+        return schedule, None
+    if isinstance(schedule, Layout):
+        return None, schedule
+    if isinstance(schedule, dict):
+        return Schedule.from_dict(schedule), None
+    if isinstance(schedule, (str, os.PathLike)):
+        name = str(schedule)
+        if os.path.isfile(name):
+            return Schedule.load(name), None
+        p = get_preset(name)  # raises: unknown preset, with the known names
+        if parameters == "optimised":
+            return None, p.layout
+        return preset(name), None
+    raise ValueError("schedule must be a preset name, a Schedule, a Layout, a JSON dict or a path to a JSON file, "
+                     f"got {type(schedule).__name__}")
+
+
+@functools.lru_cache(maxsize=64)
+def _solve_cached(layout: Layout) -> Schedule:
+    return solve(layout, info={"solved": "at call time"})

@@ -1,0 +1,186 @@
+"""Token and position bookkeeping for mixed-resolution token sets (one module owns it).
+
+Tokens are patch tokens of 2x2 latent pixels (FLUX packs them; SD3 patchifies the same
+way): ``features = channels * 2 * 2``, ordered ``(channel, dy, dx)`` as diffusers packs.
+
+Every token covers a square of ``size x size`` cells of the full-resolution token grid,
+whose top-left cell is ``cells[b, i] = (row, col)``. Blocks at the coarsest level present
+have ``size = D`` (the layout's downsampling); upsampling by ``f`` gives ``f^2`` children of
+``size = D / f``.
+
+The coordinate rule, shared by every backend: a token's position is its top-left cell
+divided by the coarsest size present, ``positions = cells / D``. So a low-resolution stage
+sees the regular integer grid of a smaller image, upsampled children sit at their parent's
+position plus ``a/f`` steps (half-steps for ``f = 2``), and once everything is at full
+resolution (``D = 1``) every token has the integer position of the raster grid, once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+UPSAMPLE_MODES = ("latent", "token")
+
+
+def check_mode(mode: str) -> str:
+    if mode not in UPSAMPLE_MODES:
+        raise ValueError(f"upsample must be one of {', '.join(UPSAMPLE_MODES)}, got {mode!r}")
+    return mode
+
+
+def pack(latents: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` latents -> ``(B, H/2 * W/2, C*4)`` tokens in raster order."""
+    B, C, H, W = latents.shape
+    x = latents.view(B, C, H // 2, 2, W // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return x.reshape(B, (H // 2) * (W // 2), C * 4)
+
+
+def unpack(tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
+    """Inverse of :func:`pack` for raster-ordered tokens on a ``grid = (rows, cols)``."""
+    B, L, F = tokens.shape
+    h, w = grid
+    x = tokens.view(B, h, w, F // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return x.reshape(B, F // 4, 2 * h, 2 * w)
+
+
+def child_source(factor: int, features: int, mode: str, device=None) -> torch.Tensor:
+    """Which parent feature each child feature copies: ``(factor^2, features)`` indices.
+
+    ``mode="token"`` (the authors' code) repeats the whole packed token in every child.
+    ``mode="latent"`` (the paper) is nearest upsampling of the latent grid: the parent's
+    2x2 latent patch becomes ``2f x 2f`` pixels and is cut into ``f^2`` child tokens.
+    Either way every parent value is copied into exactly ``factor^2`` places.
+    """
+    check_mode(mode)
+    C = features // 4
+    f = factor
+    idx = torch.arange(features, device=device).view(C, 2, 2)
+    if mode == "token":
+        return idx.reshape(1, features).expand(f * f, features).contiguous()
+    a = torch.arange(f, device=device)
+    y = torch.arange(2, device=device)
+    src_y = (2 * a[:, None] + y[None, :]) // f          # (f, 2): parent pixel row for child row a
+    rows = src_y[:, None, :, None].expand(f, f, 2, 2)   # (a, b, y, x)
+    cols = src_y[None, :, None, :].expand(f, f, 2, 2)
+    out = idx[:, rows, cols]                            # (C, a, b, y, x)
+    return out.permute(1, 2, 0, 3, 4).reshape(f * f, features).contiguous()
+
+
+@dataclass(frozen=True)
+class TokenSet:
+    """Cells and sizes of a batch of token sets with equal lengths (see module docstring)."""
+
+    cells: torch.Tensor   # (B, L, 2) long: top-left full-resolution cell
+    size: torch.Tensor    # (B, L) long: side length in full-resolution cells
+    grid: tuple           # full-resolution token grid (rows, cols)
+
+    @classmethod
+    def regular(cls, batch: int, grid: tuple, size: int, device=None) -> "TokenSet":
+        """All tokens at one size, in raster order."""
+        h, w = grid[0] // size, grid[1] // size
+        r, c = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+        cells = torch.stack([r.reshape(-1), c.reshape(-1)], dim=-1) * size
+        cells = cells.unsqueeze(0).expand(batch, -1, -1).contiguous()
+        return cls(cells=cells, size=torch.full(cells.shape[:2], size, dtype=torch.long, device=device), grid=grid)
+
+    @property
+    def batch(self) -> int:
+        return self.cells.shape[0]
+
+    @property
+    def length(self) -> int:
+        return self.cells.shape[1]
+
+    @property
+    def coarsest(self) -> int:
+        return int(self.size.max())
+
+    def positions(self) -> torch.Tensor:
+        """Float ``(B, L, 2)`` positions ``(row, col) = cells / coarsest`` (the coordinate rule)."""
+        return self.cells.to(torch.float64) / self.coarsest
+
+    def is_coarse(self) -> torch.Tensor:
+        return self.size == self.coarsest
+
+    def upsample(self, select: torch.Tensor, factor: int):
+        """Replace the tokens where ``select`` (B, L) is true by ``factor^2`` children each.
+
+        Every image must select the same number of tokens. Returns the new set, sorted by
+        top-left cell (raster order once all tokens share a size), and for each new token
+        its parent's index in the old set and its child slot (-1 for tokens kept).
+        """
+        B, L = select.shape
+        n_sel = select.sum(dim=1)
+        if not bool((n_sel == n_sel[0]).all()):
+            raise ValueError("every image must upsample the same number of tokens")
+        f2 = factor * factor
+        keep_idx = (~select).nonzero()[:, 1].view(B, -1)
+        sel_idx = select.nonzero()[:, 1].view(B, -1)
+        S = self.size.gather(1, sel_idx)
+        if bool((S % factor != 0).any()):
+            raise ValueError(f"cannot upsample tokens of size {int(S.min())} by factor {factor}")
+        child = S // factor
+        slot = torch.arange(f2, device=select.device)
+        dy, dx = slot // factor, slot % factor
+        base = self.cells.gather(1, sel_idx[..., None].expand(-1, -1, 2))          # (B, k, 2)
+        ccells = base[:, :, None, :] + torch.stack([dy, dx], -1)[None, None] * child[..., None, None]
+        parent = torch.cat([keep_idx, sel_idx.repeat_interleave(f2, dim=1)], dim=1)
+        slots = torch.cat([torch.full_like(keep_idx, -1), slot.repeat(B, sel_idx.shape[1])], dim=1)
+        cells = torch.cat([self.cells.gather(1, keep_idx[..., None].expand(-1, -1, 2)),
+                           ccells.reshape(B, -1, 2)], dim=1)
+        size = torch.cat([self.size.gather(1, keep_idx), child.repeat_interleave(f2, dim=1)], dim=1)
+        order = torch.argsort(cells[..., 0] * self.grid[1] + cells[..., 1], dim=1, stable=True)
+        take = lambda t: t.gather(1, order) if t.dim() == 2 else t.gather(1, order[..., None].expand_as(t))  # noqa: E731
+        return TokenSet(cells=take(cells), size=take(size), grid=self.grid), take(parent), take(slots)
+
+
+def upsample_values(x: torch.Tensor, parent: torch.Tensor, slot: torch.Tensor, source: torch.Tensor):
+    """``U(x)``: kept tokens copied, children filled from their parent by ``source``."""
+    B, L2 = parent.shape
+    F = x.shape[-1]
+    px = x.gather(1, parent[..., None].expand(B, L2, F))
+    feat = source[slot.clamp(min=0)]                       # (B, L2, F)
+    return torch.where((slot >= 0)[..., None], px.gather(2, feat), px)
+
+
+def pool_children(y: torch.Tensor, parent: torch.Tensor, slot: torch.Tensor, source: torch.Tensor,
+                  n_parents: int) -> torch.Tensor:
+    """``U^T(y)`` restricted to children: each parent value gets the sum of its copies."""
+    B, L2, F = y.shape
+    out = torch.zeros(B, n_parents * F, dtype=y.dtype, device=y.device)
+    feat = source[slot.clamp(min=0)]
+    flat = parent[..., None] * F + feat
+    is_child = (slot >= 0)[..., None].expand_as(y)
+    out.scatter_add_(1, flat.reshape(B, -1), torch.where(is_child, y, torch.zeros_like(y)).reshape(B, -1))
+    return out.view(B, n_parents, F)
+
+
+def to_latent(x: torch.Tensor, tokens: TokenSet) -> torch.Tensor:
+    """Paint a token set onto the full-resolution latent grid ``(B, C, 2*rows, 2*cols)``:
+    each token's 2x2 patch is nearest-upsampled by its size over the cells it covers."""
+    B, L, F = x.shape
+    gh, gw = tokens.grid
+    dev = x.device
+    owner = torch.empty(B, gh, gw, dtype=torch.long, device=dev)
+    for s in torch.unique(tokens.size).tolist():
+        idx = (tokens.size == s).nonzero()                                # (k, 2): image, token
+        off = torch.arange(s, device=dev)
+        grid = lambda v: v.view(-1, 1, 1).expand(-1, s, s)                # noqa: E731
+        rows = grid(tokens.cells[idx[:, 0], idx[:, 1], 0]) + off.view(1, s, 1)
+        cols = grid(tokens.cells[idx[:, 0], idx[:, 1], 1]) + off.view(1, 1, s)
+        owner[grid(idx[:, 0]), rows, cols] = grid(idx[:, 1])
+    Y = torch.arange(2 * gh, device=dev)
+    X = torch.arange(2 * gw, device=dev)
+    t = owner[:, Y[:, None] // 2, X[None, :] // 2]                     # (B, 2gh, 2gw) token index
+    S = tokens.size.gather(1, t.view(B, -1)).view_as(t)
+    r0 = tokens.cells[..., 0].gather(1, t.view(B, -1)).view_as(t)
+    c0 = tokens.cells[..., 1].gather(1, t.view(B, -1)).view_as(t)
+    py = (Y[None, :, None] - 2 * r0) // S
+    px = (X[None, None, :] - 2 * c0) // S
+    C = F // 4
+    ch = torch.arange(C, device=dev)
+    feat = ch[None, :, None, None] * 4 + (py * 2 + px)[:, None]        # (B, C, 2gh, 2gw)
+    flat = (t[:, None] * F + feat).view(B, -1)
+    return x.reshape(B, -1).gather(1, flat).view(B, C, 2 * gh, 2 * gw)
