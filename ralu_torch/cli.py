@@ -1,0 +1,93 @@
+"""``ralu``: generate images with RALU from a diffusers model id or local path.
+
+    ralu generate --model black-forest-labs/FLUX.1-dev --prompt "a tiny puppy" \\
+                  --preset flux-dev-7x --height 1024 --width 1024 --seed 0 --out image.png
+
+Errors in the arguments print one line on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+PROG = "ralu"
+DTYPES = ("bfloat16", "float16", "float32")
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UsageError(message)
+
+
+def build_parser():
+    from ralu_schedule import PRESETS
+
+    parser = _Parser(prog=PROG, description="RALU sampling for diffusers pipelines.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    g = sub.add_parser("generate", help="generate an image")
+    g.add_argument("--model", required=True, help="diffusers model id or local path (FLUX.1 dev or schnell)")
+    g.add_argument("--prompt", required=True)
+    src = g.add_mutually_exclusive_group()
+    src.add_argument("--preset", default="flux-dev-7x", help=f"one of {', '.join(sorted(PRESETS))}")
+    src.add_argument("--schedule", help="a JSON schedule file (ralu-schedule ... --json)")
+    g.add_argument("--parameters", choices=("authors", "optimised"), default="authors")
+    g.add_argument("--upsample", choices=("latent", "token"), default="latent")
+    g.add_argument("--height", type=int, default=1024)
+    g.add_argument("--width", type=int, default=1024)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--guidance-scale", type=float, default=3.5)
+    g.add_argument("--max-sequence-length", type=int, default=512)
+    g.add_argument("--device", default=None, help="cuda, cpu, mps, ... (default: cuda if available)")
+    g.add_argument("--dtype", choices=DTYPES, default=None, help="default: bfloat16 on cuda, else float32")
+    g.add_argument("--out", default="image.png")
+    return parser
+
+
+def generate(args):
+    import torch
+    from diffusers import DiffusionPipeline
+
+    from ralu_torch import RALU
+
+    from .pipeline import _parse_schedule
+
+    # check the schedule and the size before loading any weights
+    schedule_arg = args.schedule or args.preset
+    fixed, layout = _parse_schedule(schedule_arg, args.parameters)
+    unit = 16 * (fixed.layout if fixed is not None else layout).downsampling
+    if args.height <= 0 or args.width <= 0 or args.height % unit or args.width % unit:
+        raise UsageError(f"--height and --width must be positive multiples of {unit} for this schedule, "
+                         f"got {args.height}x{args.width}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = getattr(torch, args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"))
+    try:
+        pipe = DiffusionPipeline.from_pretrained(args.model, torch_dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot load model {args.model!r}: {str(err).splitlines()[0]}") from None
+    pipe = pipe.to(device)
+    ralu = RALU(pipe, fixed if fixed is not None else schedule_arg, parameters=args.parameters, upsample=args.upsample)
+    gen = torch.Generator(device="cpu" if device == "mps" else device).manual_seed(args.seed)
+    out = ralu(args.prompt, height=args.height, width=args.width, generator=gen,
+               guidance_scale=args.guidance_scale, max_sequence_length=args.max_sequence_length)
+    out.images[0].save(args.out)
+    print(f"wrote {args.out} ({args.width}x{args.height}, tokens per stage {out.stage_tokens})")
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "generate":
+            generate(args)
+    except (UsageError, ValueError) as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
