@@ -1,0 +1,89 @@
+"""Correlated re-injection noise: ours (O(values)) against a dense-covariance sampler
+(Cholesky of the M x M covariance I - c U U^T, M = token count, one draw per channel, as
+the authors' code does), side by side in one run, for a full upsampling of every token.
+
+    python bench/noise.py [--device cuda] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from ralu_torch.noise import reinjection_noise
+from ralu_torch.tokens import TokenSet, child_source
+
+C = 0.0255          # the 7x preset's c
+FEATURES = 64       # FLUX token features
+
+
+def sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def ours(pixels, device):
+    grid = (pixels // 16, pixels // 16)
+    ts = TokenSet.regular(1, grid, 2, device=device)
+    new, parent, slot = ts.upsample(ts.is_coarse(), 2)
+    src = child_source(2, FEATURES, "token", device=device)
+    g = torch.Generator(device=device).manual_seed(0)
+
+    def run():
+        w = torch.randn(1, new.length, FEATURES, generator=g, device=device)
+        return reinjection_noise(w, parent, slot, src, ts.length, C, 2)
+    return run
+
+
+def dense(pixels, device):
+    grid = (pixels // 16, pixels // 16)
+    M = grid[0] * grid[1]
+    g = torch.Generator(device=device).manual_seed(0)
+    rows = torch.arange(grid[0], device=device).repeat_interleave(grid[1])
+    cols = torch.arange(grid[1], device=device).repeat(grid[0])
+    parent = (rows // 2) * (grid[1] // 2) + cols // 2
+
+    def run():
+        same = (parent[:, None] == parent[None, :]).float()            # U U^T for token repetition
+        cov = torch.eye(M, device=device) - C * same
+        L = torch.linalg.cholesky(cov)
+        return (L @ torch.randn(M, FEATURES, generator=g, device=device)).T   # one draw per channel
+    return run
+
+
+def timed(fn, device, repeats):
+    fn()
+    sync(device)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 1536])
+    ap.add_argument("--ours-only", type=int, nargs="*", default=[4096])
+    args = ap.parse_args(argv)
+    name = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else "CPU"
+    print(f"device: {name}, torch {torch.__version__}, threads {torch.get_num_threads()}")
+    print(f"{'pixels':>7} {'tokens M':>9} {'ours ms':>10} {'dense ms':>11} {'dense/ours':>10}")
+    for px in args.sizes:
+        o = timed(ours(px, args.device), args.device, args.repeats)
+        d = timed(dense(px, args.device), args.device, args.repeats)
+        print(f"{px:>7} {(px // 16) ** 2:>9} {o * 1e3:>10.2f} {d * 1e3:>11.1f} {d / o:>10.0f}")
+    for px in args.ours_only:
+        o = timed(ours(px, args.device), args.device, args.repeats)
+        M = (px // 16) ** 2
+        print(f"{px:>7} {M:>9} {o * 1e3:>10.2f} {'n/a':>11} {'':>10}  (dense covariance: {M * M * 4 / 2**30:.0f} GiB)")
+
+
+if __name__ == "__main__":
+    main()

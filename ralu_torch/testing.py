@@ -1,0 +1,61 @@
+"""Random-weight FLUX pipelines built from configs: for tests, benchmarks and trying the
+sampler without downloading weights. Nothing here loads from a hub."""
+
+from __future__ import annotations
+
+import torch
+
+#: FLUX.1-dev's scheduler config (dynamic shifting).
+FLUX_DEV_SCHEDULER = dict(shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                          base_image_seq_len=256, max_image_seq_len=4096)
+FLUX_SCHNELL_SCHEDULER = dict(shift=1.0, use_dynamic_shifting=False)
+
+#: FLUX.1-dev's VAE (16 latent channels, 8x downsampling).
+FLUX_VAE = dict(in_channels=3, out_channels=3, latent_channels=16, block_out_channels=(128, 256, 512, 512),
+                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                layers_per_block=2, use_quant_conv=False, use_post_quant_conv=False,
+                scaling_factor=0.3611, shift_factor=0.1159)
+
+TINY_TEXT_DIM = TINY_POOLED_DIM = 32
+
+
+def flux_pipeline(*, tiny: bool = True, guidance_embeds: bool = True, seed: int = 0, device="cpu",
+                  dtype=torch.float32):
+    """A ``FluxPipeline`` without text encoders (pass ``prompt_embeds``), random weights.
+
+    ``tiny=True``: a one-block transformer and an 8-channel VAE (same token layout as
+    FLUX). ``tiny=False``: the full FLUX.1 transformer and VAE architectures, initialised
+    on ``device`` directly.
+    """
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    torch.manual_seed(seed)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # build in the target dtype: no float32 copy of a full-size model
+    try:
+        with torch.device(device):
+            if tiny:
+                transformer = FluxTransformer2DModel(
+                    patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                    num_attention_heads=2, joint_attention_dim=TINY_TEXT_DIM, pooled_projection_dim=TINY_POOLED_DIM,
+                    guidance_embeds=guidance_embeds, axes_dims_rope=(4, 6, 6))
+                vae = AutoencoderKL(**{**FLUX_VAE, "block_out_channels": (8, 8, 8, 8), "layers_per_block": 1,
+                                       "norm_num_groups": 4})
+            else:
+                transformer = FluxTransformer2DModel(guidance_embeds=guidance_embeds)
+                vae = AutoencoderKL(**FLUX_VAE)
+    finally:
+        torch.set_default_dtype(previous)
+    sched = FlowMatchEulerDiscreteScheduler(**(FLUX_DEV_SCHEDULER if guidance_embeds else FLUX_SCHNELL_SCHEDULER))
+    pipe = FluxPipeline(scheduler=sched, vae=vae, text_encoder=None, tokenizer=None, text_encoder_2=None,
+                        tokenizer_2=None, transformer=transformer)
+    return pipe.to(device)
+
+
+def prompt_embeds(pipe, batch: int = 1, text_tokens: int = 8, seed: int = 1):
+    """Random ``prompt_embeds`` and ``pooled_prompt_embeds`` that fit ``pipe``'s transformer."""
+    cfg = pipe.transformer.config
+    g = torch.Generator().manual_seed(seed)
+    dev, dt = pipe.transformer.device, pipe.transformer.dtype
+    return dict(prompt_embeds=torch.randn(batch, text_tokens, cfg.joint_attention_dim, generator=g).to(dev, dt),
+                pooled_prompt_embeds=torch.randn(batch, cfg.pooled_projection_dim, generator=g).to(dev, dt))

@@ -1,0 +1,47 @@
+"""The benchmark scripts run (small sizes); their numbers are printed, not asserted."""
+
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).parents[1] / "bench"
+
+
+def run_script(name, argv, capsys):
+    old = sys.argv
+    sys.argv = [name, *argv]
+    try:
+        runpy.run_path(str(BENCH / name), run_name="__main__")
+    finally:
+        sys.argv = old
+    return capsys.readouterr().out
+
+
+def test_noise_bench(capsys):
+    out = run_script("noise.py", ["--sizes", "256", "--ours-only", "512", "--repeats", "1"], capsys)
+    assert "dense/ours" in out and "256" in out and "n/a" in out
+
+
+def test_gpu_latency_tiny(capsys):
+    out = run_script("gpu_latency.py", ["--tiny", "--size", "64", "--repeats", "1", "--baseline-steps", "8"], capsys)
+    lines = [line for line in out.splitlines() if line.startswith(("baseline", "flux-dev"))]
+    assert len(lines) == 3 and "CPU" in out
+
+
+def test_cost_table(capsys):
+    out = run_script("cost_table.py", [], capsys)
+    assert "| flux-dev-7x | flux-dev | 1024x1024 | 1024, 1330, 4096 |" in out
+
+
+@pytest.mark.slow
+def test_solve_bench(capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("solve_bench", BENCH / "solve.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.LAYOUTS = {k: v for k, v in mod.LAYOUTS.items() if "4-stage" in k}
+    mod.main()
+    assert "4-stage" in capsys.readouterr().out
