@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preset", help="print a named schedule")
     p.add_argument("name", nargs="?")
     p.add_argument("--list", action="store_true", help="list the presets")
-    p.add_argument("--parameters", choices=PARAMETERS, default="authors")
+    p.add_argument("--parameters", choices=PARAMETERS, default="default")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_preset)
 
@@ -140,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="plot target vs matched timestep density")
     p.add_argument("--preset", choices=None)
-    p.add_argument("--parameters", choices=PARAMETERS, default="authors")
+    p.add_argument("--parameters", choices=PARAMETERS, default="default")
     p.add_argument("--schedule", help="a JSON schedule file")
     _add_layout_args(p, required=False)
     _add_solver_args(p)

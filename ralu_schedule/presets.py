@@ -9,6 +9,7 @@ dynamic shift gives ``h0 = e^1.15 = 3.158``, not 3).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 from .layout import Layout, Schedule
@@ -21,10 +22,14 @@ class Preset:
     name: str
     model: str              # a key of ralu_schedule.SHIFT_RULES and of the cost model
     resolution: tuple       # (height, width) in pixels the preset was made for
-    layout: Layout          # as the authors ran it (h0 = 3)
-    shifts: tuple           # the authors' h_k
-    z: float                # the authors' Z = 1/sqrt(c)
+    layout: Layout          # with the h0 its parameters were made for
+    shifts: tuple | None    # the authors' h_k (None: no published parameters)
+    z: float | None         # the authors' Z = 1/sqrt(c)
     description: str
+
+    @property
+    def has_authors_parameters(self) -> bool:
+        return self.shifts is not None
 
     @property
     def tokens(self) -> int:
@@ -39,12 +44,21 @@ def _flux(name, steps, ends, r, shifts, z, speed):
                   description=f"FLUX.1-dev {speed} speed-up, authors' layout and parameters")
 
 
+def _sd3(name, flux_name, speed):
+    lay = PRESETS[flux_name].layout   # same layout; SD3's static shift 3.0 is h0
+    return Preset(name=name, model="sd3-medium", resolution=(1024, 1024), layout=lay.with_base_shift(3.0),
+                  shifts=None, z=None,
+                  description=f"SD3-medium {speed} FLOP reduction: the FLUX {speed} layout solved for shift 3.0")
+
+
 PRESETS: dict[str, Preset] = {p.name: p for p in [
     _flux("flux-dev-4x", (5, 6, 7), (0.3, 0.45, 1.0), 0.3, (5.019, 2.589, 2.226), 6.317, "4x"),
     _flux("flux-dev-7x", (2, 3, 5), (0.2, 0.3, 1.0), 0.1, (8.141, 2.856, 2.193), 6.261, "7x"),
 ]}
+PRESETS.update({p.name: p for p in [_sd3("sd3-medium-4x", "flux-dev-4x", "4x"),
+                                    _sd3("sd3-medium-7x", "flux-dev-7x", "7x")]})
 
-PARAMETERS = ("authors", "optimised")
+PARAMETERS = ("default", "authors", "optimised")
 
 
 def get_preset(name: str) -> Preset:
@@ -54,16 +68,29 @@ def get_preset(name: str) -> Preset:
         raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(sorted(PRESETS))}") from None
 
 
-def preset(name: str, parameters: str = "authors") -> Schedule:
-    """The schedule of preset ``name``: ``parameters="authors"`` (exact parity with the
-    authors' code) or ``"optimised"`` (our solver, ``h0`` from the model's scheduler rule)."""
+def preset(name: str, parameters: str = "default") -> Schedule:
+    """The schedule of preset ``name``.
+
+    ``parameters="authors"``: the published parameters, exactly (FLUX presets);
+    ``"optimised"``: our solver, ``h0`` from the model's scheduler rule at the preset's
+    resolution; ``"default"``: the authors' where published, else optimised.
+    """
     p = get_preset(name)
-    info = {"preset": p.name, "model": p.model, "resolution": list(p.resolution), "parameters": parameters}
-    if parameters == "authors":
-        c = 1.0 / p.z**2
-        return Schedule(layout=p.layout, shifts=p.shifts, correlations=(c,) * (p.layout.num_stages - 1),
-                        info=info)
+    if parameters not in PARAMETERS:
+        raise ValueError(f"parameters must be one of {', '.join(PARAMETERS)}, got {parameters!r}")
+    if parameters == "default":
+        parameters = "authors" if p.has_authors_parameters else "optimised"
     if parameters == "optimised":
-        h0 = shift_rule(p.model)(p.tokens)
-        return solve(p.layout.with_base_shift(h0), info=info)
-    raise ValueError(f"parameters must be one of {', '.join(PARAMETERS)}, got {parameters!r}")
+        return _solved(p.name, shift_rule(p.model)(p.tokens))
+    if not p.has_authors_parameters:
+        raise ValueError(f"preset {name!r} has no published parameters; use parameters='optimised'")
+    info = {"preset": p.name, "model": p.model, "resolution": list(p.resolution), "parameters": "authors"}
+    c = 1.0 / p.z**2
+    return Schedule(layout=p.layout, shifts=p.shifts, correlations=(c,) * (p.layout.num_stages - 1), info=info)
+
+
+@functools.lru_cache(maxsize=32)
+def _solved(name: str, h0: float) -> Schedule:
+    p = PRESETS[name]
+    info = {"preset": p.name, "model": p.model, "resolution": list(p.resolution), "parameters": "optimised"}
+    return solve(p.layout.with_base_shift(h0), info=info)

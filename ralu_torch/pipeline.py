@@ -18,7 +18,7 @@ from .sampler import sample
 from .tokens import check_mode, unpack
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-PARAMETERS = ("authors", "optimised")
+PARAMETERS = ("default", "authors", "optimised")
 
 
 @dataclass
@@ -37,7 +37,9 @@ class RALU:
 
     ``schedule``: a preset name (``"flux-dev-7x"``), a :class:`ralu_schedule.Schedule`, its
     JSON form (a dict or a file path), or a :class:`ralu_schedule.Layout` to be solved at
-    call time. ``parameters="optimised"`` re-solves a preset's layout at call time. Solving
+    call time. For presets, ``parameters="default"`` takes the published parameters where
+    they exist (FLUX) and our solution otherwise (SD3), ``"authors"`` insists on the
+    published ones, and ``"optimised"`` re-solves the preset's layout at call time. Solving
     at call time takes ``h0`` from the pipeline's scheduler config at the requested
     resolution (FLUX.1-dev's dynamic shift), never from a constant.
 
@@ -47,7 +49,7 @@ class RALU:
     transition; default) or ``"unit"`` (the authors' variance 1).
     """
 
-    def __init__(self, pipe, schedule="flux-dev-7x", *, parameters: str = "authors", upsample: str = "latent",
+    def __init__(self, pipe, schedule="flux-dev-7x", *, parameters: str = "default", upsample: str = "latent",
                  kept_noise: str = "exact", edge_thresholds=(0.1, 0.2)):
         self.pipe = pipe
         self.backend = backend_for(pipe)
@@ -83,11 +85,15 @@ class RALU:
         return height // p, width // p
 
     @torch.no_grad()
-    def __call__(self, prompt=None, prompt_2=None, *, height: int | None = None, width: int | None = None,
-                 guidance_scale: float = 3.5, num_images_per_prompt: int = 1, generator=None,
-                 prompt_embeds=None, pooled_prompt_embeds=None, max_sequence_length: int = 512,
-                 output_type: str = "pil", return_dict: bool = True, callback_on_step_end=None,
-                 callback_on_step_end_tensor_inputs=("latents",), joint_attention_kwargs=None):
+    def __call__(self, prompt=None, *, height: int | None = None, width: int | None = None,
+                 guidance_scale: float | None = None, num_images_per_prompt: int = 1, generator=None,
+                 max_sequence_length: int | None = None, output_type: str = "pil", return_dict: bool = True,
+                 callback_on_step_end=None, callback_on_step_end_tensor_inputs=("latents",),
+                 joint_attention_kwargs=None, **prompt_kwargs):
+        """Generate images. ``prompt_kwargs`` are the pipeline's own prompt arguments:
+        FLUX ``prompt_2``, ``prompt_embeds``, ``pooled_prompt_embeds``; SD3 also ``prompt_3``,
+        ``negative_prompt(_2, _3)``, ``negative_prompt_embeds``, ``negative_pooled_prompt_embeds``,
+        ``clip_skip``. ``guidance_scale`` and ``max_sequence_length`` default to the pipeline's."""
         pipe, be = self.pipe, self.backend
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
@@ -96,11 +102,16 @@ class RALU:
         grid = self._grid(height, width)
         schedule = self.schedule_for(height, width)
         device = be.device
-        cond = be.encode(prompt=prompt, prompt_2=prompt_2, prompt_embeds=prompt_embeds,
-                         pooled_prompt_embeds=pooled_prompt_embeds, num_images_per_prompt=num_images_per_prompt,
-                         max_sequence_length=max_sequence_length, guidance_scale=guidance_scale,
-                         joint_attention_kwargs=joint_attention_kwargs, device=device)
-        batch = cond.prompt_embeds.shape[0]
+        try:
+            cond = be.encode(prompt=prompt, num_images_per_prompt=num_images_per_prompt,
+                             max_sequence_length=max_sequence_length or be.default_max_sequence_length,
+                             guidance_scale=be.default_guidance_scale if guidance_scale is None else guidance_scale,
+                             joint_attention_kwargs=joint_attention_kwargs, device=device, **prompt_kwargs)
+        except TypeError as err:
+            if "unexpected keyword argument" not in str(err):
+                raise
+            raise ValueError(f"{type(pipe).__name__} does not take {str(err).split('argument ')[-1]}") from None
+        batch = cond.batch
 
         callback = None
         if callback_on_step_end is not None:
@@ -118,9 +129,9 @@ class RALU:
         res = sample(be, schedule, cond, batch=batch, grid=grid, generator=generator, upsample=self.upsample,
                      kept_noise=self.kept_noise, edge_thresholds=self.edge_thresholds, callback=callback,
                      progress=progress)
-        latents = res.latents.to(cond.prompt_embeds.dtype)
+        latents = res.latents.to(be.dtype)
         if output_type == "latent":
-            images = latents
+            images = be.pipeline_latents(latents, grid)   # the form the pipeline itself returns
         else:
             image = be.decode(unpack(latents, grid))
             images = pipe.image_processor.postprocess(image, output_type=output_type)
@@ -146,7 +157,7 @@ def _parse_schedule(schedule, parameters):
         p = get_preset(name)  # raises: unknown preset, with the known names
         if parameters == "optimised":
             return None, p.layout
-        return preset(name), None
+        return preset(name, parameters), None
     raise ValueError("schedule must be a preset name, a Schedule, a Layout, a JSON dict or a path to a JSON file, "
                      f"got {type(schedule).__name__}")
 

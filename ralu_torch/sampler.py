@@ -51,11 +51,10 @@ def sample(backend, schedule: Schedule, cond, *, batch: int, grid: tuple, genera
     step = 0
     for k, stage in enumerate(schedule.stages):
         sig = torch.tensor(stage.sigmas, dtype=torch.float32, device=device)
-        pos = tokens.positions()
         result.stage_tokens.append(tokens.length)
         bar = progress(stage.steps, k) if progress else None
         for i in range(stage.steps):                                  # Euler steps of stage k
-            v = backend.velocity(x, pos, sig[i], cond)
+            v = backend.velocity(x, tokens, sig[i], cond)
             x = x + (sig[i + 1] - sig[i]) * v
             if callback is not None:
                 x = callback(step, k, sig[i], x)

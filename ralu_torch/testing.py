@@ -59,3 +59,37 @@ def prompt_embeds(pipe, batch: int = 1, text_tokens: int = 8, seed: int = 1):
     dev, dt = pipe.transformer.device, pipe.transformer.dtype
     return dict(prompt_embeds=torch.randn(batch, text_tokens, cfg.joint_attention_dim, generator=g).to(dev, dt),
                 pooled_prompt_embeds=torch.randn(batch, cfg.pooled_projection_dim, generator=g).to(dev, dt))
+
+
+def sd3_pipeline(*, dual_attention: bool = True, seed: int = 0, device="cpu", dtype=torch.float32,
+                 sample_size: int = 32, pos_embed_max_size: int = 48):
+    """A tiny ``StableDiffusion3Pipeline`` without text encoders (pass the embeddings), random
+    weights; ``dual_attention`` adds SD3.5-medium's second, image-only attention to block 0."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    torch.manual_seed(seed)
+    transformer = SD3Transformer2DModel(
+        sample_size=sample_size, patch_size=2, in_channels=16, out_channels=16, num_layers=2, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=TINY_TEXT_DIM, caption_projection_dim=16,
+        pooled_projection_dim=TINY_POOLED_DIM, pos_embed_max_size=pos_embed_max_size,
+        dual_attention_layers=(0,) if dual_attention else (), qk_norm="rms_norm" if dual_attention else None)
+    vae = AutoencoderKL(**{**FLUX_VAE, "block_out_channels": (8, 8, 8, 8), "layers_per_block": 1,
+                           "norm_num_groups": 4, "scaling_factor": 1.5305, "shift_factor": 0.0609})
+    pipe = StableDiffusion3Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+                                    vae=vae, text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,
+                                    text_encoder_3=None, tokenizer_3=None)
+    return pipe.to(device=device, dtype=dtype)
+
+
+def sd3_prompt_embeds(pipe, batch: int = 1, text_tokens: int = 8, seed: int = 1, negative: bool = True):
+    """Random prompt (and negative prompt) embeddings that fit ``pipe``'s SD3 transformer."""
+    cfg = pipe.transformer.config
+    g = torch.Generator().manual_seed(seed)
+    dev, dt = pipe.transformer.device, pipe.transformer.dtype
+    rand = lambda *shape: torch.randn(*shape, generator=g).to(dev, dt)  # noqa: E731
+    out = dict(prompt_embeds=rand(batch, text_tokens, cfg.joint_attention_dim),
+               pooled_prompt_embeds=rand(batch, cfg.pooled_projection_dim))
+    if negative:
+        out.update(negative_prompt_embeds=rand(batch, text_tokens, cfg.joint_attention_dim),
+                   negative_pooled_prompt_embeds=rand(batch, cfg.pooled_projection_dim))
+    return out

@@ -97,6 +97,12 @@ class TokenSet:
     def coarsest(self) -> int:
         return int(self.size.max())
 
+    @property
+    def frame(self) -> tuple:
+        """The grid the positions live on: ``(rows, cols)`` of coarsest-size tokens."""
+        D = self.coarsest
+        return self.grid[0] // D, self.grid[1] // D
+
     def positions(self) -> torch.Tensor:
         """Float ``(B, L, 2)`` positions ``(row, col) = cells / coarsest`` (the coordinate rule)."""
         return self.cells.to(torch.float64) / self.coarsest

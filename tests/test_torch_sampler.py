@@ -138,7 +138,7 @@ def test_call_errors(dev, kwargs, msg):
 
 
 def test_construction_errors(dev):
-    with pytest.raises(ValueError, match="unknown preset 'flux-dev-9x'; known presets: flux-dev-4x, flux-dev-7x"):
+    with pytest.raises(ValueError, match="unknown preset 'flux-dev-9x'; known presets: flux-dev-4x, flux-dev-7x, sd3-medium-4x, sd3-medium-7x"):
         RALU(dev, "flux-dev-9x")
     with pytest.raises(ValueError, match="upsample must be one of latent, token"):
         RALU(dev, upsample="bicubic")

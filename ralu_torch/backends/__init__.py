@@ -1,6 +1,9 @@
 """Model backends: each adapts one model family to the sampler's single contract
 
-    velocity(tokens, positions, sigma, conditioning) -> velocity tokens (float32)
+    velocity(x, tokens, sigma, conditioning) -> velocity tokens (float32)
+
+where ``x`` holds the token values and ``tokens`` (a ``ralu_torch.tokens.TokenSet``) their
+positions,
 
 plus ``encode`` (prompts to conditioning) and ``decode`` (latents to images in [-1, 1]).
 Packing, the ``* 1000`` timestep scale, guidance and position embeddings stay in here.
@@ -16,4 +19,8 @@ def backend_for(pipe):
         from .flux import FluxBackend
 
         return FluxBackend(pipe)
-    raise ValueError(f"no RALU backend for {name}; supported: FluxPipeline")
+    if name.startswith("StableDiffusion3"):
+        from .sd3 import SD3Backend
+
+        return SD3Backend(pipe)
+    raise ValueError(f"no RALU backend for {name}; supported: FluxPipeline, StableDiffusion3Pipeline")

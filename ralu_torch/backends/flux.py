@@ -17,6 +17,10 @@ class FluxConditioning:
     guidance: torch.Tensor | None
     joint_attention_kwargs: dict | None
 
+    @property
+    def batch(self) -> int:
+        return self.prompt_embeds.shape[0]
+
     def image(self, b: int) -> "FluxConditioning":
         """The conditioning of image ``b`` alone (for token sets that differ per image)."""
         sl = slice(b, b + 1)
@@ -26,6 +30,8 @@ class FluxConditioning:
 
 class FluxBackend:
     name = "flux"
+    default_guidance_scale = 3.5
+    default_max_sequence_length = 512
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -46,8 +52,8 @@ class FluxBackend:
     def shift_rule(self) -> ShiftRule:
         return ShiftRule.from_scheduler_config(self.pipe.scheduler.config)
 
-    def encode(self, *, prompt, prompt_2, prompt_embeds, pooled_prompt_embeds, num_images_per_prompt,
-               max_sequence_length, guidance_scale, joint_attention_kwargs, device) -> FluxConditioning:
+    def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale, joint_attention_kwargs,
+               device, prompt_2=None, prompt_embeds=None, pooled_prompt_embeds=None) -> FluxConditioning:
         lora_scale = (joint_attention_kwargs or {}).get("scale")
         embeds, pooled, text_ids = self.pipe.encode_prompt(
             prompt=prompt, prompt_2=prompt_2, prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled_prompt_embeds,
@@ -58,9 +64,9 @@ class FluxBackend:
             guidance = torch.full([embeds.shape[0]], guidance_scale, device=device, dtype=torch.float32)
         return FluxConditioning(embeds, pooled, text_ids, guidance, joint_attention_kwargs)
 
-    def velocity(self, x: torch.Tensor, positions: torch.Tensor, sigma: torch.Tensor,
-                 cond: FluxConditioning) -> torch.Tensor:
-        """``x`` (B, L, 64) float32 tokens, ``positions`` (B, L, 2), ``sigma`` a float32 scalar."""
+    def velocity(self, x: torch.Tensor, tokens, sigma: torch.Tensor, cond: FluxConditioning) -> torch.Tensor:
+        """``x`` (B, L, 64) float32 tokens on ``tokens``, ``sigma`` a float32 scalar."""
+        positions = tokens.positions()
         if bool((positions == positions[:1]).all()):
             return self._forward(x, positions[0], sigma, cond)
         # token sets differ per image (top-r selection): FLUX takes one set of ids per call
@@ -77,6 +83,10 @@ class FluxBackend:
                              txt_ids=cond.text_ids, img_ids=ids, joint_attention_kwargs=cond.joint_attention_kwargs,
                              return_dict=False)[0]
         return v.float()
+
+    def pipeline_latents(self, tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
+        """FluxPipeline returns packed tokens for ``output_type="latent"``."""
+        return tokens
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Model-space latents ``(B, 16, h, w)`` to images in ``[-1, 1]``."""

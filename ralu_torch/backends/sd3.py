@@ -1,0 +1,165 @@
+"""Stable Diffusion 3 / 3.5 through diffusers' ``StableDiffusion3Pipeline`` components.
+
+SD3's transformer patchifies a 4-D latent itself and adds a fixed 2-D sin-cos position
+embedding cropped from the centre of a ``pos_embed_max_size`` table. A mixed token set has
+no 4-D latent, so :func:`forward_tokens` runs the same modules on patch tokens, with the
+embedding evaluated at explicit, possibly fractional, table coordinates.
+
+Coordinates: a token's position ``(row, col)`` (``ralu_torch.tokens``: top-left cell over
+the coarsest token size) lives on a ``frame`` of ``rows x cols`` coarse tokens; the stock
+model would centre that frame in the table, so the table coordinate is
+``((P - rows) // 2 + row, (P - cols) // 2 + col)``. On a regular grid this is exactly the
+stock crop; children of an upsampled token sit half a table step from their parent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ralu_schedule import ShiftRule
+
+from ..tokens import unpack
+
+
+def sincos_table_embedding(rows: torch.Tensor, cols: torch.Tensor, dim: int, table_size: int,
+                           base_size: int) -> torch.Tensor:
+    """SD3's 2-D sin-cos embedding at table coordinates ``(rows, cols)`` (any shape, floats).
+
+    The stock table entry ``(r, c)`` encodes ``c * base_size / P`` in its first half and
+    ``r * base_size / P`` in its second; integer coordinates give the table's entries.
+    """
+    scale = torch.tensor(table_size / base_size, dtype=torch.float32)
+    half = dim // 2
+    omega = torch.arange(half // 2, dtype=torch.float64, device=rows.device) / (half / 2.0)
+    omega = 1.0 / 10000**omega
+
+    def one_d(p):
+        out = (p.to(torch.float32) / scale.to(p.device)).to(torch.float64).reshape(-1, 1) * omega[None]
+        return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
+
+    emb = torch.cat([one_d(cols), one_d(rows)], dim=1).float()
+    return emb.view(*rows.shape, dim)
+
+
+def table_coordinates(tokens, table_size: int):
+    """Table coordinates ``(rows, cols)`` of a token set under the centred-crop rule."""
+    pos = tokens.positions()
+    fr, fc = tokens.frame
+    if fr > table_size or fc > table_size:
+        raise ValueError(f"a {fr}x{fc} token frame exceeds the model's {table_size}x{table_size} position table")
+    return pos[..., 0] + (table_size - fr) // 2, pos[..., 1] + (table_size - fc) // 2
+
+
+def forward_tokens(transformer, x: torch.Tensor, pos_embed: torch.Tensor, encoder_hidden_states, pooled_projections,
+                   timestep, joint_attention_kwargs=None) -> torch.Tensor:
+    """The transformer on patch tokens ``x`` (B, L, C*p*p), ordered ``(c, dy, dx)``; returns
+    velocity tokens in the same order. ``pos_embed`` is (B or 1, L, D)."""
+    pe = transformer.pos_embed
+    w = pe.proj.weight
+    h = F.linear(x.to(w.dtype), w.reshape(w.shape[0], -1), pe.proj.bias)   # the patch conv, as a linear map
+    if pe.layer_norm:
+        h = pe.norm(h)
+    h = h + pos_embed.to(h.dtype)
+    temb = transformer.time_text_embed(timestep, pooled_projections)
+    enc = transformer.context_embedder(encoder_hidden_states)
+    for block in transformer.transformer_blocks:
+        enc, h = block(hidden_states=h, encoder_hidden_states=enc, temb=temb,
+                       joint_attention_kwargs=joint_attention_kwargs)
+    h = transformer.proj_out(transformer.norm_out(h, temb))
+    p, C = transformer.config.patch_size, transformer.out_channels
+    B, L, _ = h.shape
+    return h.view(B, L, p, p, C).permute(0, 1, 4, 2, 3).reshape(B, L, C * p * p)
+
+
+@dataclass
+class SD3Conditioning:
+    prompt_embeds: torch.Tensor           # (2B or B, T, D): [uncond; cond] with guidance
+    pooled_prompt_embeds: torch.Tensor
+    guidance_scale: float
+    joint_attention_kwargs: dict | None
+
+    @property
+    def guided(self) -> bool:
+        return self.guidance_scale > 1.0
+
+    @property
+    def batch(self) -> int:
+        n = self.prompt_embeds.shape[0]
+        return n // 2 if self.guided else n
+
+
+class SD3Backend:
+    name = "sd3"
+    default_guidance_scale = 7.0
+    default_max_sequence_length = 256
+
+    def __init__(self, pipe):
+        self.pipe = pipe
+        self.transformer = pipe.transformer
+        self.vae = pipe.vae
+        cfg = self.transformer.config
+        if cfg.patch_size != 2:
+            raise ValueError(f"the SD3 backend needs patch_size 2, got {cfg.patch_size}")
+        self.latent_channels = cfg.in_channels
+        self.features = cfg.in_channels * cfg.patch_size**2
+        self.pixels_per_token = pipe.vae_scale_factor * cfg.patch_size
+        self.table_size = cfg.pos_embed_max_size
+        self.base_size = cfg.sample_size // cfg.patch_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.pipe._execution_device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transformer.dtype
+
+    def shift_rule(self) -> ShiftRule:
+        return ShiftRule.from_scheduler_config(self.pipe.scheduler.config)
+
+    def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale, joint_attention_kwargs,
+               device, prompt_2=None, prompt_3=None, negative_prompt=None, negative_prompt_2=None,
+               negative_prompt_3=None, prompt_embeds=None, negative_prompt_embeds=None, pooled_prompt_embeds=None,
+               negative_pooled_prompt_embeds=None, clip_skip=None) -> SD3Conditioning:
+        guided = guidance_scale > 1.0
+        lora_scale = (joint_attention_kwargs or {}).get("scale")
+        pe, npe, pooled, npooled = self.pipe.encode_prompt(
+            prompt=prompt, prompt_2=prompt_2, prompt_3=prompt_3, device=device,
+            num_images_per_prompt=num_images_per_prompt, do_classifier_free_guidance=guided,
+            negative_prompt=negative_prompt, negative_prompt_2=negative_prompt_2, negative_prompt_3=negative_prompt_3,
+            prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
+            pooled_prompt_embeds=pooled_prompt_embeds, negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
+            clip_skip=clip_skip, max_sequence_length=max_sequence_length, lora_scale=lora_scale)
+        if guided:  # unconditional first, as StableDiffusion3Pipeline batches them
+            pe, pooled = torch.cat([npe, pe]), torch.cat([npooled, pooled])
+        return SD3Conditioning(pe, pooled, float(guidance_scale), joint_attention_kwargs)
+
+    def position_embedding(self, tokens) -> torch.Tensor:
+        rows, cols = table_coordinates(tokens, self.table_size)
+        return sincos_table_embedding(rows, cols, self.transformer.inner_dim, self.table_size, self.base_size)
+
+    def velocity(self, x: torch.Tensor, tokens, sigma: torch.Tensor, cond: SD3Conditioning) -> torch.Tensor:
+        dtype = cond.prompt_embeds.dtype
+        pos = self.position_embedding(tokens).to(x.device)
+        xin = x.to(dtype)
+        if cond.guided:
+            xin, pos = torch.cat([xin, xin]), torch.cat([pos, pos])
+        timestep = (sigma * 1000).expand(xin.shape[0]).to(dtype)   # SD3 takes t in [0, 1000]
+        v = forward_tokens(self.transformer, xin, pos, cond.prompt_embeds, cond.pooled_prompt_embeds, timestep,
+                           cond.joint_attention_kwargs)
+        if cond.guided:
+            uncond, text = v.chunk(2)
+            v = uncond + cond.guidance_scale * (text - uncond)
+        return v.float()
+
+    def pipeline_latents(self, tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
+        """StableDiffusion3Pipeline returns the 4-D latent for ``output_type="latent"``."""
+        return unpack(tokens, grid)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        cfg = self.vae.config
+        z = latents / cfg.scaling_factor + cfg.shift_factor
+        return self.vae.decode(z.to(self.vae.dtype), return_dict=False)[0]
