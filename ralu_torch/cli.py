@@ -45,7 +45,34 @@ def build_parser():
     g.add_argument("--device", default=None, help="cuda, cpu, mps, ... (default: cuda if available)")
     g.add_argument("--dtype", choices=DTYPES, default=None, help="default: bfloat16 on cuda, else float32")
     g.add_argument("--out", default="image.png")
+
+    d = sub.add_parser("demo", help="RALU on the analytic Gaussian backend (no weights): writes a comparison figure")
+    d.add_argument("--preset", default="flux-dev-7x", help=f"one of {', '.join(sorted(PRESETS))}")
+    d.add_argument("--seeds", type=int, default=32)
+    d.add_argument("--size", type=int, default=64, help="field side in pixels (multiple of 4)")
+    d.add_argument("--out", default="ralu_demo.png")
     return parser
+
+
+def run_demo(args):
+    from ralu_schedule import get_preset
+
+    get_preset(args.preset)
+    if args.seeds < 2:
+        raise UsageError(f"--seeds must be >= 2, got {args.seeds}")
+    if args.size < 8 or args.size % 4:
+        raise UsageError(f"--size must be a multiple of 4 and >= 8, got {args.size}")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("the demo figure needs matplotlib: pip install 'ralu[plot]'") from None
+    from .demo import demo
+
+    results = demo(args.out, args.preset, seeds=args.seeds, size=args.size)
+    print(f"{'run':<36} {'FD x1e3':>8} {'variance':>9}")
+    for label, m in results.items():
+        print(f"{label:<36} {1e3 * m['fd']:>8.2f} {m['var']:>9.3f}")
+    print(f"wrote {args.out}")
 
 
 def generate(args):
@@ -83,6 +110,8 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "generate":
             generate(args)
+        elif args.command == "demo":
+            run_demo(args)
     except (UsageError, ValueError) as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

@@ -16,15 +16,25 @@ def plot_token_layout(record, out, image: int = 0, pixels_per_token: int = 16, t
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Rectangle
 
     if record.estimate is None:
         raise ValueError("this transition upsampled every token and decoded no estimate; pick a partial one")
+    fig, ax = plt.subplots(figsize=(5, 5 * record.estimate.shape[-2] / record.estimate.shape[-1]), dpi=120)
+    draw_token_layout(ax, record, image, pixels_per_token, title)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def draw_token_layout(ax, record, image: int = 0, pixels_per_token: int = 16, title: str | None = None):
+    """Draw a transition's token layout over its decoded estimate on matplotlib axes ``ax``."""
+    from matplotlib.patches import Rectangle
+
     est = ((record.estimate[image].float().clamp(-1, 1) + 1) / 2).permute(1, 2, 0).cpu().numpy()
     before = record.before
     D = before.coarsest
     px = pixels_per_token  # pixels of one coarse token in the decoded (coarse) image
-    fig, ax = plt.subplots(figsize=(5, 5 * est.shape[0] / est.shape[1]), dpi=120)
     ax.imshow(est, extent=(0, est.shape[1], est.shape[0], 0))
     sel = record.selected[image].cpu().numpy()
     cells = before.cells[image].cpu().numpy() // D
@@ -38,7 +48,3 @@ def plot_token_layout(record, out, image: int = 0, pixels_per_token: int = 16, t
     n = int(np.sum(sel))
     ax.set_title(title or f"upsampled {n} of {len(sel)} low-resolution tokens (red: split into 4)", fontsize=9)
     ax.set_axis_off()
-    fig.tight_layout()
-    fig.savefig(out)
-    plt.close(fig)
-    return out

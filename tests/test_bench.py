@@ -45,3 +45,22 @@ def test_solve_bench(capsys):
     mod.LAYOUTS = {k: v for k, v in mod.LAYOUTS.items() if "4-stage" in k}
     mod.main()
     assert "4-stage" in capsys.readouterr().out
+
+
+def test_quality_bench_small(capsys, tmp_path):
+    png = tmp_path / "q.png"
+    out = run_script("quality.py", ["--seeds", "4", "--size", "16", "--presets", "flux-dev-7x",
+                                    "--baseline-steps", "10", "--plot", str(png)], capsys)
+    assert "RALU, authors' parameters" in out and "naive late upsampling" in out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_ralu_demo_cli(tmp_path, capsys):
+    from ralu_torch.cli import main
+
+    png = tmp_path / "demo.png"
+    assert main(["demo", "--seeds", "4", "--size", "16", "--out", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "RALU flux-dev-7x" in capsys.readouterr().out
+    assert main(["demo", "--size", "10"]) == 2
+    assert "--size must be a multiple of 4" in capsys.readouterr().err
