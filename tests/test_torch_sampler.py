@@ -150,3 +150,20 @@ def test_construction_errors(dev):
     r = RALU(dev, solve(Layout(steps=(2, 2), ends=(0.5, 1.0), factors=(4,))))
     with pytest.raises(ValueError, match="multiples of 64"):
         r(**embeds(), height=96, width=64)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_lora_loaded_into_the_pipeline_is_used(scale):
+    from peft import LoraConfig
+
+    pipe = tiny_flux()
+    kw = dict(**embeds(), height=64, width=64, output_type="np")
+    plain = RALU(pipe, Layout(steps=(4,), ends=(1.0,)))(generator=gen(0), **kw).images
+    pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"],
+                                            init_lora_weights=False), adapter_name="style")
+    jak = {"scale": scale}
+    ref = pipe(num_inference_steps=4, generator=gen(0), joint_attention_kwargs=jak, **kw).images
+    ours = RALU(pipe, Layout(steps=(4,), ends=(1.0,)))(generator=gen(0), joint_attention_kwargs=jak, **kw).images
+    assert np.abs(ours - ref).max() < 1e-5          # the same LoRA-adapted model as FluxPipeline
+    assert np.abs(ours - plain).max() > 1e-3        # and the adapter really changes the output
+    RALU(pipe, "flux-dev-7x")(generator=gen(0), joint_attention_kwargs=jak, **kw)   # mixed stage too

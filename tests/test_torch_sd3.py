@@ -36,6 +36,21 @@ def test_token_forward_equals_stock_forward(pipe, grid):
     assert (unpack(ours, grid) - ref).abs().max() < 1e-5
 
 
+def test_token_forward_skips_layers_like_the_stock_forward(pipe):
+    tr = pipe.transformer
+    lat = torch.randn(1, 16, 12, 16, generator=gen(4))
+    e = sd3_prompt_embeds(pipe, 1, negative=False)
+    t = torch.tensor([600.0])
+    ref = tr(hidden_states=lat, encoder_hidden_states=e["prompt_embeds"], pooled_projections=e["pooled_prompt_embeds"],
+             timestep=t, skip_layers=[0], return_dict=False)[0]
+    full = tr(hidden_states=lat, encoder_hidden_states=e["prompt_embeds"], pooled_projections=e["pooled_prompt_embeds"],
+              timestep=t, return_dict=False)[0]
+    pos = SD3Backend(pipe).position_embedding(TokenSet.regular(1, (6, 8), 1))
+    ours = forward_tokens(tr, pack(lat), pos, e["prompt_embeds"], e["pooled_prompt_embeds"], t, skip_layers=[0])
+    assert (unpack(ours, (6, 8)) - ref).abs().max() < 1e-5
+    assert (ref - full).abs().max() > 1e-3
+
+
 def test_embedding_at_integer_coordinates_is_the_stock_table(pipe):
     pe = pipe.transformer.pos_embed
     P, D = pe.pos_embed_max_size, pipe.transformer.inner_dim

@@ -54,9 +54,10 @@ def table_coordinates(tokens, table_size: int):
 
 
 def forward_tokens(transformer, x: torch.Tensor, pos_embed: torch.Tensor, encoder_hidden_states, pooled_projections,
-                   timestep, joint_attention_kwargs=None) -> torch.Tensor:
+                   timestep, joint_attention_kwargs=None, skip_layers=None) -> torch.Tensor:
     """The transformer on patch tokens ``x`` (B, L, C*p*p), ordered ``(c, dy, dx)``; returns
-    velocity tokens in the same order. ``pos_embed`` is (B or 1, L, D)."""
+    velocity tokens in the same order. ``pos_embed`` is (B or 1, L, D). ``skip_layers``
+    skips those block indices, as the stock ``forward`` does."""
     pe = transformer.pos_embed
     w = pe.proj.weight
     h = F.linear(x.to(w.dtype), w.reshape(w.shape[0], -1), pe.proj.bias)   # the patch conv, as a linear map
@@ -65,7 +66,9 @@ def forward_tokens(transformer, x: torch.Tensor, pos_embed: torch.Tensor, encode
     h = h + pos_embed.to(h.dtype)
     temb = transformer.time_text_embed(timestep, pooled_projections)
     enc = transformer.context_embedder(encoder_hidden_states)
-    for block in transformer.transformer_blocks:
+    for index, block in enumerate(transformer.transformer_blocks):
+        if skip_layers is not None and index in skip_layers:
+            continue
         enc, h = block(hidden_states=h, encoder_hidden_states=enc, temb=temb,
                        joint_attention_kwargs=joint_attention_kwargs)
     h = transformer.proj_out(transformer.norm_out(h, temb))
