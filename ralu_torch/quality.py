@@ -115,6 +115,47 @@ def spectrum_metrics(samples: torch.Tensor, field: GaussianField) -> dict:
     return {"fd": fd, "bands": bands, "var": float(x.var())}
 
 
+def detail(x: torch.Tensor) -> torch.Tensor:
+    """What a grid of half the resolution cannot hold: ``x - U(pool(x))`` (2x2 pooling, nearest ``U``)."""
+    coarse = torch.nn.functional.avg_pool2d(x, 2)
+    return x - coarse.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)
+
+
+def region_metrics(samples: torch.Tensor, field) -> dict:
+    """Detail energy where a :class:`TexturePatchField` sample has its texture, and elsewhere.
+
+    ``texture``: per sample, the mean squared :func:`detail` in the candidate region where it
+    is largest (the region the sample textured); ``background``: outside all candidate
+    regions. Compare against exact data samples (the region-adaptive part of RALU exists
+    to get the first right without spending tokens on the second).
+    """
+    d2 = (detail(samples.to(torch.float64)) ** 2).mean(dim=1)               # (N, H, W)
+    masks = field.masks()
+    per_region = torch.einsum("nhw,khw->nk", d2, masks) / masks.sum(dim=(1, 2))
+    outside = (masks.sum(dim=0) == 0).to(torch.float64)
+    return {"texture": float(per_region.max(dim=1).values.mean()),
+            "background": float((d2 * outside).sum(dim=(1, 2)).mean() / outside.sum())}
+
+
+def selection_hit_rate(result, samples: torch.Tensor, field) -> float | None:
+    """Share of the tokens upsampled at the first partial transition whose centre lies in the
+    region each final sample textured (``None`` without a partial transition). The region's
+    share of the field is the rate of a blind choice."""
+    rec = next((r for r in result.transitions if r.estimate is not None), None)
+    if rec is None:
+        return None
+    masks = field.masks()
+    d2 = (detail(samples.to(torch.float64)) ** 2).mean(dim=1)
+    region = torch.einsum("nhw,khw->nk", d2, masks).argmax(dim=1)
+    ppt = 2                                                    # pixels per full-resolution token
+    size = rec.before.size.to(torch.float64)
+    centre = (rec.before.cells.to(torch.float64) + size[..., None] / 2) * ppt
+    y = centre[..., 0].long().clamp(max=field.height - 1)
+    x = centre[..., 1].long().clamp(max=field.width - 1)
+    inside = masks[region][torch.arange(len(region))[:, None], y, x]   # (N, L)
+    return float((inside * rec.selected).sum() / rec.selected.sum())
+
+
 def radial_log_ratio(samples: torch.Tensor, field: GaussianField, bins: int = 24):
     """Radially averaged ``log10(power / lambda)`` against frequency, for plots."""
     x = samples.to(torch.float64)

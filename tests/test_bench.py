@@ -49,9 +49,10 @@ def test_solve_bench(capsys):
 
 def test_quality_bench_small(capsys, tmp_path):
     png = tmp_path / "q.png"
-    out = run_script("quality.py", ["--seeds", "4", "--size", "16", "--presets", "flux-dev-7x",
+    out = run_script("quality.py", ["--seeds", "4", "--size", "16", "--presets", "flux-dev-7x", "--edged-size", "16",
                                     "--baseline-steps", "10", "--plot", str(png)], capsys)
-    assert "RALU, authors' parameters" in out and "naive late upsampling" in out
+    assert out.count("RALU, authors' parameters") == 2 and "naive late upsampling" in out
+    assert "Texture-patch field 16x16" in out
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 

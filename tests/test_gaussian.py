@@ -101,3 +101,55 @@ def test_ablations_edit_what_they_say():
 def test_bad_field():
     with pytest.raises(ValueError, match="height and width must be even"):
         GaussianField(height=15, width=16)
+
+
+# -- the texture-patch mixture -------------------------------------------------------------------
+from ralu_torch.backends.gaussian import TexturePatchField  # noqa: E402
+from ralu_torch.quality import region_metrics, selection_hit_rate  # noqa: E402
+
+SMALL = dict(height=8, width=8, channels=1, region=4, positions=((0, 0), (4, 4)), k0=0.125)
+
+
+def test_texture_velocity_is_the_conditional_mean():
+    """Orthogonality: eps - x1 - v(x_t) is uncorrelated with functions of x_t, and no linear
+    predictor (fitted on the same draws) does better than v."""
+    f = TexturePatchField(**SMALL)
+    g = torch.Generator().manual_seed(0)
+    n, sigma = 60_000, 0.6
+    x1 = f.sample(n, g)
+    eps = torch.randn(x1.shape, generator=g, dtype=torch.float64)
+    xt = (1 - sigma) * x1 + sigma * eps
+    v = f.velocity(xt, sigma)
+    resid = (eps - x1 - v).reshape(n, -1)
+    feats = torch.cat([xt.reshape(n, -1), (xt**2).reshape(n, -1) - (xt**2).mean()], dim=1)
+    corr = (resid.T @ feats / n) / (resid.std(dim=0)[:, None] * feats.std(dim=0)[None, :])
+    assert corr.abs().max() < 6 / np.sqrt(n)            # max over 64 x 128 pairs of N(0, 1/n): ~4.5 s.e.
+    flat = xt.reshape(n, -1)
+    target = (eps - x1).reshape(n, -1)
+    linear = flat @ torch.linalg.lstsq(flat, target).solution
+    assert ((target - v.reshape(n, -1)) ** 2).mean() < ((target - linear) ** 2).mean()
+
+
+def test_texture_field_without_texture_is_the_smooth_gaussian():
+    f = TexturePatchField(height=16, width=16, texture_variance=1e-12, region=6, positions=((2, 2), (8, 8)), k0=1 / 16)
+    g = GaussianField(height=16, width=16, exponent=3.0, k0=1 / 16)
+    z = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    assert (f.velocity(z, 0.3) - g.velocity(z, 0.3)).abs().max() < 1e-8
+    assert (f.velocity(torch.nn.functional.avg_pool2d(z, 2), 0.3, 2)
+            - g.velocity(torch.nn.functional.avg_pool2d(z, 2), 0.3, 2)).abs().max() < 1e-8
+
+
+def test_texture_samples_and_metrics():
+    f = TexturePatchField(height=16, width=16, region=6, positions=((2, 2), (8, 8)), k0=1 / 16)
+    x = f.sample(3000, torch.Generator().manual_seed(2))
+    expected_var = 1 + f.texture_variance * 36 / 256
+    assert x.var().item() == pytest.approx(expected_var, rel=0.03)
+    a = region_metrics(x[:1500], f)
+    b = region_metrics(x[1500:], f)
+    assert a["texture"] == pytest.approx(b["texture"], rel=0.1) and a["texture"] > 3 * a["background"]
+    be = GaussianBackend(f)
+    xs, res = run(be, preset("flux-dev-4x"), 4)
+    hit = selection_hit_rate(res, xs, f)
+    assert 0.0 <= hit <= 1.0
+    with pytest.raises(ValueError, match="leaves the 16x16 field"):
+        TexturePatchField(height=16, width=16, region=6, positions=((12, 12),))

@@ -87,12 +87,125 @@ def _spectrum(field: GaussianField, size: int) -> torch.Tensor:
     return torch.fft.fft2(smoothed[::size, ::size]).real.clamp(min=0.0)
 
 
+def _dense_stationary(lam: torch.Tensor) -> torch.Tensor:
+    """Dense covariance (N x N, row-major pixels) of a periodic stationary field with spectrum ``lam``."""
+    H, W = lam.shape
+    acov = torch.fft.ifft2(lam).real
+    y = torch.arange(H).repeat_interleave(W)
+    x = torch.arange(W).repeat(H)
+    return acov[(y[:, None] - y[None, :]) % H, (x[:, None] - x[None, :]) % W]
+
+
+def _pooling_matrix(H: int, W: int, size: int) -> torch.Tensor:
+    y = torch.arange(H).repeat_interleave(W) // size
+    x = torch.arange(W).repeat(H) // size
+    coarse = y * (W // size) + x
+    P = torch.zeros((H // size) * (W // size), H * W, dtype=torch.float64)
+    P[coarse, torch.arange(H * W)] = 1.0 / size**2
+    return P
+
+
+@dataclass(frozen=True, kw_only=True)
+class TexturePatchField:
+    """Data with sharp regions: a smooth field plus a rough texture inside one square region.
+
+    ``x1 = s + D_m r``: ``s`` a stationary field with spectrum exponent ``smooth_exponent``,
+    ``r`` an independent rough one (``texture_exponent``, variance ``texture_variance``),
+    ``D_m`` the indicator of a ``region x region`` square at one of ``positions`` (top-left
+    pixels), chosen uniformly; channels are independent given the region. This is a finite
+    Gaussian mixture, so the velocity is still exact: with ``A_m = t^2 Sigma_m + sigma^2 I``,
+
+        E[eps - x1 | x_t] = sum_m w_m(x_t) (sigma I - t Sigma_m) A_m^{-1} x_t,
+
+    ``w_m`` the posterior probability of region ``m``. Dense ``(HW)^2`` covariances: keep
+    fields small (32 x 32 is the benchmark's size).
+    """
+
+    height: int = 32
+    width: int = 32
+    channels: int = 3
+    smooth_exponent: float = 3.0
+    texture_exponent: float = 0.5
+    texture_variance: float = 2.0
+    region: int = 12
+    positions: tuple = ((4, 4), (4, 16), (16, 4), (16, 16))
+    k0: float = 1.0 / 32
+
+    def __post_init__(self):
+        GaussianField(height=self.height, width=self.width, channels=self.channels, k0=self.k0)  # same checks
+        for r, c in self.positions:
+            if not (0 <= r and r + self.region <= self.height and 0 <= c and c + self.region <= self.width):
+                raise ValueError(f"region at {(r, c)} of side {self.region} leaves the {self.height}x{self.width} field")
+
+    def masks(self) -> torch.Tensor:
+        """``(K, H, W)`` indicators of the candidate regions."""
+        m = torch.zeros(len(self.positions), self.height, self.width, dtype=torch.float64)
+        for k, (r, c) in enumerate(self.positions):
+            m[k, r:r + self.region, c:c + self.region] = 1.0
+        return m
+
+    def covariances(self, size: int = 1) -> torch.Tensor:
+        """``(K, n, n)`` covariance of each mixture component, pooled by ``size``."""
+        return _texture_covariances(self, size).clone()
+
+    def spectrum(self, size: int = 1) -> torch.Tensor:
+        """The mixture's mean per-mode power (what a stationary summary compares against)."""
+        cov = _texture_covariances(self, size).mean(dim=0)
+        h, w = self.height // size, self.width // size
+        basis = torch.fft.fft2(torch.eye(h * w, dtype=torch.float64).reshape(h * w, h, w)).reshape(h * w, h * w)
+        return torch.einsum("ij,ik,jk->k", cov.to(torch.complex128), basis.conj(), basis).real.reshape(h, w) / (h * w)
+
+    def sample(self, n: int, generator=None, size: int = 1) -> torch.Tensor:
+        cov = _texture_covariances(self, size)
+        K, N, _ = cov.shape
+        L = torch.linalg.cholesky(cov + 1e-10 * torch.eye(N, dtype=torch.float64))
+        m = torch.randint(K, (n,), generator=generator)
+        w = torch.randn(n, self.channels, N, generator=generator, dtype=torch.float64)
+        x = torch.einsum("bij,bcj->bci", L[m], w)
+        return x.reshape(n, self.channels, self.height // size, self.width // size)
+
+    def velocity(self, x: torch.Tensor, sigma: float, size: int = 1) -> torch.Tensor:
+        cov = _texture_covariances(self, size).to(x.device)
+        K, N, _ = cov.shape
+        s = float(sigma)
+        t = 1.0 - s
+        B, C = x.shape[:2]
+        flat = x.to(torch.float64).reshape(B * C, N).T                           # (N, B*C)
+        A = t * t * cov + s * s * torch.eye(N, dtype=torch.float64, device=x.device)
+        L = torch.linalg.cholesky(A)
+        y = torch.cholesky_solve(flat.expand(K, N, B * C), L)                     # A_m^{-1} x
+        quad = (flat[None] * y).sum(dim=1).reshape(K, B, C).sum(dim=2)           # (K, B)
+        logdet = 2.0 * torch.log(torch.diagonal(L, dim1=1, dim2=2)).sum(dim=1)   # (K,)
+        w = torch.softmax(-0.5 * quad - 0.5 * C * logdet[:, None], dim=0)        # (K, B)
+        v = s * y - t * cov @ y                                                   # (K, N, B*C)
+        v = (v.reshape(K, N, B, C) * w[:, None, :, None]).sum(dim=0)
+        return v.permute(1, 2, 0).reshape(x.shape)
+
+
+@functools.lru_cache(maxsize=16)
+def _texture_covariances(field: TexturePatchField, size: int) -> torch.Tensor:
+    smooth = GaussianField(height=field.height, width=field.width, exponent=field.smooth_exponent, k0=field.k0)
+    rough = GaussianField(height=field.height, width=field.width, exponent=field.texture_exponent, k0=field.k0)
+    S = _dense_stationary(_spectrum(smooth, 1))
+    R = field.texture_variance * _dense_stationary(_spectrum(rough, 1))
+    covs = []
+    for mask in field.masks():
+        d = mask.reshape(-1)
+        covs.append(S + d[:, None] * R * d[None, :])
+    cov = torch.stack(covs)
+    if size > 1:
+        P = _pooling_matrix(field.height, field.width, size)
+        cov = P @ cov @ P.T
+    return cov
+
+
 class GaussianBackend:
-    """The sampler contract for a :class:`GaussianField` (no text, no weights)."""
+    """The sampler contract for a :class:`GaussianField` or :class:`TexturePatchField`
+    (no text, no weights)."""
 
     name = "gaussian"
 
-    def __init__(self, field: GaussianField, base_shift: float = 3.0, device="cpu"):
+    def __init__(self, field, base_shift: float = 3.0, device="cpu"):
         self.field = field
         self.latent_channels = field.channels
         self.features = field.channels * 4
