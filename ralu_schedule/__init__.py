@@ -5,6 +5,7 @@ number of stages, layouts and schedules with JSON export, presets, and an analyt
 model. Depends on numpy and scipy (sympy only for :func:`derive`); never on torch.
 """
 
+from .cost import MODELS, layout_cost
 from .distributions import ShiftedTime
 from .layout import FORMAT, Layout, Schedule, Stage, Transition, upsample_count
 from .matching import Bounds, actual_density, paper_metric, solve, target_density
@@ -22,9 +23,9 @@ def derive(block_size=None):
 
 
 __all__ = [
-    "FORMAT", "PRESETS", "SHIFT_RULES", "Bounds", "Layout", "Preset", "Reinjection", "Schedule",
+    "FORMAT", "MODELS", "PRESETS", "SHIFT_RULES", "Bounds", "Layout", "Preset", "Reinjection", "Schedule",
     "ShiftRule", "ShiftedTime", "Stage", "Transition", "actual_density", "block_noise_beta",
-    "derive", "get_preset", "max_correlation", "nearest_upsampling_matrix", "noise_covariance",
+    "derive", "get_preset", "layout_cost", "max_correlation", "nearest_upsampling_matrix", "noise_covariance",
     "paper_metric", "preset", "reinjection", "sample_block_noise", "shift_rule", "shift_sigmas",
     "solve", "target_density", "unshift_sigmas", "upsample_count",
 ]

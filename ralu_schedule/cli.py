@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("plot", help="plot target vs matched timestep density")
-    p.add_argument("--preset", choices=None)
+    p.add_argument("--preset", help="a preset name")
     p.add_argument("--parameters", choices=PARAMETERS, default="default")
     p.add_argument("--schedule", help="a JSON schedule file")
     _add_layout_args(p, required=False)

@@ -105,7 +105,7 @@ class TokenSet:
 
     def positions(self) -> torch.Tensor:
         """Float ``(B, L, 2)`` positions ``(row, col) = cells / coarsest`` (the coordinate rule)."""
-        return self.cells.to(torch.float64) / self.coarsest
+        return self.cells.to(torch.float32) / self.coarsest   # exact: integers and multiples of 1/f
 
     def is_coarse(self) -> torch.Tensor:
         return self.size == self.coarsest

@@ -33,11 +33,12 @@ def sincos_table_embedding(rows: torch.Tensor, cols: torch.Tensor, dim: int, tab
     """
     scale = torch.tensor(table_size / base_size, dtype=torch.float32)
     half = dim // 2
-    omega = torch.arange(half // 2, dtype=torch.float64, device=rows.device) / (half / 2.0)
+    wide = torch.float32 if rows.device.type == "mps" else torch.float64   # as diffusers: no float64 on MPS
+    omega = torch.arange(half // 2, dtype=wide, device=rows.device) / (half / 2.0)
     omega = 1.0 / 10000**omega
 
     def one_d(p):
-        out = (p.to(torch.float32) / scale.to(p.device)).to(torch.float64).reshape(-1, 1) * omega[None]
+        out = (p.to(torch.float32) / scale.to(p.device)).to(wide).reshape(-1, 1) * omega[None]
         return torch.cat([torch.sin(out), torch.cos(out)], dim=1)
 
     emb = torch.cat([one_d(cols), one_d(rows)], dim=1).float()
