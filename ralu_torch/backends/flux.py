@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ralu_schedule import ShiftRule
+from .base import DiffusersBackend
 
 
 @dataclass
@@ -28,29 +28,16 @@ class FluxConditioning:
                                 None if self.guidance is None else self.guidance[sl], self.joint_attention_kwargs)
 
 
-class FluxBackend:
+class FluxBackend(DiffusersBackend):
     name = "flux"
     default_guidance_scale = 3.5
     default_max_sequence_length = 512
 
     def __init__(self, pipe):
-        self.pipe = pipe
-        self.transformer = pipe.transformer
-        self.vae = pipe.vae
+        super().__init__(pipe)
         self.features = self.transformer.config.in_channels          # 64: 16 channels x 2 x 2
         self.latent_channels = self.features // 4
         self.pixels_per_token = pipe.vae_scale_factor * 2             # 16
-
-    @property
-    def device(self) -> torch.device:
-        return self.pipe._execution_device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.transformer.dtype
-
-    def shift_rule(self) -> ShiftRule:
-        return ShiftRule.from_scheduler_config(self.pipe.scheduler.config)
 
     def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale, joint_attention_kwargs,
                device, prompt_2=None, prompt_embeds=None, pooled_prompt_embeds=None) -> FluxConditioning:
@@ -88,8 +75,3 @@ class FluxBackend:
         """FluxPipeline returns packed tokens for ``output_type="latent"``."""
         return tokens
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Model-space latents ``(B, 16, h, w)`` to images in ``[-1, 1]``."""
-        cfg = self.vae.config
-        z = latents / cfg.scaling_factor + cfg.shift_factor
-        return self.vae.decode(z.to(self.vae.dtype), return_dict=False)[0]

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ralu_schedule import ShiftRule
-
 from ..tokens import unpack
+from .base import DiffusersBackend
 
 
 def sincos_table_embedding(rows: torch.Tensor, cols: torch.Tensor, dim: int, table_size: int,
@@ -95,15 +94,13 @@ class SD3Conditioning:
         return n // 2 if self.guided else n
 
 
-class SD3Backend:
+class SD3Backend(DiffusersBackend):
     name = "sd3"
     default_guidance_scale = 7.0
     default_max_sequence_length = 256
 
     def __init__(self, pipe):
-        self.pipe = pipe
-        self.transformer = pipe.transformer
-        self.vae = pipe.vae
+        super().__init__(pipe)
         cfg = self.transformer.config
         if cfg.patch_size != 2:
             raise ValueError(f"the SD3 backend needs patch_size 2, got {cfg.patch_size}")
@@ -112,17 +109,6 @@ class SD3Backend:
         self.pixels_per_token = pipe.vae_scale_factor * cfg.patch_size
         self.table_size = cfg.pos_embed_max_size
         self.base_size = cfg.sample_size // cfg.patch_size
-
-    @property
-    def device(self) -> torch.device:
-        return self.pipe._execution_device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.transformer.dtype
-
-    def shift_rule(self) -> ShiftRule:
-        return ShiftRule.from_scheduler_config(self.pipe.scheduler.config)
 
     def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale, joint_attention_kwargs,
                device, prompt_2=None, prompt_3=None, negative_prompt=None, negative_prompt_2=None,
@@ -163,7 +149,3 @@ class SD3Backend:
         """StableDiffusion3Pipeline returns the 4-D latent for ``output_type="latent"``."""
         return unpack(tokens, grid)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        cfg = self.vae.config
-        z = latents / cfg.scaling_factor + cfg.shift_factor
-        return self.vae.decode(z.to(self.vae.dtype), return_dict=False)[0]
