@@ -66,16 +66,10 @@ def sample(backend, schedule: Schedule, cond, *, batch: int, grid: tuple, genera
         if k == lay.num_stages - 1:
             break
         tr = schedule.transitions[k]
-        estimate = None
-        if tr.fraction < 1.0:                                         # edges of the clean estimate
-            x1_hat = x - sig[-1] * v                                  # Tweedie with the last velocity
-            size = tokens.coarsest
-            coarse_latent = F.avg_pool2d(to_latent(x1_hat, tokens), size) if size > 1 else to_latent(x1_hat, tokens)
-            estimate = backend.decode(coarse_latent.to(backend.dtype)).float()
-            scores = token_scores(edge_map(estimate, edge_thresholds), backend.pixels_per_token)
-            select = select_top(tokens, scores, tr.fraction)
-        else:
-            select = tokens.is_coarse()
+        select, estimate = tokens.is_coarse(), None                   # fraction 1: every low-res token
+        if tr.fraction < 1.0:
+            x1_hat = x - sig[-1] * v                                  # Tweedie with the stage's last velocity
+            select, estimate = _select_by_edges(backend, x1_hat, tokens, tr.fraction, edge_thresholds)
         new, parent, slot = tokens.upsample(select, tr.factor)
         src = child_source(tr.factor, Fdim, upsample, device=device)
         w = draw((batch, new.length, Fdim), generator, device)
@@ -85,3 +79,12 @@ def sample(backend, schedule: Schedule, cond, *, batch: int, grid: tuple, genera
         tokens = new
     result.latents, result.tokens = x, tokens
     return result
+
+
+def _select_by_edges(backend, x1_hat, tokens: TokenSet, fraction: float, thresholds):
+    """Decode the clean estimate at the coarsest resolution present and pick the top
+    ``fraction`` of its low-resolution tokens by edge score; returns (mask, decoded estimate)."""
+    coarse_latent = F.avg_pool2d(to_latent(x1_hat, tokens), tokens.coarsest)
+    estimate = backend.decode(coarse_latent.to(backend.dtype)).float()
+    scores = token_scores(edge_map(estimate, thresholds), backend.pixels_per_token)
+    return select_top(tokens, scores, fraction), estimate
