@@ -19,6 +19,7 @@ from .tokens import check_mode, unpack
 
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 PARAMETERS = ("default", "authors", "optimised")
+CALLBACK_INPUTS = {"latents", "stage"}
 
 
 @dataclass
@@ -114,6 +115,10 @@ class RALU:
         batch = cond.batch
 
         callback = None
+        unknown = set(callback_on_step_end_tensor_inputs) - CALLBACK_INPUTS
+        if unknown:
+            raise ValueError(f"callback_on_step_end_tensor_inputs may name {', '.join(sorted(CALLBACK_INPUTS))}, "
+                             f"got {', '.join(sorted(unknown))}")
         if callback_on_step_end is not None:
             def callback(step, stage, sigma, x):
                 kwargs = {"latents": x, "stage": stage}

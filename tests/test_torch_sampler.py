@@ -131,6 +131,8 @@ def test_return_dict_false_and_pil(dev):
                                   r"\(16 pixels per token x downsampling 2\), got 100x128"),
     (dict(height=128, width=128, output_type="jpeg"), "output_type must be one of pil, np, pt, latent"),
     (dict(height=128, width=128, generator=[torch.Generator()] * 2), "got 2 generators for a batch of 1"),
+    (dict(height=128, width=128, callback_on_step_end_tensor_inputs=("latents", "noise")),
+     "callback_on_step_end_tensor_inputs may name latents, stage, got noise"),
 ])
 def test_call_errors(dev, kwargs, msg):
     with pytest.raises(ValueError, match=msg):
@@ -167,3 +169,15 @@ def test_lora_loaded_into_the_pipeline_is_used(scale):
     assert np.abs(ours - ref).max() < 1e-5          # the same LoRA-adapted model as FluxPipeline
     assert np.abs(ours - plain).max() > 1e-3        # and the adapter really changes the output
     RALU(pipe, "flux-dev-7x")(generator=gen(0), joint_attention_kwargs=jak, **kw)   # mixed stage too
+
+
+def test_factor_three_layout_runs_end_to_end(dev):
+    lay = Layout(steps=(2, 2, 2), ends=(0.3, 0.6, 1.0), factors=(3, 3), fractions=(0.25, 1.0))
+    out = RALU(dev, solve(lay))(**embeds(), height=96, width=144, generator=gen(0), output_type="latent")
+    assert out.stage_tokens == list(lay.stage_tokens(6, 9))
+    final = out.transitions[-1].after
+    assert torch.equal(final.positions(), final.positions().round()) and torch.all(final.size == 1)
+    mixed = out.transitions[0].after.positions()
+    thirds = mixed * 3
+    assert torch.equal(thirds, thirds.round())                   # children at parent + a/3
+    assert bool(((thirds % 3) != 0).any())
