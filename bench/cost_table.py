@@ -14,10 +14,21 @@ from ralu_schedule.cost import MODELS, layout_cost
 RESOLUTIONS = [(512, 512), (768, 768), (1024, 1024), (1536, 1536), (2048, 2048), (3072, 3072)]
 
 
-def table(resolutions=((1024, 1024), (2048, 2048))):
-    rows = ["| preset | model | resolution | stage tokens | TFLOPs (paper) | baseline 50 steps | speed-up (paper) "
-            "| speed-up (full) |", "|---|---|---|---|---|---|---|---|"]
+def distinct_layouts():
+    """One preset per layout (the SD3 presets reuse the FLUX layouts; their cost is the same)."""
+    seen, out = set(), {}
     for name, p in sorted(PRESETS.items()):
+        key = (p.layout.steps, p.layout.ends, p.layout.factors, p.layout.fractions)
+        if key not in seen:
+            seen.add(key)
+            out[name] = p
+    return out
+
+
+def table(resolutions=((1024, 1024), (2048, 2048))):
+    rows = ["| preset (layout) | model | resolution | stage tokens | TFLOPs (paper) | baseline 50 steps "
+            "| speed-up (paper) | speed-up (full) |", "|---|---|---|---|---|---|---|---|"]
+    for name, p in distinct_layouts().items():
         for model in MODELS:
             for res in resolutions:
                 c = layout_cost(p.layout, model, res)
@@ -35,7 +46,7 @@ def plot(out):
 
     fig, ax = plt.subplots(figsize=(6.5, 3.8), dpi=120)
     px = [r[0] for r in RESOLUTIONS]
-    for name, p in sorted(PRESETS.items()):
+    for name, p in distinct_layouts().items():
         for conv, style in [("paper", "-"), ("full", "--")]:
             sp = [layout_cost(p.layout, "flux-dev", r, convention=conv).speedup for r in RESOLUTIONS]
             ax.plot(px, sp, style, marker="o", label=f"{name} ({conv})")
@@ -54,11 +65,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
     print(table())
     print()
-    print("| resolution | " + " | ".join(f"{n} paper | {n} full" for n in sorted(PRESETS)) + " |")
-    print("|---|" + "---|---|" * len(PRESETS))
+    layouts = distinct_layouts()
+    print("| resolution | " + " | ".join(f"{n} paper | {n} full" for n in layouts) + " |")
+    print("|---|" + "---|---|" * len(layouts))
     for r in RESOLUTIONS:
         cells = []
-        for n, p in sorted(PRESETS.items()):
+        for n, p in layouts.items():
             cells += [f"{layout_cost(p.layout, 'flux-dev', r, convention=c).speedup:.2f}x" for c in ("paper", "full")]
         print(f"| {r[0]}x{r[1]} | " + " | ".join(cells) + " |")
     if args.plot:
