@@ -32,6 +32,7 @@ def build_parser():
     g = sub.add_parser("generate", help="generate an image")
     g.add_argument("--model", required=True, help="diffusers model id or local path (FLUX.1 dev or schnell, SD3, SD3.5)")
     g.add_argument("--prompt", required=True)
+    g.add_argument("--negative-prompt", default=None, help="SD3 classifier-free guidance (not FLUX)")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--preset", default="flux-dev-7x", help=f"one of {', '.join(sorted(PRESETS))}")
     src.add_argument("--schedule", help="a JSON schedule file (ralu-schedule ... --json)")
@@ -99,8 +100,9 @@ def generate(args):
     pipe = pipe.to(device)
     ralu = RALU(pipe, fixed if fixed is not None else schedule_arg, parameters=args.parameters, upsample=args.upsample)
     gen = torch.Generator(device="cpu" if device == "mps" else device).manual_seed(args.seed)
+    extra = {} if args.negative_prompt is None else {"negative_prompt": args.negative_prompt}
     out = ralu(args.prompt, height=args.height, width=args.width, generator=gen,
-               guidance_scale=args.guidance_scale, max_sequence_length=args.max_sequence_length)
+               guidance_scale=args.guidance_scale, max_sequence_length=args.max_sequence_length, **extra)
     out.images[0].save(args.out)
     print(f"wrote {args.out} ({args.width}x{args.height}, tokens per stage {out.stage_tokens})")
 

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from ralu_torch.cli import main
-from tiny import tiny_flux_with_text
+from tiny import tiny_flux_with_text, tiny_sd3_with_text
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +54,20 @@ def test_missing_model_is_one_line(tmp_path, capsys):
     assert main(["generate", "--model", str(tmp_path / "nope"), "--prompt", "a", "--height", "64", "--width", "64",
                  "--out", str(tmp_path / "x.png")]) == 2
     assert "cannot load model" in capsys.readouterr().err
+
+
+def test_generate_with_an_sd3_model(tmp_path, capsys):
+    path = tmp_path / "tiny-sd3"
+    tiny_sd3_with_text().save_pretrained(path)
+    out = tmp_path / "sd3.png"
+    assert main(["generate", "--model", str(path), "--prompt", "a red cat", "--negative-prompt", "blurry",
+                 "--preset", "sd3-medium-7x", "--height", "64", "--width", "96", "--out", str(out),
+                 "--max-sequence-length", "16"]) == 0
+    assert Image.open(out).size == (96, 64)
+    assert "tokens per stage [6, 9, 24]" in capsys.readouterr().out
+
+
+def test_negative_prompt_on_flux_is_refused(model_dir, tmp_path, capsys):
+    assert main(["generate", "--model", str(model_dir), "--prompt", "a cat", "--negative-prompt", "dog",
+                 "--height", "64", "--width", "64", "--out", str(tmp_path / "x.png")]) == 2
+    assert "FluxPipeline does not take 'negative_prompt'" in capsys.readouterr().err

@@ -47,3 +47,25 @@ def tiny_flux_with_text(seed=0) -> FluxPipeline:
                         tokenizer_2=_word_tokenizer(512))
     full.set_progress_bar_config(disable=True)
     return full
+
+
+def tiny_sd3_with_text(seed=0):
+    """The tiny SD3.5-medium-style pipeline with tiny CLIP-L/G (with projection) and T5."""
+    from diffusers import StableDiffusion3Pipeline
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    from ralu_torch.testing import sd3_pipeline
+
+    pipe = sd3_pipeline(seed=seed)
+    torch.manual_seed(seed + 1)
+    clip = lambda: CLIPTextModelWithProjection(CLIPTextConfig(  # noqa: E731
+        vocab_size=20, hidden_size=POOLED_DIM // 2, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2,
+        max_position_embeddings=77, projection_dim=POOLED_DIM // 2, pad_token_id=0, bos_token_id=1, eos_token_id=2))
+    t5 = T5EncoderModel(T5Config(vocab_size=20, d_model=TEXT_DIM, d_ff=37, d_kv=8, num_layers=1, num_heads=2,
+                                 pad_token_id=0, eos_token_id=2))
+    full = StableDiffusion3Pipeline(transformer=pipe.transformer, scheduler=pipe.scheduler, vae=pipe.vae,
+                                    text_encoder=clip(), tokenizer=_word_tokenizer(77), text_encoder_2=clip(),
+                                    tokenizer_2=_word_tokenizer(77), text_encoder_3=t5,
+                                    tokenizer_3=_word_tokenizer(256))
+    full.set_progress_bar_config(disable=True)
+    return full
