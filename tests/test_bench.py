@@ -65,3 +65,16 @@ def test_ralu_demo_cli(tmp_path, capsys):
     assert "RALU flux-dev-7x" in capsys.readouterr().out
     assert main(["demo", "--size", "10"]) == 2
     assert "--size must be a multiple of 4" in capsys.readouterr().err
+
+
+def test_full_size_latency_model_is_flux_dev_architecture():
+    """bench/gpu_latency.py's full-size model, built on the meta device (no memory)."""
+    import torch
+
+    from ralu_torch.testing import flux_pipeline
+
+    pipe = flux_pipeline(tiny=False, device="meta", dtype=torch.bfloat16)
+    n = sum(p.numel() for p in pipe.transformer.parameters())
+    assert abs(n / 1e9 - 11.90) < 0.01                      # FLUX.1-dev's 11.9B-parameter transformer
+    assert pipe.transformer.dtype == torch.bfloat16 and pipe.vae.config.latent_channels == 16
+    assert pipe.transformer.config.guidance_embeds
