@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ralu_schedule import ShiftRule
 
-from ..tokens import pack, to_latent
+from ..tokens import pack, to_latent, unpack
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -238,8 +238,7 @@ class GaussianBackend:
         out = torch.empty_like(x)
         for S in sizes:                                       # pool the velocity back per token size
             mask = tokens.size == S
-            pooled = F.avg_pool2d(v_full, S) if S > 1 else v_full
-            out[mask] = _to_tokens(pooled, tokens, S)[mask]
+            out[mask] = _to_tokens(F.avg_pool2d(v_full, S), tokens, S)[mask]
         return out
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -249,20 +248,20 @@ class GaussianBackend:
         return img.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
 
 
+def _raster_index(tokens, S):
+    """Raster index of each token on the grid of size-``S`` tokens (its top-left cell over ``S``)."""
+    return (tokens.cells[..., 0] // S) * (tokens.grid[1] // S) + tokens.cells[..., 1] // S
+
+
 def _raster_latent(x, tokens, S):
     """Latent of a one-size token set (any order) at its own resolution."""
-    B, L, Fdim = x.shape
-    gw = tokens.grid[1] // S
-    idx = (tokens.cells[..., 0] // S) * gw + tokens.cells[..., 1] // S
-    raster = torch.empty_like(x).scatter_(1, idx[..., None].expand(-1, -1, Fdim), x)
-    from ..tokens import unpack
-
-    return unpack(raster, (tokens.grid[0] // S, gw))
+    idx = _raster_index(tokens, S)
+    raster = torch.empty_like(x).scatter_(1, idx[..., None].expand_as(x), x)
+    return unpack(raster, (tokens.grid[0] // S, tokens.grid[1] // S))
 
 
 def _to_tokens(lat, tokens, S):
     """Values of the tokens of size ``S`` read from a latent at resolution ``1/S``."""
     packed = pack(lat)
-    gw = tokens.grid[1] // S
-    idx = ((tokens.cells[..., 0] // S) * gw + tokens.cells[..., 1] // S).clamp(max=packed.shape[1] - 1)
+    idx = _raster_index(tokens, S)
     return packed.gather(1, idx[..., None].expand(-1, -1, packed.shape[-1]))
