@@ -7,8 +7,10 @@ model. Depends on numpy and scipy (sympy only for :func:`derive`); never on torc
 
 from .cost import MODELS, layout_cost
 from .distributions import ShiftedTime
-from .layout import FORMAT, Layout, Schedule, Stage, Transition, upsample_count
-from .matching import Bounds, actual_density, paper_metric, solve, target_density
+from .grid import PIXELS_PER_TOKEN, token_grid
+from .layout import FORMAT, Layout, Plan, Schedule, Stage, Transition, upsample_count
+from .matching import Bounds, solve
+from .metric import actual_density, js_distance, paper_metric, target_density
 from .presets import PRESETS, Preset, get_preset, preset
 from .reinjection import (Reinjection, block_noise_beta, max_correlation, nearest_upsampling_matrix,
                           noise_covariance, reinjection, sample_block_noise)
@@ -23,10 +25,10 @@ def derive(block_size=None):
 
 
 __all__ = [
-    "FORMAT", "MODELS", "PRESETS", "SHIFT_RULES", "Bounds", "Layout", "Preset", "Reinjection", "Schedule",
+    "FORMAT", "MODELS", "PIXELS_PER_TOKEN", "PRESETS", "Plan", "SHIFT_RULES", "Bounds", "Layout", "Preset", "Reinjection", "Schedule",
     "ShiftRule", "ShiftedTime", "Stage", "Transition", "actual_density", "block_noise_beta",
-    "derive", "get_preset", "layout_cost", "max_correlation", "nearest_upsampling_matrix", "noise_covariance",
+    "derive", "get_preset", "js_distance", "layout_cost", "max_correlation", "nearest_upsampling_matrix", "noise_covariance",
     "paper_metric", "preset", "reinjection", "sample_block_noise", "shift_rule", "shift_sigmas",
-    "solve", "target_density", "unshift_sigmas", "upsample_count",
+    "solve", "target_density", "token_grid", "unshift_sigmas", "upsample_count",
 ]
 __version__ = "0.1.0"

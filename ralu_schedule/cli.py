@@ -9,15 +9,13 @@ import argparse
 import json
 import sys
 
-from .layout import Layout, Schedule
-from .matching import Bounds, solve
+from ._errors import MissingDependency, UsageError
+from .cost import CONVENTIONS, MODELS, format_cost, layout_cost
+from .layout import DEFAULT_BASE_SHIFT, Layout, Schedule
+from .matching import DEFAULT_SHIFT_BOUNDS, DEFAULT_Z_MAX, METHODS, Bounds, solve
 from .presets import PARAMETERS, PRESETS, get_preset, preset
 
 PROG = "ralu-schedule"
-
-
-class UsageError(Exception):
-    """Bad arguments: reported as one line, exit status 2."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -33,15 +31,16 @@ def _add_layout_args(p, required=True):
                    help="per transition: fraction of remaining low-res blocks upsampled (default 1.0)")
     p.add_argument("--factor", type=int, nargs="+", default=None,
                    help="upsampling factor per axis: one value, or one per transition (default 2)")
-    p.add_argument("--base-shift", type=float, default=3.0, help="h0 of the sampler to match (default 3.0)")
+    p.add_argument("--base-shift", type=float, default=DEFAULT_BASE_SHIFT,
+                   help=f"h0 of the sampler to match (default {DEFAULT_BASE_SHIFT})")
 
 
 def _add_solver_args(p):
-    p.add_argument("--method", choices=["global", "single-start"], default="global")
+    p.add_argument("--method", choices=METHODS, default=METHODS[0])
     p.add_argument("--per-transition", action="store_true", help="one c per transition")
-    p.add_argument("--shift-bounds", type=float, nargs=2, default=(0.5, 10.0), metavar=("LO", "HI"))
+    p.add_argument("--shift-bounds", type=float, nargs=2, default=DEFAULT_SHIFT_BOUNDS, metavar=("LO", "HI"))
     p.add_argument("--z-bounds", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                   help="bounds of Z = 1/sqrt(c) (default: 2 or the largest factor, to 100)")
+                   help=f"bounds of Z = 1/sqrt(c) (default: 2 or the largest factor, to {DEFAULT_Z_MAX:g})")
 
 
 def _layout_from(args) -> Layout:
@@ -116,6 +115,20 @@ def _cmd_plot(args):
     print(f"wrote {args.out}")
 
 
+def _cmd_cost(args):
+    if args.preset:
+        if args.steps is not None or args.ends is not None:
+            raise UsageError("give a preset or --steps/--ends, not both")
+        pre = get_preset(args.preset)
+        layout, model, res = pre.layout, args.model or pre.model, args.resolution or pre.resolution
+    else:
+        if args.steps is None or args.ends is None:
+            raise UsageError("name a preset, or a layout with --steps and --ends")
+        layout, model, res = _layout_from(args), args.model or "flux-dev", args.resolution or "1024x1024"
+    c = layout_cost(layout, model, res, convention=args.convention, baseline_steps=args.baseline_steps)
+    print(json.dumps(c.to_dict(), indent=2) if args.json else format_cost(c))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="RALU schedules: presets, NT-matching, export, costs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -147,9 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output image, e.g. density.png")
     p.set_defaults(func=_cmd_plot)
 
-    from .cost import add_cost_parser
-
-    add_cost_parser(sub, _add_layout_args, UsageError)
+    p = sub.add_parser("cost", help="FLOPs and predicted speed-up of a preset or layout")
+    p.add_argument("preset", nargs="?", help="a preset name (or give --steps and --ends)")
+    _add_layout_args(p, required=False)
+    p.add_argument("--model", default=None, help=f"one of {', '.join(MODELS)} (default: the preset's, else flux-dev)")
+    p.add_argument("--resolution", default=None, help="HEIGHTxWIDTH (default: the preset's, else 1024x1024)")
+    p.add_argument("--convention", choices=CONVENTIONS, default="paper")
+    p.add_argument("--baseline-steps", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_cost)
     return parser
 
 
@@ -157,7 +176,7 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.func(args)
-    except (UsageError, ValueError) as err:
+    except ValueError as err:              # UsageError included
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     except MissingDependency as err:
@@ -166,10 +185,6 @@ def main(argv=None) -> int:
     except BrokenPipeError:
         return 0
     return 0
-
-
-class MissingDependency(RuntimeError):
-    pass
 
 
 if __name__ == "__main__":

@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ._errors import check_positive_int
+from .grid import PIXELS_PER_TOKEN, token_grid
 from .layout import Layout
-from .presets import get_preset
 
 CONVENTIONS = ("paper", "full")
 
@@ -75,7 +75,7 @@ class TransformerSpec:
     pooled_dim: int = 768
     guidance_embeds: bool = False
     dual_attention_layers: tuple = ()   # SD3.5-medium: blocks with a second, image-only attention
-    pixels_per_token: int = 16
+    pixels_per_token: int = PIXELS_PER_TOKEN
 
     @property
     def width(self) -> int:
@@ -210,16 +210,9 @@ class ModelSpec:
         return self.cfg_batches * self.transformer.forward(image_tokens, self.text_tokens)
 
     def token_grid(self, height: int, width: int, multiple: int = 1) -> tuple:
-        """Full-resolution token grid of an image; sides must be multiples of
-        ``pixels_per_token * multiple`` pixels."""
-        height = check_positive_int("height", height)
-        width = check_positive_int("width", width)
-        unit = self.transformer.pixels_per_token * multiple
-        if height % unit or width % unit:
-            raise ValueError(f"height and width must be multiples of {unit} pixels for {self.name} with "
-                             f"this layout, got {height}x{width}")
-        p = self.transformer.pixels_per_token
-        return height // p, width // p
+        """Full-resolution token grid of an image (:func:`ralu_schedule.grid.token_grid`)."""
+        return token_grid(height, width, pixels_per_token=self.transformer.pixels_per_token,
+                          downsampling=multiple, what=f"{self.name} with this layout")
 
 
 _FLUX = dict(family="flux", double=19, single=38, heads=24, head_dim=128, pooled_dim=768)
@@ -351,35 +344,3 @@ def format_cost(c: LayoutCost) -> str:
               f"baseline ({c.baseline_steps} steps) {c.baseline_tflops:9.1f}",
               f"predicted speed-up  {c.speedup:9.2f}x"]
     return "\n".join(lines)
-
-
-def add_cost_parser(sub, add_layout_args, usage_error):
-    import json
-
-    p = sub.add_parser("cost", help="FLOPs and predicted speed-up of a preset or layout")
-    p.add_argument("preset", nargs="?", help="a preset name (or give --steps and --ends)")
-    add_layout_args(p, required=False)
-    p.add_argument("--model", default=None, help=f"one of {', '.join(MODELS)} (default: the preset's, "
-                                                 "else flux-dev)")
-    p.add_argument("--resolution", default=None, help="HEIGHTxWIDTH (default: the preset's, else 1024x1024)")
-    p.add_argument("--convention", choices=CONVENTIONS, default="paper")
-    p.add_argument("--baseline-steps", type=int, default=50)
-    p.add_argument("--json", action="store_true")
-
-    def run(args):
-        if args.preset:
-            if args.steps is not None or args.ends is not None:
-                raise usage_error("give a preset or --steps/--ends, not both")
-            pre = get_preset(args.preset)
-            layout, model = pre.layout, args.model or pre.model
-            res = args.resolution or pre.resolution
-        else:
-            if args.steps is None or args.ends is None:
-                raise usage_error("name a preset, or a layout with --steps and --ends")
-            from .cli import _layout_from
-
-            layout, model, res = _layout_from(args), args.model or "flux-dev", args.resolution or "1024x1024"
-        c = layout_cost(layout, model, res, convention=args.convention, baseline_steps=args.baseline_steps)
-        print(json.dumps(c.to_dict(), indent=2) if args.json else format_cost(c))
-
-    p.set_defaults(func=run)

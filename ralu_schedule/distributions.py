@@ -6,8 +6,10 @@ data-times ``t`` with density and distribution function
     f_h(t) = h / (1 + (h - 1) t)^2,        F_h(t) = h t / (1 + (h - 1) t),    t in [0, 1],
 
 and truncated to a stage ``[s, e]``: ``f_{h,s,e}(t) = f_h(t) / (F_h(e) - F_h(s))`` there,
-0 elsewhere. :class:`ShiftedTime` owns the public ``pdf/cdf/ppf`` with broadcasting and
-checks, in the manner of ``scipy.stats``.
+0 elsewhere. ``F_h`` is the shift map itself (:func:`ralu_schedule.shift.shift_map`).
+:class:`ShiftedTime` owns the public ``pdf/cdf/ppf`` with broadcasting and checks, in the
+manner of ``scipy.stats``: ``h``, ``start`` and ``end`` may be arrays (one distribution per
+element), and every method broadcasts its argument against them.
 """
 
 from __future__ import annotations
@@ -16,57 +18,60 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._errors import check_finite, check_positive_int
+from ._errors import check_finite_array, check_positive_int
+from .shift import shift_map, unshift_map
 
 
-def _F(t, h):
-    return h * t / (1.0 + (h - 1.0) * t)
+def truncated_pdf(t, h, start, end):
+    """``f_{h,start,end}(t)``, unchecked; broadcasts every argument. :class:`ShiftedTime` checks
+    its parameters once and calls this; so does the solver's metric, on parameters its
+    search box keeps valid."""
+    mass = shift_map(end, h) - shift_map(start, h)
+    dens = h / (1.0 + (h - 1.0) * np.clip(t, 0.0, 1.0)) ** 2 / mass
+    return np.where((t >= start) & (t <= end), dens, 0.0)
 
 
-def _F_inv(q, h):
-    return q / (h - (h - 1.0) * q)
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ShiftedTime:
-    """Data-time distribution of a sampler with shift ``h``, truncated to ``[start, end]``."""
+    """Data-time distribution of a sampler with shift ``h``, truncated to ``[start, end]``.
+
+    Scalar parameters are stored as floats; array parameters (broadcast together) as
+    read-only float64 arrays, giving a family of distributions evaluated in one call.
+    """
 
     h: float
     start: float = 0.0
     end: float = 1.0
 
     def __post_init__(self):
-        h = check_finite("shift", self.h)
-        start = check_finite("start", self.start)
-        end = check_finite("end", self.end)
-        if h <= 0:
-            raise ValueError(f"shift must be > 0, got {h:g}")
-        if not 0.0 <= start < end <= 1.0:
-            raise ValueError(f"need 0 <= start < end <= 1, got start={start:g}, end={end:g}")
-        object.__setattr__(self, "h", h)
-        object.__setattr__(self, "start", start)
-        object.__setattr__(self, "end", end)
+        h, start, end = (check_finite_array(name, v) for name, v in
+                         (("shift", self.h), ("start", self.start), ("end", self.end)))
+        if np.any(h <= 0):
+            raise ValueError(f"shift must be > 0, got {_first(h, h <= 0):g}")
+        bad = ~((0.0 <= start) & (start < end) & (end <= 1.0))
+        if np.any(bad):
+            s, e = np.broadcast_arrays(start, end)
+            raise ValueError(f"need 0 <= start < end <= 1, got start={_first(s, bad):g}, end={_first(e, bad):g}")
+        for name, value in (("h", h), ("start", start), ("end", end)):
+            object.__setattr__(self, name, _frozen(value))
 
     @property
-    def _mass(self) -> float:
-        return _F(self.end, self.h) - _F(self.start, self.h)
+    def _mass(self):
+        return shift_map(self.end, self.h) - shift_map(self.start, self.h)
 
     def pdf(self, t):
         """Density at ``t``; 0 outside ``[start, end]`` (both ends included)."""
-        t = np.asarray(t, dtype=np.float64)
-        inside = (t >= self.start) & (t <= self.end)
-        dens = self.h / (1.0 + (self.h - 1.0) * np.clip(t, 0.0, 1.0)) ** 2 / self._mass
-        return np.where(inside, dens, 0.0)
+        return truncated_pdf(np.asarray(t, dtype=np.float64), self.h, self.start, self.end)
 
     def cdf(self, t):
         t = np.clip(np.asarray(t, dtype=np.float64), self.start, self.end)
-        return (_F(t, self.h) - _F(self.start, self.h)) / self._mass
+        return (shift_map(t, self.h) - shift_map(self.start, self.h)) / self._mass
 
     def ppf(self, q):
         q = np.asarray(q, dtype=np.float64)
         if np.any((q < 0) | (q > 1)):
             raise ValueError("quantiles must lie in [0, 1]")
-        return _F_inv(_F(self.start, self.h) + q * self._mass, self.h)
+        return unshift_map(shift_map(self.start, self.h) + q * self._mass, self.h)
 
     def sample(self, size, rng: np.random.Generator):
         """Draw data-times by inverting the cdf of uniform draws from ``rng``."""
@@ -77,8 +82,23 @@ class ShiftedTime:
 
         They are uniform in unshifted sigma between the stage's inverse-shifted ends, which
         is the same as equally spaced quantiles of this distribution. The ends are exact.
+        With array parameters the result has their shape plus a last axis of ``steps + 1``.
         """
         steps = check_positive_int("steps", steps)
-        t = self.ppf(np.linspace(0.0, 1.0, steps + 1))
-        t[0], t[-1] = self.start, self.end
+        start, end, h = (np.asarray(v, dtype=np.float64)[..., None] for v in (self.start, self.end, self.h))
+        t = ShiftedTime(h, start, end).ppf(np.linspace(0.0, 1.0, steps + 1))
+        t = np.array(np.broadcast_to(t, np.broadcast_shapes(t.shape, start.shape, end.shape)))
+        t[..., 0], t[..., -1] = start[..., 0], end[..., 0]
         return t
+
+
+def _frozen(value: np.ndarray):
+    if value.ndim == 0:
+        return float(value)
+    value = value.copy()
+    value.flags.writeable = False
+    return value
+
+
+def _first(values: np.ndarray, bad: np.ndarray) -> float:
+    return float(np.broadcast_to(values, bad.shape)[bad].flat[0])

@@ -25,15 +25,28 @@ import numpy as np
 
 from ._errors import check_finite, check_positive_int, check_sequence, fmt
 from .distributions import ShiftedTime
+from .metric import paper_metric
 from .reinjection import Reinjection, check_correlation, reinjection
 
 FORMAT = "ralu-schedule/1"
 
 
+#: ``h0`` of a layout that names none: the static shift of SD3 and of the authors' presets.
+DEFAULT_BASE_SHIFT = 3.0
+
+
 def upsample_count(remaining: int, fraction: float) -> int:
     """How many of ``remaining`` low-resolution blocks a transition upsamples: all of them
-    for ``fraction = 1``, else ``fraction * remaining`` rounded half up. The sampler and the
-    cost model both call this, so their token counts agree."""
+    for ``fraction = 1``, else ``fraction * remaining`` rounded to the nearest integer (half up).
+
+    The one count rule: the sampler (every selection policy, ``"authors"`` included) and the
+    cost model both call it, so their token counts agree. Nearest rather than the authors'
+    floor because it realises the fraction a layout names as closely as any integer can, and
+    keeps the mixed stage non-empty on small grids (``0.1 x 6`` tokens gives 1, not 0). At the
+    paper's 1024x1024 both rules give the same counts (102 and 307 tokens for the 7x and 4x
+    presets), so the published numbers are unaffected; elsewhere they differ by at most one
+    token, where the fractional part of ``fraction * remaining`` is at least one half.
+    """
     if fraction >= 1.0:
         return int(remaining)
     return int(math.floor(fraction * remaining + 0.5))
@@ -53,7 +66,7 @@ class Layout:
     ends: tuple
     factors: tuple | None = None
     fractions: tuple | None = None
-    base_shift: float = 3.0
+    base_shift: float = DEFAULT_BASE_SHIFT
 
     def __post_init__(self):
         steps = tuple(check_positive_int("each step count", s) for s in check_sequence("steps", self.steps))
@@ -172,6 +185,41 @@ class Transition(Reinjection):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Plan:
+    """What a sampler executes: a layout with its stages (time grids) and transitions
+    (re-injection coefficients).
+
+    :attr:`Schedule.plan` derives one from solved parameters. Analyses build others with
+    ``dataclasses.replace`` on stages and transitions, e.g. no re-injection (``a = 1``,
+    ``b = 0``, restart at ``e``) or uncorrelated noise (``c = 0``): variants that no
+    ``(c, h_k)`` produce, checked here for shape but not for optimality.
+    """
+
+    layout: Layout
+    stages: tuple
+    transitions: tuple
+
+    def __post_init__(self):
+        if not isinstance(self.layout, Layout):
+            raise ValueError(f"layout must be a Layout, got {type(self.layout).__name__}")
+        stages, trans = tuple(self.stages), tuple(self.transitions)
+        K = self.layout.num_stages
+        if len(stages) != K or not all(isinstance(st, Stage) for st in stages):
+            raise ValueError(f"a plan needs one Stage per stage of its layout ({K}), got {len(stages)}")
+        if len(trans) != K - 1 or not all(isinstance(t, Transition) for t in trans):
+            raise ValueError(f"a plan needs one Transition per transition of its layout ({K - 1}), got {len(trans)}")
+        for k, (st, n, e) in enumerate(zip(stages, self.layout.steps, self.layout.ends)):
+            if st.steps != n or st.end != e:
+                raise ValueError(f"stage {k} runs {st.steps} steps to {st.end:g}, its layout says {n} to {e:g}")
+        for k, (t, f, r) in enumerate(zip(trans, self.layout.factors, self.layout.fractions)):
+            if (t.factor, t.fraction) != (f, r):
+                raise ValueError(f"transition {k} upsamples by {t.factor} a fraction {t.fraction:g}, "
+                                 f"its layout says {f} and {r:g}")
+        object.__setattr__(self, "stages", stages)
+        object.__setattr__(self, "transitions", trans)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Schedule:
     """A layout with its solved shifts ``h_k`` (one per stage) and correlations ``c_k``
     (one per transition). ``info`` carries free-form metadata (preset name, model,
@@ -218,6 +266,11 @@ class Schedule:
         return tuple(Stage(s, e, n, h) for s, e, n, h in zip(self.starts, lay.ends, lay.steps, self.shifts))
 
     @property
+    def plan(self) -> Plan:
+        """The stages and transitions a sampler runs."""
+        return Plan(layout=self.layout, stages=self.stages, transitions=self.transitions)
+
+    @property
     def c(self):
         """The common correlation when all transitions share one, else ``None``."""
         cs = set(self.correlations)
@@ -226,8 +279,6 @@ class Schedule:
     @cached_property
     def jsd(self) -> float:
         """The paper metric (JS distance on the 1000-point grid) of this schedule."""
-        from .matching import paper_metric
-
         return paper_metric(self.layout, self.shifts, self.correlations)
 
     # -- JSON -------------------------------------------------------------------------
@@ -326,6 +377,9 @@ def _check_consistent(d: dict, sched: Schedule) -> None:
             if key in t:
                 agree(f"transitions[{i}].", key, t[key], getattr(tr, key))
     if d.get("c") is not None:
+        if not sched.transitions:
+            raise ValueError(f"schedule c = {d['c']!r} names a noise correlation, but a one-stage schedule has no "
+                             "transitions for it to act on; set \"c\" to null or leave it out")
         if sched.c is None:
             raise ValueError(f"schedule c = {d['c']!r} contradicts its transitions' differing c values "
                              f"{fmt(list(sched.correlations))}")

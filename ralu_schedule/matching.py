@@ -1,20 +1,14 @@
 """Timestep distribution matching (NT-matching, METHOD section 4) for any number of stages.
 
-Re-injection restarts stage ``k+1`` at ``s_{k+1} < e_k``, so ``[s_{k+1}, e_k]`` is
-traversed twice. The target density is the base sampler's, with the re-traversed
-intervals counted again (paper eq. 8, generalised to ``K`` stages)::
-
-    P_target(t) = [f_{h0}(t) + sum_k (e_k - s_{k+1}) f_{h0, s_{k+1}, e_k}(t)] / (1 + sum_k (e_k - s_{k+1}))
-
-and the layout's own density is ``P(t) = sum_k N_k f_{h_k, s_k, e_k}(t) / sum_k N_k`` (eq. 9).
-``(c, h_1..h_K)`` minimise the paper metric: scipy's Jensen-Shannon *distance* (natural
-log) between both densities sampled on 1000 equispaced points of ``[0, 1]``, each clipped
-below at 1e-10 and normalised.
+``(c, h_1..h_K)`` minimise the paper metric (:mod:`ralu_schedule.metric`: the JS distance
+between the target density, which counts re-traversed intervals twice, and the density of
+the layout's own timesteps).
 
 The metric is piecewise smooth (stage edges cross grid points as ``c`` moves), so a
 single gradient start stalls in local optima. :func:`solve` runs a seeded differential
 evolution over the whole box, polishes its best point, and also runs the authors' single
 L-BFGS-B start; it returns the best of them, so it is never worse than that start.
+``scipy.optimize`` is imported when a solve runs, not when the package is imported.
 """
 
 from __future__ import annotations
@@ -23,96 +17,14 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import differential_evolution, minimize
-from scipy.spatial.distance import jensenshannon
 
 from ._errors import check_finite, fmt
 from .layout import Layout, Schedule
+from .metric import paper_metric
 
-#: The paper metric's grid.
-GRID = np.linspace(0.0, 1.0, 1000)
-_FLOOR = 1e-10
-
-
-def _truncated_pdf(t, h, s, e):
-    """``f_{h,s,e}(t)``, broadcasting ``h, s, e`` of shape ``(..., 1)`` against ``t``."""
-    F = lambda x: h * x / (1.0 + (h - 1.0) * x)  # noqa: E731
-    dens = h / (1.0 + (h - 1.0) * t) ** 2 / (F(e) - F(s))
-    return np.where((t >= s) & (t <= e), dens, 0.0)
-
-
-def _restarts(ends, cs):
-    """Restart times ``s_{k+1} = e_k / ((1 - e_k)/sqrt(c_k) + e_k)``; broadcasts over columns."""
-    ends = np.asarray(ends, dtype=np.float64)
-    cs = np.asarray(cs, dtype=np.float64)
-    shape = (ends.shape[0],) + cs.shape[1:]
-    e = ends.reshape((-1,) + (1,) * (cs.ndim - 1))
-    return np.broadcast_to(e / ((1.0 - e) / np.sqrt(cs) + e), shape)
-
-
-def target_density(t, layout: Layout, starts):
-    """``P_target(t)`` for a layout whose stages start at ``starts`` (``starts[0] = 0``)."""
-    t = np.asarray(t, dtype=np.float64)
-    h0 = layout.base_shift
-    dens = _truncated_pdf(t, h0, 0.0, 1.0)
-    weight = 1.0
-    for e, s in zip(layout.ends[:-1], starts[1:]):
-        dens = dens + (e - s) * _truncated_pdf(t, h0, s, e)
-        weight += e - s
-    return dens / weight
-
-
-def actual_density(t, layout: Layout, starts, shifts):
-    """``P(t)``: the density of the layout's timesteps with per-stage shifts ``shifts``."""
-    t = np.asarray(t, dtype=np.float64)
-    total = sum(n * _truncated_pdf(t, h, s, e)
-                for n, h, s, e in zip(layout.steps, shifts, starts, layout.ends))
-    return total / layout.total_steps
-
-
-def js_distance(p, q) -> float:
-    """The paper's JS distance between two densities sampled on the same grid."""
-    p = np.clip(np.asarray(p, dtype=np.float64), _FLOOR, None)
-    q = np.clip(np.asarray(q, dtype=np.float64), _FLOOR, None)
-    with np.errstate(invalid="ignore"):
-        d = float(jensenshannon(p / p.sum(), q / q.sum()))
-    # scipy takes the square root of a divergence that rounding can leave at -1e-17 for
-    # identical densities; that is a distance of 0, not a NaN.
-    return 0.0 if math.isnan(d) else d
-
-
-def paper_metric(layout: Layout, shifts, correlations) -> float:
-    """The paper's "JSD" of a layout with shifts ``h_k`` and correlations ``c_k``."""
-    starts = [0.0] + list(_restarts(layout.ends[:-1], correlations))
-    return js_distance(target_density(GRID, layout, starts), actual_density(GRID, layout, starts, shifts))
-
-
-def _batch_metric(layout: Layout, shifts, cs):
-    """The paper metric for a batch: ``shifts`` ``(K, S)``, ``cs`` ``(K-1 or 1, S)``."""
-    K, S = shifts.shape
-    t = GRID[None, :]
-    starts = np.zeros((K, S))
-    if K > 1:
-        starts[1:] = _restarts(layout.ends[:-1], np.broadcast_to(cs, (K - 1, S)))
-    ends = np.asarray(layout.ends)
-    h0 = layout.base_shift
-    target = _truncated_pdf(t, h0, 0.0, 1.0) * np.ones((S, 1))
-    weight = np.ones((S, 1))
-    act = np.zeros((S, GRID.size))
-    for k in range(K):
-        s = starts[k][:, None]
-        act += layout.steps[k] * _truncated_pdf(t, shifts[k][:, None], s, ends[k])
-        if k:
-            span = ends[k - 1] - s
-            target += span * _truncated_pdf(t, h0, s, ends[k - 1])
-            weight += span
-    p = np.clip(target / weight, _FLOOR, None)
-    q = np.clip(act / layout.total_steps, _FLOOR, None)
-    p /= p.sum(axis=1, keepdims=True)
-    q /= q.sum(axis=1, keepdims=True)
-    m = 0.5 * (p + q)
-    kl = lambda x: np.sum(x * np.log(x / m), axis=1)  # noqa: E731
-    return np.sqrt(np.maximum(0.5 * (kl(p) + kl(q)), 0.0))
+#: The authors' search box: ``h_k`` in [0.5, 10], ``Z = 1/sqrt(c)`` up to 100.
+DEFAULT_SHIFT_BOUNDS = (0.5, 10.0)
+DEFAULT_Z_MAX = 100.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -123,7 +35,7 @@ class Bounds:
     an explicit ``z`` whose lower end admits ``c > 1/n`` is rejected.
     """
 
-    shift: tuple = (0.5, 10.0)
+    shift: tuple = DEFAULT_SHIFT_BOUNDS
     z: tuple | None = None
 
     def resolve(self, layout: Layout) -> tuple:
@@ -131,7 +43,7 @@ class Bounds:
         if sh[0] <= 0:
             raise ValueError(f"shift bounds must be > 0, got {fmt(sh)}")
         fmax = math.isqrt(layout.max_block_size)
-        z = (max(2.0, float(fmax)), 100.0) if self.z is None else _pair("Z bounds", self.z)
+        z = (max(2.0, float(fmax)), DEFAULT_Z_MAX) if self.z is None else _pair("Z bounds", self.z)
         if z[0] < fmax:
             raise ValueError(
                 f"Z bounds {fmt(z)} allow c = 1/Z^2 > 1/n = {1 / fmax**2:g} for factor {fmax}; "
@@ -161,6 +73,8 @@ def solve(layout: Layout, *, method: str = "global", bounds: Bounds = Bounds(),
     returns the better result. ``per_transition=True`` gives every transition its own
     ``c_k``. Deterministic for a given ``seed``.
     """
+    from scipy.optimize import differential_evolution, minimize
+
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     K = layout.num_stages
@@ -179,11 +93,10 @@ def solve(layout: Layout, *, method: str = "global", bounds: Bounds = Bounds(),
         cs = 1.0 / x2[:nz] ** 2 if nz else np.full((1, x2.shape[1]), 0.25)
         return x2[nz:], cs
 
-    def objective(x):
+    def objective(x):  # one point (shape (P,)) or a population (shape (P, S)): the same metric
         h, cs = split(x)
-        if np.ndim(x) > 1:  # a population (differential evolution): vectorised metric
-            return _batch_metric(layout, h, cs)
-        return paper_metric(layout, h[:, 0], np.broadcast_to(cs[:, 0], (K - 1,)))
+        h = h.reshape(K, *np.shape(x)[1:])
+        return paper_metric(layout, h, np.broadcast_to(cs.reshape(len(cs), *h.shape[1:]), (K - 1,) + h.shape[1:]))
 
     x0 = np.clip(np.array([zlo] * nz + [3.0] * K), [b[0] for b in box], [b[1] for b in box])
     candidates = [minimize(objective, x0, method="L-BFGS-B", bounds=box)]

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._errors import MissingDependency
 from .layout import Schedule
-from .matching import GRID, actual_density, target_density
+from .metric import GRID, actual_density, target_density
 
 
 def _pyplot():
     try:
         import matplotlib
     except ImportError:
-        from .cli import MissingDependency
-
         raise MissingDependency("plotting needs matplotlib: pip install 'ralu[plot]'") from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -12,7 +12,8 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 
-from .layout import Layout, Schedule
+from .grid import token_grid
+from .layout import DEFAULT_BASE_SHIFT, Layout, Schedule
 from .matching import solve
 from .shift import shift_rule
 
@@ -33,20 +34,23 @@ class Preset:
 
     @property
     def tokens(self) -> int:
-        """Full-resolution image tokens at the preset's resolution (16x16 pixels a token)."""
-        return (self.resolution[0] // 16) * (self.resolution[1] // 16)
+        """Full-resolution image tokens at the preset's resolution."""
+        rows, cols = token_grid(*self.resolution, downsampling=self.layout.downsampling, what=self.name)
+        return rows * cols
 
 
 def _flux(name, steps, ends, r, shifts, z, speed):
-    layout = Layout(steps=steps, ends=ends, factors=(2, 2), fractions=(r, 1.0), base_shift=3.0)
+    # the authors' code reads h0 = 3 from scheduler.shift (METHOD section 7)
+    layout = Layout(steps=steps, ends=ends, factors=(2, 2), fractions=(r, 1.0), base_shift=DEFAULT_BASE_SHIFT)
     return Preset(name=name, model="flux-dev", resolution=(1024, 1024), layout=layout,
                   shifts=shifts, z=z,
                   description=f"FLUX.1-dev {speed} speed-up, authors' layout and parameters")
 
 
 def _sd3(name, flux_name, speed):
-    lay = PRESETS[flux_name].layout   # same layout; SD3's static shift 3.0 is h0
-    return Preset(name=name, model="sd3-medium", resolution=(1024, 1024), layout=lay.with_base_shift(3.0),
+    lay = PRESETS[flux_name].layout   # same layout; SD3's static shift is h0
+    return Preset(name=name, model="sd3-medium", resolution=(1024, 1024),
+                  layout=lay.with_base_shift(shift_rule("sd3-medium").shift),
                   shifts=None, z=None,
                   description=f"SD3-medium {speed} FLOP reduction: the FLUX {speed} layout solved for shift 3.0")
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._errors import check_finite, check_positive_int
+from ._errors import check_finite, check_finite_array, check_positive_int
 
 
 def max_correlation(factor: int) -> float:
@@ -30,20 +30,24 @@ def max_correlation(factor: int) -> float:
     return 1.0 / factor**2
 
 
-def check_correlation(c, factor: int) -> float:
-    """Validate ``0 < c <= 1/factor^2`` and return ``c`` as a float."""
-    c = check_finite("c", c)
+def check_correlation(c, factor: int):
+    """Validate ``0 < c <= 1/factor^2`` (elementwise for arrays) and return ``c`` as floats."""
+    arr = check_finite_array("c", c)
     bound = max_correlation(factor)
-    if not 0.0 < c <= bound * (1.0 + 1e-12):
+    bad = ~((0.0 < arr) & (arr <= bound * (1.0 + 1e-12)))
+    if np.any(bad):
         raise ValueError(
             f"c must lie in (0, 1/n] = (0, {bound:g}] for factor {factor} (n = {factor**2} values "
-            f"per block; above it I - c U U^T is not a covariance), got {c:g}")
-    return min(c, bound)
+            f"per block; above it I - c U U^T is not a covariance), got {float(arr[bad].flat[0]):g}")
+    return _scalar_or_array(np.minimum(arr, bound))
 
 
 @dataclass(frozen=True)
 class Reinjection:
-    """Coefficients of one transition: ``x_s = a * U(x_e) + b * z``, ``z ~ N(0, I - c U U^T)``."""
+    """Coefficients of one transition: ``x_s = a * U(x_e) + b * z``, ``z ~ N(0, I - c U U^T)``.
+
+    Floats for one transition; arrays of one shape when :func:`reinjection` was given arrays.
+    """
 
     at: float       # e: the data-time where the previous stage ended
     c: float        # noise correlation inside an upsampled block
@@ -53,13 +57,32 @@ class Reinjection:
 
 
 def reinjection(e, c, factor: int = 2) -> Reinjection:
-    """Closed-form ``s, a, b`` for a transition at data-time ``e`` with correlation ``c``."""
-    e = check_finite("transition time e", e)
-    if not 0.0 < e < 1.0:
-        raise ValueError(f"transition time e must lie in (0, 1), got {e:g}")
-    c = check_correlation(c, factor)
-    delta = (1.0 - e) / math.sqrt(c)
-    return Reinjection(at=e, c=c, restart=e / (delta + e), a=1.0 / (delta + e), b=delta / (delta + e))
+    """Closed-form ``s, a, b`` for a transition at data-time ``e`` with correlation ``c``.
+
+    ``e`` and ``c`` may be arrays (broadcast together, as ``scipy.stats`` parameters are):
+    the solver evaluates a whole population of correlations in one call.
+    """
+    e = check_finite_array("transition time e", e)
+    bad = ~((0.0 < e) & (e < 1.0))
+    if np.any(bad):
+        raise ValueError(f"transition time e must lie in (0, 1), got {float(e[bad].flat[0]):g}")
+    c = np.asarray(check_correlation(c, factor))
+    e, c = np.broadcast_arrays(e, c)
+    s, a, b = coefficients(e, c)
+    return Reinjection(**{k: _scalar_or_array(v) for k, v in
+                          {"at": e, "c": c, "restart": s, "a": a, "b": b}.items()})
+
+
+def coefficients(e, c) -> tuple:
+    """``(s, a, b)`` with ``delta = (1 - e) / sqrt(c)``: ``s = e / (delta + e)``,
+    ``a = 1 / (delta + e)``, ``b = delta / (delta + e)``. Unchecked, broadcasts: the one
+    place these formulas are written; :func:`reinjection` checks ``e`` and ``c`` and calls it."""
+    delta = (1.0 - e) / np.sqrt(c)
+    return e / (delta + e), 1.0 / (delta + e), delta / (delta + e)
+
+
+def _scalar_or_array(x: np.ndarray):
+    return float(x) if np.ndim(x) == 0 else np.asarray(x, dtype=np.float64)
 
 
 def block_noise_beta(n: int, c) -> float:

@@ -27,18 +27,28 @@ def _check_shift(h) -> float:
     return h
 
 
+def shift_map(u, h):
+    """The shift map ``h u / (1 + (h - 1) u)``, unchecked; broadcasts ``u`` against ``h``.
+
+    The one place this formula is written. It is also the distribution function
+    ``F_h(t)`` of a shifted sampler's data-times (:mod:`ralu_schedule.distributions`).
+    """
+    return h * u / (1.0 + (h - 1.0) * u)
+
+
+def unshift_map(q, h):
+    """Inverse of :func:`shift_map`: ``q / (h - (h - 1) q)``, unchecked; broadcasts."""
+    return q / (h - (h - 1.0) * q)
+
+
 def shift_sigmas(sigma, h):
     """Shift sigmas: ``h * sigma / (1 + (h - 1) * sigma)``. Broadcasts over arrays."""
-    h = _check_shift(h)
-    sigma = np.asarray(sigma, dtype=np.float64)
-    return h * sigma / (1.0 + (h - 1.0) * sigma)
+    return shift_map(np.asarray(sigma, dtype=np.float64), _check_shift(h))
 
 
 def unshift_sigmas(sigma, h):
     """Inverse of :func:`shift_sigmas`: ``sigma / (h - (h - 1) * sigma)``."""
-    h = _check_shift(h)
-    sigma = np.asarray(sigma, dtype=np.float64)
-    return sigma / (h - (h - 1.0) * sigma)
+    return unshift_map(np.asarray(sigma, dtype=np.float64), _check_shift(h))
 
 
 @dataclass(frozen=True, kw_only=True)

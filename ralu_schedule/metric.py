@@ -1,0 +1,92 @@
+"""The paper metric of a layout: target and actual timestep densities and their JS distance.
+
+Re-injection restarts stage ``k+1`` at ``s_{k+1} < e_k``, so ``[s_{k+1}, e_k]`` is
+traversed twice. The target density is the base sampler's, with the re-traversed
+intervals counted again (paper eq. 8, generalised to ``K`` stages)::
+
+    P_target(t) = [f_{h0}(t) + sum_k (e_k - s_{k+1}) f_{h0, s_{k+1}, e_k}(t)] / (1 + sum_k (e_k - s_{k+1}))
+
+and the layout's own density is ``P(t) = sum_k N_k f_{h_k, s_k, e_k}(t) / sum_k N_k`` (eq. 9).
+The paper metric is scipy's Jensen-Shannon *distance* (natural log) between both densities
+sampled on 1000 equispaced points of ``[0, 1]``, each clipped below at 1e-10 and normalised.
+
+The densities are :func:`ralu_schedule.distributions.truncated_pdf`, the formula behind
+:class:`ralu_schedule.ShiftedTime`, called unchecked: parameters come from a validated
+:class:`~ralu_schedule.Schedule` or from the solver's search box. Everything here broadcasts: shifts ``(K, ...)`` and correlations ``(K-1, ...)`` give metrics
+of shape ``(...)``, so the solver evaluates a whole population with the same code that
+:attr:`ralu_schedule.Schedule.jsd` uses for one schedule. This module sits below
+:mod:`ralu_schedule.layout` and reads layouts by their attributes only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .distributions import truncated_pdf
+from .reinjection import coefficients
+
+#: The paper metric's grid.
+GRID = np.linspace(0.0, 1.0, 1000)
+FLOOR = 1e-10
+
+
+def stage_starts(layout, correlations) -> list:
+    """Start times ``[0, s_2, ..., s_K]``: each restart by the closed form of
+    :func:`ralu_schedule.reinjection` (the callers have checked ``c``)."""
+    return [0.0] + [coefficients(e, c)[0] for e, c in zip(layout.ends[:-1], correlations)]
+
+
+def target_density(t, layout, starts):
+    """``P_target(t)`` for a layout whose stages start at ``starts`` (``starts[0] = 0``).
+
+    ``starts`` entries may be arrays (one start per member of a population); they
+    broadcast against ``t``.
+    """
+    t = np.asarray(t, dtype=np.float64)
+    h0 = layout.base_shift
+    dens = truncated_pdf(t, h0, 0.0, 1.0)
+    weight = 1.0
+    for e, s in zip(layout.ends[:-1], starts[1:]):
+        dens = dens + (e - s) * truncated_pdf(t, h0, s, e)
+        weight = weight + (e - s)
+    return dens / weight
+
+
+def actual_density(t, layout, starts, shifts):
+    """``P(t)``: the density of the layout's timesteps with per-stage shifts ``shifts``."""
+    t = np.asarray(t, dtype=np.float64)
+    total = sum(n * truncated_pdf(t, h, s, e) for n, h, s, e in zip(layout.steps, shifts, starts, layout.ends))
+    return total / layout.total_steps
+
+
+def js_distance(p, q, axis: int = -1):
+    """The paper's JS distance between densities sampled on the same grid (along ``axis``)."""
+    from scipy.spatial.distance import jensenshannon   # imported on first use: keeps the core import light
+
+    p = np.clip(np.asarray(p, dtype=np.float64), FLOOR, None)
+    q = np.clip(np.asarray(q, dtype=np.float64), FLOOR, None)
+    with np.errstate(invalid="ignore"):
+        d = jensenshannon(p / p.sum(axis=axis, keepdims=True), q / q.sum(axis=axis, keepdims=True), axis=axis)
+    # scipy takes the square root of a divergence that rounding can leave at -1e-17 for
+    # identical densities; that is a distance of 0, not a NaN.
+    if np.ndim(d) == 0:
+        return 0.0 if math.isnan(d) else float(d)
+    return np.where(np.isnan(d), 0.0, d)
+
+
+def paper_metric(layout, shifts, correlations):
+    """The paper's "JSD" of a layout with shifts ``h_k`` and correlations ``c_k``.
+
+    ``shifts`` ``(K, ...)`` and ``correlations`` ``(K-1, ...)`` give a result of shape ``(...)``:
+    a float for one schedule, an array for a population.
+    """
+    h = np.asarray(shifts, dtype=np.float64)
+    c = np.asarray(correlations, dtype=np.float64)
+    if h.ndim > 1:                                               # a population: a last axis for the grid
+        h, c = h[..., None], c.reshape(len(layout.ends) - 1, *h.shape[1:], 1)
+    else:                                                        # one schedule: plain floats are faster
+        h, c = h.tolist(), c.reshape(len(layout.ends) - 1).tolist()
+    starts = stage_starts(layout, c)
+    return js_distance(target_density(GRID, layout, starts), actual_density(GRID, layout, starts, h))
