@@ -4,7 +4,7 @@
 
 Prints, for the 7x and 4x presets, the spectral Frechet distance to the true data
 distribution, band-wise power errors and the variance of each configuration (see
-ralu_torch.quality), all run side by side in one process on the same seeds.
+ralu_torch.analysis.quality), all run side by side in one process on the same seeds.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 
 from ralu_schedule import Layout, solve
 from ralu_torch.backends.gaussian import GaussianBackend, GaussianField, TexturePatchField
-from ralu_torch.quality import (BANDS, configurations, radial_log_ratio, region_metrics, run, selection_hit_rate,
+from ralu_torch.analysis.quality import (BANDS, configurations, radial_log_ratio, region_metrics, run, selection_hit_rate,
                                 spectrum_metrics)
 
 

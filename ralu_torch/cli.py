@@ -11,12 +11,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ralu_schedule import PRESETS, token_grid
+from ralu_schedule._errors import UsageError
+from ralu_schedule.presets import PARAMETERS
+
+from .options import DTYPES, SELECTIONS, UPSAMPLE_MODES
+
 PROG = "ralu"
-DTYPES = ("bfloat16", "float16", "float32")
-
-
-class UsageError(Exception):
-    pass
+NO_TORCH = ("the ralu command needs torch and diffusers, which are not installed: install the torch build "
+            "for your platform, then pip install 'ralu[torch]'")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,7 +28,6 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser():
-    from ralu_schedule import PRESETS
 
     parser = _Parser(prog=PROG, description="RALU sampling for diffusers pipelines.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -36,8 +38,10 @@ def build_parser():
     src = g.add_mutually_exclusive_group()
     src.add_argument("--preset", default="flux-dev-7x", help=f"one of {', '.join(sorted(PRESETS))}")
     src.add_argument("--schedule", help="a JSON schedule file (ralu-schedule ... --json)")
-    g.add_argument("--parameters", choices=("default", "authors", "optimised"), default="default")
-    g.add_argument("--upsample", choices=("latent", "token"), default="latent")
+    g.add_argument("--parameters", choices=PARAMETERS, default=PARAMETERS[0])
+    g.add_argument("--upsample", choices=UPSAMPLE_MODES, default=UPSAMPLE_MODES[0])
+    g.add_argument("--select", choices=SELECTIONS, default=SELECTIONS[0],
+                   help="which tokens a partial transition upsamples (authors: the paper code's rule)")
     g.add_argument("--height", type=int, default=1024)
     g.add_argument("--width", type=int, default=1024)
     g.add_argument("--seed", type=int, default=0)
@@ -67,7 +71,7 @@ def run_demo(args):
         import matplotlib  # noqa: F401
     except ImportError:
         raise UsageError("the demo figure needs matplotlib: pip install 'ralu[plot]'") from None
-    from .demo import demo
+    from .analysis.demo import demo
 
     results = demo(args.out, args.preset, seeds=args.seeds, size=args.size)
     print(f"{'run':<36} {'FD x1e3':>8} {'variance':>9}")
@@ -87,10 +91,7 @@ def generate(args):
     # check the schedule and the size before loading any weights
     schedule_arg = args.schedule or args.preset
     fixed, layout = _parse_schedule(schedule_arg, args.parameters)
-    unit = 16 * (fixed.layout if fixed is not None else layout).downsampling
-    if args.height <= 0 or args.width <= 0 or args.height % unit or args.width % unit:
-        raise UsageError(f"--height and --width must be positive multiples of {unit} for this schedule, "
-                         f"got {args.height}x{args.width}")
+    token_grid(args.height, args.width, downsampling=(fixed.layout if fixed is not None else layout).downsampling)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"))
     try:
@@ -98,7 +99,8 @@ def generate(args):
     except (OSError, ValueError) as err:
         raise UsageError(f"cannot load model {args.model!r}: {str(err).splitlines()[0]}") from None
     pipe = pipe.to(device)
-    ralu = RALU(pipe, fixed if fixed is not None else schedule_arg, parameters=args.parameters, upsample=args.upsample)
+    ralu = RALU(pipe, fixed if fixed is not None else schedule_arg, parameters=args.parameters, upsample=args.upsample,
+                select=args.select)
     gen = torch.Generator(device="cpu" if device == "mps" else device).manual_seed(args.seed)
     extra = {} if args.negative_prompt is None else {"negative_prompt": args.negative_prompt}
     out = ralu(args.prompt, height=args.height, width=args.width, generator=gen,
@@ -109,12 +111,17 @@ def generate(args):
 
 def main(argv=None) -> int:
     try:
+        import torch  # noqa: F401
+    except ImportError:
+        print(f"{PROG}: error: {NO_TORCH}", file=sys.stderr)
+        return 2
+    try:
         args = build_parser().parse_args(argv)
         if args.command == "generate":
             generate(args)
         elif args.command == "demo":
             run_demo(args)
-    except (UsageError, ValueError) as err:
+    except ValueError as err:              # UsageError included
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,4 +1,11 @@
-"""Edge scores of a decoded estimate and the top-``r`` token selection, on the model's device."""
+"""Edge detectors for the selection of tokens to upsample, on the model's device.
+
+- :func:`edge_map`: kornia's Canny on a grey image in ``[0, 1]`` made from the decoded
+  estimate in ``[-1, 1]`` (the default selection, ``"edges"``);
+- :func:`authors_edge_map`: the edge detector of the authors' code, reproduced in torch
+  with integer arithmetic so it gives OpenCV's ``cv2.Canny`` bit for bit without OpenCV
+  (the ``"authors"`` selection).
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,12 @@ import kornia
 import torch
 import torch.nn.functional as F
 
-from ralu_schedule import upsample_count
-
-from .tokens import TokenSet
+#: OpenCV's fixed-point RGB -> grey weights for 8-bit images (``COLOR_RGB2GRAY``), shift 15.
+_GREY_WEIGHTS = (9798, 19235, 3735)
+#: ``round(tan(22.5 deg) * 2^15)``: OpenCV's Canny direction test in fixed point.
+_TAN22 = 13573
+#: The authors' Canny thresholds on the L1 gradient of an 8-bit image.
+AUTHORS_THRESHOLDS = (100, 200)
 
 
 def edge_map(images: torch.Tensor, thresholds=(0.1, 0.2)) -> tuple:
@@ -33,22 +43,60 @@ def token_scores(canny: tuple, pixels_per_token: int) -> torch.Tensor:
     return density + (mag / top) / (2.0 * pixels_per_token**2)
 
 
-def select_top(tokens: TokenSet, scores: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Mark, per image, the top ``fraction`` of the coarsest tokens by score (ties: raster order).
+def authors_grey(images: torch.Tensor) -> torch.Tensor:
+    """The authors' 8-bit grey image ``(B, H, W)`` int32 of decoded estimates in ``[-1, 1]``.
 
-    ``scores`` is ``(B, rows, cols)`` on the coarsest grid. ``fraction = 1`` selects all of
-    them. Returns a ``(B, L)`` boolean mask.
+    As their code does: the estimate is clipped to ``[0, 1]`` *without* mapping ``[-1, 1]``
+    to ``[0, 1]`` first (so everything darker than mid-grey becomes black), scaled to 8 bits
+    with rounding, and turned grey with OpenCV's fixed-point weights.
     """
-    coarse = tokens.is_coarse()
-    n = int(coarse[0].sum())
-    k = upsample_count(n, fraction)
-    if k == n:
-        return coarse
-    D = tokens.coarsest
-    s = scores[torch.arange(tokens.batch, device=scores.device)[:, None],
-               tokens.cells[..., 0] // D, tokens.cells[..., 1] // D].float()
-    s = torch.where(coarse, s, torch.full_like(s, -torch.inf))
-    order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, :k]
-    select = torch.zeros_like(coarse)
-    select.scatter_(1, order, True)
-    return select
+    u8 = (images.float().clamp(0.0, 1.0) * 255.0).round().to(torch.int32)
+    wr, wg, wb = _GREY_WEIGHTS
+    return (u8[:, 0] * wr + u8[:, 1] * wg + u8[:, 2] * wb + (1 << 14)) >> 15
+
+
+def authors_edge_map(images: torch.Tensor, thresholds=AUTHORS_THRESHOLDS) -> torch.Tensor:
+    """Binary ``(B, H, W)`` edges of the authors' rule: Canny without Gaussian blur on
+    :func:`authors_grey`, 3x3 Sobel (replicated border), L1 gradient magnitude, non-maximum
+    suppression and 8-connected hysteresis as ``cv2.Canny(grey, 100, 200)`` computes them.
+    """
+    grey = authors_grey(images)
+    low, high = thresholds
+    p = F.pad(grey[:, None].float(), (1, 1, 1, 1), mode="replicate")[:, 0].to(torch.int32)
+    dx = (p[:, :-2, 2:] + 2 * p[:, 1:-1, 2:] + p[:, 2:, 2:]) - (p[:, :-2, :-2] + 2 * p[:, 1:-1, :-2] + p[:, 2:, :-2])
+    dy = (p[:, 2:, :-2] + 2 * p[:, 2:, 1:-1] + p[:, 2:, 2:]) - (p[:, :-2, :-2] + 2 * p[:, :-2, 1:-1] + p[:, :-2, 2:])
+    mag = dx.abs() + dy.abs()
+    m = F.pad(mag, (1, 1, 1, 1))                        # zeros outside, as OpenCV's magnitude buffer
+    at = lambda dr, dc: m[:, 1 + dr:m.shape[1] - 1 + dr, 1 + dc:m.shape[2] - 1 + dc]  # noqa: E731
+    ax, ay = dx.abs(), dy.abs()
+    tg22 = ax * _TAN22
+    ys = ay * (1 << 15)
+    horizontal = ys < tg22
+    vertical = ys > tg22 + ax * (1 << 16)
+    opposite = (dx < 0) != (dy < 0)                    # gradient along the anti-diagonal
+    keep_h = (mag > at(0, -1)) & (mag >= at(0, 1))
+    keep_v = (mag > at(-1, 0)) & (mag >= at(1, 0))
+    keep_d = torch.where(opposite, (mag > at(-1, 1)) & (mag > at(1, -1)), (mag > at(-1, -1)) & (mag > at(1, 1)))
+    keep = torch.where(horizontal, keep_h, torch.where(vertical, keep_v, keep_d))
+    candidate = keep & (mag > low)
+    return hysteresis(candidate & (mag > high), candidate)
+
+
+def hysteresis(strong: torch.Tensor, candidate: torch.Tensor, rounds_per_check: int = 8) -> torch.Tensor:
+    """Candidates 8-connected to a strong pixel through candidates: grow ``strong`` by 3x3
+    dilation inside ``candidate`` until nothing changes (checked every few rounds)."""
+    edges = strong.float()[:, None]
+    allowed = candidate.float()[:, None]
+    while True:
+        before = edges
+        for _ in range(rounds_per_check):
+            edges = F.max_pool2d(edges, 3, stride=1, padding=1) * allowed
+        if torch.equal(edges, before):
+            return edges[:, 0] > 0
+
+
+def edge_counts(edges: torch.Tensor, pixels_per_token: int) -> torch.Tensor:
+    """Edge pixels in each token's ``pixels_per_token``-square block: ``(B, rows, cols)``."""
+    B, H, W = edges.shape
+    p = pixels_per_token
+    return edges.reshape(B, H // p, p, W // p, p).sum(dim=(2, 4))

@@ -19,9 +19,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ralu_schedule import block_noise_beta
 
+from .options import KEPT_NOISE
 from .tokens import pool_children, upsample_values
-
-KEPT_NOISE = ("exact", "unit")
 
 
 def draw(shape: tuple, generator, device, dtype=torch.float32) -> torch.Tensor:

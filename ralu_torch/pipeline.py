@@ -10,15 +10,15 @@ import torch
 from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
-from ralu_schedule import Layout, Schedule, get_preset, preset, solve
+from ralu_schedule import Layout, Schedule, get_preset, preset, solve, token_grid
+from ralu_schedule.presets import PARAMETERS
 
 from .backends import backend_for
-from .noise import KEPT_NOISE
+from .options import KEPT_NOISE, OUTPUT_TYPES
 from .sampler import sample
+from .selection import check_edge_thresholds, selection_policy
 from .tokens import check_mode, unpack
 
-OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-PARAMETERS = ("default", "authors", "optimised")
 CALLBACK_INPUTS = {"latents", "stage"}
 
 
@@ -48,10 +48,15 @@ class RALU:
     description; default) or ``"token"`` (whole packed tokens repeated, the authors' code).
     ``kept_noise``: ``"exact"`` (variance ``1 - c`` for tokens not upsampled at a
     transition; default) or ``"unit"`` (the authors' variance 1).
+    ``select``: which tokens a partial transition upsamples: ``"edges"`` (default),
+    ``"authors"`` (the authors' OpenCV rule, for reproducing the paper), ``"random"``, or a
+    callable ``(estimate, tokens, fraction, generator) -> mask`` (:mod:`ralu_torch.selection`).
+    ``noise_sampler``: a callable ``(shape, generator, device) -> tensor`` of standard
+    normals for every draw (default: diffusers' ``randn_tensor`` with ``generator``).
     """
 
     def __init__(self, pipe, schedule="flux-dev-7x", *, parameters: str = "default", upsample: str = "latent",
-                 kept_noise: str = "exact", edge_thresholds=(0.1, 0.2)):
+                 kept_noise: str = "exact", select="edges", edge_thresholds=(0.1, 0.2), noise_sampler=None):
         self.pipe = pipe
         self.backend = backend_for(pipe)
         if parameters not in PARAMETERS:
@@ -60,7 +65,13 @@ class RALU:
             raise ValueError(f"kept_noise must be one of {', '.join(KEPT_NOISE)}, got {kept_noise!r}")
         self.upsample = check_mode(upsample)
         self.kept_noise = kept_noise
-        self.edge_thresholds = tuple(edge_thresholds)
+        self.edge_thresholds = check_edge_thresholds(edge_thresholds)
+        selection_policy(select, self.backend.pixels_per_token, self.edge_thresholds)   # checks the name now
+        self.select = select
+        if noise_sampler is not None and not callable(noise_sampler):
+            raise ValueError(f"noise_sampler must be a callable (shape, generator, device) -> tensor, "
+                             f"got {type(noise_sampler).__name__}")
+        self.noise_sampler = noise_sampler
         self._fixed, self._layout = _parse_schedule(schedule, parameters)
 
     @property
@@ -76,14 +87,8 @@ class RALU:
         return _solve_cached(self._layout.with_base_shift(h0))
 
     def _grid(self, height, width) -> tuple:
-        unit = self.backend.pixels_per_token * self.layout.downsampling
-        if not (isinstance(height, int) and isinstance(width, int)) or height <= 0 or width <= 0 \
-                or height % unit or width % unit:
-            raise ValueError(f"height and width must be positive multiples of {unit} for this schedule "
-                             f"({self.backend.pixels_per_token} pixels per token x downsampling "
-                             f"{self.layout.downsampling}), got {height}x{width}")
-        p = self.backend.pixels_per_token
-        return height // p, width // p
+        return token_grid(height, width, pixels_per_token=self.backend.pixels_per_token,
+                          downsampling=self.layout.downsampling)
 
     @torch.no_grad()
     def __call__(self, prompt=None, *, height: int | None = None, width: int | None = None,
@@ -132,8 +137,8 @@ class RALU:
             return tqdm(total=total, **cfg)
 
         res = sample(be, schedule, cond, batch=batch, grid=grid, generator=generator, upsample=self.upsample,
-                     kept_noise=self.kept_noise, edge_thresholds=self.edge_thresholds, callback=callback,
-                     progress=progress)
+                     kept_noise=self.kept_noise, select=self.select, edge_thresholds=self.edge_thresholds,
+                     noise_sampler=self.noise_sampler, callback=callback, progress=progress)
         latents = res.latents.to(be.dtype)
         if output_type == "latent":
             images = be.pipeline_latents(latents, grid)   # the form the pipeline itself returns

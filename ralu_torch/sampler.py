@@ -1,8 +1,13 @@
 """The RALU sampler: one short loop over the stages of a schedule (METHOD section 6).
 
-State is float32 tokens on a :class:`~ralu_torch.tokens.TokenSet`; the backend adapts the
-model. Symbols follow the paper: ``e`` where a stage ends, ``s`` where the next restarts,
-``x_s = a U(x_e) + b z``.
+State is float32 tokens on a :class:`~ralu_torch.tokens.TokenSet`; the backend (any
+:class:`~ralu_torch.backends.base.SamplerBackend`) adapts the model. Symbols follow the
+paper: ``e`` where a stage ends, ``s`` where the next restarts, ``x_s = a U(x_e) + b z``.
+
+Two parts are pluggable, in the manner of k-diffusion's ``noise_sampler``: ``select``, the
+policy that picks the tokens a partial transition upsamples (:mod:`ralu_torch.selection`),
+and ``noise_sampler``, a callable ``(shape, generator, device) -> float32 tensor`` of
+standard normals that every random draw (the first noise, each re-injection) goes through.
 """
 
 from __future__ import annotations
@@ -12,10 +17,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from ralu_schedule import Schedule
+from ralu_schedule import Plan, Schedule
 
-from .edges import edge_map, select_top, token_scores
 from .noise import draw, reinjection_noise
+from .selection import check_mask, selection_policy
 from .tokens import TokenSet, check_mode, child_source, pack, to_latent, upsample_values
 
 
@@ -37,19 +42,26 @@ class SampleResult:
     transitions: list = field(default_factory=list)
 
 
-def sample(backend, schedule: Schedule, cond, *, batch: int, grid: tuple, generator, upsample: str = "latent",
-           kept_noise: str = "exact", edge_thresholds=(0.1, 0.2), callback=None, progress=None) -> SampleResult:
-    """Run every stage of ``schedule`` on a ``grid`` of full-resolution tokens."""
+def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple, generator, upsample: str = "latent",
+           kept_noise: str = "exact", select="edges", edge_thresholds=(0.1, 0.2), noise_sampler=None,
+           callback=None, progress=None) -> SampleResult:
+    """Run every stage of ``schedule`` (a :class:`~ralu_schedule.Schedule` or an edited
+    :class:`~ralu_schedule.Plan`) on a ``grid`` of full-resolution tokens."""
     check_mode(upsample)
+    plan = schedule.plan if isinstance(schedule, Schedule) else schedule
+    if not isinstance(plan, Plan):
+        raise ValueError(f"schedule must be a ralu_schedule.Schedule or Plan, got {type(schedule).__name__}")
+    policy = selection_policy(select, backend.pixels_per_token, edge_thresholds)
+    noise = _checked(noise_sampler or draw)
     device, Fdim = backend.device, backend.features
-    lay = schedule.layout
+    lay = plan.layout
     D = lay.downsampling
     tokens = TokenSet.regular(batch, grid, D, device=device)
     # noise at the first stage's resolution, drawn as a latent like diffusers, then packed
-    x = pack(draw((batch, backend.latent_channels, 2 * grid[0] // D, 2 * grid[1] // D), generator, device))
+    x = pack(noise((batch, backend.latent_channels, 2 * grid[0] // D, 2 * grid[1] // D), generator, device))
     result = SampleResult(latents=x, tokens=tokens)
     step = 0
-    for k, stage in enumerate(schedule.stages):
+    for k, stage in enumerate(plan.stages):
         sig = torch.tensor(stage.sigmas, dtype=torch.float32, device=device)
         result.stage_tokens.append(tokens.length)
         bar = progress(stage.steps, k) if progress else None
@@ -65,26 +77,36 @@ def sample(backend, schedule: Schedule, cond, *, batch: int, grid: tuple, genera
             bar.close()
         if k == lay.num_stages - 1:
             break
-        tr = schedule.transitions[k]
-        select, estimate = tokens.is_coarse(), None                   # fraction 1: every low-res token
+        tr = plan.transitions[k]
+        mask, estimate = tokens.is_coarse(), None                     # fraction 1: every low-res token
         if tr.fraction < 1.0:
             x1_hat = x - sig[-1] * v                                  # Tweedie with the stage's last velocity
-            select, estimate = _select_by_edges(backend, x1_hat, tokens, tr.fraction, edge_thresholds)
-        new, parent, slot = tokens.upsample(select, tr.factor)
+            mask, estimate = _select(backend, policy, x1_hat, tokens, tr.fraction, generator)
+        new, parent, slot = tokens.upsample(mask, tr.factor)
         src = child_source(tr.factor, Fdim, upsample, device=device)
-        w = draw((batch, new.length, Fdim), generator, device)
+        w = noise((batch, new.length, Fdim), generator, device)
         z = reinjection_noise(w, parent, slot, src, tokens.length, tr.c, tr.factor, kept_noise)
         x = tr.a * upsample_values(x, parent, slot, src) + tr.b * z   # x_s = a U(x_e) + b z
-        result.transitions.append(TransitionRecord(tokens, new, select, estimate))
+        result.transitions.append(TransitionRecord(tokens, new, mask, estimate))
         tokens = new
     result.latents, result.tokens = x, tokens
     return result
 
 
-def _select_by_edges(backend, x1_hat, tokens: TokenSet, fraction: float, thresholds):
-    """Decode the clean estimate at the coarsest resolution present and pick the top
-    ``fraction`` of its low-resolution tokens by edge score; returns (mask, decoded estimate)."""
+def _select(backend, policy, x1_hat, tokens: TokenSet, fraction: float, generator):
+    """Decode the clean estimate at the coarsest resolution present and let the policy pick
+    ``fraction`` of its low-resolution tokens; returns (mask, decoded estimate)."""
     coarse_latent = F.avg_pool2d(to_latent(x1_hat, tokens), tokens.coarsest)
     estimate = backend.decode(coarse_latent.to(backend.dtype)).float()
-    scores = token_scores(edge_map(estimate, thresholds), backend.pixels_per_token)
-    return select_top(tokens, scores, fraction), estimate
+    return check_mask(policy(estimate, tokens, fraction, generator), tokens, fraction), estimate
+
+
+def _checked(noise_sampler):
+    """Wrap a noise sampler so that a wrong shape is reported where it happens."""
+    def draw_checked(shape, generator, device):
+        z = noise_sampler(shape, generator, device)
+        if not isinstance(z, torch.Tensor) or tuple(z.shape) != tuple(shape):
+            raise ValueError(f"noise_sampler must return a tensor of shape {tuple(shape)}, "
+                             f"got {type(z).__name__} {tuple(getattr(z, 'shape', ()))}")
+        return z.to(device=device, dtype=torch.float32)
+    return draw_checked

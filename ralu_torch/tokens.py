@@ -1,4 +1,7 @@
-"""Token and position bookkeeping for mixed-resolution token sets (one module owns it).
+"""Token and position bookkeeping for mixed-resolution token sets.
+
+This module owns every conversion between tokens, positions, raster order and latents;
+backends, the sampler and the analysis code call it and keep no bookkeeping of their own.
 
 Tokens are patch tokens of 2x2 latent pixels (FLUX packs them; SD3 patchifies the same
 way): ``features = channels * 2 * 2``, ordered ``(channel, dy, dx)`` as diffusers packs.
@@ -21,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-UPSAMPLE_MODES = ("latent", "token")
+from .options import UPSAMPLE_MODES
 
 
 def check_mode(mode: str) -> str:
@@ -161,6 +164,28 @@ def pool_children(y: torch.Tensor, parent: torch.Tensor, slot: torch.Tensor, sou
     is_child = (slot >= 0)[..., None].expand_as(y)
     out.scatter_add_(1, flat.reshape(B, -1), torch.where(is_child, y, torch.zeros_like(y)).reshape(B, -1))
     return out.view(B, n_parents, F)
+
+
+def raster_index(tokens: TokenSet, size: int) -> torch.Tensor:
+    """``(B, L)`` raster index of each token on the grid of size-``size`` tokens (its top-left
+    cell over ``size``); meaningful for the tokens of that size."""
+    return (tokens.cells[..., 0] // size) * (tokens.grid[1] // size) + tokens.cells[..., 1] // size
+
+
+def raster_latent(x: torch.Tensor, tokens: TokenSet, size: int) -> torch.Tensor:
+    """The latent ``(B, C, 2 rows/size, 2 cols/size)`` of a token set whose tokens all have
+    side ``size``, in any order (the inverse of :func:`tokens_from_latent`)."""
+    idx = raster_index(tokens, size)
+    raster = torch.empty_like(x).scatter_(1, idx[..., None].expand_as(x), x)
+    return unpack(raster, (tokens.grid[0] // size, tokens.grid[1] // size))
+
+
+def tokens_from_latent(latent: torch.Tensor, tokens: TokenSet, size: int) -> torch.Tensor:
+    """``(B, L, F)`` values of the tokens of side ``size`` read from a latent at resolution
+    ``1/size`` (rows of other tokens hold whatever lies at their index there)."""
+    packed = pack(latent)
+    idx = raster_index(tokens, size)
+    return packed.gather(1, idx[..., None].expand(-1, -1, packed.shape[-1]))
 
 
 def to_latent(x: torch.Tensor, tokens: TokenSet) -> torch.Tensor:

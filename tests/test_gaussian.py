@@ -6,7 +6,7 @@ import torch
 
 from ralu_schedule import Layout, preset, solve
 from ralu_torch.backends.gaussian import GaussianBackend, GaussianField
-from ralu_torch.quality import (flop_matched_steps, run, spectrum_metrics, uncorrelated_noise, unmatched_timesteps,
+from ralu_torch.analysis.quality import (flop_matched_steps, run, spectrum_metrics, uncorrelated_noise, unmatched_timesteps,
                                 without_mixed_stage, without_reinjection)
 from ralu_torch.tokens import TokenSet, pack
 
@@ -105,7 +105,7 @@ def test_bad_field():
 
 # -- the texture-patch mixture -------------------------------------------------------------------
 from ralu_torch.backends.gaussian import TexturePatchField  # noqa: E402
-from ralu_torch.quality import region_metrics, selection_hit_rate  # noqa: E402
+from ralu_torch.analysis.quality import region_metrics, selection_hit_rate  # noqa: E402
 
 SMALL = dict(height=8, width=8, channels=1, region=4, positions=((0, 0), (4, 4)), k0=0.125)
 

@@ -37,7 +37,7 @@ def test_generate_is_deterministic(model_dir, tmp_path):
 
 @pytest.mark.parametrize("argv, msg", [
     (["--preset", "flux-dev-9x"], "unknown preset 'flux-dev-9x'"),
-    (["--height", "100"], "--height and --width must be positive multiples of 32 for this schedule, got 100x64"),
+    (["--height", "100"], "height and width must be positive multiples of 32 pixels for this schedule (16 pixels per token x downsampling 2), got 100x64"),
     (["--upsample", "bilinear"], "invalid choice: 'bilinear'"),
 ])
 def test_errors_are_one_line(model_dir, tmp_path, argv, msg):

@@ -1,6 +1,7 @@
 import torch
 
-from ralu_torch.edges import edge_map, select_top, token_scores
+from ralu_torch.edges import edge_map, token_scores
+from ralu_torch.selection import select_top
 from ralu_torch.tokens import TokenSet
 
 

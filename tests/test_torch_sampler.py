@@ -127,7 +127,7 @@ def test_return_dict_false_and_pil(dev):
 
 
 @pytest.mark.parametrize("kwargs, msg", [
-    (dict(height=100, width=128), r"height and width must be positive multiples of 32 for this schedule "
+    (dict(height=100, width=128), r"height and width must be positive multiples of 32 pixels for this schedule "
                                   r"\(16 pixels per token x downsampling 2\), got 100x128"),
     (dict(height=128, width=128, output_type="jpeg"), "output_type must be one of pil, np, pt, latent"),
     (dict(height=128, width=128, generator=[torch.Generator()] * 2), "got 2 generators for a batch of 1"),

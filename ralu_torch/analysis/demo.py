@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ralu_schedule import Layout, preset, solve
 
-from .backends.gaussian import GaussianBackend, GaussianField
+from ..backends.gaussian import GaussianBackend, GaussianField
 from .quality import flop_matched_steps, radial_log_ratio, run, spectrum_metrics
 
 

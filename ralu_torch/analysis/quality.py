@@ -20,42 +20,32 @@ floor that finite sampling leaves in every metric.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from ralu_schedule import Layout, Schedule, get_preset, preset, solve
+from ralu_schedule import Layout, Plan, Schedule, get_preset, preset, solve
 from ralu_schedule.cost import get_model, layout_cost
-from ralu_schedule.layout import Stage, Transition
+from ralu_schedule.layout import Stage
 
-from .backends.gaussian import GaussianBackend, GaussianField
-from .sampler import sample
-from .tokens import unpack
+from ..backends.gaussian import GaussianBackend, GaussianField
+from ..sampler import sample
+from ..tokens import unpack
 
 BANDS = ((0.0, 0.0625), (0.0625, 0.125), (0.125, 0.25), (0.25, 0.75))
 
 
-@dataclass(frozen=True)
-class Variant:
-    """A schedule with edited stages or transitions (same duck type the sampler reads)."""
-
-    layout: Layout
-    stages: tuple
-    transitions: tuple
-
-
-def without_reinjection(s: Schedule) -> Variant:
+def without_reinjection(s: Schedule) -> Plan:
     """Naive late upsampling: ``x = U(x_e)``, the next stage starts where the last ended."""
     stages = tuple(Stage(st.start if k == 0 else s.layout.ends[k - 1], st.end, st.steps, st.shift)
                    for k, st in enumerate(s.stages))
     trans = tuple(dataclasses.replace(t, restart=t.at, a=1.0, b=0.0) for t in s.transitions)
-    return Variant(s.layout, stages, trans)
+    return Plan(layout=s.layout, stages=stages, transitions=trans)
 
 
-def uncorrelated_noise(s: Schedule) -> Variant:
+def uncorrelated_noise(s: Schedule) -> Plan:
     """Re-injection with the same ``s, a, b`` but i.i.d. noise (``c = 0`` in the covariance)."""
-    return Variant(s.layout, s.stages, tuple(dataclasses.replace(t, c=0.0) for t in s.transitions))
+    return dataclasses.replace(s.plan, transitions=tuple(dataclasses.replace(t, c=0.0) for t in s.transitions))
 
 
 def unmatched_timesteps(s: Schedule) -> Schedule:

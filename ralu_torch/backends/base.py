@@ -1,14 +1,65 @@
-"""What every diffusers-pipeline backend shares: the pipeline's device, dtype, scheduler
-shift rule and VAE decode."""
+"""The backend contract, as code, and what every diffusers-pipeline backend shares.
+
+:class:`SamplerBackend` is all that :func:`ralu_torch.sampler.sample` asks of a model: its
+device and dtype, the token layout (features per token, latent channels, pixels per token),
+``velocity(tokens, positions, sigma, conditioning)`` and ``decode``. :class:`PipelineBackend`
+adds what :class:`ralu_torch.RALU` needs to run a diffusers pipeline: prompt encoding, the
+scheduler's shift rule, the pipeline's own latent format and its defaults. FLUX, SD3 and
+the analytic Gaussian backend conform; the tests check it with ``isinstance``.
+"""
 
 from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
 from ralu_schedule import ShiftRule
 
 
+@runtime_checkable
+class SamplerBackend(Protocol):
+    """What the sampler needs of a model."""
+
+    features: int            # values per token (FLUX and SD3: 16 channels x 2 x 2 = 64)
+    latent_channels: int     # channels of the latent the first noise is drawn as
+    pixels_per_token: int    # decoded pixels per token side (FLUX and SD3: 16)
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    def velocity(self, x: torch.Tensor, tokens, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
+        """Float32 velocity ``(B, L, features)`` of tokens ``x`` on the token set ``tokens`` at ``sigma``."""
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Model-space latents ``(B, C, h, w)`` to images in ``[-1, 1]``."""
+
+
+@runtime_checkable
+class PipelineBackend(SamplerBackend, Protocol):
+    """What :class:`ralu_torch.RALU` needs beyond the sampler: a diffusers pipeline's side."""
+
+    name: str
+    default_guidance_scale: float
+    default_max_sequence_length: int
+
+    def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale,
+               joint_attention_kwargs, device, **prompt_kwargs) -> Any:
+        """Conditioning for ``velocity``, with a ``batch`` attribute (images per call)."""
+
+    def shift_rule(self) -> ShiftRule:
+        """The base shift rule of the pipeline's scheduler (``h0`` at a token count)."""
+
+    def pipeline_latents(self, tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
+        """Final raster-order tokens in the form the pipeline returns for ``output_type="latent"``."""
+
+
 class DiffusersBackend:
+    """Device, dtype, scheduler shift rule and VAE decode, shared by FLUX and SD3."""
+
     default_guidance_scale: float
     default_max_sequence_length: int
 

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from ralu_schedule import ShiftRule
 
-from ..tokens import pack, to_latent, unpack
+from ..tokens import raster_latent, to_latent, tokens_from_latent
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -232,13 +232,13 @@ class GaussianBackend:
         sizes = torch.unique(tokens.size).tolist()
         if len(sizes) == 1:                                   # one resolution: exact
             S = sizes[0]
-            lat = _raster_latent(x, tokens, S)
-            return _to_tokens(self.field.velocity(lat, float(sigma), S).float(), tokens, S)
+            lat = raster_latent(x, tokens, S)
+            return tokens_from_latent(self.field.velocity(lat, float(sigma), S).float(), tokens, S)
         v_full = self.field.velocity(to_latent(x, tokens), float(sigma), 1).float()
         out = torch.empty_like(x)
         for S in sizes:                                       # pool the velocity back per token size
             mask = tokens.size == S
-            out[mask] = _to_tokens(F.avg_pool2d(v_full, S), tokens, S)[mask]
+            out[mask] = tokens_from_latent(F.avg_pool2d(v_full, S), tokens, S)[mask]
         return out
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -246,22 +246,3 @@ class GaussianBackend:
         if img.shape[1] == 3:
             return img
         return img.mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
-
-
-def _raster_index(tokens, S):
-    """Raster index of each token on the grid of size-``S`` tokens (its top-left cell over ``S``)."""
-    return (tokens.cells[..., 0] // S) * (tokens.grid[1] // S) + tokens.cells[..., 1] // S
-
-
-def _raster_latent(x, tokens, S):
-    """Latent of a one-size token set (any order) at its own resolution."""
-    idx = _raster_index(tokens, S)
-    raster = torch.empty_like(x).scatter_(1, idx[..., None].expand_as(x), x)
-    return unpack(raster, (tokens.grid[0] // S, tokens.grid[1] // S))
-
-
-def _to_tokens(lat, tokens, S):
-    """Values of the tokens of size ``S`` read from a latent at resolution ``1/S``."""
-    packed = pack(lat)
-    idx = _raster_index(tokens, S)
-    return packed.gather(1, idx[..., None].expand(-1, -1, packed.shape[-1]))
