@@ -17,13 +17,14 @@ from ralu_torch.edges import authors_edge_map, edge_counts
 
 
 def main():
-    print(f"{'image':<18} {'size':>9} {'tokens with authors edges':>26} {'overlap r=0.1':>14} {'overlap r=0.3':>14}")
+    print("| image | size | tokens with authors' edges | overlap r = 0.1 | overlap r = 0.3 |")
+    print("|---|---|---|---|---|")
     for name, img in {**natural_images(), **synthetic_images()}.items():
         counts = edge_counts(authors_edge_map(img), 16)
         edged = float((counts > 0).float().mean())
         row = [agreement(img, r) for r in (0.1, 0.3)]
         size = f"{img.shape[-2]}x{img.shape[-1]}"
-        print(f"{name:<18} {size:>9} {edged:>26.2f} {row[0]:>14.2f} {row[1]:>14.2f}")
+        print(f"| {name} | {size} | {edged:.2f} | {row[0]:.2f} | {row[1]:.2f} |")
 
 
 if __name__ == "__main__":

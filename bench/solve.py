@@ -2,7 +2,8 @@
 
     python bench/solve.py
 
-Both run here, one after the other, on the same layouts.
+Both run here, one after the other, on the same layouts. Prints the markdown table that
+docs/schedule.md quotes (tests/test_docs_numbers.py re-runs it and compares the metrics).
 """
 
 from __future__ import annotations
@@ -27,13 +28,15 @@ def timed(fn):
 
 
 def main():
-    print(f"{'layout':<22} {'single-start JSD':>16} {'time s':>7} {'global JSD':>11} {'time s':>7} "
-          f"{'per-transition c JSD':>20} {'time s':>7}")
+    import scipy.optimize  # noqa: F401  (loaded on the first solve; not part of any row's time)
+
+    print("| layout | single-start JSD | time s | global JSD | time s | per-transition c JSD | time s |")
+    print("|---|---|---|---|---|---|---|")
     for name, lay in LAYOUTS.items():
         single, ts = timed(lambda: solve(lay, method="single-start"))
         best, tg = timed(lambda: solve(lay))
         own, tp = timed(lambda: solve(lay, per_transition=True))
-        print(f"{name:<22} {single.jsd:>16.5f} {ts:>7.2f} {best.jsd:>11.5f} {tg:>7.2f} {own.jsd:>20.5f} {tp:>7.2f}")
+        print(f"| {name} | {single.jsd:.5f} | {ts:.2f} | {best.jsd:.5f} | {tg:.2f} | {own.jsd:.5f} | {tp:.2f} |")
 
 
 if __name__ == "__main__":

@@ -26,9 +26,15 @@ def truncated_pdf(t, h, start, end):
     """``f_{h,start,end}(t)``, unchecked; broadcasts every argument. :class:`ShiftedTime` checks
     its parameters once and calls this; so does the solver's metric, on parameters its
     search box keeps valid."""
-    mass = shift_map(end, h) - shift_map(start, h)
-    dens = h / (1.0 + (h - 1.0) * np.clip(t, 0.0, 1.0)) ** 2 / mass
-    return np.where((t >= start) & (t <= end), dens, 0.0)
+    # in place on one result array: the solver calls this on (population x grid) arrays,
+    # where every extra temporary costs a page-faulting allocation
+    dens = np.empty(np.broadcast_shapes(np.shape(t), np.shape(h), np.shape(start), np.shape(end)))
+    np.multiply(np.subtract(h, 1.0), np.clip(t, 0.0, 1.0), out=dens)
+    dens += 1.0
+    np.square(dens, out=dens)
+    np.divide(h / (shift_map(end, h) - shift_map(start, h)), dens, out=dens)
+    np.copyto(dens, 0.0, where=~((t >= start) & (t <= end)))
+    return dens if dens.ndim else float(dens)
 
 
 @dataclass(frozen=True, eq=False)

@@ -22,6 +22,9 @@ from ._errors import check_finite, fmt
 from .layout import Layout, Schedule
 from .metric import paper_metric
 
+#: Population members per metric call in the differential evolution (see ``objective``).
+CHUNK = 32
+
 #: The authors' search box: ``h_k`` in [0.5, 10], ``Z = 1/sqrt(c)`` up to 100.
 DEFAULT_SHIFT_BOUNDS = (0.5, 10.0)
 DEFAULT_Z_MAX = 100.0
@@ -96,7 +99,13 @@ def solve(layout: Layout, *, method: str = "global", bounds: Bounds = Bounds(),
     def objective(x):  # one point (shape (P,)) or a population (shape (P, S)): the same metric
         h, cs = split(x)
         h = h.reshape(K, *np.shape(x)[1:])
-        return paper_metric(layout, h, np.broadcast_to(cs.reshape(len(cs), *h.shape[1:]), (K - 1,) + h.shape[1:]))
+        cs = np.broadcast_to(cs.reshape(len(cs), *h.shape[1:]), (K - 1,) + h.shape[1:])
+        if h.ndim == 1:
+            return paper_metric(layout, h, cs)
+        # a population in blocks of CHUNK members: the (members x grid) temporaries stay small
+        # enough to be reused from the heap and cache instead of page-faulting on every call
+        return np.concatenate([paper_metric(layout, h[:, i:i + CHUNK], cs[:, i:i + CHUNK])
+                               for i in range(0, h.shape[1], CHUNK)])
 
     x0 = np.clip(np.array([zlo] * nz + [3.0] * K), [b[0] for b in box], [b[1] for b in box])
     candidates = [minimize(objective, x0, method="L-BFGS-B", bounds=box)]

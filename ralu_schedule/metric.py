@@ -46,29 +46,39 @@ def target_density(t, layout, starts):
     """
     t = np.asarray(t, dtype=np.float64)
     h0 = layout.base_shift
-    dens = truncated_pdf(t, h0, 0.0, 1.0)
-    weight = 1.0
-    for e, s in zip(layout.ends[:-1], starts[1:]):
-        dens = dens + (e - s) * truncated_pdf(t, h0, s, e)
-        weight = weight + (e - s)
-    return dens / weight
+    spans = [e - s for e, s in zip(layout.ends[:-1], starts[1:])]
+    dens = _weighted_sum([1.0] + spans, [truncated_pdf(t, h0, 0.0, 1.0)] +
+                         [truncated_pdf(t, h0, s, e) for e, s in zip(layout.ends[:-1], starts[1:])])
+    dens /= 1.0 + sum(spans)
+    return dens
 
 
 def actual_density(t, layout, starts, shifts):
     """``P(t)``: the density of the layout's timesteps with per-stage shifts ``shifts``."""
     t = np.asarray(t, dtype=np.float64)
-    total = sum(n * truncated_pdf(t, h, s, e) for n, h, s, e in zip(layout.steps, shifts, starts, layout.ends))
-    return total / layout.total_steps
+    total = _weighted_sum(layout.steps, [truncated_pdf(t, h, s, e) for h, s, e in zip(shifts, starts, layout.ends)])
+    total /= layout.total_steps
+    return total
+
+
+def _weighted_sum(weights, terms):
+    """``sum(w * term)``, accumulated in place into one array of the broadcast shape."""
+    out = np.zeros(np.broadcast_shapes(*(np.shape(w) for w in weights), *(np.shape(x) for x in terms)))
+    for w, x in zip(weights, terms):
+        x *= w
+        out += x
+    return out
 
 
 def js_distance(p, q, axis: int = -1):
     """The paper's JS distance between densities sampled on the same grid (along ``axis``)."""
     from scipy.spatial.distance import jensenshannon   # imported on first use: keeps the core import light
 
-    p = np.clip(np.asarray(p, dtype=np.float64), FLOOR, None)
-    q = np.clip(np.asarray(q, dtype=np.float64), FLOOR, None)
+    # scipy normalises each density along ``axis`` itself
+    p = np.maximum(np.asarray(p, dtype=np.float64), FLOOR)
+    q = np.maximum(np.asarray(q, dtype=np.float64), FLOOR)
     with np.errstate(invalid="ignore"):
-        d = jensenshannon(p / p.sum(axis=axis, keepdims=True), q / q.sum(axis=axis, keepdims=True), axis=axis)
+        d = jensenshannon(p, q, axis=axis)
     # scipy takes the square root of a divergence that rounding can leave at -1e-17 for
     # identical densities; that is a distance of 0, not a NaN.
     if np.ndim(d) == 0:

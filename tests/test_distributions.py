@@ -6,14 +6,11 @@ from hypothesis import given, settings, strategies as st
 from scipy.integrate import quad
 
 from ralu_schedule import ShiftedTime
+from ralu_schedule.strategies import shifted_times
 
 
-@st.composite
-def dists(draw):
-    h = draw(st.floats(0.1, 20.0))
-    a = draw(st.floats(0.0, 0.95))
-    b = draw(st.floats(a + 0.02, 1.0))
-    return ShiftedTime(h, a, b)
+def dists():
+    return shifted_times().map(lambda p: ShiftedTime(*p))
 
 
 @given(dists(), st.floats(0.0, 1.0))

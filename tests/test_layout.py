@@ -5,22 +5,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ralu_schedule import FORMAT, Layout, Schedule, preset, solve, upsample_count
-
-
-@st.composite
-def schedules(draw):
-    k = draw(st.integers(1, 5))
-    steps = draw(st.lists(st.integers(1, 8), min_size=k, max_size=k))
-    cuts = sorted(draw(st.lists(st.floats(0.05, 0.95), min_size=k - 1, max_size=k - 1, unique=True)))
-    if any(b - a < 1e-3 for a, b in zip(cuts, cuts[1:])):
-        cuts = list(np.linspace(0.1, 0.9, k - 1))
-    fractions = draw(st.lists(st.floats(0.05, 1.0), min_size=k - 1, max_size=k - 1))
-    if k > 1:
-        fractions[-1] = 1.0
-    lay = Layout(steps=steps, ends=cuts + [1.0], fractions=fractions, base_shift=draw(st.floats(0.5, 5)))
-    shifts = draw(st.lists(st.floats(0.5, 10), min_size=k, max_size=k))
-    cs = draw(st.lists(st.floats(1e-4, 0.25), min_size=k - 1, max_size=k - 1))
-    return Schedule(layout=lay, shifts=shifts, correlations=cs)
+from ralu_schedule.strategies import schedules
 
 
 @settings(max_examples=60, deadline=None)

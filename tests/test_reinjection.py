@@ -5,14 +5,7 @@ from hypothesis import given, settings, strategies as st
 from ralu_schedule import (block_noise_beta, nearest_upsampling_matrix, noise_covariance, reinjection,
                            sample_block_noise)
 from ralu_schedule.reinjection import reinjected_moments
-
-
-@st.composite
-def transitions(draw):
-    f = draw(st.integers(2, 4))
-    e = draw(st.floats(0.01, 0.99))
-    c = draw(st.floats(1e-4, 1.0)) / f**2
-    return f, e, c
+from ralu_schedule.strategies import transitions
 
 
 def test_paper_values_7x():
