@@ -12,6 +12,7 @@ import time
 
 import torch
 
+from ralu_schedule import PIXELS_PER_TOKEN, token_grid
 from ralu_torch.noise import reinjection_noise
 from ralu_torch.tokens import TokenSet, child_source
 
@@ -25,7 +26,7 @@ def sync(device):
 
 
 def ours(pixels, device):
-    grid = (pixels // 16, pixels // 16)
+    grid = token_grid(pixels, pixels)
     ts = TokenSet.regular(1, grid, 2, device=device)
     new, parent, slot = ts.upsample(ts.is_coarse(), 2)
     src = child_source(2, FEATURES, "token", device=device)
@@ -38,7 +39,7 @@ def ours(pixels, device):
 
 
 def dense(pixels, device):
-    grid = (pixels // 16, pixels // 16)
+    grid = token_grid(pixels, pixels)
     M = grid[0] * grid[1]
     g = torch.Generator(device=device).manual_seed(0)
     rows = torch.arange(grid[0], device=device).repeat_interleave(grid[1])
@@ -78,10 +79,10 @@ def main(argv=None):
     for px in args.sizes:
         o = timed(ours(px, args.device), args.device, args.repeats)
         d = timed(dense(px, args.device), args.device, args.repeats)
-        print(f"{px:>7} {(px // 16) ** 2:>9} {o * 1e3:>10.2f} {d * 1e3:>11.1f} {d / o:>10.0f}")
+        print(f"{px:>7} {(px // PIXELS_PER_TOKEN) ** 2:>9} {o * 1e3:>10.2f} {d * 1e3:>11.1f} {d / o:>10.0f}")
     for px in args.ours_only:
         o = timed(ours(px, args.device), args.device, args.repeats)
-        M = (px // 16) ** 2
+        M = (px // PIXELS_PER_TOKEN) ** 2
         print(f"{px:>7} {M:>9} {o * 1e3:>10.2f} {'n/a':>11} {'':>10}  (dense covariance: {M * M * 4 / 2**30:.0f} GiB)")
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from .grid import PIXELS_PER_TOKEN
 from .layout import Layout, Schedule
+from .matching import DEFAULT_SHIFT_BOUNDS
 from .reinjection import max_correlation
 
 __all__ = ["layouts", "resolutions", "schedules", "shifted_times", "transitions"]
@@ -50,7 +51,7 @@ def layouts(draw, max_stages: int = 5, max_steps: int = 8, factors=(2,), base_sh
 
 
 @st.composite
-def schedules(draw, layout=None, shifts=(0.5, 10.0), min_c: float = 1e-4) -> Schedule:
+def schedules(draw, layout=None, shifts=DEFAULT_SHIFT_BOUNDS, min_c: float = 1e-4) -> Schedule:
     """Schedules on layouts drawn from ``layout`` (a strategy; default :func:`layouts`) with
     shifts in ``shifts`` and each ``c`` in ``[min_c, 1/n]``: any parameters, not only optimal ones."""
     lay = draw(layout if layout is not None else layouts())

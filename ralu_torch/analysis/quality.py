@@ -26,7 +26,7 @@ import torch
 
 from ralu_schedule import Layout, Plan, Schedule, get_preset, preset, solve
 from ralu_schedule.cost import get_model, layout_cost
-from ralu_schedule.layout import Stage
+from ralu_schedule.layout import DEFAULT_BASE_SHIFT, Stage
 
 from ..backends.gaussian import GaussianBackend, GaussianField
 from ..sampler import sample
@@ -70,7 +70,7 @@ def flop_matched_steps(name: str, model: str = "flux-dev") -> int:
     return max(1, round((c.tflops - c.text_encoding_tflops - c.decode_tflops) / per_step))
 
 
-def configurations(name: str, base_shift: float = 3.0) -> dict:
+def configurations(name: str, base_shift: float = DEFAULT_BASE_SHIFT) -> dict:
     """The ablation table for preset ``name``: label -> (schedule, sampler options)."""
     authors = preset(name)
     if not get_preset(name).has_authors_parameters:

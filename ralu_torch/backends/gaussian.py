@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from ralu_schedule import ShiftRule
+from ralu_schedule.layout import DEFAULT_BASE_SHIFT
 
 from ..tokens import raster_latent, to_latent, tokens_from_latent
 
@@ -205,7 +206,7 @@ class GaussianBackend:
 
     name = "gaussian"
 
-    def __init__(self, field, base_shift: float = 3.0, device="cpu"):
+    def __init__(self, field, base_shift: float = DEFAULT_BASE_SHIFT, device="cpu"):
         self.field = field
         self.latent_channels = field.channels
         self.features = field.channels * 4
