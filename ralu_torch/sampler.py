@@ -7,7 +7,7 @@ paper: ``e`` where a stage ends, ``s`` where the next restarts, ``x_s = a U(x_e)
 Two parts are pluggable, in the manner of k-diffusion's ``noise_sampler``: ``select``, the
 policy that picks the tokens a partial transition upsamples (:mod:`ralu_torch.selection`),
 and ``noise_sampler``, a callable ``(shape, generator, device) -> float32 tensor`` of
-standard normals that every random draw (the first noise, each re-injection) goes through.
+standard normals that the sampler's noise (the first noise, each re-injection) goes through.
 """
 
 from __future__ import annotations
