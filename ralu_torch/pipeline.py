@@ -52,7 +52,7 @@ class RALU:
     ``"authors"`` (the authors' OpenCV rule, for reproducing the paper), ``"random"``, or a
     callable ``(estimate, tokens, fraction, generator) -> mask`` (:mod:`ralu_torch.selection`).
     ``noise_sampler``: a callable ``(shape, generator, device) -> tensor`` of standard
-    normals for every draw (default: diffusers' ``randn_tensor`` with ``generator``).
+    normals for the sampler's noise (default: diffusers' ``randn_tensor`` with ``generator``).
     """
 
     def __init__(self, pipe, schedule="flux-dev-7x", *, parameters: str = "default", upsample: str = "latent",
@@ -65,9 +65,8 @@ class RALU:
             raise ValueError(f"kept_noise must be one of {', '.join(KEPT_NOISE)}, got {kept_noise!r}")
         self.upsample = check_mode(upsample)
         self.kept_noise = kept_noise
-        self.edge_thresholds = check_edge_thresholds(edge_thresholds)
-        selection_policy(select, self.backend.pixels_per_token, self.edge_thresholds)   # checks the name now
-        self.select = select
+        check_edge_thresholds(edge_thresholds)          # checked whichever policy is chosen
+        self.select = selection_policy(select, self.backend.pixels_per_token, edge_thresholds)
         if noise_sampler is not None and not callable(noise_sampler):
             raise ValueError(f"noise_sampler must be a callable (shape, generator, device) -> tensor, "
                              f"got {type(noise_sampler).__name__}")
@@ -137,8 +136,8 @@ class RALU:
             return tqdm(total=total, **cfg)
 
         res = sample(be, schedule, cond, batch=batch, grid=grid, generator=generator, upsample=self.upsample,
-                     kept_noise=self.kept_noise, select=self.select, edge_thresholds=self.edge_thresholds,
-                     noise_sampler=self.noise_sampler, callback=callback, progress=progress)
+                     kept_noise=self.kept_noise, select=self.select, noise_sampler=self.noise_sampler,
+                     callback=callback, progress=progress)
         latents = res.latents.to(be.dtype)
         if output_type == "latent":
             images = be.pipeline_latents(latents, grid)   # the form the pipeline itself returns

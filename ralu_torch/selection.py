@@ -63,7 +63,7 @@ class EdgeSelection:
 
     def __init__(self, pixels_per_token: int, thresholds=(0.1, 0.2)):
         self.pixels_per_token = pixels_per_token
-        self.thresholds = tuple(thresholds)
+        self.thresholds = check_edge_thresholds(thresholds)
 
     def __call__(self, estimate, tokens, fraction, generator=None):
         scores = token_scores(edge_map(estimate, self.thresholds), self.pixels_per_token)

@@ -140,3 +140,17 @@ def test_sample_takes_a_plan_and_refuses_other_types():
     with pytest.raises(ValueError, match="schedule must be a ralu_schedule.Schedule or Plan, got dict"):
         sample(be, {}, None, batch=1, grid=be.grid, generator=None)
     assert np.isfinite(a.latents.numpy()).all()
+
+
+@pytest.mark.parametrize("thresholds, msg", [
+    ((0.5,), r"edge_thresholds must be two numbers \(low, high\), got \(0.5,\)"),
+    ((0.2, 0.1), r"edge_thresholds must satisfy 0 < low < high < 1, got \(0.2, 0.1\)"),
+    ((0.1, 1.5), "0 < low < high < 1"),
+])
+def test_edge_thresholds_are_checked_at_construction(thresholds, msg):
+    with pytest.raises(ValueError, match=msg):
+        RALU(tiny_flux(), edge_thresholds=thresholds)
+    with pytest.raises(ValueError, match=msg):        # also when the policy does not use them
+        RALU(tiny_flux(), select="authors", edge_thresholds=thresholds)
+    with pytest.raises(ValueError, match=msg):        # and on the sampler's own path
+        selection_policy("edges", PPT, thresholds)
