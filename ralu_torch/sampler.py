@@ -63,16 +63,11 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
     step = 0
     for k, stage in enumerate(plan.stages):
         sig = torch.tensor(stage.sigmas, dtype=torch.float32, device=device)
+        positions = backend.prepare(tokens, cond)                     # once per stage: no bookkeeping in steps
         result.stage_tokens.append(tokens.length)
         bar = progress(stage.steps, k) if progress else None
-        for i in range(stage.steps):                                  # Euler steps of stage k
-            v = backend.velocity(x, tokens, sig[i], cond)
-            x = x + (sig[i + 1] - sig[i]) * v
-            if callback is not None:
-                x = callback(step, k, sig[i], x)
-            step += 1
-            if bar is not None:
-                bar.update()
+        x, v = run_steps(backend, x, positions, sig, cond, stage=k, first_step=step, callback=callback, bar=bar)
+        step += stage.steps
         if bar is not None:
             bar.close()
         if k == lay.num_stages - 1:
@@ -91,6 +86,22 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
         tokens = new
     result.latents, result.tokens = x, tokens
     return result
+
+
+def run_steps(backend, x, positions, sig, cond, *, stage=0, first_step=0, callback=None, bar=None):
+    """Euler steps over ``sig`` (the stage's sigmas on the device) at prepared ``positions``;
+    returns the state and the last velocity. Nothing here synchronises with the host (the
+    tests run it under :class:`ralu_torch.testing.HostSyncDetector`), so a step can be
+    captured in a CUDA graph."""
+    v = None
+    for i in range(len(sig) - 1):
+        v = backend.velocity(x, positions, sig[i], cond)
+        x = x + (sig[i + 1] - sig[i]) * v
+        if callback is not None:
+            x = callback(first_step + i, stage, sig[i], x)
+        if bar is not None:
+            bar.update()
+    return x, v
 
 
 def _select(backend, policy, x1_hat, tokens: TokenSet, fraction: float, generator):

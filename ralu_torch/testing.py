@@ -93,3 +93,46 @@ def sd3_prompt_embeds(pipe, batch: int = 1, text_tokens: int = 8, seed: int = 1,
         out.update(negative_prompt_embeds=rand(batch, text_tokens, cfg.joint_attention_dim),
                    negative_pooled_prompt_embeds=rand(batch, cfg.pooled_projection_dim))
     return out
+
+
+class HostSyncDetector:
+    """Records the operators that make a device wait for the host (or copy data to it):
+    ``.item()``/``bool()``/``.tolist()`` of a tensor, ``nonzero``, ``unique``, boolean-mask
+    indexing, ``torch.equal``. On a CUDA device each is a synchronisation; on the CPU they
+    are recorded all the same, so a CPU test proves a code path is free of them (except
+    ``.tolist()``, which reads CPU memory without passing through the dispatcher).
+
+        with HostSyncDetector() as sync:
+            run_steps(...)
+        assert not sync.ops, sync.ops
+    """
+
+    SYNCING = ("_local_scalar_dense", "item", "is_nonzero", "nonzero", "_unique", "unique_dim",
+               "unique_consecutive", "masked_select", "equal")
+
+    def __init__(self):
+        self.ops = []
+        self._mode = None
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        detector = self
+
+        class _Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                name = func.__name__.split(".")[0]
+                bool_index = name == "index" and any(
+                    isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] if len(args) > 1 else ())
+                    if i is not None)
+                if bool_index or any(name == s or name.startswith(s) for s in detector.SYNCING):
+                    detector.ops.append(name)
+                return func(*args, **(kwargs or {}))
+
+        self._mode = _Mode()
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+        return False

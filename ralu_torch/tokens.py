@@ -188,12 +188,23 @@ def tokens_from_latent(latent: torch.Tensor, tokens: TokenSet, size: int) -> tor
     return packed.gather(1, idx[..., None].expand(-1, -1, packed.shape[-1]))
 
 
-def to_latent(x: torch.Tensor, tokens: TokenSet) -> torch.Tensor:
+def to_latent(x: torch.Tensor, tokens: TokenSet, index: torch.Tensor | None = None) -> torch.Tensor:
     """Paint a token set onto the full-resolution latent grid ``(B, C, 2*rows, 2*cols)``:
-    each token's 2x2 patch is nearest-upsampled by its size over the cells it covers."""
+    each token's 2x2 patch is nearest-upsampled by its size over the cells it covers.
+    ``index`` (:func:`latent_index`, built once per token set) makes this one gather."""
     B, L, F = x.shape
+    if index is None:
+        index = latent_index(tokens, F)
     gh, gw = tokens.grid
-    dev = x.device
+    return x.reshape(B, -1).gather(1, index).view(B, F // 4, 2 * gh, 2 * gw)
+
+
+def latent_index(tokens: TokenSet, features: int) -> torch.Tensor:
+    """For each value of the full-resolution latent ``(B, C, 2 rows, 2 cols)``, flattened, the
+    index of the token value ``(B, L * features)`` that :func:`to_latent` copies there."""
+    B, F = tokens.batch, features
+    gh, gw = tokens.grid
+    dev = tokens.cells.device
     owner = torch.empty(B, gh, gw, dtype=torch.long, device=dev)
     for s in torch.unique(tokens.size).tolist():
         idx = (tokens.size == s).nonzero()                                # (k, 2): image, token
@@ -213,5 +224,4 @@ def to_latent(x: torch.Tensor, tokens: TokenSet) -> torch.Tensor:
     C = F // 4
     ch = torch.arange(C, device=dev)
     feat = ch[None, :, None, None] * 4 + (py * 2 + px)[:, None]        # (B, C, 2gh, 2gw)
-    flat = (t[:, None] * F + feat).view(B, -1)
-    return x.reshape(B, -1).gather(1, flat).view(B, C, 2 * gh, 2 * gw)
+    return (t[:, None] * F + feat).view(B, -1)

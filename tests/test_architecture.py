@@ -42,8 +42,10 @@ def _imports(path: Path, modules: set) -> set:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module
-            found.add(target)
-            found.update(f"{target}.{a.name}" for a in node.names)   # `from pkg import submodule`
+            submodules = {f"{target}.{a.name}" for a in node.names} & modules
+            found.update(submodules)                                  # `from pkg import submodule`
+            if len(submodules) < len(node.names):                     # names defined in `target` itself
+                found.add(target)
         for child in ast.iter_child_nodes(node):
             visit(child)
 

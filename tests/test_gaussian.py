@@ -56,7 +56,7 @@ def test_one_size_token_sets_use_the_exact_velocity_at_their_resolution():
     be = GaussianBackend(f)
     low = f.sample(2, torch.Generator().manual_seed(2), size=2).float()
     ts = TokenSet.regular(2, be.grid, 2)
-    v = be.velocity(pack(low), ts, 0.4)
+    v = be.velocity(pack(low), be.prepare(ts), 0.4)
     assert torch.allclose(v, pack(f.velocity(low, 0.4, 2).float()), atol=1e-6)
 
 
@@ -70,7 +70,7 @@ def test_mixed_rule_pools_the_full_resolution_velocity():
     from ralu_torch.tokens import child_source, to_latent, upsample_values
     x = upsample_values(pack(f.sample(1, torch.Generator().manual_seed(3), size=2).float()), parent, slot,
                         child_source(2, 4, "latent"))
-    v = be.velocity(x, mixed, 0.5)
+    v = be.velocity(x, be.prepare(mixed), 0.5)
     full = f.velocity(to_latent(x, mixed), 0.5).float()
     coarse = pack(torch.nn.functional.avg_pool2d(full, 2))
     kept = (slot[0] < 0)

@@ -1,9 +1,10 @@
 """Model backends: each adapts one model family to the sampler's single contract
 
-    velocity(x, tokens, sigma, conditioning) -> velocity tokens (float32)
+    positions = prepare(tokens, conditioning)            once per stage
+    velocity(x, positions, sigma, conditioning) -> velocity tokens (float32), every step
 
 where ``x`` holds the token values and ``tokens`` (a ``ralu_torch.tokens.TokenSet``) their
-positions,
+positions (:mod:`ralu_torch.backends.base` states the contract as Protocols),
 
 plus ``encode`` (prompts to conditioning) and ``decode`` (latents to images in [-1, 1]).
 Packing, the ``* 1000`` timestep scale, guidance and position embeddings stay in here.

@@ -2,7 +2,8 @@
 
 :class:`SamplerBackend` is all that :func:`ralu_torch.sampler.sample` asks of a model: its
 device and dtype, the token layout (features per token, latent channels, pixels per token),
-``velocity(tokens, positions, sigma, conditioning)`` and ``decode``. :class:`PipelineBackend`
+``prepare(tokens, conditioning)`` once per stage, ``velocity(tokens, positions, sigma,
+conditioning)`` each step, and ``decode``. :class:`PipelineBackend`
 adds what :class:`ralu_torch.RALU` needs to run a diffusers pipeline: prompt encoding, the
 scheduler's shift rule, the pipeline's own latent format and its defaults. FLUX, SD3 and
 the analytic Gaussian backend conform; the tests check it with ``isinstance``.
@@ -31,8 +32,14 @@ class SamplerBackend(Protocol):
     @property
     def dtype(self) -> torch.dtype: ...
 
-    def velocity(self, x: torch.Tensor, tokens, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
-        """Float32 velocity ``(B, L, features)`` of tokens ``x`` on the token set ``tokens`` at ``sigma``."""
+    def prepare(self, tokens, cond: Any) -> Any:
+        """The model's form of a stage's positions (ids, embeddings, index maps), built once
+        per stage from the :class:`~ralu_torch.tokens.TokenSet` so that steps do no bookkeeping."""
+
+    def velocity(self, x: torch.Tensor, positions: Any, sigma: torch.Tensor, cond: Any) -> torch.Tensor:
+        """Float32 velocity ``(B, L, features)`` of tokens ``x`` at prepared ``positions`` and
+        ``sigma`` (a float32 scalar tensor on the device). No host synchronisation: a whole
+        step must be capturable in a CUDA graph."""
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Model-space latents ``(B, C, h, w)`` to images in ``[-1, 1]``."""

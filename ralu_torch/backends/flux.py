@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import flux_rotary
 from .base import DiffusersBackend
 
 
@@ -26,6 +27,21 @@ class FluxConditioning:
         sl = slice(b, b + 1)
         return FluxConditioning(self.prompt_embeds[sl], self.pooled_prompt_embeds[sl], self.text_ids,
                                 None if self.guidance is None else self.guidance[sl], self.joint_attention_kwargs)
+
+
+@dataclass
+class FluxPositions:
+    """A stage's positions: ``img_ids`` ``(L, 3)`` (shared, or the first image's when
+    ``rotary`` holds every image's table), or ``(B, L, 3)`` with ``per_image_calls``."""
+
+    img_ids: torch.Tensor
+    rotary: flux_rotary.PerImageRotary | None
+    per_image_calls: bool
+
+
+def _ids(pos: torch.Tensor) -> torch.Tensor:
+    """FLUX's ``(N, 3)`` image ids ``(0, row, col)`` of ``(N, 2)`` float positions."""
+    return torch.cat([torch.zeros_like(pos[:, :1]), pos], dim=1).to(torch.float32)
 
 
 class FluxBackend(DiffusersBackend):
@@ -51,23 +67,41 @@ class FluxBackend(DiffusersBackend):
             guidance = torch.full([embeds.shape[0]], guidance_scale, device=device, dtype=torch.float32)
         return FluxConditioning(embeds, pooled, text_ids, guidance, joint_attention_kwargs)
 
-    def velocity(self, x: torch.Tensor, tokens, sigma: torch.Tensor, cond: FluxConditioning) -> torch.Tensor:
-        """``x`` (B, L, 64) float32 tokens on ``tokens``, ``sigma`` a float32 scalar."""
-        positions = tokens.positions()
-        if bool((positions == positions[:1]).all()):
-            return self._forward(x, positions[0], sigma, cond)
-        # token sets differ per image (top-r selection): FLUX takes one set of ids per call
-        return torch.cat([self._forward(x[b:b + 1], positions[b], sigma, cond.image(b))
-                          for b in range(x.shape[0])])
+    def prepare(self, tokens, cond: FluxConditioning) -> FluxPositions:
+        """Position ids of a stage's token set, built once (host work happens here, not per step).
 
-    def _forward(self, x, pos, sigma, cond):
+        Equal token sets across the batch give FLUX's stock ``(L, 3)`` ids. Token sets that
+        differ per image also get one rotary table per image, applied by the attention
+        processors that :mod:`~ralu_torch.backends.flux_rotary` installs, so the whole batch
+        still runs in one call. If the transformer uses an attention processor those
+        adapters cannot wrap, the stage runs one call per image.
+        """
+        pos = tokens.positions()
+        ids = torch.stack([_ids(p) for p in pos])                       # (B, L, 3)
+        if bool((pos == pos[:1]).all()):
+            return FluxPositions(ids[0], None, False)
+        if flux_rotary.install(self.transformer):
+            rotary = flux_rotary.per_image_rotary(self.transformer.pos_embed, cond.text_ids.float(), ids)
+            return FluxPositions(ids[0], rotary, False)
+        return FluxPositions(ids, None, True)
+
+    def velocity(self, x: torch.Tensor, positions: FluxPositions, sigma: torch.Tensor,
+                 cond: FluxConditioning) -> torch.Tensor:
+        """``x`` (B, L, 64) float32 tokens at prepared ``positions``, ``sigma`` a float32 scalar."""
+        if positions.per_image_calls:
+            return torch.cat([self._forward(x[b:b + 1], positions.img_ids[b], sigma, cond.image(b))
+                              for b in range(x.shape[0])])
+        return self._forward(x, positions.img_ids, sigma, cond, positions.rotary)
+
+    def _forward(self, x, img_ids, sigma, cond, rotary=None):
         dtype = cond.prompt_embeds.dtype
-        ids = torch.zeros(pos.shape[0], 3, device=x.device, dtype=torch.float32)
-        ids[:, 1:] = pos.to(device=x.device, dtype=torch.float32)
+        kwargs = cond.joint_attention_kwargs
+        if rotary is not None:                       # per-image tables for the wrapped processors
+            kwargs = {**(kwargs or {}), "ralu_rotary": rotary}
         timestep = (sigma * 1000).expand(x.shape[0]).to(dtype) / 1000   # as FluxPipeline rounds it
         v = self.transformer(hidden_states=x.to(dtype), timestep=timestep, guidance=cond.guidance,
                              pooled_projections=cond.pooled_prompt_embeds, encoder_hidden_states=cond.prompt_embeds,
-                             txt_ids=cond.text_ids, img_ids=ids, joint_attention_kwargs=cond.joint_attention_kwargs,
+                             txt_ids=cond.text_ids, img_ids=img_ids, joint_attention_kwargs=kwargs,
                              return_dict=False)[0]
         return v.float()
 

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ralu_schedule import ShiftRule
 from ralu_schedule.layout import DEFAULT_BASE_SHIFT
 
-from ..tokens import raster_latent, to_latent, tokens_from_latent
+from ..tokens import latent_index, raster_latent, to_latent, tokens_from_latent
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -66,7 +66,7 @@ class GaussianField:
     def velocity(self, x: torch.Tensor, sigma: float, size: int = 1) -> torch.Tensor:
         """Exact ``E[eps - x1 | x_sigma]`` for fields ``x`` (..., H/size, W/size) at ``sigma``."""
         lam = _spectrum(self, size).to(x.device)
-        s = float(sigma)
+        s = torch.as_tensor(sigma, device=x.device).to(torch.float64)   # stays on the device: no sync
         g = (s - (1.0 - s) * lam) / ((1.0 - s) ** 2 * lam + s * s)
         return torch.fft.ifft2(torch.fft.fft2(x.to(torch.float64)) * g).real
 
@@ -168,7 +168,7 @@ class TexturePatchField:
     def velocity(self, x: torch.Tensor, sigma: float, size: int = 1) -> torch.Tensor:
         cov = _texture_covariances(self, size).to(x.device)
         K, N, _ = cov.shape
-        s = float(sigma)
+        s = torch.as_tensor(sigma, device=x.device).to(torch.float64)
         t = 1.0 - s
         B, C = x.shape[:2]
         flat = x.to(torch.float64).reshape(B * C, N).T                           # (N, B*C)
@@ -229,17 +229,22 @@ class GaussianBackend:
     def shift_rule(self) -> ShiftRule:
         return ShiftRule(dynamic=False, shift=self.base_shift)
 
-    def velocity(self, x: torch.Tensor, tokens, sigma, cond=None) -> torch.Tensor:
+    def prepare(self, tokens, cond=None) -> tuple:
+        """The stage's token set, its token sizes and (mixed sets) the painting index."""
         sizes = torch.unique(tokens.size).tolist()
-        if len(sizes) == 1:                                   # one resolution: exact
+        index = latent_index(tokens, self.features) if len(sizes) > 1 else None
+        return tokens, sizes, index
+
+    def velocity(self, x: torch.Tensor, positions: tuple, sigma, cond=None) -> torch.Tensor:
+        tokens, sizes, index = positions
+        if index is None:                                     # one resolution: exact
             S = sizes[0]
             lat = raster_latent(x, tokens, S)
-            return tokens_from_latent(self.field.velocity(lat, float(sigma), S).float(), tokens, S)
-        v_full = self.field.velocity(to_latent(x, tokens), float(sigma), 1).float()
-        out = torch.empty_like(x)
+            return tokens_from_latent(self.field.velocity(lat, sigma, S).float(), tokens, S)
+        v_full = self.field.velocity(to_latent(x, tokens, index), sigma, 1).float()
+        out = torch.zeros_like(x)
         for S in sizes:                                       # pool the velocity back per token size
-            mask = tokens.size == S
-            out[mask] = tokens_from_latent(F.avg_pool2d(v_full, S), tokens, S)[mask]
+            out = torch.where((tokens.size == S)[..., None], tokens_from_latent(F.avg_pool2d(v_full, S), tokens, S), out)
         return out
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

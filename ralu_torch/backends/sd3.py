@@ -131,12 +131,19 @@ class SD3Backend(DiffusersBackend):
         rows, cols = table_coordinates(tokens, self.table_size)
         return sincos_table_embedding(rows, cols, self.transformer.inner_dim, self.table_size, self.base_size)
 
-    def velocity(self, x: torch.Tensor, tokens, sigma: torch.Tensor, cond: SD3Conditioning) -> torch.Tensor:
+    def prepare(self, tokens, cond: SD3Conditioning) -> torch.Tensor:
+        """The stage's sin-cos position embedding (float32, computed in float64 where the device
+        allows), once per stage, duplicated for the unconditional half under guidance."""
+        pos = self.position_embedding(tokens)
+        return torch.cat([pos, pos]) if cond.guided else pos
+
+    def velocity(self, x: torch.Tensor, positions: torch.Tensor, sigma: torch.Tensor,
+                 cond: SD3Conditioning) -> torch.Tensor:
         dtype = cond.prompt_embeds.dtype
-        pos = self.position_embedding(tokens).to(x.device)
         xin = x.to(dtype)
         if cond.guided:
-            xin, pos = torch.cat([xin, xin]), torch.cat([pos, pos])
+            xin = torch.cat([xin, xin])
+        pos = positions
         timestep = (sigma * 1000).expand(xin.shape[0]).to(dtype)   # SD3 takes t in [0, 1000]
         v = forward_tokens(self.transformer, xin, pos, cond.prompt_embeds, cond.pooled_prompt_embeds, timestep,
                            cond.joint_attention_kwargs)
