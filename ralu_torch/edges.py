@@ -21,12 +21,22 @@ _TAN22 = 13573
 AUTHORS_THRESHOLDS = (100, 200)
 
 
-def edge_map(images: torch.Tensor, thresholds=(0.1, 0.2)) -> tuple:
+#: Hysteresis rounds of the default edge map: weak edges join a strong one through at most
+#: this many pixels. Bounded, so edge detection never waits for the host (kornia's own
+#: hysteresis loops until nothing changes, checking the device every round).
+HYSTERESIS_ROUNDS = 64
+
+
+def edge_map(images: torch.Tensor, thresholds=(0.1, 0.2), rounds: int | None = HYSTERESIS_ROUNDS) -> tuple:
     """Canny (kornia, on the device of ``images``) of images in ``[-1, 1]``: the gradient
-    magnitude and the binary edges, each ``(B, 1, H, W)``."""
+    magnitude and the binary edges, each ``(B, 1, H, W)``. Hysteresis runs ``rounds``
+    dilation rounds (:func:`hysteresis`; ``None``: until nothing changes, as kornia does)."""
     rgb = ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)
     gray = kornia.color.rgb_to_grayscale(rgb)
-    return kornia.filters.canny(gray, low_threshold=thresholds[0], high_threshold=thresholds[1])
+    magnitude, levels = kornia.filters.canny(gray, low_threshold=thresholds[0], high_threshold=thresholds[1],
+                                             hysteresis=False)            # 0, 0.5 (weak) or 1 (strong)
+    edges = hysteresis(levels[:, 0] == 1.0, levels[:, 0] > 0.0, rounds)
+    return magnitude, edges[:, None].to(magnitude.dtype)
 
 
 def token_scores(canny: tuple, pixels_per_token: int) -> torch.Tensor:
@@ -82,15 +92,27 @@ def authors_edge_map(images: torch.Tensor, thresholds=AUTHORS_THRESHOLDS) -> tor
     return hysteresis(candidate & (mag > high), candidate)
 
 
-def hysteresis(strong: torch.Tensor, candidate: torch.Tensor, rounds_per_check: int = 8) -> torch.Tensor:
-    """Candidates 8-connected to a strong pixel through candidates: grow ``strong`` by 3x3
-    dilation inside ``candidate`` until nothing changes (checked every few rounds)."""
+def hysteresis(strong: torch.Tensor, candidate: torch.Tensor, rounds: int | None = None,
+               rounds_per_check: int = 8) -> torch.Tensor:
+    """Candidates 8-connected to a strong pixel through candidates: grow ``strong`` (B, H, W)
+    by 3x3 dilation inside ``candidate``.
+
+    ``rounds=None``: until nothing changes (exact; the device is checked every
+    ``rounds_per_check`` rounds). An integer: exactly that many rounds, with no host
+    synchronisation; a weak pixel further than ``rounds`` steps along candidates from every
+    strong pixel is then left out.
+    """
     edges = strong.float()[:, None]
     allowed = candidate.float()[:, None]
+    grow = lambda e: F.max_pool2d(e, 3, stride=1, padding=1) * allowed  # noqa: E731
+    if rounds is not None:
+        for _ in range(rounds):
+            edges = grow(edges)
+        return edges[:, 0] > 0
     while True:
         before = edges
         for _ in range(rounds_per_check):
-            edges = F.max_pool2d(edges, 3, stride=1, padding=1) * allowed
+            edges = grow(edges)
         if torch.equal(edges, before):
             return edges[:, 0] > 0
 

@@ -21,7 +21,7 @@ from ralu_schedule import Plan, Schedule
 
 from .noise import draw, reinjection_noise
 from .selection import check_mask, selection_policy
-from .tokens import TokenSet, check_mode, child_source, pack, to_latent, upsample_values
+from .tokens import TokenSet, check_mode, child_source, pack, raster_latent, to_latent, upsample_values
 
 
 @dataclass
@@ -107,7 +107,11 @@ def run_steps(backend, x, positions, sig, cond, *, stage=0, first_step=0, callba
 def _select(backend, policy, x1_hat, tokens: TokenSet, fraction: float, generator):
     """Decode the clean estimate at the coarsest resolution present and let the policy pick
     ``fraction`` of its low-resolution tokens; returns (mask, decoded estimate)."""
-    coarse_latent = F.avg_pool2d(to_latent(x1_hat, tokens), tokens.coarsest)
+    D = tokens.coarsest
+    if tokens.uniform:          # every token at the coarsest size: its latent directly, no full-size round trip
+        coarse_latent = raster_latent(x1_hat, tokens, D)
+    else:
+        coarse_latent = F.avg_pool2d(to_latent(x1_hat, tokens), D)
     estimate = backend.decode(coarse_latent.to(backend.dtype)).float()
     return check_mask(policy(estimate, tokens, fraction, generator), tokens, fraction), estimate
 

@@ -21,6 +21,7 @@ resolution (``D = 1``) every token has the integer position of the raster grid, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -96,9 +97,15 @@ class TokenSet:
     def length(self) -> int:
         return self.cells.shape[1]
 
-    @property
+    @cached_property
     def coarsest(self) -> int:
+        """Side of the largest tokens (read once per token set: a host read)."""
         return int(self.size.max())
+
+    @cached_property
+    def uniform(self) -> bool:
+        """Whether every token of every image has the same size (read once per token set)."""
+        return bool((self.size == self.coarsest).all())
 
     @property
     def frame(self) -> tuple:
