@@ -25,7 +25,8 @@ CALLBACK_INPUTS = {"latents", "stage"}
 @dataclass
 class RALUPipelineOutput(BaseOutput):
     """``images`` as diffusers returns them; ``stage_tokens``: tokens per image in each stage;
-    ``transitions``: per-transition records (token sets, selections, decoded estimates)."""
+    ``transitions``: per-transition records (token sets, selections, decoded estimates) when
+    the call asked for them with ``record_transitions=True``, else empty."""
 
     images: object
     stage_tokens: list = field(default_factory=list)
@@ -94,11 +95,14 @@ class RALU:
                  guidance_scale: float | None = None, num_images_per_prompt: int = 1, generator=None,
                  max_sequence_length: int | None = None, output_type: str = "pil", return_dict: bool = True,
                  callback_on_step_end=None, callback_on_step_end_tensor_inputs=("latents",),
-                 joint_attention_kwargs=None, **prompt_kwargs):
+                 joint_attention_kwargs=None, record_transitions: bool = False, **prompt_kwargs):
         """Generate images. ``prompt_kwargs`` are the pipeline's own prompt arguments:
         FLUX ``prompt_2``, ``prompt_embeds``, ``pooled_prompt_embeds``; SD3 also ``prompt_3``,
         ``negative_prompt(_2, _3)``, ``negative_prompt_embeds``, ``negative_pooled_prompt_embeds``,
-        ``clip_skip``. ``guidance_scale`` and ``max_sequence_length`` default to the pipeline's."""
+        ``clip_skip``. ``guidance_scale`` and ``max_sequence_length`` default to the pipeline's.
+        ``record_transitions=True`` returns what each transition did in ``transitions``
+        (token sets, selection, decoded estimate); off by default, since the estimates would
+        otherwise stay in memory for the whole run."""
         pipe, be = self.pipe, self.backend
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
@@ -137,7 +141,7 @@ class RALU:
 
         res = sample(be, schedule, cond, batch=batch, grid=grid, generator=generator, upsample=self.upsample,
                      kept_noise=self.kept_noise, select=self.select, noise_sampler=self.noise_sampler,
-                     callback=callback, progress=progress)
+                     callback=callback, progress=progress, record=record_transitions)
         latents = res.latents.to(be.dtype)
         if output_type == "latent":
             images = be.pipeline_latents(latents, grid)   # the form the pipeline itself returns

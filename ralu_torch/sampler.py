@@ -44,9 +44,11 @@ class SampleResult:
 
 def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple, generator, upsample: str = "latent",
            kept_noise: str = "exact", select="edges", edge_thresholds=(0.1, 0.2), noise_sampler=None,
-           callback=None, progress=None) -> SampleResult:
+           callback=None, progress=None, record: bool = False) -> SampleResult:
     """Run every stage of ``schedule`` (a :class:`~ralu_schedule.Schedule` or an edited
-    :class:`~ralu_schedule.Plan`) on a ``grid`` of full-resolution tokens."""
+    :class:`~ralu_schedule.Plan`) on a ``grid`` of full-resolution tokens. ``record=True``
+    keeps a :class:`TransitionRecord` per transition (token sets, selection, decoded
+    estimate); by default nothing outlives its transition."""
     check_mode(upsample)
     plan = schedule.plan if isinstance(schedule, Schedule) else schedule
     if not isinstance(plan, Plan):
@@ -82,7 +84,9 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
         w = noise((batch, new.length, Fdim), generator, device)
         z = reinjection_noise(w, parent, slot, src, tokens.length, tr.c, tr.factor, kept_noise)
         x = tr.a * upsample_values(x, parent, slot, src) + tr.b * z   # x_s = a U(x_e) + b z
-        result.transitions.append(TransitionRecord(tokens, new, mask, estimate))
+        if record:
+            result.transitions.append(TransitionRecord(tokens, new, mask, estimate))
+        del estimate, mask, parent, slot, w, z
         tokens = new
     result.latents, result.tokens = x, tokens
     return result

@@ -27,7 +27,8 @@ def count_calls(pipe):
 def test_one_transformer_call_per_step_for_any_batch(name, batch):
     pipe = tiny_flux()
     calls, handle = count_calls(pipe)
-    out = RALU(pipe, name)(**embeds(batch), height=256, width=256, generator=gens(batch), output_type="latent")
+    out = RALU(pipe, name)(**embeds(batch), height=256, width=256, generator=gens(batch), output_type="latent",
+                           record_transitions=True)
     handle.remove()
     steps = sum(out.schedule.layout.steps)
     assert len(calls) == steps

@@ -58,7 +58,9 @@ def test_presets_end_to_end_with_cost_model_token_counts(dev, name, size, batch)
 
 def test_mixed_stage_selects_by_edges_per_image(dev):
     out = RALU(dev, "flux-dev-4x")(**embeds(2), height=128, width=128, generator=[gen(3), gen(4)],
-                                   output_type="latent")
+                                   output_type="latent", record_transitions=True)
+    assert RALU(dev, "flux-dev-4x")(**embeds(2), height=128, width=128, generator=[gen(3), gen(4)],
+                                    output_type="latent").transitions == []      # nothing kept unless asked
     rec = out.transitions[0]
     assert rec.estimate is not None and rec.estimate.shape == (2, 3, 64, 64)
     k = int(rec.selected[0].sum())
@@ -173,7 +175,8 @@ def test_lora_loaded_into_the_pipeline_is_used(scale):
 
 def test_factor_three_layout_runs_end_to_end(dev):
     lay = Layout(steps=(2, 2, 2), ends=(0.3, 0.6, 1.0), factors=(3, 3), fractions=(0.25, 1.0))
-    out = RALU(dev, solve(lay))(**embeds(), height=96, width=144, generator=gen(0), output_type="latent")
+    out = RALU(dev, solve(lay))(**embeds(), height=96, width=144, generator=gen(0), output_type="latent",
+                                record_transitions=True)
     assert out.stage_tokens == list(lay.stage_tokens(6, 9))
     final = out.transitions[-1].after
     assert torch.equal(final.positions(), final.positions().round()) and torch.all(final.size == 1)

@@ -82,7 +82,8 @@ def test_selection_policies_through_the_sampler():
     outs = {}
     for select in ("edges", "authors", "random", corner_first):
         out = RALU(pipe, "flux-dev-7x", select=select)(**embeds(2), height=128, width=128, output_type="latent",
-                                                         generator=torch.Generator().manual_seed(0))
+                                                         generator=torch.Generator().manual_seed(0),
+                                                         record_transitions=True)
         outs[select if isinstance(select, str) else "callable"] = out
         again = RALU(pipe, "flux-dev-7x", select=select)(**embeds(2), height=128, width=128, output_type="latent",
                                                            generator=torch.Generator().manual_seed(0))

@@ -168,5 +168,5 @@ def radial_log_ratio(samples: torch.Tensor, field: GaussianField, bins: int = 24
 def run(backend: GaussianBackend, schedule, n: int, seed: int = 0, **options):
     """``n`` samples ``(n, C, H, W)`` and the sampler's result (one batch, one generator per image)."""
     gens = [torch.Generator().manual_seed(seed + i) for i in range(n)]
-    res = sample(backend, schedule, None, batch=n, grid=backend.grid, generator=gens, **options)
+    res = sample(backend, schedule, None, batch=n, grid=backend.grid, generator=gens, record=True, **options)
     return unpack(res.latents, backend.grid), res
