@@ -66,13 +66,44 @@ def timed(fn, device, repeats):
     return best
 
 
+def peak(pixels: int) -> None:
+    """Print the peak memory one re-injection adds above what its inputs hold (run in a fresh
+    process: ``ru_maxrss`` only rises), next to the size of its result (CPU)."""
+    import resource
+
+    run = ours(pixels, "cpu")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    z = run()
+    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"{(after - before) / 1024:.1f} {z.numel() * z.element_size() / 2**20:.1f}")
+
+
+def memory_table(sizes) -> None:
+    import subprocess
+    import sys
+
+    print("| pixels | tokens M | result MiB | peak above inputs MiB | peak / result |")
+    print("|---|---|---|---|---|")
+    for px in sizes:
+        out = subprocess.run([sys.executable, __file__, "--peak", str(px)], capture_output=True, text=True, check=True)
+        extra, result = (float(v) for v in out.stdout.split())
+        print(f"| {px} | {(px // PIXELS_PER_TOKEN) ** 2} | {result:.1f} | {extra:.1f} | {extra / result:.2f} |")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--memory", type=int, nargs="+", metavar="PIXELS",
+                    help="instead of timing: peak memory of one re-injection at these sizes (CPU)")
+    ap.add_argument("--peak", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 1536])
     ap.add_argument("--ours-only", type=int, nargs="*", default=[4096])
     args = ap.parse_args(argv)
+    if args.peak:
+        return peak(args.peak)
+    if args.memory:
+        return memory_table(args.memory)
     name = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else "CPU"
     print(f"device: {name}, torch {torch.__version__}, threads {torch.get_num_threads()}")
     print(f"{'pixels':>7} {'tokens M':>9} {'ours ms':>10} {'dense ms':>11} {'dense/ours':>10}")

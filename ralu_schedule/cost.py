@@ -238,7 +238,10 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
 ]}
 
 
-def get_model(name: str) -> ModelSpec:
+def get_model(name) -> ModelSpec:
+    """A model of :data:`MODELS` by name, or a :class:`ModelSpec` as given (e.g. a benchmark's own)."""
+    if isinstance(name, ModelSpec):
+        return name
     try:
         return MODELS[name]
     except KeyError:
@@ -288,7 +291,7 @@ class LayoutCost:
                 "edge_decode_tflops": list(self.edge_decode_tflops), "decode_tflops": self.decode_tflops}
 
 
-def layout_cost(layout: Layout, model: str = "flux-dev", resolution=(1024, 1024), *,
+def layout_cost(layout: Layout, model: "str | ModelSpec" = "flux-dev", resolution=(1024, 1024), *,
                 convention: str = "paper", baseline_steps: int = 50) -> LayoutCost:
     """Cost of sampling one image with ``layout`` against a ``baseline_steps``-step baseline.
 
@@ -300,6 +303,7 @@ def layout_cost(layout: Layout, model: str = "flux-dev", resolution=(1024, 1024)
     """
     _check_convention(convention)
     spec = get_model(model)
+    model = spec.name
     baseline_steps = check_positive_int("baseline steps", baseline_steps)
     height, width = _resolution(resolution)
     gh, gw = spec.token_grid(height, width, layout.downsampling)

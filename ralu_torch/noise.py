@@ -37,6 +37,7 @@ def reinjection_noise(w: torch.Tensor, parent, slot, source, n_parents: int, c: 
     if kept_noise not in KEPT_NOISE:
         raise ValueError(f"kept_noise must be one of {', '.join(KEPT_NOISE)}, got {kept_noise!r}")
     beta = block_noise_beta(factor * factor, c)
-    correlated = w - beta * upsample_values(pool_children(w, parent, slot, source, n_parents), parent, slot, source)
-    kept = w * (math.sqrt(1.0 - c) if kept_noise == "exact" else 1.0)
-    return torch.where((slot >= 0)[..., None], correlated, kept)
+    z = upsample_values(pool_children(w, parent, slot, source, n_parents), parent, slot, source)
+    z.mul_(-beta).add_(w)                                         # children: w - beta U(U^T w), in place
+    kept = math.sqrt(1.0 - c) if kept_noise == "exact" else 1.0
+    return torch.where((slot >= 0)[..., None], z, w * kept, out=z)

@@ -54,10 +54,14 @@ class RALU:
     callable ``(estimate, tokens, fraction, generator) -> mask`` (:mod:`ralu_torch.selection`).
     ``noise_sampler``: a callable ``(shape, generator, device) -> tensor`` of standard
     normals for the sampler's noise (default: diffusers' ``randn_tensor`` with ``generator``).
+    ``compile``: ``True`` or a dict of ``torch.compile`` options compiles the transformer's
+    blocks in place (regional compilation; ``dynamic=True`` unless the dict says otherwise),
+    once, here; the pipeline's own calls then use the compiled blocks too.
     """
 
     def __init__(self, pipe, schedule="flux-dev-7x", *, parameters: str = "default", upsample: str = "latent",
-                 kept_noise: str = "exact", select="edges", edge_thresholds=(0.1, 0.2), noise_sampler=None):
+                 kept_noise: str = "exact", select="edges", edge_thresholds=(0.1, 0.2), noise_sampler=None,
+                 compile=False):
         self.pipe = pipe
         self.backend = backend_for(pipe)
         if parameters not in PARAMETERS:
@@ -73,6 +77,10 @@ class RALU:
                              f"got {type(noise_sampler).__name__}")
         self.noise_sampler = noise_sampler
         self._fixed, self._layout = _parse_schedule(schedule, parameters)
+        if compile is not False and compile is not None:
+            if compile is not True and not isinstance(compile, dict):
+                raise ValueError(f"compile must be True, False or a dict of torch.compile options, got {compile!r}")
+            self.backend.compile({} if compile is True else dict(compile))
 
     @property
     def layout(self) -> Layout:

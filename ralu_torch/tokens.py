@@ -153,24 +153,33 @@ class TokenSet:
 
 
 def upsample_values(x: torch.Tensor, parent: torch.Tensor, slot: torch.Tensor, source: torch.Tensor):
-    """``U(x)``: kept tokens copied, children filled from their parent by ``source``."""
-    B, L2 = parent.shape
-    F = x.shape[-1]
-    px = x.gather(1, parent[..., None].expand(B, L2, F))
-    feat = source[slot.clamp(min=0)]                       # (B, L2, F)
-    return torch.where((slot >= 0)[..., None], px.gather(2, feat), px)
+    """``U(x)``: kept tokens copied, children filled from their parent by ``source``.
+
+    Each parent's ``f^2`` child variants and the parent itself form ``f^2 + 1`` rows, so one
+    gather with a ``(B, L)`` index picks every new token; no index of the data's full size.
+    """
+    B, P, F = x.shape
+    rows = source.shape[0] + 1
+    variants = torch.cat([x[:, :, None, :], x[:, :, source]], dim=2)          # (B, P, f^2 + 1, F)
+    pick = parent * rows + slot + 1                                           # slot -1: the parent itself
+    return variants.view(B, P * rows, F).gather(1, pick[..., None].expand(-1, -1, F))
 
 
 def pool_children(y: torch.Tensor, parent: torch.Tensor, slot: torch.Tensor, source: torch.Tensor,
                   n_parents: int) -> torch.Tensor:
-    """``U^T(y)`` restricted to children: each parent value gets the sum of its copies."""
+    """``U^T(y)`` restricted to children: each parent value gets the sum of its copies.
+
+    The inverse layout of :func:`upsample_values`: each new token's values go to its
+    ``(parent, slot)`` row, then every row adds into the parent features ``source`` names
+    (kept tokens' rows go to a spare feature that is dropped)."""
     B, L2, F = y.shape
-    out = torch.zeros(B, n_parents * F, dtype=y.dtype, device=y.device)
-    feat = source[slot.clamp(min=0)]
-    flat = parent[..., None] * F + feat
-    is_child = (slot >= 0)[..., None].expand_as(y)
-    out.scatter_add_(1, flat.reshape(B, -1), torch.where(is_child, y, torch.zeros_like(y)).reshape(B, -1))
-    return out.view(B, n_parents, F)
+    rows = source.shape[0] + 1
+    placed = torch.zeros(B, n_parents * rows, F, dtype=y.dtype, device=y.device)
+    placed.scatter_(1, (parent * rows + slot + 1)[..., None].expand(-1, -1, F), y)
+    target = torch.cat([torch.full_like(source[:1], F), source]).reshape(1, 1, -1)   # row 0 -> spare feature F
+    out = torch.zeros(B, n_parents, F + 1, dtype=y.dtype, device=y.device)
+    out.scatter_add_(2, target.expand(B, n_parents, -1), placed.view(B, n_parents, rows * F))
+    return out[..., :F]
 
 
 def raster_index(tokens: TokenSet, size: int) -> torch.Tensor:

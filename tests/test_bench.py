@@ -24,10 +24,12 @@ def test_noise_bench(capsys):
     assert "dense/ours" in out and "256" in out and "n/a" in out
 
 
-def test_gpu_latency_tiny(capsys):
-    out = run_script("gpu_latency.py", ["--tiny", "--size", "64", "--repeats", "1", "--baseline-steps", "8"], capsys)
-    lines = [line for line in out.splitlines() if line.startswith(("baseline", "flux-dev"))]
-    assert len(lines) == 3 and "CPU" in out
+def test_latency_tiny(capsys):
+    out = run_script("latency.py", ["--model", "tiny", "--sizes", "64", "--batches", "1", "2", "--repeats", "1",
+                                    "--baseline-steps", "8"], capsys)
+    rows = [line for line in out.splitlines() if line.startswith("| 64 |")]
+    assert len(rows) == 2 * 5 + 2 * 2          # 5 runs per batch size, then 2 breakdown rows per batch size
+    assert "CPU" in out and "FLOP ratio" in out and "edge detection" in out
 
 
 def test_cost_table(capsys):
@@ -68,7 +70,7 @@ def test_ralu_demo_cli(tmp_path, capsys):
 
 
 def test_full_size_latency_model_is_flux_dev_architecture():
-    """bench/gpu_latency.py's full-size model, built on the meta device (no memory)."""
+    """bench/latency.py's full-size model, built on the meta device (no memory)."""
     import torch
 
     from ralu_torch.testing import flux_pipeline

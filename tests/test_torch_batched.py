@@ -126,3 +126,28 @@ def test_detector_sees_syncs():
         x[x > 0]
         torch.unique(x)
     assert len(sync.ops) == 3
+
+
+def test_compiled_blocks_do_not_recompile_across_stages_and_batches():
+    """Dynamo (with its eager backend: the guards and graphs without inductor's compile time)
+    compiles each block's graphs during the first runs, one at a batch size above 1 and one
+    at batch 1 (dynamo specialises size-1 dimensions); after that, runs at any batch size,
+    through every stage, mixed included, and at another image size add none."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    pipe = tiny_flux()
+    ralu = RALU(pipe, "flux-dev-7x", compile={"backend": "eager"})
+    eager = RALU(tiny_flux(), "flux-dev-7x")(**embeds(2), height=256, width=256, generator=gens(2),
+                                             output_type="latent").images
+    first = ralu(**embeds(2), height=256, width=256, generator=gens(2), output_type="latent").images
+    after_first = counters["stats"]["unique_graphs"]
+    ralu(**embeds(1), height=256, width=256, generator=gens(1), output_type="latent")
+    graphs = counters["stats"]["unique_graphs"]
+    assert after_first > 0 and graphs - after_first <= 2       # batch 1: at most one graph per block type
+    for batch in (3, 1, 2, 4):
+        ralu(**embeds(batch), height=256, width=256, generator=gens(batch), output_type="latent")
+    ralu(**embeds(2), height=128, width=256, generator=gens(2), output_type="latent")   # another size
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert (first - eager).abs().max() < 1e-5
+    torch._dynamo.reset()

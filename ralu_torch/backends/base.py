@@ -63,6 +63,9 @@ class PipelineBackend(SamplerBackend, Protocol):
     def pipeline_latents(self, tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
         """Final raster-order tokens in the form the pipeline returns for ``output_type="latent"``."""
 
+    def compile(self, options: dict) -> None:
+        """Compile the model's blocks in place with ``torch.compile(**options)``."""
+
 
 class DiffusersBackend:
     """Device, dtype, scheduler shift rule and VAE decode, shared by FLUX and SD3."""
@@ -86,6 +89,16 @@ class DiffusersBackend:
     def shift_rule(self) -> ShiftRule:
         """The base shift rule of the pipeline's own scheduler config."""
         return ShiftRule.from_scheduler_config(self.pipe.scheduler.config)
+
+    def blocks(self) -> list:
+        """The transformer's repeated blocks, which regional compilation compiles."""
+        return list(self.transformer.transformer_blocks)
+
+    def compile(self, options: dict) -> None:
+        """Compile every transformer block in place with ``torch.compile`` (dynamic shapes by
+        default, so that stage token counts and batch sizes reuse one graph per block)."""
+        for block in self.blocks():
+            block.compile(**{"dynamic": True, **options})
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Model-space latents ``(B, C, h, w)`` to images in ``[-1, 1]``, as the pipeline decodes."""

@@ -67,6 +67,13 @@ class FluxBackend(DiffusersBackend):
             guidance = torch.full([embeds.shape[0]], guidance_scale, device=device, dtype=torch.float32)
         return FluxConditioning(embeds, pooled, text_ids, guidance, joint_attention_kwargs)
 
+    def blocks(self) -> list:
+        return list(self.transformer.transformer_blocks) + list(self.transformer.single_transformer_blocks)
+
+    def compile(self, options: dict) -> None:
+        flux_rotary.install(self.transformer)     # the processors the mixed stage uses, traced from the start
+        super().compile(options)
+
     def prepare(self, tokens, cond: FluxConditioning) -> FluxPositions:
         """Position ids of a stage's token set, built once (host work happens here, not per step).
 

@@ -1,0 +1,225 @@
+"""Wall time of RALU against FluxPipeline on random-weight FLUX models, side by side.
+
+    python bench/latency.py --model proxy --device cpu     # CPU proxy: a mid-size FLUX (defaults below)
+    python bench/latency.py --model full --device cuda     # FLUX.1-dev's architecture, bf16, on a GPU
+    python bench/latency.py --model tiny                   # a one-block FLUX on the CPU (the tests run this)
+
+For each image size and batch size, in one process on one device: FluxPipeline at
+``--baseline-steps`` steps and at the steps with RALU's FLOPs, and RALU with the 7x and 4x
+presets. Each run is repeated (``--repeats``, after one warm-up) and reported by its
+minimum and median. Next to each wall-time speed-up stands the cost model's FLOP ratio for
+the very architecture being timed (paper convention: weight layers), so the two can be
+compared directly; the per-image gain is how much faster per image a batch runs than the
+first batch size.
+The breakdown splits RALU's time into the transformer, edge decodes, edge detection,
+noise, token bookkeeping and the rest (Euler updates, final decode), from timers around
+those functions (synchronising CUDA at each).
+
+Images are noise (random weights and prompt embeddings); the work per step is the model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from contextlib import contextmanager
+
+import torch
+
+import ralu_torch.backends.flux as flux_backend
+import ralu_torch.sampler as sampler
+import ralu_torch.tokens as tokens_module
+from ralu_schedule import Layout, preset
+from ralu_schedule.cost import ModelSpec, TransformerSpec, VAEDecoderSpec, layout_cost
+from ralu_torch import RALU
+from ralu_torch.testing import flux_pipeline, prompt_embeds
+
+PROXY = dict(num_layers=2, num_single_layers=4, attention_head_dim=64, num_attention_heads=4,
+             joint_attention_dim=512, pooled_projection_dim=768, axes_dims_rope=(8, 28, 28))
+PARTS = ("transformer", "edge decode", "edge detection", "noise", "token bookkeeping")
+
+
+class Timers:
+    """Wall time spent in named parts, with CUDA synchronised around each timed call."""
+
+    def __init__(self, cuda: bool):
+        self.cuda = cuda
+        self.total = dict.fromkeys(PARTS, 0.0)
+
+    def _sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    @contextmanager
+    def part(self, name):
+        self._sync()
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._sync()
+            self.total[name] += time.perf_counter() - t0
+
+    def wrap(self, owner, attr, name):
+        original = getattr(owner, attr)
+
+        def timed(*args, **kwargs):
+            with self.part(name):
+                return original(*args, **kwargs)
+        setattr(owner, attr, timed)
+
+    def hook_module(self, module, name):
+        """Time every forward of ``module`` (forward pre- and post-hooks)."""
+        def start(*_):
+            self._sync()
+            self._t0 = time.perf_counter()
+
+        def stop(*_):
+            self._sync()
+            self.total[name] += time.perf_counter() - self._t0
+        module.register_forward_pre_hook(start)
+        module.register_forward_hook(stop)
+
+    def reset(self):
+        self.total = dict.fromkeys(PARTS, 0.0)
+
+
+def model_spec(pipe, text_tokens: int) -> ModelSpec:
+    """The cost model's view of the pipeline being timed (no text encoders: embeddings are given)."""
+    c = pipe.transformer.config
+    tf = TransformerSpec(family="flux", double=c.num_layers, single=c.num_single_layers, heads=c.num_attention_heads,
+                         head_dim=c.attention_head_dim, token_features=c.in_channels,
+                         context_dim=c.joint_attention_dim, pooled_dim=c.pooled_projection_dim,
+                         guidance_embeds=c.guidance_embeds)
+    v = pipe.vae.config
+    vae = VAEDecoderSpec(latent_channels=v.latent_channels, channels=tuple(v.block_out_channels),
+                         layers_per_block=v.layers_per_block, post_quant_conv=v.use_post_quant_conv)
+    return ModelSpec(name="benchmarked FLUX", transformer=tf, encoders=(), vae=vae, text_tokens=text_tokens,
+                     t5_tokens=text_tokens)
+
+
+def build(model: str, device: str, dtype):
+    if model == "tiny":
+        return flux_pipeline(tiny=True, device=device, dtype=dtype), 8
+    if model == "full":
+        return flux_pipeline(tiny=False, device=device, dtype=dtype), 512
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    from ralu_torch.testing import FLUX_DEV_SCHEDULER, FLUX_VAE
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        tf = FluxTransformer2DModel(patch_size=1, in_channels=64, guidance_embeds=True, **PROXY).to(dtype)
+        # a VAE as light next to this transformer as FLUX.1-dev's is next to its own (an edge
+        # decode costs a few percent of a step), so the proxy's non-transformer share is FLUX's
+        vae = AutoencoderKL(**{**FLUX_VAE, "block_out_channels": (8, 8, 8, 8), "layers_per_block": 1,
+                               "norm_num_groups": 4}).to(dtype)
+    pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_DEV_SCHEDULER), vae=vae, text_encoder=None,
+                        tokenizer=None, text_encoder_2=None, tokenizer_2=None, transformer=tf)
+    return pipe, 64
+
+
+def measure(call, repeats, timers, cuda):
+    call()                                                 # warm-up
+    times, parts = [], []
+    for _ in range(repeats):
+        timers.reset()
+        if cuda:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        call()
+        if cuda:
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+        parts.append(dict(timers.total))
+    best = min(range(repeats), key=times.__getitem__)
+    return min(times), statistics.median(times), parts[best]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=("tiny", "proxy", "full"), default="proxy")
+    ap.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
+                    help="default: bfloat16 on cuda, float32 on cpu")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1024])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 4])
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--baseline-steps", type=int, default=50)
+    ap.add_argument("--presets", nargs="+", default=["flux-dev-7x", "flux-dev-4x"])
+    args = ap.parse_args(argv)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = torch.device(device).type == "cuda"
+    dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
+    torch.set_grad_enabled(False)
+    pipe, text_tokens = build(args.model, device, dtype)
+    pipe.set_progress_bar_config(disable=True)
+    spec = model_spec(pipe, text_tokens)
+    timers = Timers(cuda)
+    timers.hook_module(pipe.transformer, "transformer")
+    # output_type="latent" below: the backend's decode runs only for edge detection
+    for owner, attr, name in [(flux_backend.FluxBackend, "decode", "edge decode"),
+                              (sampler, "reinjection_noise", "noise"), (sampler, "draw", "noise"),
+                              (tokens_module.TokenSet, "upsample", "token bookkeeping"),
+                              (sampler, "upsample_values", "token bookkeeping"),
+                              (flux_backend.FluxBackend, "prepare", "token bookkeeping")]:
+        timers.wrap(owner, attr, name)
+
+    device_name = torch.cuda.get_device_name() if cuda else "CPU"
+    print(f"device: {device_name}; model: {args.model} FLUX ({sum(p.numel() for p in pipe.transformer.parameters()) / 1e6:.1f}M "
+          f"transformer parameters), {str(dtype).replace('torch.', '')}, {text_tokens} text tokens\n")
+    print(f"| size | batch | run | min s | median s | speed-up | FLOP ratio | wall / FLOP | per-image gain vs batch {args.batches[0]} |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    breakdown = []
+    for size in args.sizes:
+        per_image = {}
+        for batch in args.batches:
+            emb = prompt_embeds(pipe, batch=batch, text_tokens=text_tokens)
+            gens = lambda: [torch.Generator(device).manual_seed(i) for i in range(batch)]  # noqa: E731
+            ralu_cost = {name: layout_cost(preset(name).layout, spec, (size, size), baseline_steps=args.baseline_steps)
+                         for name in args.presets}
+            step_tflops = layout_cost(Layout(steps=(1,), ends=(1.0,)), spec, (size, size)).transformer_tflops
+            runs = [(f"FluxPipeline {args.baseline_steps} steps", args.baseline_steps, None)]
+            for name, c in ralu_cost.items():
+                n_eq = max(1, round(c.transformer_tflops / step_tflops))
+                runs.append((f"FluxPipeline {n_eq} steps (= {name} FLOPs)", n_eq, None))
+                runs.append((f"RALU {name}", None, name))
+            rows = {}
+            for label, steps, name in runs:
+                if name is None:
+                    call = lambda steps=steps: pipe(**emb, height=size, width=size, num_inference_steps=steps,  # noqa: E731
+                                                    generator=gens(), output_type="latent")
+                    flops = layout_cost(Layout(steps=(steps,), ends=(1.0,)), spec, (size, size),
+                                        baseline_steps=args.baseline_steps)
+                else:
+                    ralu = RALU(pipe, name)
+                    timers.wrap(ralu, "select", "edge detection")
+                    call = lambda ralu=ralu: ralu(**emb, height=size, width=size, generator=gens(),  # noqa: E731
+                                                  output_type="latent")
+                    flops = ralu_cost[name]
+                best, median, parts = measure(call, args.repeats, timers, cuda)
+                rows[label] = (best, median, flops.speedup, parts)
+            base = rows[runs[0][0]][0]
+            for label, (best, median, ratio, parts) in rows.items():
+                per_image.setdefault(label, {})[batch] = best / batch
+                gain = ""
+                if batch != args.batches[0] and args.batches[0] in per_image[label]:
+                    gain = f"{per_image[label][args.batches[0]] / (best / batch):.2f}x"
+                speed = base / best
+                print(f"| {size} | {batch} | {label} | {best:.3f} | {median:.3f} | {speed:.2f}x | {ratio:.2f}x | "
+                      f"{speed / ratio:.2f} | {gain} |")
+                if label.startswith("RALU"):
+                    breakdown.append((size, batch, label, best, parts))
+    print("\nRALU's time by part (share of the minimum run; the rest: Euler updates, Python):\n")
+    print("| size | batch | run | " + " | ".join(PARTS) + " | rest |")
+    print("|---|---|---|" + "---|" * (len(PARTS) + 1))
+    for size, batch, label, best, parts in breakdown:
+        shares = [parts[p] / best for p in PARTS]
+        print(f"| {size} | {batch} | {label} | " + " | ".join(f"{100 * s:.1f}%" for s in shares)
+              + f" | {100 * (1 - sum(shares)):.1f}% |")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
