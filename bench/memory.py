@@ -3,10 +3,12 @@ fresh process.
 
     python bench/memory.py [--model proxy] [--sizes 1024 2048] [--batch 1]
 
-On the CPU: the peak resident memory (``ru_maxrss``) a run adds above the loaded pipeline
-and its inputs; on CUDA: ``torch.cuda.max_memory_allocated`` above the same point. Both
-runs decode their images (``output_type="pt"``), as a user's run does; RALU's edge decodes
-and selection happen at a quarter of the pixels and before the final decode.
+On the CPU: the peak of live tensor memory during the run, from torch's profiler (every
+allocation and free, summed in time order; what a GPU's caching allocator would have to
+hold), and beside it the peak resident memory the run adds (``ru_maxrss``), which also
+shows how the CPU allocator reuses freed pages. On CUDA: ``torch.cuda.max_memory_allocated``
+above the loaded pipeline. Both runs decode their images (``output_type="pt"``), as a
+user's run does.
 """
 
 from __future__ import annotations
@@ -41,11 +43,19 @@ def one(model, size, batch, run, steps):
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         call()
-        print((torch.cuda.max_memory_allocated() - base) / 2**20)
-    else:
-        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print((torch.cuda.max_memory_allocated() - base) / 2**20, "nan")
+        return
+    from torch.profiler import ProfilerActivity, profile
+
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         call()
-        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+    rss = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024
+    live = peak = 0
+    for event in sorted((e for e in prof.events() if e.self_cpu_memory_usage), key=lambda e: e.time_range.start):
+        live += event.self_cpu_memory_usage
+        peak = max(peak, live)
+    print(peak / 2**20, rss)
 
 
 def main(argv=None):
@@ -59,19 +69,20 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if args.one:
         return one(args.model, int(args.one[0]), args.batch, args.one[1], args.steps)
-    print(f"model: {args.model} FLUX, batch {args.batch}; MiB above the loaded pipeline\n")
+    runs = ["pipeline", *args.presets]
+    print(f"model: {args.model} FLUX, batch {args.batch}; MiB: peak live tensors (peak resident memory added)\n")
     print("| size | FluxPipeline | " + " | ".join(f"RALU {p}" for p in args.presets) + " | largest RALU / FluxPipeline |")
     print("|---|---|" + "---|" * len(args.presets) + "---|")
     for size in args.sizes:
         got = {}
-        for run in ["pipeline", *args.presets]:
+        for run in runs:
             out = subprocess.run([sys.executable, __file__, "--model", args.model, "--batch", str(args.batch),
                                   "--steps", str(args.steps), "--one", str(size), run],
                                  capture_output=True, text=True, check=True)
-            got[run] = float(out.stdout.strip().splitlines()[-1])
-        worst = max(got[p] for p in args.presets)
-        print(f"| {size} | {got['pipeline']:.0f} | " + " | ".join(f"{got[p]:.0f}" for p in args.presets)
-              + f" | {worst / got['pipeline']:.3f} |")
+            got[run] = [float(v) for v in out.stdout.strip().splitlines()[-1].split()]
+        worst = max(got[p][0] for p in args.presets)
+        cells = [f"{got[r][0]:.1f} ({got[r][1]:.0f})" for r in runs]
+        print(f"| {size} | " + " | ".join(cells) + f" | {worst / got['pipeline'][0]:.3f} |")
 
 
 if __name__ == "__main__":

@@ -31,12 +31,33 @@ def edge_map(images: torch.Tensor, thresholds=(0.1, 0.2), rounds: int | None = H
     """Canny (kornia, on the device of ``images``) of images in ``[-1, 1]``: the gradient
     magnitude and the binary edges, each ``(B, 1, H, W)``. Hysteresis runs ``rounds``
     dilation rounds (:func:`hysteresis`; ``None``: until nothing changes, as kornia does)."""
-    rgb = ((images.float() + 1.0) / 2.0).clamp(0.0, 1.0)
+    rgb = images.float().add(1.0).div_(2.0).clamp_(0.0, 1.0)          # one copy, then in place
     gray = kornia.color.rgb_to_grayscale(rgb)
-    magnitude, levels = kornia.filters.canny(gray, low_threshold=thresholds[0], high_threshold=thresholds[1],
-                                             hysteresis=False)            # 0, 0.5 (weak) or 1 (strong)
-    edges = hysteresis(levels[:, 0] == 1.0, levels[:, 0] > 0.0, rounds)
+    del rgb
+    parts = [kornia.filters.canny(gray[..., lo:hi, :], low_threshold=thresholds[0], high_threshold=thresholds[1],
+                                  hysteresis=False) for lo, hi in _bands(gray.shape[-2])]
+    magnitude = torch.cat([m[..., keep, :] for (m, _), keep in zip(parts, _kept(gray.shape[-2]))], dim=-2)
+    levels = torch.cat([lv[..., keep, :] for (_, lv), keep in zip(parts, _kept(gray.shape[-2]))], dim=-2)
+    edges = hysteresis(levels[:, 0] == 1.0, levels[:, 0] > 0.0, rounds)      # levels: 0, 0.5 weak, 1 strong
     return magnitude, edges[:, None].to(magnitude.dtype)
+
+
+#: Rows per band of the Canny stages before hysteresis, and the halo each band reads on both
+#: sides: the 5x5 blur, the 3x3 gradient and the 3x3 non-maximum suppression reach 2 + 1 + 1
+#: rows, so a band's own rows come out exactly as from the whole image, with a fraction of
+#: kornia's temporaries (its gradient alone takes 24 MiB for a 512x512 image).
+BAND_ROWS, BAND_HALO = 64, 4
+
+
+def _bands(height: int) -> list:
+    return [(max(0, top - BAND_HALO), min(height, top + BAND_ROWS + BAND_HALO))
+            for top in range(0, height, BAND_ROWS)]
+
+
+def _kept(height: int) -> list:
+    """The band's own rows inside each haloed slice of :func:`_bands`."""
+    return [slice(top - lo, top - lo + min(BAND_ROWS, height - top))
+            for (lo, _), top in zip(_bands(height), range(0, height, BAND_ROWS))]
 
 
 def token_scores(canny: tuple, pixels_per_token: int) -> torch.Tensor:

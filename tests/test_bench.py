@@ -32,6 +32,14 @@ def test_latency_tiny(capsys):
     assert "CPU" in out and "FLOP ratio" in out and "edge detection" in out
 
 
+def test_memory_and_compile_benches_tiny(capsys):
+    out = run_script("memory.py", ["--model", "tiny", "--sizes", "64"], capsys)
+    row = [line for line in out.splitlines() if line.startswith("| 64 |")]
+    assert len(row) == 1 and row[0].count("|") == 6
+    out = run_script("compile.py", ["--backend", "eager", "--size", "64"], capsys)
+    assert "| RALU flux-dev-7x |" in out and "graphs added by later runs" in out
+
+
 def test_cost_table(capsys):
     out = run_script("cost_table.py", [], capsys)
     assert "| flux-dev-7x | flux-dev | 1024x1024 | 1024, 1330, 4096 |" in out
