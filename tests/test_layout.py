@@ -2,7 +2,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
 
 from ralu_schedule import FORMAT, Layout, Schedule, preset, solve, upsample_count
 from ralu_schedule.strategies import schedules
