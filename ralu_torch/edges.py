@@ -34,10 +34,10 @@ def edge_map(images: torch.Tensor, thresholds=(0.1, 0.2), rounds: int | None = H
     rgb = images.float().add(1.0).div_(2.0).clamp_(0.0, 1.0)          # one copy, then in place
     gray = kornia.color.rgb_to_grayscale(rgb)
     del rgb
-    parts = [kornia.filters.canny(gray[..., lo:hi, :], low_threshold=thresholds[0], high_threshold=thresholds[1],
-                                  hysteresis=False) for lo, hi in _bands(gray.shape[-2])]
-    magnitude = torch.cat([m[..., keep, :] for (m, _), keep in zip(parts, _kept(gray.shape[-2]))], dim=-2)
-    levels = torch.cat([lv[..., keep, :] for (_, lv), keep in zip(parts, _kept(gray.shape[-2]))], dim=-2)
+    parts = [[t[..., keep, :] for t in kornia.filters.canny(gray[..., lo:hi, :], low_threshold=thresholds[0],
+                                                             high_threshold=thresholds[1], hysteresis=False)]
+             for lo, hi, keep in _bands(gray.shape[-2])]
+    magnitude, levels = (torch.cat(column, dim=-2) for column in zip(*parts))
     edges = hysteresis(levels[:, 0] == 1.0, levels[:, 0] > 0.0, rounds)      # levels: 0, 0.5 weak, 1 strong
     return magnitude, edges[:, None].to(magnitude.dtype)
 
@@ -50,14 +50,13 @@ BAND_ROWS, BAND_HALO = 64, 4
 
 
 def _bands(height: int) -> list:
-    return [(max(0, top - BAND_HALO), min(height, top + BAND_ROWS + BAND_HALO))
-            for top in range(0, height, BAND_ROWS)]
-
-
-def _kept(height: int) -> list:
-    """The band's own rows inside each haloed slice of :func:`_bands`."""
-    return [slice(top - lo, top - lo + min(BAND_ROWS, height - top))
-            for (lo, _), top in zip(_bands(height), range(0, height, BAND_ROWS))]
+    """``(lo, hi, keep)`` per band: the haloed rows ``lo:hi`` to compute, and ``keep``, the
+    band's own rows inside that slice."""
+    out = []
+    for top in range(0, height, BAND_ROWS):
+        lo, hi = max(0, top - BAND_HALO), min(height, top + BAND_ROWS + BAND_HALO)
+        out.append((lo, hi, slice(top - lo, top - lo + min(BAND_ROWS, height - top))))
+    return out
 
 
 def token_scores(canny: tuple, pixels_per_token: int) -> torch.Tensor:

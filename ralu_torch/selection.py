@@ -39,8 +39,7 @@ def select_top(tokens: TokenSet, scores: torch.Tensor, fraction: float) -> torch
     them. Returns a ``(B, L)`` boolean mask.
     """
     coarse = tokens.is_coarse()
-    n = int(coarse[0].sum())
-    k = upsample_count(n, fraction)
+    n, k = _counts(coarse, fraction)
     if k == n:
         return coarse
     D = tokens.coarsest
@@ -51,6 +50,12 @@ def select_top(tokens: TokenSet, scores: torch.Tensor, fraction: float) -> torch
     select = torch.zeros_like(coarse)
     select.scatter_(1, order, True)
     return select
+
+
+def _counts(coarse: torch.Tensor, fraction: float) -> tuple:
+    """Coarse tokens per image and how many of them the count rule upsamples."""
+    n = int(coarse[0].sum())
+    return n, upsample_count(n, fraction)
 
 
 def _frame_noise(tokens: TokenSet, generator, device) -> torch.Tensor:
@@ -123,7 +128,7 @@ def check_edge_thresholds(thresholds) -> tuple:
 def check_mask(mask, tokens: TokenSet, fraction: float) -> torch.Tensor:
     """A policy's answer must mark exactly the count rule's number of coarsest tokens per image."""
     coarse = tokens.is_coarse()
-    want = upsample_count(int(coarse[0].sum()), fraction)
+    n, want = _counts(coarse, fraction)
     if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != tuple(coarse.shape):
         got = f"{type(mask).__name__} {getattr(mask, 'dtype', '')} {tuple(getattr(mask, 'shape', ()))}"
         raise ValueError(f"a selection policy must return a bool tensor of shape {tuple(coarse.shape)}, got {got}")
@@ -132,5 +137,5 @@ def check_mask(mask, tokens: TokenSet, fraction: float) -> torch.Tensor:
     counts = mask.sum(dim=1)
     if bool((counts != want).any()):
         raise ValueError(f"a selection policy must mark {want} tokens per image (fraction {fraction:g} of "
-                         f"{int(coarse[0].sum())} coarse tokens, rounded to nearest), got {counts.tolist()}")
+                         f"{n} coarse tokens, rounded to nearest), got {counts.tolist()}")
     return mask

@@ -143,9 +143,8 @@ class SD3Backend(DiffusersBackend):
         xin = x.to(dtype)
         if cond.guided:
             xin = torch.cat([xin, xin])
-        pos = positions
         timestep = (sigma * 1000).expand(xin.shape[0]).to(dtype)   # SD3 takes t in [0, 1000]
-        v = forward_tokens(self.transformer, xin, pos, cond.prompt_embeds, cond.pooled_prompt_embeds, timestep,
+        v = forward_tokens(self.transformer, xin, positions, cond.prompt_embeds, cond.pooled_prompt_embeds, timestep,
                            cond.joint_attention_kwargs)
         if cond.guided:
             uncond, text = v.chunk(2)
