@@ -106,15 +106,14 @@ def build(model: str, device: str, dtype):
         return flux_pipeline(tiny=False, device=device, dtype=dtype), 512
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
 
-    from ralu_torch.testing import FLUX_DEV_SCHEDULER, FLUX_VAE
+    from ralu_torch.testing import FLUX_DEV_SCHEDULER, TINY_VAE
 
     torch.manual_seed(0)
     with torch.device(device):
         tf = FluxTransformer2DModel(patch_size=1, in_channels=64, guidance_embeds=True, **PROXY).to(dtype)
         # a VAE as light next to this transformer as FLUX.1-dev's is next to its own (an edge
         # decode costs a few percent of a step), so the proxy's non-transformer share is FLUX's
-        vae = AutoencoderKL(**{**FLUX_VAE, "block_out_channels": (8, 8, 8, 8), "layers_per_block": 1,
-                               "norm_num_groups": 4}).to(dtype)
+        vae = AutoencoderKL(**TINY_VAE).to(dtype)
     pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_DEV_SCHEDULER), vae=vae, text_encoder=None,
                         tokenizer=None, text_encoder_2=None, tokenizer_2=None, transformer=tf)
     return pipe, 64

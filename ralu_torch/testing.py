@@ -16,6 +16,9 @@ FLUX_VAE = dict(in_channels=3, out_channels=3, latent_channels=16, block_out_cha
                 layers_per_block=2, use_quant_conv=False, use_post_quant_conv=False,
                 scaling_factor=0.3611, shift_factor=0.1159)
 
+#: A VAE with FLUX's latent layout and a few channels: for tests, analyses and the CPU proxy.
+TINY_VAE = {**FLUX_VAE, "block_out_channels": (8, 8, 8, 8), "layers_per_block": 1, "norm_num_groups": 4}
+
 TINY_TEXT_DIM = TINY_POOLED_DIM = 32
 
 
@@ -39,8 +42,7 @@ def flux_pipeline(*, tiny: bool = True, guidance_embeds: bool = True, seed: int 
                     patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
                     num_attention_heads=2, joint_attention_dim=TINY_TEXT_DIM, pooled_projection_dim=TINY_POOLED_DIM,
                     guidance_embeds=guidance_embeds, axes_dims_rope=(4, 6, 6))
-                vae = AutoencoderKL(**{**FLUX_VAE, "block_out_channels": (8, 8, 8, 8), "layers_per_block": 1,
-                                       "norm_num_groups": 4})
+                vae = AutoencoderKL(**TINY_VAE)
             else:
                 transformer = FluxTransformer2DModel(guidance_embeds=guidance_embeds)
                 vae = AutoencoderKL(**FLUX_VAE)
@@ -73,8 +75,7 @@ def sd3_pipeline(*, dual_attention: bool = True, seed: int = 0, device="cpu", dt
         num_attention_heads=2, joint_attention_dim=TINY_TEXT_DIM, caption_projection_dim=16,
         pooled_projection_dim=TINY_POOLED_DIM, pos_embed_max_size=pos_embed_max_size,
         dual_attention_layers=(0,) if dual_attention else (), qk_norm="rms_norm" if dual_attention else None)
-    vae = AutoencoderKL(**{**FLUX_VAE, "block_out_channels": (8, 8, 8, 8), "layers_per_block": 1,
-                           "norm_num_groups": 4, "scaling_factor": 1.5305, "shift_factor": 0.0609})
+    vae = AutoencoderKL(**{**TINY_VAE, "scaling_factor": 1.5305, "shift_factor": 0.0609})
     pipe = StableDiffusion3Pipeline(transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
                                     vae=vae, text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,
                                     text_encoder_3=None, tokenizer_3=None)
