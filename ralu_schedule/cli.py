@@ -11,6 +11,7 @@ import sys
 
 from ._errors import MissingDependency, UsageError
 from .cost import CONVENTIONS, MODELS, format_cost, layout_cost
+from .export import FORMATS, SOLVERS, export
 from .layout import DEFAULT_BASE_SHIFT, Layout, Schedule
 from .matching import DEFAULT_SHIFT_BOUNDS, DEFAULT_Z_MAX, METHODS, Bounds, solve
 from .presets import PARAMETERS, PRESETS, get_preset, preset
@@ -41,6 +42,14 @@ def _add_solver_args(p):
     p.add_argument("--shift-bounds", type=float, nargs=2, default=DEFAULT_SHIFT_BOUNDS, metavar=("LO", "HI"))
     p.add_argument("--z-bounds", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                    help=f"bounds of Z = 1/sqrt(c) (default: 2 or the largest factor, to {DEFAULT_Z_MAX:g})")
+
+
+def _add_format_args(p):
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="json: the schedule contract; sigmas: one line of sigmas per stage (end included); "
+                        "diffusers: per-stage scheduler settings; k-diffusion: sigma lists and transitions "
+                        "(default: a readable table)")
+    p.add_argument("--json", action="store_true", help="same as --format json")
 
 
 def _layout_from(args) -> Layout:
@@ -84,7 +93,12 @@ def format_schedule(s: Schedule) -> str:
 
 
 def _emit(args, schedule: Schedule):
-    print(schedule.to_json() if args.json else format_schedule(schedule))
+    fmt = args.format
+    if args.json:
+        if fmt not in (None, "json"):
+            raise UsageError(f"--json is --format json; it cannot be combined with --format {fmt}")
+        fmt = "json"
+    print(format_schedule(schedule) if fmt is None else export(schedule, fmt))
 
 
 def _cmd_preset(args):
@@ -125,7 +139,8 @@ def _cmd_cost(args):
         if args.steps is None or args.ends is None:
             raise UsageError("name a preset, or a layout with --steps and --ends")
         layout, model, res = _layout_from(args), args.model or "flux-dev", args.resolution or "1024x1024"
-    c = layout_cost(layout, model, res, convention=args.convention, baseline_steps=args.baseline_steps)
+    c = layout_cost(layout, model, res, convention=args.convention, baseline_steps=args.baseline_steps,
+                    solver=args.solver)
     print(json.dumps(c.to_dict(), indent=2) if args.json else format_cost(c))
 
 
@@ -137,18 +152,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?")
     p.add_argument("--list", action="store_true", help="list the presets")
     p.add_argument("--parameters", choices=PARAMETERS, default="default")
-    p.add_argument("--json", action="store_true")
+    _add_format_args(p)
     p.set_defaults(func=_cmd_preset)
 
     p = sub.add_parser("solve", help="solve (c, h_k) for a layout")
     _add_layout_args(p)
     _add_solver_args(p)
-    p.add_argument("--json", action="store_true")
+    _add_format_args(p)
     p.set_defaults(func=_cmd_solve)
 
     p = sub.add_parser("check", help="validate a JSON schedule file and print it")
     p.add_argument("file")
-    p.add_argument("--json", action="store_true")
+    _add_format_args(p)
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("plot", help="plot target vs matched timestep density")
@@ -167,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolution", default=None, help="HEIGHTxWIDTH (default: the preset's, else 1024x1024)")
     p.add_argument("--convention", choices=CONVENTIONS, default="paper")
     p.add_argument("--baseline-steps", type=int, default=50)
+    p.add_argument("--solver", choices=tuple(SOLVERS), default="euler",
+                   help="per-stage solver: sets transformer calls per step (heun: 2 n - 1)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_cost)
     return parser

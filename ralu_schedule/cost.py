@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from ._errors import check_positive_int
 from .grid import PIXELS_PER_TOKEN, token_grid
 from .layout import Layout
+from .export import model_evaluations
 
 CONVENTIONS = ("paper", "full")
 
@@ -254,6 +255,11 @@ class StageCost:
     tokens: int
     steps: int
     tflops: float   # the transformer's alone
+    evaluations: int = 0   # transformer calls: ``steps`` for Euler, ``2 steps - 1`` for Heun
+
+    def __post_init__(self):
+        if not self.evaluations:
+            object.__setattr__(self, "evaluations", self.steps)
 
 
 @dataclass(frozen=True)
@@ -267,6 +273,7 @@ class LayoutCost:
     decode_tflops: float
     baseline_steps: int
     baseline_tflops: float
+    solver: str = "euler"
 
     @property
     def transformer_tflops(self) -> float:
@@ -284,15 +291,16 @@ class LayoutCost:
     def to_dict(self) -> dict:
         return {"model": self.model, "resolution": list(self.resolution), "convention": self.convention,
                 "tflops": self.tflops, "baseline_tflops": self.baseline_tflops,
-                "baseline_steps": self.baseline_steps, "speedup": self.speedup,
+                "baseline_steps": self.baseline_steps, "speedup": self.speedup, "solver": self.solver,
                 "transformer_tflops": self.transformer_tflops,
-                "stages": [{"tokens": s.tokens, "steps": s.steps, "tflops": s.tflops} for s in self.stages],
+                "stages": [{"tokens": s.tokens, "steps": s.steps, "evaluations": s.evaluations, "tflops": s.tflops}
+                           for s in self.stages],
                 "text_encoding_tflops": self.text_encoding_tflops,
                 "edge_decode_tflops": list(self.edge_decode_tflops), "decode_tflops": self.decode_tflops}
 
 
 def layout_cost(layout: Layout, model: "str | ModelSpec" = "flux-dev", resolution=(1024, 1024), *,
-                convention: str = "paper", baseline_steps: int = 50) -> LayoutCost:
+                convention: str = "paper", baseline_steps: int = 50, solver: str = "euler") -> LayoutCost:
     """Cost of sampling one image with ``layout`` against a ``baseline_steps``-step baseline.
 
     Counted: each stage's transformer forwards at its token count (low-res tokens kept plus
@@ -300,6 +308,10 @@ def layout_cost(layout: Layout, model: "str | ModelSpec" = "flux-dev", resolutio
     that upsamples only part of the blocks (at the resolution of the level it selects
     from), text encoding once, the final decode. The baseline is a one-stage layout of
     ``baseline_steps`` steps at full resolution, counted the same way.
+
+    ``solver`` (one of :data:`ralu_schedule.export.SOLVERS`) sets how many transformer calls
+    a stage's steps make (:func:`~ralu_schedule.export.model_evaluations`; Heun ``2 n - 1``);
+    the baseline stays the ``baseline_steps``-call Euler run the paper compares against.
     """
     _check_convention(convention)
     spec = get_model(model)
@@ -308,8 +320,9 @@ def layout_cost(layout: Layout, model: "str | ModelSpec" = "flux-dev", resolutio
     height, width = _resolution(resolution)
     gh, gw = spec.token_grid(height, width, layout.downsampling)
     T = lambda f: f.total(convention) / 1e12  # noqa: E731
-    stages = tuple(StageCost(tokens=n, steps=k, tflops=k * T(spec.step(n)))
-                   for n, k in zip(layout.stage_tokens(gh, gw), layout.steps))
+    calls = [model_evaluations(k, solver) for k in layout.steps]
+    stages = tuple(StageCost(tokens=n, steps=k, tflops=m * T(spec.step(n)), evaluations=m)
+                   for n, k, m in zip(layout.stage_tokens(gh, gw), layout.steps, calls))
     edges, level, down = [], 0, layout.downsampling
     for r in layout.fractions:
         edges.append(0.0 if r >= 1.0 else T(spec.vae.decode(height // down, width // down)))
@@ -321,7 +334,7 @@ def layout_cost(layout: Layout, model: "str | ModelSpec" = "flux-dev", resolutio
     baseline = baseline_steps * T(spec.step(gh * gw)) + text + decode
     return LayoutCost(model=model, resolution=(height, width), convention=convention, stages=stages,
                       text_encoding_tflops=text, edge_decode_tflops=tuple(edges), decode_tflops=decode,
-                      baseline_steps=baseline_steps, baseline_tflops=baseline)
+                      baseline_steps=baseline_steps, baseline_tflops=baseline, solver=solver)
 
 
 def _resolution(resolution) -> tuple:
@@ -337,10 +350,11 @@ def _resolution(resolution) -> tuple:
 
 
 def format_cost(c: LayoutCost) -> str:
-    lines = [f"{c.model} at {c.resolution[0]}x{c.resolution[1]}, convention '{c.convention}' (TFLOPs)",
-             f"{'stage':>5} {'tokens':>7} {'steps':>5} {'TFLOPs':>9}"]
+    solver = "" if c.solver == "euler" else f", solver {c.solver}"
+    lines = [f"{c.model} at {c.resolution[0]}x{c.resolution[1]}, convention '{c.convention}'{solver} (TFLOPs)",
+             f"{'stage':>5} {'tokens':>7} {'steps':>5} {'calls':>5} {'TFLOPs':>9}"]
     for i, s in enumerate(c.stages, 1):
-        lines.append(f"{i:>5} {s.tokens:>7} {s.steps:>5} {s.tflops:>9.1f}")
+        lines.append(f"{i:>5} {s.tokens:>7} {s.steps:>5} {s.evaluations:>5} {s.tflops:>9.1f}")
     lines += [f"text encoding       {c.text_encoding_tflops:9.2f}",
               f"edge decodes        {sum(c.edge_decode_tflops):9.2f}",
               f"final decode        {c.decode_tflops:9.2f}",

@@ -11,6 +11,7 @@ _EXPORTS = {
     "TokenSet": "tokens", "UPSAMPLE_MODES": "tokens",
     "SELECTIONS": "options",
     "PipelineBackend": "backends.base", "SamplerBackend": "backends.base",
+    "stage_scheduler": "solvers", "upsample_latents": "stock", "flow_denoiser": "stock",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -17,6 +17,7 @@ from .backends import backend_for
 from .options import KEPT_NOISE, OUTPUT_TYPES
 from .sampler import sample
 from .selection import check_edge_thresholds, selection_policy
+from .solvers import resolve_solver, stage_scheduler
 from .tokens import check_mode, unpack
 
 CALLBACK_INPUTS = {"latents", "stage"}
@@ -54,6 +55,13 @@ class RALU:
     callable ``(estimate, tokens, fraction, generator) -> mask`` (:mod:`ralu_torch.selection`).
     ``noise_sampler``: a callable ``(shape, generator, device) -> tensor`` of standard
     normals for the sampler's noise (default: diffusers' ``randn_tensor`` with ``generator``).
+    ``solver``: how each stage integrates: ``"scheduler"`` (default) uses the class of
+    ``pipe.scheduler`` at call time, any diffusers flow-matching scheduler
+    (``FlowMatchEulerDiscreteScheduler``, ``FlowMatchHeunDiscreteScheduler``, or
+    ``DPMSolverMultistepScheduler``/``UniPCMultistepScheduler`` with ``use_flow_sigmas=True,
+    prediction_type="flow_prediction"``); ``"euler"``; a scheduler instance; or a scheduler
+    class, configured from the pipeline's. Each stage runs a fresh copy over exactly its own
+    sigmas (:mod:`ralu_torch.solvers`); plain flow-matching Euler is the built-in step.
     ``compile``: ``True`` or a dict of ``torch.compile`` options compiles the transformer's
     blocks in place (regional compilation; ``dynamic=True`` unless the dict says otherwise),
     once, here; the pipeline's own calls then use the compiled blocks too.
@@ -61,7 +69,7 @@ class RALU:
 
     def __init__(self, pipe, schedule="flux-dev-7x", *, parameters: str = "default", upsample: str = "latent",
                  kept_noise: str = "exact", select="edges", edge_thresholds=(0.1, 0.2), noise_sampler=None,
-                 compile=False):
+                 solver="scheduler", compile=False):
         self.pipe = pipe
         self.backend = backend_for(pipe)
         if parameters not in PARAMETERS:
@@ -76,11 +84,21 @@ class RALU:
             raise ValueError(f"noise_sampler must be a callable (shape, generator, device) -> tensor, "
                              f"got {type(noise_sampler).__name__}")
         self.noise_sampler = noise_sampler
+        self._solver = solver
+        self.solver                                     # checked here, resolved again at each call
         self._fixed, self._layout = _parse_schedule(schedule, parameters)
+        if self._fixed is not None and self.solver is not None:    # a solver that cannot run a stage: refused now
+            for k in range(self._fixed.layout.num_stages):
+                stage_scheduler(self.solver, self._fixed, k)
         if compile is not False and compile is not None:
             if compile is not True and not isinstance(compile, dict):
                 raise ValueError(f"compile must be True, False or a dict of torch.compile options, got {compile!r}")
             self.backend.compile({} if compile is True else dict(compile))
+
+    @property
+    def solver(self):
+        """The scheduler each stage copies, or ``None`` for the built-in Euler step."""
+        return resolve_solver(self._solver, self.pipe.scheduler)
 
     @property
     def layout(self) -> Layout:
@@ -149,7 +167,7 @@ class RALU:
 
         res = sample(be, schedule, cond, batch=batch, grid=grid, generator=generator, upsample=self.upsample,
                      kept_noise=self.kept_noise, select=self.select, noise_sampler=self.noise_sampler,
-                     callback=callback, progress=progress, record=record_transitions)
+                     solver=self.solver, callback=callback, progress=progress, record=record_transitions)
         latents = res.latents.to(be.dtype)
         if output_type == "latent":
             images = be.pipeline_latents(latents, grid)   # the form the pipeline itself returns

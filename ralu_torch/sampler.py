@@ -21,6 +21,7 @@ from ralu_schedule import Plan, Schedule
 
 from .noise import draw, reinjection_noise
 from .selection import check_mask, selection_policy
+from .solvers import stage_scheduler, step_takes_generator
 from .tokens import TokenSet, check_mode, child_source, pack, raster_latent, to_latent, upsample_values
 
 
@@ -44,32 +45,43 @@ class SampleResult:
 
 def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple, generator, upsample: str = "latent",
            kept_noise: str = "exact", select="edges", edge_thresholds=(0.1, 0.2), noise_sampler=None,
-           callback=None, progress=None, record: bool = False) -> SampleResult:
+           solver=None, callback=None, progress=None, record: bool = False) -> SampleResult:
     """Run every stage of ``schedule`` (a :class:`~ralu_schedule.Schedule` or an edited
     :class:`~ralu_schedule.Plan`) on a ``grid`` of full-resolution tokens. ``record=True``
     keeps a :class:`TransitionRecord` per transition (token sets, selection, decoded
-    estimate); by default nothing outlives its transition."""
+    estimate); by default nothing outlives its transition. ``solver``: ``None`` for the
+    built-in Euler step, or a diffusers flow-matching scheduler, of which each stage runs a
+    fresh copy over its own sigmas (:func:`ralu_torch.solvers.stage_scheduler`)."""
     check_mode(upsample)
     plan = schedule.plan if isinstance(schedule, Schedule) else schedule
     if not isinstance(plan, Plan):
         raise ValueError(f"schedule must be a ralu_schedule.Schedule or Plan, got {type(schedule).__name__}")
     policy = selection_policy(select, backend.pixels_per_token, edge_thresholds)
     noise = _checked(noise_sampler or draw)
-    device, Fdim = backend.device, backend.features
+    device = backend.device
     lay = plan.layout
     D = lay.downsampling
     tokens = TokenSet.regular(batch, grid, D, device=device)
     # noise at the first stage's resolution, drawn as a latent like diffusers, then packed
     x = pack(noise((batch, backend.latent_channels, 2 * grid[0] // D, 2 * grid[1] // D), generator, device))
     result = SampleResult(latents=x, tokens=tokens)
+    # every stage's scheduler before the first model call, so a solver that cannot run one is refused up front
+    scheds = [None if solver is None else stage_scheduler(solver, plan, k, device=device)
+              for k in range(lay.num_stages)]
     step = 0
     for k, stage in enumerate(plan.stages):
         sig = torch.tensor(stage.sigmas, dtype=torch.float32, device=device)
         positions = backend.prepare(tokens, cond)                     # once per stage: no bookkeeping in steps
         result.stage_tokens.append(tokens.length)
-        bar = progress(stage.steps, k) if progress else None
-        x, v = run_steps(backend, x, positions, sig, cond, stage=k, first_step=step, callback=callback, bar=bar)
-        step += stage.steps
+        sched = scheds[k]
+        calls = stage.steps if sched is None else len(sched.timesteps)
+        bar = progress(calls, k) if progress else None
+        if sched is None:
+            x, v = run_steps(backend, x, positions, sig, cond, stage=k, first_step=step, callback=callback, bar=bar)
+        else:
+            x, v = run_scheduler(backend, x, positions, sched, cond, generator, stage=k, first_step=step,
+                                 callback=callback, bar=bar)
+        step += calls
         if bar is not None:
             bar.close()
         if k == lay.num_stages - 1:
@@ -79,14 +91,11 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
         if tr.fraction < 1.0:
             x1_hat = x - sig[-1] * v                                  # Tweedie with the stage's last velocity
             mask, estimate = _select(backend, policy, x1_hat, tokens, tr.fraction, generator)
-        new, parent, slot = tokens.upsample(mask, tr.factor)
-        src = child_source(tr.factor, Fdim, upsample, device=device)
-        w = noise((batch, new.length, Fdim), generator, device)
-        z = reinjection_noise(w, parent, slot, src, tokens.length, tr.c, tr.factor, kept_noise)
-        x = tr.a * upsample_values(x, parent, slot, src) + tr.b * z   # x_s = a U(x_e) + b z
+        x, new = apply_transition(x, tokens, mask, tr, generator, noise=noise, upsample=upsample,
+                                  kept_noise=kept_noise)
         if record:
             result.transitions.append(TransitionRecord(tokens, new, mask, estimate))
-        del estimate, mask, parent, slot, w, z
+        del estimate, mask
         tokens = new
     result.latents, result.tokens = x, tokens
     return result
@@ -106,6 +115,37 @@ def run_steps(backend, x, positions, sig, cond, *, stage=0, first_step=0, callba
         if bar is not None:
             bar.update()
     return x, v
+
+
+def run_scheduler(backend, x, positions, sched, cond, generator, *, stage=0, first_step=0, callback=None, bar=None):
+    """One stage on a stage scheduler (:func:`~ralu_torch.solvers.stage_scheduler`): a model
+    call per entry of ``sched.timesteps`` at the sigma it stands for, then the scheduler's
+    own ``step``. Returns the state and the last velocity."""
+    kwargs = {"generator": generator} if step_takes_generator(sched) else {}
+    v = None
+    for i, t in enumerate(sched.timesteps):
+        sigma = sched.ralu_model_sigmas[i]
+        v = backend.velocity(x, positions, sigma, cond)
+        x = sched.step(v, t, x, return_dict=False, **kwargs)[0]
+        if callback is not None:
+            x = callback(first_step + i, stage, sigma, x)
+        if bar is not None:
+            bar.update()
+    return x, v
+
+
+def apply_transition(x, tokens: TokenSet, mask, tr, generator, *, noise=draw, upsample: str = "latent",
+                     kept_noise: str = "exact"):
+    """``x_s = a U(x_e) + b z`` for the tokens where ``mask`` is true (METHOD section 3): the
+    new token set's values and the set itself. ``tr`` is a
+    :class:`ralu_schedule.Transition`; ``noise`` draws the i.i.d. normals that
+    :func:`~ralu_torch.noise.reinjection_noise` correlates."""
+    batch, _, Fdim = x.shape
+    new, parent, slot = tokens.upsample(mask, tr.factor)
+    src = child_source(tr.factor, Fdim, upsample, device=x.device)
+    w = noise((batch, new.length, Fdim), generator, x.device)
+    z = reinjection_noise(w, parent, slot, src, tokens.length, tr.c, tr.factor, kept_noise)
+    return tr.a * upsample_values(x, parent, slot, src) + tr.b * z, new
 
 
 def _select(backend, policy, x1_hat, tokens: TokenSet, fraction: float, generator):
