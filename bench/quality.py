@@ -1,10 +1,13 @@
 """Image-quality evidence without weights: RALU's parts, one at a time, on exact Gaussian data.
 
     python bench/quality.py [--seeds 128] [--size 64] [--plot docs/img/quality_spectra.png]
+    python bench/quality.py --data solvers        # the per-stage solver table only
 
 Prints, for the 7x and 4x presets, the spectral Frechet distance to the true data
 distribution, band-wise power errors and the variance of each configuration (see
 ralu_torch.analysis.quality), all run side by side in one process on the same seeds.
+The solver table runs each preset with each diffusers flow-matching solver against a
+full-resolution baseline of the same solver and the same number of model evaluations.
 """
 
 from __future__ import annotations
@@ -14,9 +17,10 @@ import time
 
 import torch
 
-from ralu_schedule import Layout, solve
+from ralu_schedule import Layout, preset, solve
+from ralu_schedule.export import model_evaluations
 from ralu_torch.backends.gaussian import GaussianBackend, GaussianField, TexturePatchField
-from ralu_torch.analysis.quality import (BANDS, configurations, radial_log_ratio, region_metrics, run, selection_hit_rate,
+from ralu_torch.analysis.quality import (BANDS, configurations, flop_matched_steps, radial_log_ratio, region_metrics, run, selection_hit_rate,
                                 spectrum_metrics)
 
 
@@ -28,13 +32,62 @@ def main(argv=None):
     ap.add_argument("--presets", nargs="+", default=["flux-dev-7x", "flux-dev-4x"])
     ap.add_argument("--baseline-steps", type=int, default=50)
     ap.add_argument("--plot", default=None)
-    ap.add_argument("--data", nargs="+", choices=["gaussian", "edged"], default=["gaussian", "edged"])
+    ap.add_argument("--data", nargs="+", choices=["gaussian", "edged", "solvers"],
+                    default=["gaussian", "edged", "solvers"])
     ap.add_argument("--edged-size", type=int, default=32, help="side of the edged field (dense covariances)")
     args = ap.parse_args(argv)
     if "gaussian" in args.data:
         stationary(args)
     if "edged" in args.data:
         edged(args)
+    if "solvers" in args.data:
+        solvers(args)
+
+
+def solver_schedulers() -> dict:
+    """Cost-model solver name -> the diffusers scheduler RALU steps with (None: built-in Euler)."""
+    from diffusers import DPMSolverMultistepScheduler, FlowMatchHeunDiscreteScheduler, UniPCMultistepScheduler
+
+    flow = dict(use_flow_sigmas=True, prediction_type="flow_prediction")
+    return {"euler": None, "heun": FlowMatchHeunDiscreteScheduler(),
+            "dpm-multistep": DPMSolverMultistepScheduler(**flow), "unipc": UniPCMultistepScheduler(**flow)}
+
+
+def baseline_steps_for(calls: int, solver: str) -> int:
+    """Steps of a one-stage run of ``solver`` with ``calls`` model evaluations (or just under)."""
+    n = 1
+    while model_evaluations(n + 1, solver) <= calls:
+        n += 1
+    return n
+
+
+def solvers(args):
+    """Each solver with each preset, against full-resolution runs of the same solver with the
+    same number of model evaluations and with the same FLOPs (cost model, 1024x1024)."""
+    field = GaussianField(height=args.size, width=args.size, exponent=args.exponent)
+    be = GaussianBackend(field)
+    band_names = [f"{lo:g}-{hi:g}" for lo, hi in BANDS]
+    print()
+    print(f"Solvers: Gaussian field {args.size}x{args.size}, spectrum ~ |k|^-{args.exponent:g}; {args.seeds} seeds per "
+          "row; RALU with the preset's parameters; baselines: same solver at full resolution with the same model calls, "
+          "and with the same FLOPs at 1024x1024 (cost model)")
+    print()
+    print("| preset | solver | run | model calls | FD x1e3 | " + " | ".join(band_names) + " | var |")
+    print("|---|---|---|---:|---:|" + "---:|" * len(band_names) + "---:|")
+    for name in args.presets:
+        sched = preset(name)
+        for label, scheduler in solver_schedulers().items():
+            calls = sum(model_evaluations(n, label) for n in sched.layout.steps)
+            n = baseline_steps_for(calls, label)
+            n_flops = baseline_steps_for(flop_matched_steps(name, solver=label), label)
+            rows = [("RALU", sched)] + [(f"{m} steps, full res., same {what}", solve(Layout(steps=(m,), ends=(1.0,))))
+                                        for m, what in ((n, "calls"), (n_flops, "FLOPs"))]
+            for run_name, s in rows:
+                c = sum(model_evaluations(k, label) for k in s.layout.steps)
+                x, _ = run(be, s, args.seeds, solver=scheduler)
+                m = spectrum_metrics(x, field)
+                print(f"| {name} | {label} | {run_name} | {c} | {1e3 * m['fd']:.2f} | "
+                      + " | ".join(f"{v:+.3f}" for v in m["bands"]) + f" | {m['var']:.3f} |")
 
 
 def edged(args):

@@ -66,6 +66,14 @@ def test_quality_bench_small(capsys, tmp_path):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+def test_quality_bench_solver_table(capsys):
+    out = run_script("quality.py", ["--seeds", "4", "--size", "16", "--presets", "flux-dev-7x", "--data", "solvers"],
+                     capsys)
+    rows = [line for line in out.splitlines() if line.startswith("| flux-dev-7x")]
+    assert [r.split("|")[2].strip() for r in rows[::3]] == ["euler", "heun", "dpm-multistep", "unipc"]
+    assert [int(r.split("|")[4]) for r in rows[:6]] == [10, 10, 7, 17, 17, 11]   # calls: RALU, same calls, same FLOPs
+
+
 def test_ralu_demo_cli(tmp_path, capsys):
     from ralu_torch.cli import main
 

@@ -62,10 +62,11 @@ def without_mixed_stage(s: Schedule) -> Schedule:
     return solve(merged)
 
 
-def flop_matched_steps(name: str, model: str = "flux-dev") -> int:
-    """Steps of a full-resolution baseline with the preset's FLOPs (cost model, 1024x1024)."""
+def flop_matched_steps(name: str, model: str = "flux-dev", solver: str = "euler") -> int:
+    """Model calls of a full-resolution baseline with the preset's FLOPs (cost model,
+    1024x1024) when the preset runs with ``solver``; Euler steps for the default solver."""
     p = get_preset(name)
-    c = layout_cost(p.layout, model, (1024, 1024))
+    c = layout_cost(p.layout, model, (1024, 1024), solver=solver)
     per_step = get_model(model).step(4096).total("paper") / 1e12
     return max(1, round((c.tflops - c.text_encoding_tflops - c.decode_tflops) / per_step))
 
