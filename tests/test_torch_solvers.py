@@ -264,3 +264,14 @@ def test_flow_denoiser_is_x_minus_sigma_v_for_scalar_and_per_image_sigma():
                                x - torch.tensor([0.25, 0.5]).view(2, 1, 1, 1) * 2.0 * x)
     with pytest.raises(ValueError, match="callable"):
         flow_denoiser(3)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_each_solver_runs_sd3(solver):
+    from ralu_torch.testing import sd3_pipeline, sd3_prompt_embeds
+
+    pipe = sd3_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    out = RALU(pipe, "sd3-medium-7x", solver=solver)(**sd3_prompt_embeds(pipe), height=128, width=128,
+                                                     generator=gen(), output_type="latent").images
+    assert torch.isfinite(out).all()
