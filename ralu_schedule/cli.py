@@ -10,6 +10,7 @@ import json
 import sys
 
 from ._errors import MissingDependency, UsageError
+from .caching import parse_cache
 from .cost import CONVENTIONS, MODELS, format_cost, layout_cost
 from .export import FORMATS, SOLVERS, export
 from .layout import DEFAULT_BASE_SHIFT, Layout, Schedule
@@ -140,7 +141,8 @@ def _cmd_cost(args):
             raise UsageError("name a preset, or a layout with --steps and --ends")
         layout, model, res = _layout_from(args), args.model or "flux-dev", args.resolution or "1024x1024"
     c = layout_cost(layout, model, res, convention=args.convention, baseline_steps=args.baseline_steps,
-                    solver=args.solver)
+                    solver=args.solver, cache=None if args.cache is None else parse_cache(args.cache),
+                    text_tokens=args.text_tokens)
     print(json.dumps(c.to_dict(), indent=2) if args.json else format_cost(c))
 
 
@@ -184,6 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline-steps", type=int, default=50)
     p.add_argument("--solver", choices=tuple(SOLVERS), default="euler",
                    help="per-stage solver: sets transformer calls per step (heun: 2 n - 1)")
+    p.add_argument("--cache", default=None, metavar="NAME[:key=value,...]",
+                   help="a fixed-pattern step cache restarted per stage, e.g. taylorseer:interval=3,warmup=3")
+    p.add_argument("--text-tokens", type=int, default=None,
+                   help="T5 tokens (max_sequence_length) instead of the model's default")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_cost)
     return parser

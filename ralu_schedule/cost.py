@@ -13,7 +13,7 @@ formula here against that counter on full-size models built on torch's ``meta`` 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ._errors import check_positive_int
 from .grid import PIXELS_PER_TOKEN, token_grid
@@ -256,10 +256,13 @@ class StageCost:
     steps: int
     tflops: float   # the transformer's alone
     evaluations: int = 0   # transformer calls: ``steps`` for Euler, ``2 steps - 1`` for Heun
+    full_calls: int | None = None   # with a cache: calls that run the whole model (else all of them)
 
     def __post_init__(self):
         if not self.evaluations:
             object.__setattr__(self, "evaluations", self.steps)
+        if self.full_calls is None:
+            object.__setattr__(self, "full_calls", self.evaluations)
 
 
 @dataclass(frozen=True)
@@ -274,6 +277,8 @@ class LayoutCost:
     baseline_steps: int
     baseline_tflops: float
     solver: str = "euler"
+    cache: object = None
+    text_tokens: int | None = None
 
     @property
     def transformer_tflops(self) -> float:
@@ -293,14 +298,17 @@ class LayoutCost:
                 "tflops": self.tflops, "baseline_tflops": self.baseline_tflops,
                 "baseline_steps": self.baseline_steps, "speedup": self.speedup, "solver": self.solver,
                 "transformer_tflops": self.transformer_tflops,
-                "stages": [{"tokens": s.tokens, "steps": s.steps, "evaluations": s.evaluations, "tflops": s.tflops}
-                           for s in self.stages],
+                "stages": [{"tokens": s.tokens, "steps": s.steps, "evaluations": s.evaluations,
+                            "full_calls": s.full_calls, "tflops": s.tflops} for s in self.stages],
+                "cache": None if self.cache is None else {"name": type(self.cache).__name__, **vars(self.cache)},
+                "text_tokens": self.text_tokens,
                 "text_encoding_tflops": self.text_encoding_tflops,
                 "edge_decode_tflops": list(self.edge_decode_tflops), "decode_tflops": self.decode_tflops}
 
 
 def layout_cost(layout: Layout, model: "str | ModelSpec" = "flux-dev", resolution=(1024, 1024), *,
-                convention: str = "paper", baseline_steps: int = 50, solver: str = "euler") -> LayoutCost:
+                convention: str = "paper", baseline_steps: int = 50, solver: str = "euler", cache=None,
+                text_tokens: int | None = None) -> LayoutCost:
     """Cost of sampling one image with ``layout`` against a ``baseline_steps``-step baseline.
 
     Counted: each stage's transformer forwards at its token count (low-res tokens kept plus
@@ -312,17 +320,31 @@ def layout_cost(layout: Layout, model: "str | ModelSpec" = "flux-dev", resolutio
     ``solver`` (one of :data:`ralu_schedule.export.SOLVERS`) sets how many transformer calls
     a stage's steps make (:func:`~ralu_schedule.export.model_evaluations`; Heun ``2 n - 1``);
     the baseline stays the ``baseline_steps``-call Euler run the paper compares against.
+
+    ``cache``: a fixed-pattern step cache (:class:`ralu_schedule.caching.TaylorSeerPolicy`),
+    restarted in every stage; predicted calls cost its ``predicted_cost`` (paper: 0).
+    ``text_tokens``: the T5 sequence length (``max_sequence_length``) instead of the model's
+    default (FLUX.1-dev 512, schnell 256, SD3 256 T5 tokens after 77 CLIP tokens); it sets
+    the transformer's text tokens and T5's cost, for the layout and the baseline alike.
     """
     _check_convention(convention)
     spec = get_model(model)
     model = spec.name
+    if text_tokens is not None:
+        n = check_positive_int("text tokens", text_tokens)
+        spec = replace(spec, text_tokens=spec.text_tokens - spec.t5_tokens + n, t5_tokens=n)
+    if cache is not None and not hasattr(cache, "step_costs"):
+        raise ValueError(f"cache must be a fixed-pattern policy such as ralu_schedule.caching.TaylorSeerPolicy, "
+                         f"got {type(cache).__name__}")
     baseline_steps = check_positive_int("baseline steps", baseline_steps)
     height, width = _resolution(resolution)
     gh, gw = spec.token_grid(height, width, layout.downsampling)
     T = lambda f: f.total(convention) / 1e12  # noqa: E731
     calls = [model_evaluations(k, solver) for k in layout.steps]
-    stages = tuple(StageCost(tokens=n, steps=k, tflops=m * T(spec.step(n)), evaluations=m)
-                   for n, k, m in zip(layout.stage_tokens(gh, gw), layout.steps, calls))
+    work = [float(m) if cache is None else sum(cache.step_costs(m)) for m in calls]
+    full = [m if cache is None else len(cache.full_steps(m)) for m in calls]
+    stages = tuple(StageCost(tokens=n, steps=k, tflops=w * T(spec.step(n)), evaluations=m, full_calls=f)
+                   for n, k, m, w, f in zip(layout.stage_tokens(gh, gw), layout.steps, calls, work, full))
     edges, level, down = [], 0, layout.downsampling
     for r in layout.fractions:
         edges.append(0.0 if r >= 1.0 else T(spec.vae.decode(height // down, width // down)))
@@ -334,7 +356,8 @@ def layout_cost(layout: Layout, model: "str | ModelSpec" = "flux-dev", resolutio
     baseline = baseline_steps * T(spec.step(gh * gw)) + text + decode
     return LayoutCost(model=model, resolution=(height, width), convention=convention, stages=stages,
                       text_encoding_tflops=text, edge_decode_tflops=tuple(edges), decode_tflops=decode,
-                      baseline_steps=baseline_steps, baseline_tflops=baseline, solver=solver)
+                      baseline_steps=baseline_steps, baseline_tflops=baseline, solver=solver, cache=cache,
+                      text_tokens=text_tokens)
 
 
 def _resolution(resolution) -> tuple:
@@ -351,10 +374,14 @@ def _resolution(resolution) -> tuple:
 
 def format_cost(c: LayoutCost) -> str:
     solver = "" if c.solver == "euler" else f", solver {c.solver}"
+    if c.cache is not None:
+        solver += ", cache " + ", ".join(f"{k}={v}" for k, v in vars(c.cache).items())
+    if c.text_tokens is not None:
+        solver += f", {c.text_tokens} text tokens"
     lines = [f"{c.model} at {c.resolution[0]}x{c.resolution[1]}, convention '{c.convention}'{solver} (TFLOPs)",
-             f"{'stage':>5} {'tokens':>7} {'steps':>5} {'calls':>5} {'TFLOPs':>9}"]
+             f"{'stage':>5} {'tokens':>7} {'steps':>5} {'calls':>5} {'full':>5} {'TFLOPs':>9}"]
     for i, s in enumerate(c.stages, 1):
-        lines.append(f"{i:>5} {s.tokens:>7} {s.steps:>5} {s.evaluations:>5} {s.tflops:>9.1f}")
+        lines.append(f"{i:>5} {s.tokens:>7} {s.steps:>5} {s.evaluations:>5} {s.full_calls:>5} {s.tflops:>9.1f}")
     lines += [f"text encoding       {c.text_encoding_tflops:9.2f}",
               f"edge decodes        {sum(c.edge_decode_tflops):9.2f}",
               f"final decode        {c.decode_tflops:9.2f}",

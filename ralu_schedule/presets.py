@@ -61,6 +61,19 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
 ]}
 PRESETS.update({p.name: p for p in [_sd3("sd3-medium-4x", "flux-dev-4x", "4x"),
                                     _sd3("sd3-medium-7x", "flux-dev-7x", "7x")]})
+# Chosen by measurement (bench/preset_search.py, docs/compose.md); solved by ralu_schedule, no published parameters.
+PRESETS.update({p.name: p for p in [
+    Preset(name="flux-dev-10x", model="flux-dev", resolution=(1024, 1024),
+           layout=Layout(steps=(3, 2, 1, 3), ends=(0.2, 0.35, 0.45, 1.0), factors=(2, 2, 2), fractions=(1.0, 0.1, 1.0),
+                         base_shift=DEFAULT_BASE_SHIFT),
+           shifts=None, z=None,
+           description="FLUX.1-dev 10.35x: 4 stages from 1/8 resolution, 10% of tokens early"),
+    Preset(name="flux-schnell-16x", model="flux-schnell", resolution=(1024, 1024),
+           layout=Layout(steps=(1, 1, 2), ends=(0.4, 0.55, 1.0), factors=(2, 2), fractions=(0.3, 1.0),
+                         base_shift=shift_rule("flux-schnell").shift),
+           shifts=None, z=None,
+           description="FLUX.1-schnell's 4 steps as 1+1+2: 15.9x vs FLUX.1-dev 50 steps, 1.35x vs schnell 4 steps"),
+]})
 
 PARAMETERS = ("default", "authors", "optimised")
 

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 import torch
+from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
@@ -14,13 +15,14 @@ from ralu_schedule import Layout, Schedule, get_preset, preset, solve, token_gri
 from ralu_schedule.presets import PARAMETERS
 
 from .backends import backend_for
+from .caches import CallCounter, StageScope, cache_config, check_cache, check_cache_for_run, enable_cache
 from .options import KEPT_NOISE, OUTPUT_TYPES
 from .sampler import sample
 from .selection import check_edge_thresholds, selection_policy
 from .solvers import resolve_solver, stage_scheduler
 from .tokens import check_mode, unpack
 
-CALLBACK_INPUTS = {"latents", "stage"}
+CALLBACK_INPUTS = {"latents", "stage", "prompt_embeds", "pooled_prompt_embeds"}
 
 
 @dataclass
@@ -33,6 +35,8 @@ class RALUPipelineOutput(BaseOutput):
     stage_tokens: list = field(default_factory=list)
     transitions: list = field(default_factory=list)
     schedule: Schedule | None = None
+    stage_calls: list = field(default_factory=list)
+    interrupted: bool = False
 
 
 class RALU:
@@ -62,6 +66,11 @@ class RALU:
     prediction_type="flow_prediction"``); ``"euler"``; a scheduler instance; or a scheduler
     class, configured from the pipeline's. Each stage runs a fresh copy over exactly its own
     sigmas (:mod:`ralu_torch.solvers`); plain flow-matching Euler is the built-in step.
+    ``cache``: a diffusers cache configuration (``FirstBlockCacheConfig``,
+    ``TaylorSeerCacheConfig``, ``FasterCacheConfig``, ``PyramidAttentionBroadcastConfig``, ...)
+    to enable on the transformer; a cache enabled beforehand with
+    ``pipe.transformer.enable_cache(config)`` works the same. Cache state is reset at each
+    stage (:mod:`ralu_torch.caches`); the output's ``stage_calls`` says what it skipped.
     ``compile``: ``True`` or a dict of ``torch.compile`` options compiles the transformer's
     blocks in place (regional compilation; ``dynamic=True`` unless the dict says otherwise),
     once, here; the pipeline's own calls then use the compiled blocks too.
@@ -69,7 +78,7 @@ class RALU:
 
     def __init__(self, pipe, schedule="flux-dev-7x", *, parameters: str = "default", upsample: str = "latent",
                  kept_noise: str = "exact", select="edges", edge_thresholds=(0.1, 0.2), noise_sampler=None,
-                 solver="scheduler", compile=False):
+                 solver="scheduler", cache=None, compile=False):
         self.pipe = pipe
         self.backend = backend_for(pipe)
         if parameters not in PARAMETERS:
@@ -87,6 +96,15 @@ class RALU:
         self._solver = solver
         self.solver                                     # checked here, resolved again at each call
         self._fixed, self._layout = _parse_schedule(schedule, parameters)
+        transformer = self.backend.transformer
+        if cache is not None:
+            enable_cache(transformer, cache)
+        elif cache_config(transformer) is not None:
+            check_cache(cache_config(transformer))
+        self._guidance_scale = None
+        self._num_timesteps = None
+        self._current_timestep = None
+        self._interrupt = False
         if self._fixed is not None and self.solver is not None:    # a solver that cannot run a stage: refused now
             for k in range(self._fixed.layout.num_stages):
                 stage_scheduler(self.solver, self._fixed, k)
@@ -99,6 +117,26 @@ class RALU:
     def solver(self):
         """The scheduler each stage copies, or ``None`` for the built-in Euler step."""
         return resolve_solver(self._solver, self.pipe.scheduler)
+
+    # what diffusers' callbacks and cache callbacks read from a pipeline
+    @property
+    def num_timesteps(self) -> int | None:
+        """Model calls of the current (or last) run, all stages together."""
+        return self._num_timesteps
+
+    @property
+    def current_timestep(self):
+        """The model call's timestep (``1000 sigma``) while a run is in progress, else None."""
+        return self._current_timestep
+
+    @property
+    def interrupt(self) -> bool:
+        """Set ``_interrupt = True`` (on this object or on the pipeline) from a callback to stop."""
+        return self._interrupt
+
+    @property
+    def guidance_scale(self):
+        return self._guidance_scale
 
     @property
     def layout(self) -> Layout:
@@ -148,26 +186,54 @@ class RALU:
             raise ValueError(f"{type(pipe).__name__} does not take {str(err).split('argument ')[-1]}") from None
         batch = cond.batch
 
+        if cache_config(be.transformer) is not None:
+            check_cache(cache_config(be.transformer))
+            check_cache_for_run(cache_config(be.transformer), schedule.plan)
+        if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
+            callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         callback = None
         unknown = set(callback_on_step_end_tensor_inputs) - CALLBACK_INPUTS
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs may name {', '.join(sorted(CALLBACK_INPUTS))}, "
                              f"got {', '.join(sorted(unknown))}")
+        self._guidance_scale = getattr(cond, "guidance_scale", guidance_scale)
         if callback_on_step_end is not None:
             def callback(step, stage, sigma, x):
-                kwargs = {"latents": x, "stage": stage}
+                kwargs = {"latents": x, "stage": stage, "prompt_embeds": cond.prompt_embeds,
+                          "pooled_prompt_embeds": cond.pooled_prompt_embeds}
                 out = callback_on_step_end(self, step, sigma * 1000, {k: kwargs[k] for k in
-                                                                       callback_on_step_end_tensor_inputs})
-                return (out or {}).get("latents", x)
+                                                                       callback_on_step_end_tensor_inputs}) or {}
+                for key in ("prompt_embeds", "pooled_prompt_embeds"):   # as diffusers' loops take them back
+                    if key in out:
+                        setattr(cond, key, out[key])
+                if hasattr(cond, "guidance_scale") and self._guidance_scale != cond.guidance_scale:
+                    cond.guidance_scale = self._guidance_scale           # e.g. a CFG cut-off callback
+                return out.get("latents", x)
 
         def progress(total, stage):  # one bar per stage, honouring pipe.set_progress_bar_config
             cfg = {"desc": f"RALU stage {stage + 1}/{schedule.layout.num_stages}",
                    **getattr(pipe, "_progress_bar_config", {})}
             return tqdm(total=total, **cfg)
 
-        res = sample(be, schedule, cond, batch=batch, grid=grid, generator=generator, upsample=self.upsample,
-                     kept_noise=self.kept_noise, select=self.select, noise_sampler=self.noise_sampler,
-                     solver=self.solver, callback=callback, progress=progress, record=record_transitions)
+        solver = self.solver
+        self._num_timesteps = sum(len(stage_scheduler(solver, schedule, k).timesteps) if solver is not None else n
+                                  for k, n in enumerate(schedule.layout.steps))
+        self._interrupt = pipe._interrupt = False
+        counter = CallCounter(be.transformer, measure=cache_config(be.transformer) is not None)
+        scope = StageScope(be.transformer, owner=self, pipe=pipe, counter=counter)
+        try:
+            with counter:
+                res = sample(be, schedule, cond, batch=batch, grid=grid, generator=generator, upsample=self.upsample,
+                             kept_noise=self.kept_noise, select=self.select, noise_sampler=self.noise_sampler,
+                             solver=solver, callback=callback, progress=progress, record=record_transitions,
+                             scope=scope)
+        finally:
+            self._current_timestep = pipe._current_timestep = None
+        spec = be.cost_spec()
+        text_tokens = cond.prompt_embeds.shape[1]
+        for st in counter.stages:
+            st.tflops = st.executed * batch * spec.forward(st.tokens, text_tokens).total("paper") / 1e12 * (
+                2 if getattr(cond, "guided", False) else 1)
         latents = res.latents.to(be.dtype)
         if output_type == "latent":
             images = be.pipeline_latents(latents, grid)   # the form the pipeline itself returns
@@ -178,7 +244,7 @@ class RALU:
         if not return_dict:
             return (images,)
         return RALUPipelineOutput(images=images, stage_tokens=res.stage_tokens, transitions=res.transitions,
-                                  schedule=schedule)
+                                  schedule=schedule, stage_calls=counter.stages, interrupted=res.interrupted)
 
 
 def _parse_schedule(schedule, parameters):

@@ -41,17 +41,21 @@ class SampleResult:
     tokens: TokenSet
     stage_tokens: list = field(default_factory=list)
     transitions: list = field(default_factory=list)
+    interrupted: bool = False
 
 
 def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple, generator, upsample: str = "latent",
            kept_noise: str = "exact", select="edges", edge_thresholds=(0.1, 0.2), noise_sampler=None,
-           solver=None, callback=None, progress=None, record: bool = False) -> SampleResult:
+           solver=None, callback=None, progress=None, record: bool = False, scope=None) -> SampleResult:
     """Run every stage of ``schedule`` (a :class:`~ralu_schedule.Schedule` or an edited
     :class:`~ralu_schedule.Plan`) on a ``grid`` of full-resolution tokens. ``record=True``
     keeps a :class:`TransitionRecord` per transition (token sets, selection, decoded
     estimate); by default nothing outlives its transition. ``solver``: ``None`` for the
     built-in Euler step, or a diffusers flow-matching scheduler, of which each stage runs a
-    fresh copy over its own sigmas (:func:`ralu_torch.solvers.stage_scheduler`)."""
+    fresh copy over its own sigmas (:func:`ralu_torch.solvers.stage_scheduler`). ``scope``
+    (:class:`ralu_torch.caches.StageScope`) scopes diffusers' cache hooks to stages, wraps
+    each model call, and can interrupt the run after any step; an interrupted run returns
+    its current state painted on the full-resolution grid (``interrupted=True``)."""
     check_mode(upsample)
     plan = schedule.plan if isinstance(schedule, Schedule) else schedule
     if not isinstance(plan, Plan):
@@ -76,14 +80,23 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
         sched = scheds[k]
         calls = stage.steps if sched is None else len(sched.timesteps)
         bar = progress(calls, k) if progress else None
+        if scope is not None:
+            scope.start_stage(k, calls, tokens.length)
         if sched is None:
-            x, v = run_steps(backend, x, positions, sig, cond, stage=k, first_step=step, callback=callback, bar=bar)
+            x, v = run_steps(backend, x, positions, sig, cond, stage=k, first_step=step, callback=callback, bar=bar,
+                             scope=scope)
         else:
             x, v = run_scheduler(backend, x, positions, sched, cond, generator, stage=k, first_step=step,
-                                 callback=callback, bar=bar)
+                                 callback=callback, bar=bar, scope=scope)
         step += calls
         if bar is not None:
             bar.close()
+        if scope is not None and scope.interrupted:
+            if k < lay.num_stages - 1:                                # paint the mixed state at full resolution
+                x = pack(to_latent(x, tokens))
+                tokens = TokenSet.regular(batch, grid, 1, device=device)
+            result.interrupted = True
+            break
         if k == lay.num_stages - 1:
             break
         tr = plan.transitions[k]
@@ -101,23 +114,33 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
     return result
 
 
-def run_steps(backend, x, positions, sig, cond, *, stage=0, first_step=0, callback=None, bar=None):
+def run_steps(backend, x, positions, sig, cond, *, stage=0, first_step=0, callback=None, bar=None, scope=None):
     """Euler steps over ``sig`` (the stage's sigmas on the device) at prepared ``positions``;
     returns the state and the last velocity. Nothing here synchronises with the host (the
     tests run it under :class:`ralu_torch.testing.HostSyncDetector`), so a step can be
     captured in a CUDA graph."""
     v = None
     for i in range(len(sig) - 1):
-        v = backend.velocity(x, positions, sig[i], cond)
+        v = _velocity(backend, x, positions, sig[i], cond, scope, i)
         x = x + (sig[i + 1] - sig[i]) * v
         if callback is not None:
             x = callback(first_step + i, stage, sig[i], x)
         if bar is not None:
             bar.update()
+        if scope is not None and scope.interrupted:
+            break
     return x, v
 
 
-def run_scheduler(backend, x, positions, sched, cond, generator, *, stage=0, first_step=0, callback=None, bar=None):
+def _velocity(backend, x, positions, sigma, cond, scope, index):
+    if scope is None:
+        return backend.velocity(x, positions, sigma, cond)
+    with scope.call(index, sigma):
+        return backend.velocity(x, positions, sigma, cond)
+
+
+def run_scheduler(backend, x, positions, sched, cond, generator, *, stage=0, first_step=0, callback=None, bar=None,
+                  scope=None):
     """One stage on a stage scheduler (:func:`~ralu_torch.solvers.stage_scheduler`): a model
     call per entry of ``sched.timesteps`` at the sigma it stands for, then the scheduler's
     own ``step``. Returns the state and the last velocity."""
@@ -125,12 +148,14 @@ def run_scheduler(backend, x, positions, sched, cond, generator, *, stage=0, fir
     v = None
     for i, t in enumerate(sched.timesteps):
         sigma = sched.ralu_model_sigmas[i]
-        v = backend.velocity(x, positions, sigma, cond)
+        v = _velocity(backend, x, positions, sigma, cond, scope, i)
         x = sched.step(v, t, x, return_dict=False, **kwargs)[0]
         if callback is not None:
             x = callback(first_step + i, stage, sigma, x)
         if bar is not None:
             bar.update()
+        if scope is not None and scope.interrupted:
+            break
     return x, v
 
 

@@ -134,7 +134,7 @@ def test_return_dict_false_and_pil(dev):
     (dict(height=128, width=128, output_type="jpeg"), "output_type must be one of pil, np, pt, latent"),
     (dict(height=128, width=128, generator=[torch.Generator()] * 2), "got 2 generators for a batch of 1"),
     (dict(height=128, width=128, callback_on_step_end_tensor_inputs=("latents", "noise")),
-     "callback_on_step_end_tensor_inputs may name latents, stage, got noise"),
+     "callback_on_step_end_tensor_inputs may name latents, pooled_prompt_embeds, prompt_embeds, stage, got noise"),
 ])
 def test_call_errors(dev, kwargs, msg):
     with pytest.raises(ValueError, match=msg):
@@ -142,7 +142,7 @@ def test_call_errors(dev, kwargs, msg):
 
 
 def test_construction_errors(dev):
-    with pytest.raises(ValueError, match="unknown preset 'flux-dev-9x'; known presets: flux-dev-4x, flux-dev-7x, sd3-medium-4x, sd3-medium-7x"):
+    with pytest.raises(ValueError, match="unknown preset 'flux-dev-9x'; known presets: flux-dev-10x, flux-dev-4x, flux-dev-7x, flux-schnell-16x, sd3-medium-4x, sd3-medium-7x"):
         RALU(dev, "flux-dev-9x")
     with pytest.raises(ValueError, match="upsample must be one of latent, token"):
         RALU(dev, upsample="bicubic")

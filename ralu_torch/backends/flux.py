@@ -112,6 +112,16 @@ class FluxBackend(DiffusersBackend):
                              return_dict=False)[0]
         return v.float()
 
+    def cost_spec(self):
+        """The cost model's description of this transformer (from its config)."""
+        from ralu_schedule.cost import TransformerSpec
+
+        c = self.transformer.config
+        return TransformerSpec(family="flux", double=c.num_layers, single=c.num_single_layers,
+                               heads=c.num_attention_heads, head_dim=c.attention_head_dim, token_features=c.in_channels,
+                               context_dim=c.joint_attention_dim, pooled_dim=c.pooled_projection_dim,
+                               guidance_embeds=c.guidance_embeds)
+
     def pipeline_latents(self, tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
         """FluxPipeline returns packed tokens for ``output_type="latent"``."""
         return tokens

@@ -143,6 +143,8 @@ class SD3Backend(DiffusersBackend):
         xin = x.to(dtype)
         if cond.guided:
             xin = torch.cat([xin, xin])
+        elif positions.shape[0] == 2 * xin.shape[0]:     # guidance cut off mid-stage (a callback)
+            positions = positions[xin.shape[0]:]
         timestep = (sigma * 1000).expand(xin.shape[0]).to(dtype)   # SD3 takes t in [0, 1000]
         v = forward_tokens(self.transformer, xin, positions, cond.prompt_embeds, cond.pooled_prompt_embeds, timestep,
                            cond.joint_attention_kwargs)
@@ -150,6 +152,16 @@ class SD3Backend(DiffusersBackend):
             uncond, text = v.chunk(2)
             v = uncond + cond.guidance_scale * (text - uncond)
         return v.float()
+
+    def cost_spec(self):
+        """The cost model's description of this transformer (from its config)."""
+        from ralu_schedule.cost import TransformerSpec
+
+        c = self.transformer.config
+        return TransformerSpec(family="sd3", double=c.num_layers, heads=c.num_attention_heads,
+                               head_dim=c.attention_head_dim, token_features=self.features,
+                               context_dim=c.joint_attention_dim, pooled_dim=c.pooled_projection_dim,
+                               dual_attention_layers=tuple(c.dual_attention_layers or ()))
 
     def pipeline_latents(self, tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
         """StableDiffusion3Pipeline returns the 4-D latent for ``output_type="latent"``."""
