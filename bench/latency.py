@@ -30,7 +30,10 @@ import torch
 import ralu_torch.backends.flux as flux_backend
 import ralu_torch.sampler as sampler
 import ralu_torch.tokens as tokens_module
+from diffusers.hooks import TaylorSeerCacheConfig
+
 from ralu_schedule import Layout, preset
+from ralu_schedule.caching import TaylorSeerPolicy
 from ralu_schedule.cost import ModelSpec, TransformerSpec, VAEDecoderSpec, layout_cost
 from ralu_torch import RALU
 from ralu_torch.testing import flux_pipeline, prompt_embeds
@@ -83,6 +86,11 @@ class Timers:
 
     def reset(self):
         self.total = dict.fromkeys(PARTS, 0.0)
+
+
+# diffusers' TaylorSeer in lite mode (whole blocks predicted); the cost model counts predicted calls free
+TAYLORSEER_CONFIG = dict(cache_interval=3, disable_cache_before_step=2, use_lite_mode=True)
+TAYLORSEER = TaylorSeerPolicy(interval=3, warmup=2)
 
 
 def model_spec(pipe, text_tokens: int) -> ModelSpec:
@@ -147,6 +155,9 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--baseline-steps", type=int, default=50)
     ap.add_argument("--presets", nargs="+", default=["flux-dev-7x", "flux-dev-4x"])
+    ap.add_argument("--stacked", action="store_true",
+                    help="add RALU + TaylorSeer (diffusers, lite mode, interval 3, warm-up 2), flux-dev-10x, and a "
+                         "4-step baseline next to flux-schnell-16x")
     args = ap.parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = torch.device(device).type == "cuda"
@@ -184,8 +195,24 @@ def main(argv=None):
                 n_eq = max(1, round(c.transformer_tflops / step_tflops))
                 runs.append((f"FluxPipeline {n_eq} steps (= {name} FLOPs)", n_eq, None))
                 runs.append((f"RALU {name}", None, name))
+            if args.stacked:
+                runs += [("RALU flux-dev-10x", None, "flux-dev-10x"),
+                         ("FluxPipeline 4 steps (schnell's budget)", 4, None),
+                         ("RALU flux-schnell-16x", None, "flux-schnell-16x")]
+                runs += [(f"RALU {name} + TaylorSeer", None, (name, TAYLORSEER)) for name in args.presets]
             rows = {}
             for label, steps, name in runs:
+                if isinstance(name, tuple):              # stacked: RALU with a diffusers cache, counted
+                    name, policy = name
+                    ralu = RALU(pipe, name, cache=TaylorSeerCacheConfig(**TAYLORSEER_CONFIG))
+                    call = lambda ralu=ralu: ralu(**emb, height=size, width=size, generator=gens(),  # noqa: E731
+                                                  output_type="latent")
+                    flops = layout_cost(preset(name).layout, spec, (size, size), baseline_steps=args.baseline_steps,
+                                        cache=policy)
+                    best, median, parts = measure(call, args.repeats, timers, cuda)
+                    pipe.transformer.disable_cache()
+                    rows[label] = (best, median, flops.speedup, parts)
+                    continue
                 if name is None:
                     call = lambda steps=steps: pipe(**emb, height=size, width=size, num_inference_steps=steps,  # noqa: E731
                                                     generator=gens(), output_type="latent")
@@ -196,7 +223,8 @@ def main(argv=None):
                     timers.wrap(ralu, "select", "edge detection")
                     call = lambda ralu=ralu: ralu(**emb, height=size, width=size, generator=gens(),  # noqa: E731
                                                   output_type="latent")
-                    flops = ralu_cost[name]
+                    flops = ralu_cost.get(name) or layout_cost(preset(name).layout, spec, (size, size),
+                                                               baseline_steps=args.baseline_steps)
                 best, median, parts = measure(call, args.repeats, timers, cuda)
                 rows[label] = (best, median, flops.speedup, parts)
             base = rows[runs[0][0]][0]

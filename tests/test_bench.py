@@ -32,6 +32,15 @@ def test_latency_tiny(capsys):
     assert "CPU" in out and "FLOP ratio" in out and "edge detection" in out
 
 
+def test_latency_tiny_stacked(capsys):
+    out = run_script("latency.py", ["--model", "tiny", "--sizes", "128", "--batches", "1", "--repeats", "1",
+                                    "--baseline-steps", "8", "--presets", "flux-dev-7x", "--stacked"], capsys)
+    runs = [line.split("|")[3].strip() for line in out.splitlines() if line.startswith("| 128 |")]
+    assert runs[:7] == ["FluxPipeline 8 steps", "FluxPipeline 7 steps (= flux-dev-7x FLOPs)", "RALU flux-dev-7x",
+                        "RALU flux-dev-10x", "FluxPipeline 4 steps (schnell's budget)", "RALU flux-schnell-16x",
+                        "RALU flux-dev-7x + TaylorSeer"]
+
+
 def test_memory_and_compile_benches_tiny(capsys):
     out = run_script("memory.py", ["--model", "tiny", "--sizes", "64"], capsys)
     row = [line for line in out.splitlines() if line.startswith("| 64 |")]

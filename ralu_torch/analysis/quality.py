@@ -171,3 +171,50 @@ def run(backend: GaussianBackend, schedule, n: int, seed: int = 0, **options):
     gens = [torch.Generator().manual_seed(seed + i) for i in range(n)]
     res = sample(backend, schedule, None, batch=n, grid=backend.grid, generator=gens, record=True, **options)
     return unpack(res.latents, backend.grid), res
+
+
+class TaylorVelocity:
+    """A backend whose velocity is cached the TaylorSeer way: on the full steps of
+    ``policy`` (:class:`ralu_schedule.caching.TaylorSeerPolicy`) the wrapped backend computes
+    it; on the others it is extrapolated from the last full steps by finite differences in the
+    step index, to ``policy.order`` (order 0 reuses the last velocity). History restarts with
+    every stage (``prepare``), as RALU resets diffusers' caches. Everything else is the
+    wrapped backend's. Counts ``full`` and ``predicted`` calls."""
+
+    def __init__(self, backend, policy):
+        self._backend, self.policy = backend, policy
+        self.full = self.predicted = 0
+
+    def __getattr__(self, name):
+        return getattr(self._backend, name)
+
+    def prepare(self, tokens, cond=None):
+        self._step, self._history = 0, []
+        self._full_steps = None
+        return self._backend.prepare(tokens, cond)
+
+    def velocity(self, x, positions, sigma, cond=None):
+        j = self._step
+        self._step += 1
+        if self._full_steps is None:
+            self._full_steps = set(self.policy.full_steps(10_000))
+        if j in self._full_steps or not self._history:
+            v = self._backend.velocity(x, positions, sigma, cond)
+            self._history = (self._history + [(j, v)])[-(self.policy.order + 1):]
+            self.full += 1
+            return v
+        self.predicted += 1
+        return _extrapolate(self._history, j)
+
+
+def _extrapolate(history, j):
+    """Newton forward extrapolation through the points ``(step, value)`` of ``history``."""
+    steps = [s for s, _ in history]
+    values = [v for _, v in history]
+    out, coeff = values[-1], 1.0
+    diffs = list(values)
+    for order in range(1, len(history)):
+        diffs = [(diffs[i + 1] - diffs[i]) / (steps[i + order] - steps[i]) for i in range(len(diffs) - 1)]
+        coeff = coeff * (j - steps[-order])
+        out = out + coeff * diffs[-1]
+    return out
