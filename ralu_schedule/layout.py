@@ -129,6 +129,8 @@ class Layout:
     def stage_tokens(self, grid_height: int, grid_width: int) -> tuple:
         """Token count of each stage for a full-resolution token grid ``grid_height x grid_width``."""
         d = self.downsampling
+        check_positive_int("grid height", grid_height)
+        check_positive_int("grid width", grid_width)
         if grid_height % d or grid_width % d:
             raise ValueError(f"a {grid_height}x{grid_width} token grid cannot be split by this layout: "
                              f"both sides must be multiples of {d}")

@@ -12,6 +12,7 @@ from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
 from ralu_schedule import Layout, Schedule, get_preset, preset, solve, token_grid
+from ralu_schedule._errors import check_positive_int
 from ralu_schedule.presets import PARAMETERS
 
 from .backends import backend_for
@@ -170,14 +171,16 @@ class RALU:
         pipe, be = self.pipe, self.backend
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
-        height = height or pipe.default_sample_size * pipe.vae_scale_factor
-        width = width or pipe.default_sample_size * pipe.vae_scale_factor
+        default = pipe.default_sample_size * pipe.vae_scale_factor   # only when not given: 0 is refused, not replaced
+        height = default if height is None else height
+        width = default if width is None else width
         grid = self._grid(height, width)
         schedule = self.schedule_for(height, width)
         device = be.device
         try:
             cond = be.encode(prompt=prompt, num_images_per_prompt=num_images_per_prompt,
-                             max_sequence_length=max_sequence_length or be.default_max_sequence_length,
+                             max_sequence_length=(be.default_max_sequence_length if max_sequence_length is None
+                                                  else check_positive_int("max_sequence_length", max_sequence_length)),
                              guidance_scale=be.default_guidance_scale if guidance_scale is None else guidance_scale,
                              joint_attention_kwargs=joint_attention_kwargs, device=device, **prompt_kwargs)
         except TypeError as err:

@@ -3,6 +3,7 @@ import json
 import numpy as np
 import pytest
 from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ralu_schedule import FORMAT, Layout, Schedule, preset, solve, upsample_count
 from ralu_schedule.strategies import schedules
@@ -133,3 +134,21 @@ def test_bad_json_schedules(d, msg):
 def test_bad_json_text():
     with pytest.raises(ValueError, match="not valid JSON"):
         Schedule.from_json("{")
+
+
+@pytest.mark.parametrize("rows, cols", [(-2, -2), (0, 0), (0, 8), (8, -8)])
+def test_stage_tokens_refuses_non_positive_grids(rows, cols):
+    with pytest.raises(ValueError, match="grid (height|width) must be an integer >= 1"):
+        Layout(steps=(2, 3), ends=(0.3, 1.0)).stage_tokens(rows, cols)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(-64, 64), st.integers(-64, 64))
+def test_stage_tokens_is_positive_and_increasing_or_refused(rows, cols):
+    lay = Layout(steps=(2, 3, 5), ends=(0.2, 0.3, 1.0), fractions=(0.1, 1.0))
+    try:
+        counts = lay.stage_tokens(rows, cols)
+    except ValueError:
+        assert rows <= 0 or cols <= 0 or rows % 2 or cols % 2
+        return
+    assert counts[0] > 0 and all(b >= a for a, b in zip(counts, counts[1:])) and counts[-1] == rows * cols

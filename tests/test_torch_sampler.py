@@ -141,6 +141,16 @@ def test_call_errors(dev, kwargs, msg):
         RALU(dev, "flux-dev-7x")(**embeds(), **kwargs)
 
 
+@pytest.mark.parametrize("kwargs, msg", [
+    (dict(height=0, width=0), "height and width must be positive multiples of 32 pixels .* got 0x0"),
+    (dict(height=128, width=0), "got 128x0"),
+    (dict(max_sequence_length=0), "max_sequence_length must be an integer >= 1, got 0"),
+])
+def test_zero_sizes_are_refused_not_replaced_by_defaults(dev, kwargs, msg):
+    with pytest.raises(ValueError, match=msg):
+        RALU(dev, "flux-dev-7x")(**embeds(), generator=gen(0), output_type="latent", **kwargs)
+
+
 def test_construction_errors(dev):
     with pytest.raises(ValueError, match="unknown preset 'flux-dev-9x'; known presets: flux-dev-10x, flux-dev-4x, flux-dev-7x, flux-schnell-16x, sd3-medium-4x, sd3-medium-7x"):
         RALU(dev, "flux-dev-9x")
