@@ -10,6 +10,7 @@ import json
 import sys
 
 from ._errors import MissingDependency, UsageError
+from ._files import output_path
 from .caching import parse_cache
 from .cost import CONVENTIONS, MODELS, format_cost, layout_cost
 from .export import FORMATS, SOLVERS, export
@@ -125,9 +126,10 @@ def _cmd_check(args):
 def _cmd_plot(args):
     from .plot import plot_schedule
 
+    out = output_path(args.out, "density.png", overwrite=args.overwrite)     # before any work
     s = _schedule_from(args)
-    plot_schedule(s, args.out)
-    print(f"wrote {args.out}")
+    plot_schedule(s, out)
+    print(f"wrote {out}")
 
 
 def _cmd_cost(args):
@@ -174,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", help="a JSON schedule file")
     _add_layout_args(p, required=False)
     _add_solver_args(p)
-    p.add_argument("--out", required=True, help="output image, e.g. density.png")
+    p.add_argument("--out", required=True, help="output image, e.g. density.png, or a directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     p.set_defaults(func=_cmd_plot)
 
     p = sub.add_parser("cost", help="FLOPs and predicted speed-up of a preset or layout")
@@ -207,6 +210,9 @@ def main(argv=None) -> int:
         return 1
     except BrokenPipeError:
         return 0
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._errors import check_finite_array, check_positive_int
+from ._errors import SHIFT_RANGE, check_finite_array, check_positive_int
 from .shift import shift_map, unshift_map
 
 
@@ -52,8 +52,9 @@ class ShiftedTime:
     def __post_init__(self):
         h, start, end = (check_finite_array(name, v) for name, v in
                          (("shift", self.h), ("start", self.start), ("end", self.end)))
-        if np.any(h <= 0):
-            raise ValueError(f"shift must be > 0, got {_first(h, h <= 0):g}")
+        lo, hi = SHIFT_RANGE
+        if np.any(~((lo <= h) & (h <= hi))):
+            raise ValueError(f"shift must lie in [{lo:g}, {hi:g}], got {_first(h, ~((lo <= h) & (h <= hi))):g}")
         bad = ~((0.0 <= start) & (start < end) & (end <= 1.0))
         if np.any(bad):
             s, e = np.broadcast_arrays(start, end)

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._errors import check_finite, fmt
-from .layout import Layout, Schedule
+from ._errors import SHIFT_RANGE, brief, check_finite, fmt
+from .layout import Layout, Schedule, check_schedule_finite
 from .metric import paper_metric
 
 #: Population members per metric call in the differential evolution (see ``objective``).
@@ -43,8 +43,9 @@ class Bounds:
 
     def resolve(self, layout: Layout) -> tuple:
         sh = _pair("shift bounds", self.shift)
-        if sh[0] <= 0:
-            raise ValueError(f"shift bounds must be > 0, got {fmt(sh)}")
+        lo, hi = SHIFT_RANGE
+        if not (lo <= sh[0] and sh[1] <= hi):
+            raise ValueError(f"shift bounds must lie in [{lo:g}, {hi:g}], got {fmt(sh)}")
         fmax = math.isqrt(layout.max_block_size)
         z = (max(2.0, float(fmax)), DEFAULT_Z_MAX) if self.z is None else _pair("Z bounds", self.z)
         if z[0] < fmax:
@@ -58,7 +59,7 @@ def _pair(name, value):
     try:
         lo, hi = (check_finite(name, v) for v in value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be two numbers LO HI, got {value!r}") from None
+        raise ValueError(f"{name} must be two numbers LO HI, got {brief(value)}") from None
     if not lo < hi:
         raise ValueError(f"{name} must satisfy LO < HI, got {fmt((lo, hi))}")
     return lo, hi
@@ -79,7 +80,13 @@ def solve(layout: Layout, *, method: str = "global", bounds: Bounds = Bounds(),
     from scipy.optimize import differential_evolution, minimize
 
     if method not in METHODS:
-        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {brief(method)}")
+    if not isinstance(layout, Layout):
+        hint = "; for a preset use ralu_schedule.preset(name)" if isinstance(layout, str) else ""
+        raise ValueError(f"solve takes a ralu_schedule.Layout, got {type(layout).__name__}{hint}")
+    if not isinstance(bounds, Bounds):
+        raise ValueError(f"bounds must be a ralu_schedule.Bounds, e.g. Bounds(shift=(0.5, 10)), "
+                         f"got {type(bounds).__name__}")
     K = layout.num_stages
     (hlo, hhi), (zlo, zhi) = bounds.resolve(layout)
     meta = {"solver": method, "seed": seed, "per_transition": per_transition}
@@ -121,5 +128,7 @@ def solve(layout: Layout, *, method: str = "global", bounds: Bounds = Bounds(),
     h, cs = split(best.x)
     h = h[:, 0]
     cs = np.broadcast_to(cs[:, 0], (K - 1,)) if K > 1 else []
-    return Schedule(layout=layout, shifts=[float(v) for v in h],
-                    correlations=[float(v) for v in cs], info=meta)
+    sched = Schedule(layout=layout, shifts=[float(v) for v in h],
+                     correlations=[float(v) for v in cs], info=meta)
+    check_schedule_finite(sched)
+    return sched

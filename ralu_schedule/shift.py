@@ -17,14 +17,11 @@ from typing import Mapping
 
 import numpy as np
 
-from ._errors import check_finite, check_positive_int
+from ._errors import SHIFT_RANGE, check_finite, check_positive_int, check_shift
 
 
 def _check_shift(h) -> float:
-    h = check_finite("shift", h)
-    if h <= 0:
-        raise ValueError(f"shift must be > 0, got {h:g}")
-    return h
+    return check_shift("shift", h)
 
 
 def shift_map(u, h):
@@ -94,6 +91,9 @@ class ShiftRule:
             check_positive_int("tokens", tokens)
             return float(self.shift)
         mu = self.mu(tokens)
+        if self.time_shift_type == "exponential" and mu > math.log(SHIFT_RANGE[1]):
+            raise ValueError(f"{tokens} image tokens give a dynamic shift exp({mu:.3g}) beyond {SHIFT_RANGE[1]:g}, "
+                             "the largest shift supported; use a smaller image")
         h = math.exp(mu) if self.time_shift_type == "exponential" else mu
         return _check_shift(h)
 

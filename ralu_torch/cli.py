@@ -12,7 +12,8 @@ import argparse
 import sys
 
 from ralu_schedule import PRESETS, token_grid
-from ralu_schedule._errors import UsageError
+from ralu_schedule._errors import UsageError, check_finite
+from ralu_schedule._files import output_path
 from ralu_schedule.presets import PARAMETERS
 
 from .options import DTYPES, SELECTIONS, UPSAMPLE_MODES
@@ -49,13 +50,16 @@ def build_parser():
     g.add_argument("--max-sequence-length", type=int, default=None, help="default: the pipeline's (FLUX 512, SD3 256)")
     g.add_argument("--device", default=None, help="cuda, cpu, mps, ... (default: cuda if available)")
     g.add_argument("--dtype", choices=DTYPES, default=None, help="default: bfloat16 on cuda, else float32")
-    g.add_argument("--out", default="image.png")
+    g.add_argument("--out", default="image.png", help="an image file, or a directory to write image.png into")
+    g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    g.add_argument("--force", action="store_true", help="run a preset made for another model family")
 
     d = sub.add_parser("demo", help="RALU on the analytic Gaussian backend (no weights): writes a comparison figure")
     d.add_argument("--preset", default="flux-dev-7x", help=f"one of {', '.join(sorted(PRESETS))}")
     d.add_argument("--seeds", type=int, default=32)
     d.add_argument("--size", type=int, default=64, help="field side in pixels (multiple of 4)")
-    d.add_argument("--out", default="ralu_demo.png")
+    d.add_argument("--out", default="ralu_demo.png", help="an image file, or a directory to write ralu_demo.png into")
+    d.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return parser
 
 
@@ -71,13 +75,33 @@ def run_demo(args):
         import matplotlib  # noqa: F401
     except ImportError:
         raise UsageError("the demo figure needs matplotlib: pip install 'ralu[plot]'") from None
+    out = output_path(args.out, "ralu_demo.png", overwrite=args.overwrite)
     from .analysis.demo import demo
 
-    results = demo(args.out, args.preset, seeds=args.seeds, size=args.size)
+    results = demo(str(out), args.preset, seeds=args.seeds, size=args.size)
     print(f"{'run':<36} {'FD x1e3':>8} {'variance':>9}")
     for label, m in results.items():
         print(f"{label:<36} {1e3 * m['fd']:>8.2f} {m['var']:>9.3f}")
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
+
+
+def check_device(name):
+    """``--device``: a device torch knows and this machine has."""
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {name!r} is not a torch device; use cpu, cuda, cuda:N, mps, ...") from None
+    available = {"cuda": torch.cuda.is_available, "mps": lambda: torch.backends.mps.is_available()}
+    if device.type in available and not available[device.type]():
+        raise UsageError(f"--device {name}: this machine has no {device.type} device (torch {torch.__version__}); "
+                         "use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return name
 
 
 def generate(args):
@@ -88,25 +112,30 @@ def generate(args):
 
     from .pipeline import _parse_schedule
 
-    # check the schedule and the size before loading any weights
+    # check the output, the schedule, the size, the numbers and the device before loading any weights
+    out_path = output_path(args.out, "image.png", overwrite=args.overwrite)
     schedule_arg = args.schedule or args.preset
     fixed, layout = _parse_schedule(schedule_arg, args.parameters)
     token_grid(args.height, args.width, downsampling=(fixed.layout if fixed is not None else layout).downsampling)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if not 0 <= args.seed < 2**63:
+        raise UsageError(f"--seed must lie in [0, 2**63), got {args.seed}")
+    if args.guidance_scale is not None:
+        check_finite("--guidance-scale", args.guidance_scale)
+    device = check_device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"))
     try:
-        pipe = DiffusionPipeline.from_pretrained(args.model, torch_dtype=dtype)
+        pipe = DiffusionPipeline.from_pretrained(args.model, dtype=dtype)
     except (OSError, ValueError) as err:
         raise UsageError(f"cannot load model {args.model!r}: {str(err).splitlines()[0]}") from None
     pipe = pipe.to(device)
     ralu = RALU(pipe, fixed if fixed is not None else schedule_arg, parameters=args.parameters, upsample=args.upsample,
-                select=args.select)
+                select=args.select, allow_other_model=args.force)
     gen = torch.Generator(device="cpu" if device == "mps" else device).manual_seed(args.seed)
     extra = {} if args.negative_prompt is None else {"negative_prompt": args.negative_prompt}
     out = ralu(args.prompt, height=args.height, width=args.width, generator=gen,
                guidance_scale=args.guidance_scale, max_sequence_length=args.max_sequence_length, **extra)
-    out.images[0].save(args.out)
-    print(f"wrote {args.out} ({args.width}x{args.height}, tokens per stage {out.stage_tokens})")
+    out.images[0].save(out_path)
+    print(f"wrote {out_path} ({args.width}x{args.height}, tokens per stage {out.stage_tokens})")
 
 
 def main(argv=None) -> int:
@@ -124,6 +153,9 @@ def main(argv=None) -> int:
     except ValueError as err:              # UsageError included
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

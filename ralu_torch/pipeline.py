@@ -11,8 +11,9 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
-from ralu_schedule import Layout, Schedule, get_preset, preset, solve, token_grid
-from ralu_schedule._errors import check_positive_int
+from ralu_schedule import PRESETS, Layout, Schedule, get_preset, preset, solve, token_grid
+from ralu_schedule._errors import brief
+from ralu_schedule._errors import check_finite, check_positive_int
 from ralu_schedule.presets import PARAMETERS
 
 from .backends import backend_for
@@ -72,6 +73,8 @@ class RALU:
     to enable on the transformer; a cache enabled beforehand with
     ``pipe.transformer.enable_cache(config)`` works the same. Cache state is reset at each
     stage (:mod:`ralu_torch.caches`); the output's ``stage_calls`` says what it skipped.
+    ``allow_other_model``: run a preset made for another model family (an SD3 preset on FLUX,
+    or the reverse); refused by default.
     ``compile``: ``True`` or a dict of ``torch.compile`` options compiles the transformer's
     blocks in place (regional compilation; ``dynamic=True`` unless the dict says otherwise),
     once, here; the pipeline's own calls then use the compiled blocks too.
@@ -79,7 +82,7 @@ class RALU:
 
     def __init__(self, pipe, schedule="flux-dev-7x", *, parameters: str = "default", upsample: str = "latent",
                  kept_noise: str = "exact", select="edges", edge_thresholds=(0.1, 0.2), noise_sampler=None,
-                 solver="scheduler", cache=None, compile=False):
+                 solver="scheduler", cache=None, compile=False, allow_other_model: bool = False):
         self.pipe = pipe
         self.backend = backend_for(pipe)
         if parameters not in PARAMETERS:
@@ -96,6 +99,7 @@ class RALU:
         self.noise_sampler = noise_sampler
         self._solver = solver
         self.solver                                     # checked here, resolved again at each call
+        _check_family(schedule, self.backend.name, allow_other_model)
         self._fixed, self._layout = _parse_schedule(schedule, parameters)
         transformer = self.backend.transformer
         if cache is not None:
@@ -175,8 +179,13 @@ class RALU:
         height = default if height is None else height
         width = default if width is None else width
         grid = self._grid(height, width)
+        _check_memory(be, grid, num_images_per_prompt * _prompt_count(prompt, prompt_kwargs))
         schedule = self.schedule_for(height, width)
         device = be.device
+        prompt_kwargs, num_images_per_prompt = _check_prompt_inputs(prompt, prompt_kwargs, num_images_per_prompt)
+        if guidance_scale is not None:
+            check_finite("guidance_scale", guidance_scale)
+        _check_generator(generator)
         try:
             cond = be.encode(prompt=prompt, num_images_per_prompt=num_images_per_prompt,
                              max_sequence_length=(be.default_max_sequence_length if max_sequence_length is None
@@ -194,24 +203,24 @@ class RALU:
             check_cache_for_run(cache_config(be.transformer), schedule.plan)
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        callback = None
         unknown = set(callback_on_step_end_tensor_inputs) - CALLBACK_INPUTS
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs may name {', '.join(sorted(CALLBACK_INPUTS))}, "
                              f"got {', '.join(sorted(unknown))}")
         self._guidance_scale = getattr(cond, "guidance_scale", guidance_scale)
-        if callback_on_step_end is not None:
-            def callback(step, stage, sigma, x):
-                kwargs = {"latents": x, "stage": stage, "prompt_embeds": cond.prompt_embeds,
-                          "pooled_prompt_embeds": cond.pooled_prompt_embeds}
-                out = callback_on_step_end(self, step, sigma * 1000, {k: kwargs[k] for k in
-                                                                       callback_on_step_end_tensor_inputs}) or {}
-                for key in ("prompt_embeds", "pooled_prompt_embeds"):   # as diffusers' loops take them back
-                    if key in out:
-                        setattr(cond, key, out[key])
-                if hasattr(cond, "guidance_scale") and self._guidance_scale != cond.guidance_scale:
-                    cond.guidance_scale = self._guidance_scale           # e.g. a CFG cut-off callback
-                return out.get("latents", x)
+        def on_step(step, stage, sigma, x):
+            kwargs = {"latents": x, "stage": stage, "prompt_embeds": cond.prompt_embeds,
+                      "pooled_prompt_embeds": cond.pooled_prompt_embeds}
+            out = callback_on_step_end(self, step, sigma * 1000, {k: kwargs[k] for k in
+                                                                   callback_on_step_end_tensor_inputs}) or {}
+            for key in ("prompt_embeds", "pooled_prompt_embeds"):   # as diffusers' loops take them back
+                if key in out:
+                    setattr(cond, key, out[key])
+            if hasattr(cond, "guidance_scale") and self._guidance_scale != cond.guidance_scale:
+                cond.guidance_scale = self._guidance_scale           # e.g. a CFG cut-off callback
+            return out.get("latents", x)
+
+        callback = None if callback_on_step_end is None else on_step
 
         def progress(total, stage):  # one bar per stage, honouring pipe.set_progress_bar_config
             cfg = {"desc": f"RALU stage {stage + 1}/{schedule.layout.num_stages}",
@@ -237,6 +246,9 @@ class RALU:
         for st in counter.stages:
             st.tflops = st.executed * batch * spec.forward(st.tokens, text_tokens).total("paper") / 1e12 * (
                 2 if getattr(cond, "guided", False) else 1)
+        if not bool(torch.isfinite(res.latents).all()):        # one host read per call: never a black image
+            raise ValueError("the sampler produced non-finite latents (NaN or inf); check the model's dtype "
+                             "(float16 overflows in FLUX) and the inputs")
         latents = res.latents.to(be.dtype)
         if output_type == "latent":
             images = be.pipeline_latents(latents, grid)   # the form the pipeline itself returns
@@ -248,6 +260,78 @@ class RALU:
             return (images,)
         return RALUPipelineOutput(images=images, stage_tokens=res.stage_tokens, transitions=res.transitions,
                                   schedule=schedule, stage_calls=counter.stages, interrupted=res.interrupted)
+
+
+EMBEDS = ("prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds", "negative_pooled_prompt_embeds")
+
+
+def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt):
+    """Prompt or embeddings, consistently batched; embeddings repeated ``num_images_per_prompt``
+    times here (diffusers' ``encode_prompt`` repeats only what it encodes itself)."""
+    n = check_positive_int("num_images_per_prompt", num_images_per_prompt)
+    given = {k: kwargs[k] for k in EMBEDS if kwargs.get(k) is not None}
+    if not given:
+        if prompt is None:
+            raise ValueError("give a prompt (a string or a list of them) or prompt_embeds with pooled_prompt_embeds")
+        return kwargs, n
+    for k, v in given.items():
+        want = 2 if "pooled" in k else 3
+        if not isinstance(v, torch.Tensor) or v.dim() != want:
+            raise ValueError(f"{k} must be a {want}-D tensor (batch first), got "
+                             f"{type(v).__name__} {tuple(getattr(v, 'shape', ()))}")
+    if "prompt_embeds" in given and "pooled_prompt_embeds" not in given:
+        raise ValueError("prompt_embeds need pooled_prompt_embeds (the pooled text embedding of the same prompts)")
+    batches = {k: v.shape[0] for k, v in given.items()}
+    if len(set(batches.values())) > 1:
+        raise ValueError("prompt embeddings must share one batch size, got "
+                         + ", ".join(f"{k} {b}" for k, b in batches.items()))
+    if n > 1:
+        kwargs = {**kwargs, **{k: v.repeat_interleave(n, dim=0) for k, v in given.items()}}
+    return kwargs, 1
+
+
+def _prompt_count(prompt, kwargs) -> int:
+    if isinstance(kwargs.get("prompt_embeds"), torch.Tensor):
+        return kwargs["prompt_embeds"].shape[0]
+    return len(prompt) if isinstance(prompt, list) else 1
+
+
+def _check_memory(backend, grid, batch) -> None:
+    """Refuse an image whose float32 latents alone cannot fit, before allocating anything.
+    The sampler holds about four latent-sized tensors at once (state, velocity, noise, the
+    re-injection's temporaries); the estimate counts four and compares with free memory."""
+    need = 4 * 4 * batch * grid[0] * grid[1] * backend.features
+    device = backend.device
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return
+    if need > free:
+        raise ValueError(f"{grid[0] * backend.pixels_per_token}x{grid[1] * backend.pixels_per_token} pixels x {batch} "
+                         f"image(s) need about {need / 2**30:.1f} GiB for the sampler's latents alone; "
+                         f"{free / 2**30:.1f} GiB are free on {device}")
+
+
+def _check_generator(generator) -> None:
+    gens = generator if isinstance(generator, list) else [generator]
+    if generator is not None and not all(isinstance(g, torch.Generator) for g in gens):
+        raise ValueError(f"generator must be a torch.Generator, a list of them (one per image) or None, "
+                         f"got {brief(generator)}")
+
+
+def _check_family(schedule, backend_name: str, allow_other_model: bool) -> None:
+    """A preset made for one model family run on another: refused unless asked for."""
+    if allow_other_model or not isinstance(schedule, str) or schedule not in PRESETS:
+        return
+    family = "flux" if PRESETS[schedule].model.startswith("flux") else "sd3"
+    if family != backend_name:
+        mine = sorted(n for n, p in PRESETS.items() if p.model.startswith(backend_name))
+        raise ValueError(f"preset {schedule!r} was made for {PRESETS[schedule].model}, but this is a "
+                         f"{backend_name.upper()} pipeline; use one of {', '.join(mine)} (or pass "
+                         "allow_other_model=True / --force to run it anyway)")
 
 
 def _parse_schedule(schedule, parameters):
@@ -262,6 +346,10 @@ def _parse_schedule(schedule, parameters):
         name = str(schedule)
         if os.path.isfile(name):
             return Schedule.load(name), None
+        if os.path.isdir(name):
+            raise ValueError(f"schedule {brief(name)} is a directory, not a JSON schedule file")
+        if name.endswith(".json") or os.sep in name or isinstance(schedule, os.PathLike):
+            raise ValueError(f"schedule file {brief(name)} does not exist")
         p = get_preset(name)  # raises: unknown preset, with the known names
         if parameters == "optimised":
             return None, p.layout

@@ -73,7 +73,7 @@ LAYOUT = ["--steps", "2", "3", "5", "--ends", "0.2", "0.3", "1.0"]
     (["solve", *LAYOUT, "--fractions", "0.1", "1.5"], r"fractions must lie in (0, 1]"),
     (["solve", *LAYOUT, "--fractions", "0.1"], "fractions must have one entry per transition (2)"),
     (["solve", *LAYOUT, "--factor", "1"], "each factor must be an integer >= 2"),
-    (["solve", *LAYOUT, "--base-shift", "0"], "base shift must be > 0"),
+    (["solve", *LAYOUT, "--base-shift", "0"], "base shift must lie in [0.001, 1e+06], got 0"),
     (["solve", *LAYOUT, "--z-bounds", "1", "100"], "allow c = 1/Z^2 > 1/n = 0.25"),
     (["solve", "--steps", "2", "x", "--ends", "1.0"], "invalid int value: 'x'"),
     (["preset", "flux-pro-9x"], "unknown preset 'flux-pro-9x'; known presets: flux-dev-10x, flux-dev-4x, flux-dev-7x, flux-schnell-16x, sd3-medium-4x, sd3-medium-7x"),

@@ -87,7 +87,7 @@ BAD_LAYOUTS = [
     (dict(steps=(2, 3, 5), ends=(0.2, 0.3, 1.0), fractions=(0.1, 0.5)), "last transition must upsample"),
     (dict(steps=(2, 3, 5), ends=(0.2, 0.3, 1.0), factors=(1, 2)), "each factor must be an integer >= 2"),
     (dict(steps=(2, 3, 5), ends=(0.2, 0.3, 1.0), factors=(2, 3), fractions=(0.5, 1.0)), "share its factor"),
-    (dict(steps=(2, 3, 5), ends=(0.2, 0.3, 1.0), base_shift=0.0), "base shift must be > 0"),
+    (dict(steps=(2, 3, 5), ends=(0.2, 0.3, 1.0), base_shift=0.0), r"base shift must lie in \[0.001, 1e\+06\], got 0"),
     (dict(steps=(), ends=()), "at least one stage"),
 ]
 

@@ -43,7 +43,7 @@ def demo(out: str = "ralu_demo.png", name: str = "flux-dev-7x", seeds: int = 32,
     fig = plt.figure(figsize=(11, 6.2), dpi=110)
     grid = fig.add_gridspec(3, 5)
     for r, (label, xs) in enumerate(shown.items()):
-        for c in range(3):
+        for c in range(min(3, xs.shape[0])):           # up to three samples (fewer with --seeds 2)
             ax = fig.add_subplot(grid[r, c])
             img = (xs[c, :3].permute(1, 2, 0).clamp(-3, 3) / 6 + 0.5).numpy()
             ax.imshow(img)

@@ -1,0 +1,31 @@
+"""Output files of the command lines: checked before any work, never overwritten by default."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ._errors import UsageError, brief
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".pdf", ".svg")
+
+
+def output_path(out, default_name: str, *, overwrite: bool = False, suffixes=IMAGE_SUFFIXES) -> Path:
+    """Where to write ``out``: a file path, or a directory to write ``default_name`` into.
+
+    Refused with one line (:class:`UsageError`): a missing or unwritable directory, a name
+    without a known extension, or an existing file unless ``overwrite``.
+    """
+    path = Path(out)
+    if path.is_dir():
+        path = path / default_name
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {brief(str(path))}: directory {brief(str(parent))} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"cannot write {brief(str(path))}: directory {brief(str(parent))} is not writable")
+    if path.suffix.lower() not in suffixes:
+        raise UsageError(f"{brief(str(path))} needs an image extension, one of {', '.join(suffixes)}")
+    if path.exists() and not overwrite:
+        raise UsageError(f"{brief(str(path))} exists; pass --overwrite to replace it")
+    return path
