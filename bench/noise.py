@@ -25,10 +25,14 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def ours(pixels, device):
+def ours(pixels, device, fraction=1.0):
     grid = token_grid(pixels, pixels)
     ts = TokenSet.regular(1, grid, 2, device=device)
-    new, parent, slot = ts.upsample(ts.is_coarse(), 2)
+    mask = ts.is_coarse()
+    if fraction < 1.0:                       # a mixed transition: every k-th token upsampled
+        mask = torch.zeros_like(mask)
+        mask[:, ::round(1 / fraction)] = True
+    new, parent, slot = ts.upsample(mask, 2)
     src = child_source(2, FEATURES, "token", device=device)
     g = torch.Generator(device=device).manual_seed(0)
 
@@ -66,12 +70,12 @@ def timed(fn, device, repeats):
     return best
 
 
-def peak(pixels: int) -> None:
+def peak(pixels: int, fraction: float) -> None:
     """Print the peak memory one re-injection adds above what its inputs hold (run in a fresh
     process: ``ru_maxrss`` only rises), next to the size of its result (CPU)."""
     import resource
 
-    run = ours(pixels, "cpu")
+    run = ours(pixels, "cpu", fraction)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     z = run()
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -82,12 +86,15 @@ def memory_table(sizes) -> None:
     import subprocess
     import sys
 
-    print("| pixels | tokens M | result MiB | peak above inputs MiB | peak / result |")
-    print("|---|---|---|---|---|")
+    print("| pixels | transition | tokens M | result MiB | peak above inputs MiB | peak / result |")
+    print("|---|---|---|---|---|---|")
     for px in sizes:
-        out = subprocess.run([sys.executable, __file__, "--peak", str(px)], capture_output=True, text=True, check=True)
-        extra, result = (float(v) for v in out.stdout.split())
-        print(f"| {px} | {(px // PIXELS_PER_TOKEN) ** 2} | {result:.1f} | {extra:.1f} | {extra / result:.2f} |")
+        for fraction, what in ((1.0, "all tokens"), (0.1, "10% of tokens")):
+            out = subprocess.run([sys.executable, __file__, "--peak", str(px), "--fraction", str(fraction)],
+                                 capture_output=True, text=True, check=True)
+            extra, result = (float(v) for v in out.stdout.split())
+            print(f"| {px} | {what} | {(px // PIXELS_PER_TOKEN) ** 2} | {result:.1f} | {extra:.1f} | "
+                  f"{extra / result:.2f} |")
 
 
 def main(argv=None):
@@ -95,13 +102,14 @@ def main(argv=None):
     ap.add_argument("--memory", type=int, nargs="+", metavar="PIXELS",
                     help="instead of timing: peak memory of one re-injection at these sizes (CPU)")
     ap.add_argument("--peak", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--fraction", type=float, default=1.0, help=argparse.SUPPRESS)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", type=int, nargs="+", default=[512, 1024, 1536])
     ap.add_argument("--ours-only", type=int, nargs="*", default=[4096])
     args = ap.parse_args(argv)
     if args.peak:
-        return peak(args.peak)
+        return peak(args.peak, args.fraction)
     if args.memory:
         return memory_table(args.memory)
     name = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else "CPU"

@@ -40,4 +40,8 @@ def reinjection_noise(w: torch.Tensor, parent, slot, source, n_parents: int, c: 
     z = upsample_values(pool_children(w, parent, slot, source, n_parents), parent, slot, source)
     z.mul_(-beta).add_(w)                                         # children: w - beta U(U^T w), in place
     kept = math.sqrt(1.0 - c) if kept_noise == "exact" else 1.0
-    return torch.where((slot >= 0)[..., None], z, w * kept, out=z)
+    child = (slot >= 0)[..., None]
+    torch.where(child, z, w, out=z)                               # kept tokens: w, with no result-sized temporary,
+    if kept != 1.0:                                               # scaled by sqrt(1 - c) through a (B, L, 1) factor
+        z.mul_(torch.where(child, 1.0, kept).to(z.dtype))
+    return z

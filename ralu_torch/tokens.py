@@ -152,34 +152,48 @@ class TokenSet:
         return TokenSet(cells=take(cells), size=take(size), grid=self.grid), take(parent), take(slots)
 
 
+#: Rows per block in :func:`upsample_values` and :func:`pool_children`: temporaries stay a
+#: block's size (a few MiB) instead of several copies of the data.
+BLOCK_ROWS = 1 << 15
+
+
 def upsample_values(x: torch.Tensor, parent: torch.Tensor, slot: torch.Tensor, source: torch.Tensor):
     """``U(x)``: kept tokens copied, children filled from their parent by ``source``.
 
-    Each parent's ``f^2`` child variants and the parent itself form ``f^2 + 1`` rows, so one
-    gather with a ``(B, L)`` index picks every new token; no index of the data's full size.
+    Each new token reads its parent's row, features permuted by ``source[slot]`` (identity
+    for kept tokens), block by block: beyond the result, temporaries are a block's size.
     """
     B, P, F = x.shape
-    rows = source.shape[0] + 1
-    variants = torch.cat([x[:, :, None, :], x[:, :, source]], dim=2)          # (B, P, f^2 + 1, F)
-    pick = parent * rows + slot + 1                                           # slot -1: the parent itself
-    return variants.view(B, P * rows, F).gather(1, pick[..., None].expand(-1, -1, F))
+    L = parent.shape[1]
+    table = torch.cat([torch.arange(F, device=x.device)[None], source])          # row 0: kept tokens
+    rows = (parent + torch.arange(B, device=x.device)[:, None] * P).reshape(-1)
+    variant = (slot + 1).reshape(-1)
+    flat = x.reshape(B * P, F)
+    out = torch.empty(B * L, F, dtype=x.dtype, device=x.device)
+    for i in range(0, B * L, BLOCK_ROWS):
+        out[i:i + BLOCK_ROWS] = flat.index_select(0, rows[i:i + BLOCK_ROWS]).gather(1, table[variant[i:i + BLOCK_ROWS]])
+    return out.view(B, L, F)
 
 
 def pool_children(y: torch.Tensor, parent: torch.Tensor, slot: torch.Tensor, source: torch.Tensor,
                   n_parents: int) -> torch.Tensor:
     """``U^T(y)`` restricted to children: each parent value gets the sum of its copies.
 
-    The inverse layout of :func:`upsample_values`: each new token's values go to its
-    ``(parent, slot)`` row, then every row adds into the parent features ``source`` names
-    (kept tokens' rows go to a spare feature that is dropped)."""
-    B, L2, F = y.shape
-    rows = source.shape[0] + 1
-    placed = torch.zeros(B, n_parents * rows, F, dtype=y.dtype, device=y.device)
-    placed.scatter_(1, (parent * rows + slot + 1)[..., None].expand(-1, -1, F), y)
-    target = torch.cat([torch.full_like(source[:1], F), source]).reshape(1, 1, -1)   # row 0 -> spare feature F
-    out = torch.zeros(B, n_parents, F + 1, dtype=y.dtype, device=y.device)
-    out.scatter_add_(2, target.expand(B, n_parents, -1), placed.view(B, n_parents, rows * F))
-    return out[..., :F]
+    The transpose of :func:`upsample_values`: child ``(parent, slot)``'s feature ``j`` adds
+    into the parent's feature ``source[slot, j]``; kept tokens add nothing. Slots are added
+    in order (0, 1, ...), block by block, so temporaries are a block's size and the sums are
+    the same on every run."""
+    B, L, F = y.shape
+    out = torch.zeros(B * n_parents * F, dtype=y.dtype, device=y.device)
+    base = (parent + torch.arange(B, device=y.device)[:, None] * n_parents).reshape(-1) * F
+    flat = y.reshape(B * L, F)
+    slots = slot.reshape(-1)
+    for s in range(source.shape[0]):
+        rows = (slots == s).nonzero().squeeze(1)
+        for i in range(0, rows.numel(), BLOCK_ROWS):
+            r = rows[i:i + BLOCK_ROWS]
+            out.index_add_(0, (base[r][:, None] + source[s][None, :]).reshape(-1), flat.index_select(0, r).reshape(-1))
+    return out.view(B, n_parents, F)
 
 
 def raster_index(tokens: TokenSet, size: int) -> torch.Tensor:
