@@ -110,7 +110,7 @@ def generate(args):
 
     from ralu_torch import RALU
 
-    from .pipeline import _parse_schedule
+    from .pipeline import _check_family, _parse_schedule
 
     # check the output, the schedule, the size, the numbers and the device before loading any weights
     out_path = output_path(args.out, "image.png", overwrite=args.overwrite)
@@ -123,6 +123,14 @@ def generate(args):
         check_finite("--guidance-scale", args.guidance_scale)
     device = check_device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"))
+    try:    # the pipeline's class from its model_index.json alone, before any weights
+        config = DiffusionPipeline.load_config(args.model)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot load model {args.model!r}: {str(err).splitlines()[0]}") from None
+    cls = str(config.get("_class_name", ""))
+    family = "flux" if cls.startswith("Flux") else "sd3" if cls.startswith("StableDiffusion3") else None
+    if family is not None:
+        _check_family(fixed if fixed is not None else schedule_arg, family, args.force)
     try:
         pipe = DiffusionPipeline.from_pretrained(args.model, dtype=dtype)
     except (OSError, ValueError) as err:

@@ -322,16 +322,21 @@ def _check_generator(generator) -> None:
                          f"got {brief(generator)}")
 
 
-def _check_family(schedule, backend_name: str, allow_other_model: bool) -> None:
-    """A preset made for one model family run on another: refused unless asked for."""
-    if allow_other_model or not isinstance(schedule, str) or schedule not in PRESETS:
+def _check_family(schedule, family: str, allow_other_model: bool) -> None:
+    """A preset (by name, or a schedule that records its model) made for one model family run
+    on another: refused unless asked for. ``family``: ``"flux"`` or ``"sd3"``."""
+    if allow_other_model:
         return
-    family = "flux" if PRESETS[schedule].model.startswith("flux") else "sd3"
-    if family != backend_name:
-        mine = sorted(n for n, p in PRESETS.items() if p.model.startswith(backend_name))
-        raise ValueError(f"preset {schedule!r} was made for {PRESETS[schedule].model}, but this is a "
-                         f"{backend_name.upper()} pipeline; use one of {', '.join(mine)} (or pass "
-                         "allow_other_model=True / --force to run it anyway)")
+    if isinstance(schedule, str) and schedule in PRESETS:
+        name, model = schedule, PRESETS[schedule].model
+    elif isinstance(schedule, Schedule) and isinstance(schedule.info.get("model"), str):
+        name, model = schedule.info.get("preset", "this schedule"), schedule.info["model"]
+    else:
+        return
+    if ("flux" if model.startswith("flux") else "sd3") != family:
+        mine = sorted(n for n, p in PRESETS.items() if p.model.startswith(family))
+        raise ValueError(f"preset {name!r} was made for {model}, but this is a {family.upper()} pipeline; use one of "
+                         f"{', '.join(mine)} (or pass allow_other_model=True / --force to run it anyway)")
 
 
 def _parse_schedule(schedule, parameters):

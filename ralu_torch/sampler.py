@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ralu_schedule import Plan, Schedule
+from ralu_schedule.layout import check_schedule_finite
 
 from .noise import draw, reinjection_noise
 from .selection import check_mask, selection_policy
@@ -60,6 +61,7 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
     plan = schedule.plan if isinstance(schedule, Schedule) else schedule
     if not isinstance(plan, Plan):
         raise ValueError(f"schedule must be a ralu_schedule.Schedule or Plan, got {type(schedule).__name__}")
+    check_schedule_finite(plan)             # an edited Plan too: never an all-NaN image
     policy = selection_policy(select, backend.pixels_per_token, edge_thresholds)
     noise = _checked(noise_sampler or draw)
     device = backend.device

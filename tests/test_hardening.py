@@ -248,3 +248,15 @@ def test_fuzz_solve_is_bounded_and_finite(k, base_shift, hi):
                   bounds=Bounds(shift=(1e-3, max(hi, 2e-3))))
         json.loads(s.to_json())                                      # finite: valid JSON
     _refused_cleanly(go)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.none(), st.integers(-64, 256)), st.one_of(st.none(), st.integers(-64, 256)),
+       st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True)), st.integers(-2, 2),
+       st.sampled_from(["flux-dev-7x", "flux-dev-10x", "sd3-medium-4x"]))
+def test_fuzz_sampler_arguments(dev, height, width, guidance, n, name):
+    def go():
+        out = RALU(dev, name)(**embeds(), height=height, width=width, guidance_scale=guidance,
+                              num_images_per_prompt=n, generator=gen(), output_type="latent")
+        assert out.images.shape[0] == n and torch.isfinite(out.images).all()
+    _refused_cleanly(go)
