@@ -164,14 +164,16 @@ class RALU:
                  guidance_scale: float | None = None, num_images_per_prompt: int = 1, generator=None,
                  max_sequence_length: int | None = None, output_type: str = "pil", return_dict: bool = True,
                  callback_on_step_end=None, callback_on_step_end_tensor_inputs=("latents",),
-                 joint_attention_kwargs=None, record_transitions: bool = False, **prompt_kwargs):
+                 joint_attention_kwargs=None, record_transitions: bool = False, latents=None, **prompt_kwargs):
         """Generate images. ``prompt_kwargs`` are the pipeline's own prompt arguments:
         FLUX ``prompt_2``, ``prompt_embeds``, ``pooled_prompt_embeds``; SD3 also ``prompt_3``,
         ``negative_prompt(_2, _3)``, ``negative_prompt_embeds``, ``negative_pooled_prompt_embeds``,
         ``clip_skip``. ``guidance_scale`` and ``max_sequence_length`` default to the pipeline's.
         ``record_transitions=True`` returns what each transition did in ``transitions``
         (token sets, selection, decoded estimate); off by default, since the estimates would
-        otherwise stay in memory for the whole run."""
+        otherwise stay in memory for the whole run. ``latents``: the starting noise instead of
+        drawing it, at the first stage's resolution: ``(B, 16, H/8/D, W/8/D)`` (``D`` the
+        layout's ``downsampling``: 2 for the presets), or FLUX's packed form of it."""
         pipe, be = self.pipe, self.backend
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
@@ -182,6 +184,13 @@ class RALU:
         _check_memory(be, grid, num_images_per_prompt * _prompt_count(prompt, prompt_kwargs))
         schedule = self.schedule_for(height, width)
         device = be.device
+        steps_args = sorted(k for k in ("num_inference_steps", "sigmas", "timesteps") if k in prompt_kwargs)
+        if steps_args:
+            lay = schedule.layout
+            raise ValueError(f"RALU takes its steps from the schedule, not {', '.join(steps_args)} "
+                             f"({'+'.join(map(str, lay.steps))} = {lay.total_steps} steps here); for other steps pass "
+                             "another preset or a ralu_schedule.Layout, e.g. RALU(pipe, Layout(steps=(3, 4, 6), "
+                             "ends=(0.2, 0.3, 1.0), fractions=(0.1, 1.0)))")
         prompt_kwargs, num_images_per_prompt = _check_prompt_inputs(prompt, prompt_kwargs, num_images_per_prompt)
         if guidance_scale is not None:
             check_finite("guidance_scale", guidance_scale)
@@ -195,7 +204,7 @@ class RALU:
         except TypeError as err:
             if "unexpected keyword argument" not in str(err):
                 raise
-            raise ValueError(f"{type(pipe).__name__} does not take {str(err).split('argument ')[-1]}") from None
+            raise ValueError(f"RALU with {type(pipe).__name__} does not take {str(err).split('argument ')[-1]}") from None
         batch = cond.batch
 
         if cache_config(be.transformer) is not None:
@@ -238,7 +247,7 @@ class RALU:
                 res = sample(be, schedule, cond, batch=batch, grid=grid, generator=generator, upsample=self.upsample,
                              kept_noise=self.kept_noise, select=self.select, noise_sampler=self.noise_sampler,
                              solver=solver, callback=callback, progress=progress, record=record_transitions,
-                             scope=scope)
+                             scope=scope, latents=latents)
         finally:
             self._current_timestep = pipe._current_timestep = None
         spec = be.cost_spec()

@@ -47,7 +47,8 @@ class SampleResult:
 
 def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple, generator, upsample: str = "latent",
            kept_noise: str = "exact", select="edges", edge_thresholds=(0.1, 0.2), noise_sampler=None,
-           solver=None, callback=None, progress=None, record: bool = False, scope=None) -> SampleResult:
+           solver=None, callback=None, progress=None, record: bool = False, scope=None,
+           latents=None) -> SampleResult:
     """Run every stage of ``schedule`` (a :class:`~ralu_schedule.Schedule` or an edited
     :class:`~ralu_schedule.Plan`) on a ``grid`` of full-resolution tokens. ``record=True``
     keeps a :class:`TransitionRecord` per transition (token sets, selection, decoded
@@ -69,7 +70,8 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
     D = lay.downsampling
     tokens = TokenSet.regular(batch, grid, D, device=device)
     # noise at the first stage's resolution, drawn as a latent like diffusers, then packed
-    x = pack(noise((batch, backend.latent_channels, 2 * grid[0] // D, 2 * grid[1] // D), generator, device))
+    shape = (batch, backend.latent_channels, 2 * grid[0] // D, 2 * grid[1] // D)
+    x = pack(noise(shape, generator, device)) if latents is None else _initial_latents(latents, shape, device)
     result = SampleResult(latents=x, tokens=tokens)
     # every stage's scheduler before the first model call, so a solver that cannot run one is refused up front
     scheds = [None if solver is None else stage_scheduler(solver, plan, k, device=device)
@@ -185,6 +187,17 @@ def _select(backend, policy, x1_hat, tokens: TokenSet, fraction: float, generato
         coarse_latent = F.avg_pool2d(to_latent(x1_hat, tokens), D)
     estimate = backend.decode(coarse_latent.to(backend.dtype)).float()
     return check_mask(policy(estimate, tokens, fraction, generator), tokens, fraction), estimate
+
+
+def _initial_latents(latents, shape, device):
+    """The caller's starting noise: a ``(B, C, H/D, W/D)`` latent at the first stage's
+    resolution, or the same packed into ``(B, H/D/2 * W/D/2, 4 C)`` raster-order tokens."""
+    packed = (shape[0], shape[2] * shape[3] // 4, shape[1] * 4)
+    if not isinstance(latents, torch.Tensor) or tuple(latents.shape) not in (shape, packed):
+        raise ValueError(f"latents must be the first stage's noise, a tensor of shape {shape} (or {packed} packed), "
+                         f"got {type(latents).__name__} {tuple(getattr(latents, 'shape', ()))}")
+    x = latents.to(device=device, dtype=torch.float32)
+    return pack(x) if x.dim() == 4 else x
 
 
 def _checked(noise_sampler):

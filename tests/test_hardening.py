@@ -260,3 +260,39 @@ def test_fuzz_sampler_arguments(dev, height, width, guidance, n, name):
                               num_images_per_prompt=n, generator=gen(), output_type="latent")
         assert out.images.shape[0] == n and torch.isfinite(out.images).all()
     _refused_cleanly(go)
+
+
+# -- the diffusers call (issue 13's API part) ----------------------------------------------------
+@pytest.mark.parametrize("cls", ["FluxImg2ImgPipeline", "FluxInpaintPipeline", "FluxFillPipeline",
+                                 "FluxKontextPipeline", "FluxControlPipeline"])
+def test_pipelines_ralu_cannot_run_are_refused_at_construction(dev, cls):
+    import diffusers
+
+    other = getattr(diffusers, cls).from_pipe(dev)
+    with pytest.raises(ValueError, match=f"RALU cannot run {cls}: it runs the text-to-image pipelines FluxPipeline, "
+                                         "StableDiffusion3Pipeline; load the text-to-image FluxPipeline instead"):
+        RALU(other, "flux-dev-7x")
+
+
+def test_steps_arguments_get_a_message_that_says_how_to_change_steps(dev):
+    with pytest.raises(ValueError, match=r"RALU takes its steps from the schedule, not num_inference_steps "
+                                         r"\(2\+3\+5 = 10 steps here\); for other steps pass another preset or a "
+                                         r"ralu_schedule.Layout"):
+        RALU(dev, "flux-dev-7x")(**embeds(), num_inference_steps=28, height=128, width=128)
+
+
+def test_latents_replace_the_first_noise_in_either_form(dev):
+    from diffusers.utils.torch_utils import randn_tensor
+
+    from ralu_torch.tokens import pack
+
+    r = RALU(dev, "flux-dev-7x")
+    ref = r(**embeds(), height=128, width=128, generator=gen(), output_type="latent").images
+    for form in (lambda n: n, pack):
+        g = gen()
+        noise = randn_tensor((1, 16, 8, 8), generator=g)              # what RALU draws first, at the first stage's size
+        out = r(**embeds(), height=128, width=128, latents=form(noise), generator=g, output_type="latent").images
+        assert torch.equal(out, ref)                                  # g then draws the re-injection noise, as before
+    with pytest.raises(ValueError, match=r"latents must be the first stage's noise, a tensor of shape \(1, 16, 8, 8\) "
+                                         r"\(or \(1, 16, 64\) packed\), got Tensor \(1, 16, 16, 16\)"):
+        r(**embeds(), height=128, width=128, latents=torch.zeros(1, 16, 16, 16))

@@ -13,15 +13,27 @@ Packing, the ``* 1000`` timestep scale, guidance and position embeddings stay in
 from __future__ import annotations
 
 
+#: Text-to-image pipelines RALU runs; their image-conditioned siblings (Img2Img, Inpaint, Fill,
+#: Kontext, Control, ...) start from an image or add conditioning tokens that RALU's
+#: low-resolution stages do not model, and are refused by name.
+SUPPORTED = ("FluxPipeline", "StableDiffusion3Pipeline")
+
+
 def backend_for(pipe):
-    """The backend for a diffusers pipeline instance."""
+    """The backend for a diffusers pipeline instance (a FluxPipeline or StableDiffusion3Pipeline,
+    or a subclass of one)."""
+    from diffusers import FluxPipeline, StableDiffusion3Pipeline
+
     name = type(pipe).__name__
-    if name.startswith("Flux"):
+    if isinstance(pipe, FluxPipeline):
         from .flux import FluxBackend
 
         return FluxBackend(pipe)
-    if name.startswith("StableDiffusion3"):
+    if isinstance(pipe, StableDiffusion3Pipeline):
         from .sd3 import SD3Backend
 
         return SD3Backend(pipe)
-    raise ValueError(f"no RALU backend for {name}; supported: FluxPipeline, StableDiffusion3Pipeline")
+    family = ("FluxPipeline" if name.startswith("Flux")
+              else "StableDiffusion3Pipeline" if name.startswith("StableDiffusion3") else None)
+    hint = f"; load the text-to-image {family} instead" if family else ""
+    raise ValueError(f"RALU cannot run {name}: it runs the text-to-image pipelines {', '.join(SUPPORTED)}{hint}")
