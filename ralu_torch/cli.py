@@ -35,7 +35,9 @@ def build_parser():
     g = sub.add_parser("generate", help="generate an image")
     g.add_argument("--model", required=True, help="diffusers model id or local path (FLUX.1 dev or schnell, SD3, SD3.5)")
     g.add_argument("--prompt", required=True)
-    g.add_argument("--negative-prompt", default=None, help="SD3 classifier-free guidance (not FLUX)")
+    g.add_argument("--negative-prompt", default=None,
+                   help="SD3: classifier-free guidance; FLUX: true CFG, with --true-cfg > 1")
+    g.add_argument("--true-cfg", type=float, default=None, help="FLUX's true_cfg_scale (> 1 turns true CFG on)")
     src = g.add_mutually_exclusive_group()
     src.add_argument("--preset", default="flux-dev-7x", help=f"one of {', '.join(sorted(PRESETS))}")
     src.add_argument("--schedule", help="a JSON schedule file (ralu-schedule ... --json)")
@@ -121,6 +123,8 @@ def generate(args):
         raise UsageError(f"--seed must lie in [0, 2**63), got {args.seed}")
     if args.guidance_scale is not None:
         check_finite("--guidance-scale", args.guidance_scale)
+    if args.true_cfg is not None:
+        check_finite("--true-cfg", args.true_cfg)
     device = check_device(args.device)
     dtype = getattr(torch, args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"))
     try:    # the pipeline's class from its model_index.json alone, before any weights
@@ -140,6 +144,8 @@ def generate(args):
                 select=args.select, allow_other_model=args.force)
     gen = torch.Generator(device="cpu" if device == "mps" else device).manual_seed(args.seed)
     extra = {} if args.negative_prompt is None else {"negative_prompt": args.negative_prompt}
+    if args.true_cfg is not None:
+        extra["true_cfg_scale"] = args.true_cfg
     out = ralu(args.prompt, height=args.height, width=args.width, generator=gen,
                guidance_scale=args.guidance_scale, max_sequence_length=args.max_sequence_length, **extra)
     out.images[0].save(out_path)

@@ -166,7 +166,9 @@ class RALU:
                  callback_on_step_end=None, callback_on_step_end_tensor_inputs=("latents",),
                  joint_attention_kwargs=None, record_transitions: bool = False, latents=None, **prompt_kwargs):
         """Generate images. ``prompt_kwargs`` are the pipeline's own prompt arguments:
-        FLUX ``prompt_2``, ``prompt_embeds``, ``pooled_prompt_embeds``; SD3 also ``prompt_3``,
+        FLUX ``prompt_2``, ``prompt_embeds``, ``pooled_prompt_embeds``, and for true CFG
+        ``negative_prompt(_2)`` or ``negative_(pooled_)prompt_embeds`` with ``true_cfg_scale``
+        (as FluxPipeline: on when > 1; one more transformer call per step); SD3 also ``prompt_3``,
         ``negative_prompt(_2, _3)``, ``negative_prompt_embeds``, ``negative_pooled_prompt_embeds``,
         ``clip_skip``. ``guidance_scale`` and ``max_sequence_length`` default to the pipeline's.
         ``record_transitions=True`` returns what each transition did in ``transitions``
@@ -210,6 +212,9 @@ class RALU:
         if cache_config(be.transformer) is not None:
             check_cache(cache_config(be.transformer))
             check_cache_for_run(cache_config(be.transformer), schedule.plan)
+            if getattr(cond, "negative", None) is not None:
+                raise ValueError("true CFG (negative prompt with true_cfg_scale > 1) with a cache is not supported inside "
+                                 "RALU: the cache would mix the positive and negative calls; disable one of them")
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         unknown = set(callback_on_step_end_tensor_inputs) - CALLBACK_INPUTS
@@ -254,7 +259,7 @@ class RALU:
         text_tokens = cond.prompt_embeds.shape[1]
         for st in counter.stages:
             st.tflops = st.executed * batch * spec.forward(st.tokens, text_tokens).total("paper") / 1e12 * (
-                2 if getattr(cond, "guided", False) else 1)
+                2 if getattr(cond, "guided", False) or getattr(cond, "negative", None) is not None else 1)
         if not bool(torch.isfinite(res.latents).all()):        # one host read per call: never a black image
             raise ValueError("the sampler produced non-finite latents (NaN or inf); check the model's dtype "
                              "(float16 overflows in FLUX) and the inputs")

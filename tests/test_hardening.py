@@ -296,3 +296,30 @@ def test_latents_replace_the_first_noise_in_either_form(dev):
     with pytest.raises(ValueError, match=r"latents must be the first stage's noise, a tensor of shape \(1, 16, 8, 8\) "
                                          r"\(or \(1, 16, 64\) packed\), got Tensor \(1, 16, 16, 16\)"):
         r(**embeds(), height=128, width=128, latents=torch.zeros(1, 16, 16, 16))
+
+
+def test_flux_true_cfg_matches_flux_pipeline(dev):
+    e, n = embeds(1, seed=1), embeds(1, seed=7)
+    neg = dict(negative_prompt_embeds=n["prompt_embeds"], negative_pooled_prompt_embeds=n["pooled_prompt_embeds"],
+               true_cfg_scale=4.0)
+    kw = dict(height=128, width=96, output_type="latent", guidance_scale=3.5)
+    ref = dev(**e, **neg, num_inference_steps=6, generator=gen(), **kw).images
+    ours = RALU(dev, Layout(steps=(6,), ends=(1.0,)))(**e, **neg, generator=gen(), **kw).images
+    assert (ours - ref).abs().max() < 1e-5
+    plain = RALU(dev, "flux-dev-7x")(**e, generator=gen(), **kw)
+    cfg = RALU(dev, "flux-dev-7x")(**e, **neg, generator=gen(), **kw)
+    assert torch.isfinite(cfg.images).all() and (cfg.images - plain.images).abs().max() > 1e-3
+    assert all(c.tflops == pytest.approx(2 * p.tflops) for c, p in zip(cfg.stage_calls, plain.stage_calls))
+
+
+def test_true_cfg_with_a_cache_is_refused(dev):
+    from diffusers.hooks import FirstBlockCacheConfig
+
+    n = embeds(1, seed=7)
+    try:
+        with pytest.raises(ValueError, match="true CFG .* with a cache is not supported inside RALU"):
+            RALU(dev, "flux-dev-7x", cache=FirstBlockCacheConfig())(
+                **embeds(), negative_prompt_embeds=n["prompt_embeds"],
+                negative_pooled_prompt_embeds=n["pooled_prompt_embeds"], true_cfg_scale=2.0, height=128, width=128)
+    finally:
+        dev.transformer.disable_cache()

@@ -69,7 +69,10 @@ def test_generate_with_an_sd3_model(tmp_path, capsys):
     assert "tokens per stage [6, 9, 24]" in capsys.readouterr().out
 
 
-def test_negative_prompt_on_flux_is_refused(model_dir, tmp_path, capsys):
-    assert main(["generate", "--model", str(model_dir), "--prompt", "a cat", "--negative-prompt", "dog",
-                 "--height", "64", "--width", "64", "--out", str(tmp_path / "x.png")]) == 2
-    assert "FluxPipeline does not take 'negative_prompt'" in capsys.readouterr().err
+def test_negative_prompt_on_flux_needs_true_cfg(model_dir, tmp_path, capsys):
+    args = ["generate", "--model", str(model_dir), "--prompt", "a cat", "--negative-prompt", "dog",
+            "--height", "64", "--width", "64", "--max-sequence-length", "16"]
+    assert main([*args, "--out", str(tmp_path / "x.png")]) == 2
+    assert "a negative prompt on FLUX needs true_cfg_scale > 1" in capsys.readouterr().err
+    assert main([*args, "--true-cfg", "3", "--out", str(tmp_path / "y.png")]) == 0
+    assert Image.open(tmp_path / "y.png").size == (64, 64)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
+
+from ralu_schedule._errors import check_finite
 
 from . import flux_rotary
 from .base import DiffusersBackend
@@ -17,6 +20,8 @@ class FluxConditioning:
     text_ids: torch.Tensor
     guidance: torch.Tensor | None
     joint_attention_kwargs: dict | None
+    negative: "FluxConditioning | None" = None    # true CFG (FluxPipeline's true_cfg_scale > 1)
+    true_cfg_scale: float = 1.0
 
     @property
     def batch(self) -> int:
@@ -26,7 +31,8 @@ class FluxConditioning:
         """The conditioning of image ``b`` alone (for token sets that differ per image)."""
         sl = slice(b, b + 1)
         return FluxConditioning(self.prompt_embeds[sl], self.pooled_prompt_embeds[sl], self.text_ids,
-                                None if self.guidance is None else self.guidance[sl], self.joint_attention_kwargs)
+                                None if self.guidance is None else self.guidance[sl], self.joint_attention_kwargs,
+                                None if self.negative is None else self.negative.image(b), self.true_cfg_scale)
 
 
 @dataclass
@@ -56,16 +62,35 @@ class FluxBackend(DiffusersBackend):
         self.pixels_per_token = pipe.vae_scale_factor * 2             # 16
 
     def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale, joint_attention_kwargs,
-               device, prompt_2=None, prompt_embeds=None, pooled_prompt_embeds=None) -> FluxConditioning:
+               device, prompt_2=None, prompt_embeds=None, pooled_prompt_embeds=None, negative_prompt=None,
+               negative_prompt_2=None, negative_prompt_embeds=None, negative_pooled_prompt_embeds=None,
+               true_cfg_scale: float = 1.0) -> FluxConditioning:
+        """As FluxPipeline: true classifier-free guidance when ``true_cfg_scale > 1`` and a
+        negative prompt (or negative embeddings) is given, one more transformer call per step."""
         lora_scale = (joint_attention_kwargs or {}).get("scale")
-        embeds, pooled, text_ids = self.pipe.encode_prompt(
-            prompt=prompt, prompt_2=prompt_2, prompt_embeds=prompt_embeds, pooled_prompt_embeds=pooled_prompt_embeds,
-            device=device, num_images_per_prompt=num_images_per_prompt, max_sequence_length=max_sequence_length,
-            lora_scale=lora_scale)
+        enc = functools.partial(self.pipe.encode_prompt, device=device, num_images_per_prompt=num_images_per_prompt,
+                                max_sequence_length=max_sequence_length, lora_scale=lora_scale)
+        embeds, pooled, text_ids = enc(prompt=prompt, prompt_2=prompt_2, prompt_embeds=prompt_embeds,
+                                       pooled_prompt_embeds=pooled_prompt_embeds)
         guidance = None
         if self.transformer.config.guidance_embeds:
             guidance = torch.full([embeds.shape[0]], guidance_scale, device=device, dtype=torch.float32)
-        return FluxConditioning(embeds, pooled, text_ids, guidance, joint_attention_kwargs)
+        negative = None
+        has_negative = negative_prompt is not None or negative_prompt_embeds is not None
+        true_cfg_scale = check_finite("true_cfg_scale", true_cfg_scale)
+        if has_negative and true_cfg_scale <= 1:
+            raise ValueError(f"a negative prompt on FLUX needs true_cfg_scale > 1 (FluxPipeline's true CFG), got "
+                             f"{true_cfg_scale:g}; without it the negative prompt would be ignored")
+        if true_cfg_scale > 1 and has_negative:
+            n_embeds, n_pooled, n_ids = enc(prompt=negative_prompt, prompt_2=negative_prompt_2,
+                                            prompt_embeds=negative_prompt_embeds,
+                                            pooled_prompt_embeds=negative_pooled_prompt_embeds)
+            if n_embeds.shape[0] != embeds.shape[0]:
+                raise ValueError(f"negative prompts give {n_embeds.shape[0]} embeddings for {embeds.shape[0]} prompts; "
+                                 "give one negative prompt per prompt, or one for all")
+            negative = FluxConditioning(n_embeds, n_pooled, n_ids, guidance, joint_attention_kwargs)
+        return FluxConditioning(embeds, pooled, text_ids, guidance, joint_attention_kwargs, negative,
+                                float(true_cfg_scale))
 
     def blocks(self) -> list:
         return list(self.transformer.transformer_blocks) + list(self.transformer.single_transformer_blocks)
@@ -96,9 +121,13 @@ class FluxBackend(DiffusersBackend):
                  cond: FluxConditioning) -> torch.Tensor:
         """``x`` (B, L, 64) float32 tokens at prepared ``positions``, ``sigma`` a float32 scalar."""
         if positions.per_image_calls:
-            return torch.cat([self._forward(x[b:b + 1], positions.img_ids[b], sigma, cond.image(b))
-                              for b in range(x.shape[0])])
-        return self._forward(x, positions.img_ids, sigma, cond, positions.rotary)
+            return torch.cat([self.velocity(x[b:b + 1], FluxPositions(positions.img_ids[b], None, False), sigma,
+                                            cond.image(b)) for b in range(x.shape[0])])
+        v = self._forward(x, positions.img_ids, sigma, cond, positions.rotary)
+        if cond.negative is not None:            # FluxPipeline's true CFG: neg + s (pos - neg)
+            neg = self._forward(x, positions.img_ids, sigma, cond.negative, positions.rotary)
+            v = neg + cond.true_cfg_scale * (v - neg)
+        return v
 
     def _forward(self, x, img_ids, sigma, cond, rotary=None):
         dtype = cond.prompt_embeds.dtype
