@@ -9,6 +9,7 @@ Errors in the arguments print one line on stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from ralu_schedule import PRESETS, token_grid
@@ -33,21 +34,23 @@ def build_parser():
     parser = _Parser(prog=PROG, description="RALU sampling for diffusers pipelines.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     g = sub.add_parser("generate", help="generate an image")
-    g.add_argument("--model", required=True, help="diffusers model id or local path (FLUX.1 dev or schnell, SD3, SD3.5)")
-    g.add_argument("--prompt", required=True)
+    g.add_argument("--model", default=None, help="diffusers model id or local path (FLUX.1 dev or schnell, SD3, SD3.5)")
+    g.add_argument("--prompt", default=None)
+    g.add_argument("--from", dest="from_image", default=None, metavar="IMAGE",
+                   help="regenerate a PNG written by ralu generate from its recipe (other flags override it)")
     g.add_argument("--negative-prompt", default=None,
                    help="SD3: classifier-free guidance; FLUX: true CFG, with --true-cfg > 1")
     g.add_argument("--true-cfg", type=float, default=None, help="FLUX's true_cfg_scale (> 1 turns true CFG on)")
     src = g.add_mutually_exclusive_group()
-    src.add_argument("--preset", default="flux-dev-7x", help=f"one of {', '.join(sorted(PRESETS))}")
+    src.add_argument("--preset", default=None, help=f"one of {', '.join(sorted(PRESETS))} (default flux-dev-7x)")
     src.add_argument("--schedule", help="a JSON schedule file (ralu-schedule ... --json)")
     g.add_argument("--parameters", choices=PARAMETERS, default=PARAMETERS[0])
     g.add_argument("--upsample", choices=UPSAMPLE_MODES, default=UPSAMPLE_MODES[0])
     g.add_argument("--select", choices=SELECTIONS, default=SELECTIONS[0],
                    help="which tokens a partial transition upsamples (authors: the paper code's rule)")
-    g.add_argument("--height", type=int, default=1024)
-    g.add_argument("--width", type=int, default=1024)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--height", type=int, default=None, help="default 1024")
+    g.add_argument("--width", type=int, default=None, help="default 1024")
+    g.add_argument("--seed", type=int, default=None, help="default 0")
     g.add_argument("--guidance-scale", type=float, default=None, help="default: the pipeline's (FLUX 3.5, SD3 7.0)")
     g.add_argument("--max-sequence-length", type=int, default=None, help="default: the pipeline's (FLUX 512, SD3 256)")
     g.add_argument("--device", default=None, help="cuda, cpu, mps, ... (default: cuda if available)")
@@ -55,6 +58,9 @@ def build_parser():
     g.add_argument("--out", default="image.png", help="an image file, or a directory to write image.png into")
     g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     g.add_argument("--force", action="store_true", help="run a preset made for another model family")
+
+    i = sub.add_parser("info", help="print the recipe a PNG written by ralu generate carries")
+    i.add_argument("image")
 
     d = sub.add_parser("demo", help="RALU on the analytic Gaussian backend (no weights): writes a comparison figure")
     d.add_argument("--preset", default="flux-dev-7x", help=f"one of {', '.join(sorted(PRESETS))}")
@@ -106,6 +112,54 @@ def check_device(name):
     return name
 
 
+RECIPE_KEY = "ralu"        # the PNG text chunk that carries an image's recipe (JSON)
+RECIPE_FORMAT = "ralu-image/1"
+
+
+def read_recipe(path) -> dict:
+    """The recipe a PNG written by ``ralu generate`` carries."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            text = getattr(img, "text", {}).get(RECIPE_KEY)
+    except (OSError, UnidentifiedImageError) as err:
+        raise UsageError(f"cannot read image {str(path)!r}: {err}") from None
+    if text is None:
+        raise UsageError(f"{str(path)!r} carries no RALU recipe (PNG files written by ralu generate do)")
+    try:
+        recipe = json.loads(text)
+    except json.JSONDecodeError:
+        raise UsageError(f"{str(path)!r} has a damaged RALU recipe") from None
+    if not isinstance(recipe, dict) or recipe.get("format") != RECIPE_FORMAT:
+        raise UsageError(f"{str(path)!r} has a recipe in an unknown format (expected {RECIPE_FORMAT})")
+    return recipe
+
+
+def run_info(args):
+    print(json.dumps(read_recipe(args.image), indent=2))
+
+
+def _from_recipe(args):
+    """Fill the flags not given from ``--from IMAGE``'s recipe."""
+    recipe = read_recipe(args.from_image) if args.from_image else {}
+    if recipe and (args.preset or args.schedule):
+        raise UsageError("--from takes the image's schedule; leave out --preset and --schedule")
+    for key in ("model", "prompt", "negative_prompt", "true_cfg", "seed", "height", "width", "guidance_scale",
+                "max_sequence_length", "dtype"):
+        if getattr(args, key) is None and recipe.get(key) is not None:
+            setattr(args, key, recipe[key])
+    for key in ("upsample", "select", "parameters"):
+        if key in recipe:
+            setattr(args, key, recipe[key])
+    if args.model is None or args.prompt is None:
+        raise UsageError("generate needs --model and --prompt (or --from IMAGE)")
+    args.height = 1024 if args.height is None else args.height
+    args.width = 1024 if args.width is None else args.width
+    args.seed = 0 if args.seed is None else args.seed
+    return recipe.get("schedule")
+
+
 def generate(args):
     import torch
     from diffusers import DiffusionPipeline
@@ -115,8 +169,9 @@ def generate(args):
     from .pipeline import _check_family, _parse_schedule
 
     # check the output, the schedule, the size, the numbers and the device before loading any weights
+    recipe_schedule = _from_recipe(args)
     out_path = output_path(args.out, "image.png", overwrite=args.overwrite)
-    schedule_arg = args.schedule or args.preset
+    schedule_arg = recipe_schedule or args.schedule or args.preset or "flux-dev-7x"
     fixed, layout = _parse_schedule(schedule_arg, args.parameters)
     token_grid(args.height, args.width, downsampling=(fixed.layout if fixed is not None else layout).downsampling)
     if not 0 <= args.seed < 2**63:
@@ -148,7 +203,23 @@ def generate(args):
         extra["true_cfg_scale"] = args.true_cfg
     out = ralu(args.prompt, height=args.height, width=args.width, generator=gen,
                guidance_scale=args.guidance_scale, max_sequence_length=args.max_sequence_length, **extra)
-    out.images[0].save(out_path)
+    import diffusers
+    from PIL.PngImagePlugin import PngInfo
+
+    import ralu_schedule
+
+    recipe = {"format": RECIPE_FORMAT, "model": args.model, "prompt": args.prompt,
+              "negative_prompt": args.negative_prompt, "true_cfg": args.true_cfg, "seed": args.seed,
+              "height": args.height, "width": args.width, "guidance_scale": ralu.guidance_scale,
+              "max_sequence_length": args.max_sequence_length, "dtype": str(dtype).replace("torch.", ""),
+              "device": str(device), "upsample": args.upsample, "select": args.select,
+              "parameters": args.parameters, "schedule": out.schedule.to_dict(),
+              "versions": {"ralu": ralu_schedule.__version__, "diffusers": diffusers.__version__,
+                           "torch": torch.__version__}}
+    info = PngInfo()
+    info.add_text(RECIPE_KEY, json.dumps(recipe))
+    info.add_text("prompt", args.prompt)
+    out.images[0].save(out_path, pnginfo=info if out_path.suffix.lower() == ".png" else None)
     print(f"wrote {out_path} ({args.width}x{args.height}, tokens per stage {out.stage_tokens})")
 
 
@@ -164,6 +235,8 @@ def main(argv=None) -> int:
             generate(args)
         elif args.command == "demo":
             run_demo(args)
+        elif args.command == "info":
+            run_info(args)
     except ValueError as err:              # UsageError included
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2

@@ -221,7 +221,8 @@ class RALU:
         if unknown:
             raise ValueError(f"callback_on_step_end_tensor_inputs may name {', '.join(sorted(CALLBACK_INPUTS))}, "
                              f"got {', '.join(sorted(unknown))}")
-        self._guidance_scale = getattr(cond, "guidance_scale", guidance_scale)
+        self._guidance_scale = getattr(cond, "guidance_scale",
+                                       be.default_guidance_scale if guidance_scale is None else guidance_scale)
         def on_step(step, stage, sigma, x):
             kwargs = {"latents": x, "stage": stage, "prompt_embeds": cond.prompt_embeds,
                       "pooled_prompt_embeds": cond.pooled_prompt_embeds}

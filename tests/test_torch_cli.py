@@ -76,3 +76,30 @@ def test_negative_prompt_on_flux_needs_true_cfg(model_dir, tmp_path, capsys):
     assert "a negative prompt on FLUX needs true_cfg_scale > 1" in capsys.readouterr().err
     assert main([*args, "--true-cfg", "3", "--out", str(tmp_path / "y.png")]) == 0
     assert Image.open(tmp_path / "y.png").size == (64, 64)
+
+
+def test_images_carry_their_recipe_and_regenerate_bit_for_bit(model_dir, tmp_path, capsys):
+    import json
+
+    import numpy as np
+
+    first, again = tmp_path / "a.png", tmp_path / "b.png"
+    assert main(["generate", "--model", str(model_dir), "--prompt", "a red cat", "--preset", "flux-dev-4x",
+                 "--height", "64", "--width", "96", "--seed", "7", "--guidance-scale", "4.0",
+                 "--max-sequence-length", "16", "--out", str(first)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(first)]) == 0
+    recipe = json.loads(capsys.readouterr().out)
+    assert (recipe["prompt"], recipe["seed"], recipe["height"], recipe["width"], recipe["guidance_scale"]) == \
+        ("a red cat", 7, 64, 96, 4.0)
+    assert recipe["schedule"]["info"]["preset"] == "flux-dev-4x" and recipe["model"] == str(model_dir)
+    assert set(recipe["versions"]) == {"ralu", "diffusers", "torch"} and recipe["dtype"] == "float32"
+    assert main(["generate", "--from", str(first), "--out", str(again)]) == 0
+    assert np.array_equal(np.asarray(Image.open(first)), np.asarray(Image.open(again)))
+    assert main(["info", str(tmp_path / "missing.png")]) == 2
+    assert "cannot read image" in capsys.readouterr().err
+    Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
+    assert main(["info", str(tmp_path / "plain.png")]) == 2
+    assert "carries no RALU recipe" in capsys.readouterr().err
+    assert main(["generate", "--prompt", "x", "--out", str(tmp_path / "c.png")]) == 2
+    assert "generate needs --model and --prompt (or --from IMAGE)" in capsys.readouterr().err
