@@ -103,6 +103,11 @@ class StageScope:
         self.owner, self.pipe, self.counter = owner, pipe, counter
         self.steps = 0
 
+    def begin(self, calls: list) -> None:
+        """The run's model calls per stage, known before the first: ``owner.num_timesteps``."""
+        if self.owner is not None:
+            self.owner._num_timesteps = sum(calls)
+
     def start_stage(self, stage: int, calls: int, tokens: int) -> None:
         self.steps = calls
         if self.transformer is not None:

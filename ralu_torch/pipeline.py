@@ -12,8 +12,7 @@ from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
 from ralu_schedule import PRESETS, Layout, Schedule, get_preset, preset, solve, token_grid
-from ralu_schedule._errors import brief
-from ralu_schedule._errors import check_finite, check_positive_int
+from ralu_schedule._errors import brief, check_finite, check_positive_int
 from ralu_schedule.presets import PARAMETERS
 
 from .backends import backend_for
@@ -98,7 +97,7 @@ class RALU:
                              f"got {type(noise_sampler).__name__}")
         self.noise_sampler = noise_sampler
         self._solver = solver
-        self.solver                                     # checked here, resolved again at each call
+        resolved = self.solver                          # checked here, resolved again at each call
         _check_family(schedule, self.backend.name, allow_other_model)
         self._fixed, self._layout = _parse_schedule(schedule, parameters)
         transformer = self.backend.transformer
@@ -110,9 +109,9 @@ class RALU:
         self._num_timesteps = None
         self._current_timestep = None
         self._interrupt = False
-        if self._fixed is not None and self.solver is not None:    # a solver that cannot run a stage: refused now
+        if self._fixed is not None and resolved is not None:    # a solver that cannot run a stage: refused now
             for k in range(self._fixed.layout.num_stages):
-                stage_scheduler(self.solver, self._fixed, k)
+                stage_scheduler(resolved, self._fixed, k)
         if compile is not False and compile is not None:
             if compile is not True and not isinstance(compile, dict):
                 raise ValueError(f"compile must be True, False or a dict of torch.compile options, got {compile!r}")
@@ -242,9 +241,6 @@ class RALU:
                    **getattr(pipe, "_progress_bar_config", {})}
             return tqdm(total=total, **cfg)
 
-        solver = self.solver
-        self._num_timesteps = sum(len(stage_scheduler(solver, schedule, k).timesteps) if solver is not None else n
-                                  for k, n in enumerate(schedule.layout.steps))
         self._interrupt = pipe._interrupt = False
         counter = CallCounter(be.transformer, measure=cache_config(be.transformer) is not None)
         scope = StageScope(be.transformer, owner=self, pipe=pipe, counter=counter)
@@ -252,7 +248,7 @@ class RALU:
             with counter:
                 res = sample(be, schedule, cond, batch=batch, grid=grid, generator=generator, upsample=self.upsample,
                              kept_noise=self.kept_noise, select=self.select, noise_sampler=self.noise_sampler,
-                             solver=solver, callback=callback, progress=progress, record=record_transitions,
+                             solver=self.solver, callback=callback, progress=progress, record=record_transitions,
                              scope=scope, latents=latents)
         finally:
             self._current_timestep = pipe._current_timestep = None

@@ -76,23 +76,25 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
     # every stage's scheduler before the first model call, so a solver that cannot run one is refused up front
     scheds = [None if solver is None else stage_scheduler(solver, plan, k, device=device)
               for k in range(lay.num_stages)]
+    calls = [st.steps if sched is None else len(sched.timesteps) for st, sched in zip(plan.stages, scheds)]
+    if scope is not None:
+        scope.begin(calls)
     step = 0
     for k, stage in enumerate(plan.stages):
         sig = torch.tensor(stage.sigmas, dtype=torch.float32, device=device)
         positions = backend.prepare(tokens, cond)                     # once per stage: no bookkeeping in steps
         result.stage_tokens.append(tokens.length)
         sched = scheds[k]
-        calls = stage.steps if sched is None else len(sched.timesteps)
-        bar = progress(calls, k) if progress else None
+        bar = progress(calls[k], k) if progress else None
         if scope is not None:
-            scope.start_stage(k, calls, tokens.length)
+            scope.start_stage(k, calls[k], tokens.length)
         if sched is None:
             x, v = run_steps(backend, x, positions, sig, cond, stage=k, first_step=step, callback=callback, bar=bar,
                              scope=scope)
         else:
             x, v = run_scheduler(backend, x, positions, sched, cond, generator, stage=k, first_step=step,
                                  callback=callback, bar=bar, scope=scope)
-        step += calls
+        step += calls[k]
         if bar is not None:
             bar.close()
         if scope is not None and scope.interrupted:
