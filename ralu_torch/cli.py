@@ -12,12 +12,12 @@ import argparse
 import json
 import sys
 
-from ralu_schedule import PRESETS, token_grid
-from ralu_schedule._errors import UsageError, check_finite
+from ralu_schedule import PRESETS
+from ralu_schedule._errors import UsageError
 from ralu_schedule._files import output_path
 from ralu_schedule.presets import PARAMETERS
 
-from .options import DTYPES, SELECTIONS, UPSAMPLE_MODES
+from .options import DTYPES, OFFLOAD, SELECTIONS, UPSAMPLE_MODES
 
 PROG = "ralu"
 NO_TORCH = ("the ralu command needs torch and diffusers, which are not installed: install the torch build "
@@ -55,9 +55,28 @@ def build_parser():
     g.add_argument("--max-sequence-length", type=int, default=None, help="default: the pipeline's (FLUX 512, SD3 256)")
     g.add_argument("--device", default=None, help="cuda, cpu, mps, ... (default: cuda if available)")
     g.add_argument("--dtype", choices=DTYPES, default=None, help="default: bfloat16 on cuda, else float32")
-    g.add_argument("--out", default="image.png", help="an image file, or a directory to write image.png into")
-    g.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    g.add_argument("--out", default=None, help="one image: a file, or a directory to write image.png into "
+                   "(default image.png)")
+    g.add_argument("--overwrite", action="store_true", help="replace existing images whose recipe differs")
     g.add_argument("--force", action="store_true", help="run a preset made for another model family")
+    many = g.add_argument_group("many images")
+    many.add_argument("--prompts", default=None, metavar="FILE",
+                      help="a prompt per line, or JSON lines with prompt, seed, size, schedule, negative_prompt")
+    many.add_argument("--num-images", type=int, default=None, help="images per prompt (default 1); image i gets seed "
+                      "SEED + i")
+    many.add_argument("--batch-size", type=int, default=1, help="images per sampler call (default 1)")
+    many.add_argument("--out-dir", default=None, metavar="DIR",
+                      help="write DIR/00000.png, DIR/00001.png, ... and DIR/manifest.jsonl; a rerun skips done images")
+    model = g.add_argument_group("model")
+    model.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
+                       help="load LoRA weights (a file, a folder or a hub id) at SCALE (default 1); repeatable")
+    model.add_argument("--offload", choices=OFFLOAD, default="none",
+                       help="model: whole models to the device in turn; sequential: layer by layer (least memory)")
+    model.add_argument("--compile", action="store_true", help="torch.compile the transformer's blocks")
+    g.add_argument("--compare", action="store_true",
+                   help="one picture: the full-step baseline beside RALU, with wall times and TFLOPs under them")
+    g.add_argument("--baseline-steps", type=int, default=None,
+                   help="--compare's baseline steps (default 50; 4 for FLUX.1-schnell)")
 
     i = sub.add_parser("info", help="print the recipe a PNG written by ralu generate carries")
     i.add_argument("image")
@@ -140,89 +159,6 @@ def run_info(args):
     print(json.dumps(read_recipe(args.image), indent=2))
 
 
-def _from_recipe(args):
-    """Fill the flags not given from ``--from IMAGE``'s recipe."""
-    recipe = read_recipe(args.from_image) if args.from_image else {}
-    if recipe and (args.preset or args.schedule):
-        raise UsageError("--from takes the image's schedule; leave out --preset and --schedule")
-    for key in ("model", "prompt", "negative_prompt", "true_cfg", "seed", "height", "width", "guidance_scale",
-                "max_sequence_length", "dtype"):
-        if getattr(args, key) is None and recipe.get(key) is not None:
-            setattr(args, key, recipe[key])
-    for key in ("upsample", "select", "parameters"):
-        if key in recipe:
-            setattr(args, key, recipe[key])
-    if args.model is None or args.prompt is None:
-        raise UsageError("generate needs --model and --prompt (or --from IMAGE)")
-    args.height = 1024 if args.height is None else args.height
-    args.width = 1024 if args.width is None else args.width
-    args.seed = 0 if args.seed is None else args.seed
-    return recipe.get("schedule")
-
-
-def generate(args):
-    import torch
-    from diffusers import DiffusionPipeline
-
-    from ralu_torch import RALU
-
-    from .pipeline import _check_family, _parse_schedule
-
-    # check the output, the schedule, the size, the numbers and the device before loading any weights
-    recipe_schedule = _from_recipe(args)
-    out_path = output_path(args.out, "image.png", overwrite=args.overwrite)
-    schedule_arg = recipe_schedule or args.schedule or args.preset or "flux-dev-7x"
-    fixed, layout = _parse_schedule(schedule_arg, args.parameters)
-    token_grid(args.height, args.width, downsampling=(fixed.layout if fixed is not None else layout).downsampling)
-    if not 0 <= args.seed < 2**63:
-        raise UsageError(f"--seed must lie in [0, 2**63), got {args.seed}")
-    if args.guidance_scale is not None:
-        check_finite("--guidance-scale", args.guidance_scale)
-    if args.true_cfg is not None:
-        check_finite("--true-cfg", args.true_cfg)
-    device = check_device(args.device)
-    dtype = getattr(torch, args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"))
-    try:    # the pipeline's class from its model_index.json alone, before any weights
-        config = DiffusionPipeline.load_config(args.model)
-    except (OSError, ValueError) as err:
-        raise UsageError(f"cannot load model {args.model!r}: {str(err).splitlines()[0]}") from None
-    cls = str(config.get("_class_name", ""))
-    family = "flux" if cls.startswith("Flux") else "sd3" if cls.startswith("StableDiffusion3") else None
-    if family is not None:
-        _check_family(fixed if fixed is not None else schedule_arg, family, args.force)
-    try:
-        pipe = DiffusionPipeline.from_pretrained(args.model, dtype=dtype)
-    except (OSError, ValueError) as err:
-        raise UsageError(f"cannot load model {args.model!r}: {str(err).splitlines()[0]}") from None
-    pipe = pipe.to(device)
-    ralu = RALU(pipe, fixed if fixed is not None else schedule_arg, parameters=args.parameters, upsample=args.upsample,
-                select=args.select, allow_other_model=args.force)
-    gen = torch.Generator(device="cpu" if device == "mps" else device).manual_seed(args.seed)
-    extra = {} if args.negative_prompt is None else {"negative_prompt": args.negative_prompt}
-    if args.true_cfg is not None:
-        extra["true_cfg_scale"] = args.true_cfg
-    out = ralu(args.prompt, height=args.height, width=args.width, generator=gen,
-               guidance_scale=args.guidance_scale, max_sequence_length=args.max_sequence_length, **extra)
-    import diffusers
-    from PIL.PngImagePlugin import PngInfo
-
-    import ralu_schedule
-
-    recipe = {"format": RECIPE_FORMAT, "model": args.model, "prompt": args.prompt,
-              "negative_prompt": args.negative_prompt, "true_cfg": args.true_cfg, "seed": args.seed,
-              "height": args.height, "width": args.width, "guidance_scale": ralu.guidance_scale,
-              "max_sequence_length": args.max_sequence_length, "dtype": str(dtype).replace("torch.", ""),
-              "device": str(device), "upsample": args.upsample, "select": args.select,
-              "parameters": args.parameters, "schedule": out.schedule.to_dict(),
-              "versions": {"ralu": ralu_schedule.__version__, "diffusers": diffusers.__version__,
-                           "torch": torch.__version__}}
-    info = PngInfo()
-    info.add_text(RECIPE_KEY, json.dumps(recipe))
-    info.add_text("prompt", args.prompt)
-    out.images[0].save(out_path, pnginfo=info if out_path.suffix.lower() == ".png" else None)
-    print(f"wrote {out_path} ({args.width}x{args.height}, tokens per stage {out.stage_tokens})")
-
-
 def main(argv=None) -> int:
     try:
         import torch  # noqa: F401
@@ -232,6 +168,8 @@ def main(argv=None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if args.command == "generate":
+            from .generate import generate
+
             generate(args)
         elif args.command == "demo":
             run_demo(args)

@@ -12,3 +12,5 @@ SELECTIONS = ("edges", "authors", "random")
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 #: Weight dtypes of the command line.
 DTYPES = ("bfloat16", "float16", "float32")
+#: ``ralu generate --offload``: none, diffusers' model CPU offload, or its sequential (layer by layer) offload.
+OFFLOAD = ("none", "model", "sequential")

@@ -9,3 +9,16 @@ settings.register_profile("ralu", derandomize=True, deadline=None)
 settings.load_profile("ralu")
 
 sys.path.insert(0, str(Path(__file__).parent))   # tests/tiny.py
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory):
+    """A tiny FLUX pipeline with text encoders, saved as from_pretrained reads it."""
+    from tiny import tiny_flux_with_text
+
+    path = tmp_path_factory.mktemp("tiny-flux")
+    tiny_flux_with_text().save_pretrained(path)
+    return path

@@ -7,14 +7,7 @@ import pytest
 from PIL import Image
 
 from ralu_torch.cli import main
-from tiny import tiny_flux_with_text, tiny_sd3_with_text
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-flux")
-    tiny_flux_with_text().save_pretrained(path)
-    return path
+from tiny import tiny_sd3_with_text
 
 
 def test_generate_writes_an_image(model_dir, tmp_path, capsys):
@@ -102,4 +95,4 @@ def test_images_carry_their_recipe_and_regenerate_bit_for_bit(model_dir, tmp_pat
     assert main(["info", str(tmp_path / "plain.png")]) == 2
     assert "carries no RALU recipe" in capsys.readouterr().err
     assert main(["generate", "--prompt", "x", "--out", str(tmp_path / "c.png")]) == 2
-    assert "generate needs --model and --prompt (or --from IMAGE)" in capsys.readouterr().err
+    assert "generate needs --model and --prompt or --prompts (or --from IMAGE)" in capsys.readouterr().err

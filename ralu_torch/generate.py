@@ -1,0 +1,494 @@
+"""``ralu generate``: one image, many images, or a baseline comparison, on one process or many.
+
+The order of work is what keeps a run safe and cheap to repeat:
+
+1. everything the command line and the prompts file say is checked, and every output path
+   decided, before any weights load (a bad path fails in well under a second);
+2. images already on disk whose recipe matches are skipped (a rerun resumes), and an image
+   whose recipe differs is replaced only with ``--overwrite``;
+3. under ``accelerate launch``, the images still to make are split between the processes
+   (accelerate's ``PartialState``), each process writes its images and its manifest lines,
+   and the first process merges the manifests at the end;
+4. each image is written under a temporary name and renamed (never half a file), then its
+   manifest line is appended and synced, so an interrupted run keeps all it finished.
+
+See ``docs/generate.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from pathlib import Path
+
+from ralu_schedule import token_grid
+from ralu_schedule._errors import UsageError, brief, check_finite
+from ralu_schedule._files import output_path
+
+from .cli import RECIPE_FORMAT, RECIPE_KEY, check_device, read_recipe
+from .jobs import (MANIFEST, PART, SEED_LIMIT, Entry, Job, append_line, batches, check_writable_dir, differences,
+                   lora_spec, merge_manifest, plan_jobs, read_prompts)
+
+DEFAULT_PRESET = "flux-dev-7x"
+FROM_FIELDS = ("model", "prompt", "negative_prompt", "true_cfg", "seed", "height", "width", "guidance_scale",
+               "max_sequence_length", "dtype")
+#: The flags whose change makes ``--from`` a new image rather than the recorded batch's member.
+BATCH_FIELDS = ("prompt", "negative_prompt", "seed", "height", "width")
+
+
+def generate(args) -> None:
+    import torch
+
+    recipe = read_recipe(args.from_image) if args.from_image else {}
+    from_batch = _from_recipe(args, recipe)
+    state = _processes(args)
+    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
+    device = str(state.device) if state is not None else check_device(args.device)
+    dtype_name = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    many = args.prompts is not None or (args.num_images or 1) > 1 or args.out_dir is not None
+    _check_flags(args, many, world, recipe)
+    loras = [list(lora_spec(s)) for s in args.lora] if args.lora else recipe.get("loras") or []
+
+    # the images: from the recipe's batch, the prompts file, or --prompt
+    if from_batch:
+        jobs = [Job(index=k, prompt=m["prompt"], seed=m["seed"], height=args.height, width=args.width,
+                    negative_prompt=m.get("negative_prompt"), file="") for k, m in enumerate(from_batch["members"])]
+    else:
+        entries = read_prompts(args.prompts) if args.prompts else [Entry(prompt=args.prompt)]
+        jobs = plan_jobs(entries, num_images=args.num_images or 1, seed=args.seed, height=args.height,
+                         width=args.width, negative_prompt=args.negative_prompt)
+    if recipe and not args.schedule and not args.preset:
+        source = recipe.get("schedule_source", "recipe")
+        schedules = {None: _schedule_entry(recipe["schedule"], args.parameters, source)}
+    else:
+        run_schedule = args.schedule or args.preset or DEFAULT_PRESET
+        schedules = {None: _schedule_entry(run_schedule, args.parameters, run_schedule)}
+    for job in jobs:
+        if job.schedule not in schedules:
+            schedules[job.schedule] = _schedule_entry(job.schedule, args.parameters, job.schedule,
+                                                      where=f"{Path(args.prompts).name}:{job.line}")
+        fixed, layout, _ = schedules[job.schedule]
+        token_grid(job.height, job.width, downsampling=(fixed.layout if fixed is not None else layout).downsampling,
+                   what=f"this schedule (image {job.index}, line {job.line} of {Path(args.prompts).name})"
+                   if args.prompts else "this schedule")
+
+    # where each image goes, and which are done already
+    if many:
+        out_dir = check_writable_dir(Path(args.out_dir or "."))
+        targets = {job.index: out_dir / job.file for job in jobs}
+    else:
+        out_dir = None
+        name = "compare.png" if args.compare else "image.png"
+        path = output_path(args.out or name, name, overwrite=True)
+        keep = from_batch["index"] if from_batch else 0
+        targets = {keep: path}
+    base = _base_recipe(args, device, dtype_name, loras)
+    wanted = {job.index: _recipe(base, job, schedules[job.schedule]) for job in jobs}
+    done, found = _done(jobs, targets, wanted, args.overwrite, compare=args.compare)
+    pending = [job for job in jobs if job.index not in done or job.index not in targets]
+    if from_batch and from_batch["index"] in done:
+        pending = []
+
+    # the model: its class from model_index.json alone before any weights, then the weights
+    family = _family(args.model)
+    if family is not None:
+        from .pipeline import _check_family
+
+        for fixed, _, source in schedules.values():
+            _check_family(fixed if fixed is not None else source, family, args.force)
+    if state is not None:
+        state.wait_for_everyone()      # every process has read the directory before any writes to it
+    if not pending:
+        if out_dir is not None and rank == 0:
+            merge_manifest(out_dir, {targets[i].name: _line_from_recipe(found[i]) for i in done})
+        print(f"nothing to do: {len(done)} image(s) already there with the same recipe"
+              + (f" ({out_dir / MANIFEST})" if out_dir is not None else f" ({targets[next(iter(targets))]})"))
+        return
+    if state is not None:
+        with state.split_between_processes(pending) as mine:
+            mine = list(mine)
+    else:
+        mine = pending
+    if not mine:                       # fewer images than processes: this one waits for the others
+        state.wait_for_everyone()
+        return
+    pipe = _load(args, torch, device, dtype_name, loras, quiet=rank != 0)
+    ralus = _ralus(pipe, args, schedules)
+
+    if args.compare:
+        _compare(args, pipe, ralus[None], mine[0], targets[0], wanted[0], device)
+        return
+    from tqdm.auto import tqdm
+
+    manifest = None if out_dir is None else out_dir / (MANIFEST if world == 1 else PART.format(rank=rank))
+    size = len(jobs) if from_batch else args.batch_size
+    bar = tqdm(total=len(mine), desc="images", unit="image", disable=rank != 0 or not many)
+    written = 0
+    for group in batches(mine, size):
+        ralu = ralus[group[0].schedule]
+        seconds, out = _run(ralu, group, args, device)
+        tflops = sum(st.tflops for st in out.stage_calls) / len(group)
+        members = [{"prompt": j.prompt, "seed": j.seed, "negative_prompt": j.negative_prompt} for j in group]
+        for k, (job, image) in enumerate(zip(group, out.images)):
+            if job.index not in targets:
+                continue
+            rec = {**wanted[job.index], "schedule": out.schedule.to_dict(), "guidance_used": ralu.guidance_scale,
+                   "versions": _versions()}
+            if len(group) > 1:
+                rec["batch"] = {"members": members, "index": k}
+            _save(image, targets[job.index], rec)
+            written += 1
+            if manifest is not None:
+                append_line(manifest, {**_line_from_recipe(rec), "file": targets[job.index].name, "index": job.index,
+                                       "seconds": seconds / len(group), "batch_seconds": seconds,
+                                       "batch_size": len(group), "tflops": tflops, "stage_tokens": out.stage_tokens,
+                                       "rank": rank})
+            else:
+                print(f"wrote {targets[job.index]} ({job.width}x{job.height}, tokens per stage {out.stage_tokens})")
+        bar.update(len(group))
+    bar.close()
+    if state is not None:
+        state.wait_for_everyone()
+    if out_dir is not None and rank == 0:
+        lines = merge_manifest(out_dir, {targets[i].name: _line_from_recipe(found[i]) for i in done})
+        print(f"wrote {len(pending)} image(s) to {out_dir}" + (f" on {world} processes" if world > 1 else "")
+              + f", skipped {len(done)} already there; {out_dir / MANIFEST}: {lines} line(s)")
+    elif out_dir is not None:
+        print(f"process {rank}: wrote {written} image(s)")
+
+
+# -- the command line, before any weights -------------------------------------------------------
+
+def _from_recipe(args, recipe: dict):
+    """Fill the flags not given from ``--from IMAGE``'s recipe. Returns the recipe's batch
+    (``{"members": [...], "index": k}``) when the image was drawn in a batch and none of the
+    flags that pick its noise changed: regenerating the same batch is what reproduces it
+    bit for bit (a batched matmul rounds differently from a single one)."""
+    batch = recipe.get("batch") if recipe else None
+    if batch and any(getattr(args, k) is not None for k in BATCH_FIELDS):
+        batch = None
+    if recipe and (args.preset or args.schedule):
+        raise UsageError("--from takes the image's schedule; leave out --preset and --schedule")
+    for key in FROM_FIELDS:
+        if getattr(args, key) is None and recipe.get(key) is not None:
+            setattr(args, key, recipe[key])
+    for key in ("upsample", "select", "parameters"):
+        if key in recipe:
+            setattr(args, key, recipe[key])
+    if recipe.get("compile"):
+        args.compile = True
+    if args.model is None or (args.prompt is None and args.prompts is None):
+        raise UsageError("generate needs --model and --prompt or --prompts (or --from IMAGE)")
+    args.height = 1024 if args.height is None else args.height
+    args.width = 1024 if args.width is None else args.width
+    args.seed = 0 if args.seed is None else args.seed
+    return batch
+
+
+def _check_flags(args, many: bool, world: int, recipe: dict) -> None:
+    if args.prompts is not None and args.prompt is not None and not recipe:
+        raise UsageError("give --prompt or --prompts, not both")
+    if recipe and (many or args.compare):
+        raise UsageError("--from regenerates one image into --out; leave out --prompts, --num-images, --out-dir "
+                         "and --compare")
+    if args.out is not None and many:
+        raise UsageError("--out names one image; with --prompts, --num-images or --out-dir the images go to --out-dir")
+    if args.num_images is not None and args.num_images < 1:
+        raise UsageError(f"--num-images must be >= 1, got {args.num_images}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not 0 <= args.seed < SEED_LIMIT:
+        raise UsageError(f"--seed must lie in [0, 2**63), got {args.seed}")
+    if args.guidance_scale is not None:
+        check_finite("--guidance-scale", args.guidance_scale)
+    if args.true_cfg is not None:
+        check_finite("--true-cfg", args.true_cfg)
+    if args.compare and many:
+        raise UsageError("--compare makes one picture; leave out --prompts, --num-images and --out-dir")
+    if args.baseline_steps is not None and (not args.compare or args.baseline_steps < 1):
+        raise UsageError("--baseline-steps needs --compare" if not args.compare
+                         else f"--baseline-steps must be >= 1, got {args.baseline_steps}")
+    if world > 1:
+        if not many or args.compare:
+            raise UsageError(f"{world} processes need many images: give --prompts or --num-images and --out-dir")
+        if args.device is not None:
+            raise UsageError("under accelerate launch each process takes its own device; leave out --device")
+        if args.offload != "none":
+            raise UsageError("--offload with several processes: each process holds its own model; use one or the other")
+
+
+def _processes(args):
+    """accelerate's ``PartialState`` when launched as one of several processes (``accelerate
+    launch``, ``torchrun``), else None. Without CUDA the processes run on the CPU (gloo);
+    a launch that accelerate would not split is refused rather than run twice."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return None
+    try:
+        from accelerate import PartialState
+    except ImportError:
+        raise UsageError("several processes need accelerate: pip install accelerate") from None
+    import torch
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    if state.num_processes != world:
+        raise UsageError(f"WORLD_SIZE is {world} but accelerate sees {state.num_processes} process(es) "
+                         f"({state.distributed_type}); launch with accelerate launch or torchrun")
+    return state
+
+
+def _schedule_entry(arg, parameters: str, source, where: str | None = None):
+    from .pipeline import _parse_schedule
+
+    try:
+        fixed, layout = _parse_schedule(arg, parameters)
+    except ValueError as err:
+        if where is None:
+            raise
+        raise UsageError(f"{where}: {err}") from None
+    return fixed, layout, source
+
+
+def _family(model: str):
+    from diffusers import DiffusionPipeline
+
+    try:
+        config = DiffusionPipeline.load_config(model)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot load model {brief(model)}: {str(err).splitlines()[0]}") from None
+    cls = str(config.get("_class_name", ""))
+    return "flux" if cls.startswith("Flux") else "sd3" if cls.startswith("StableDiffusion3") else None
+
+
+def _base_recipe(args, device: str, dtype_name: str, loras: list) -> dict:
+    return {"format": RECIPE_FORMAT, "model": args.model, "true_cfg": args.true_cfg,
+            "guidance_scale": args.guidance_scale, "max_sequence_length": args.max_sequence_length,
+            "dtype": dtype_name, "device": device, "upsample": args.upsample, "select": args.select,
+            "parameters": args.parameters, "loras": loras, "compile": bool(args.compile)}
+
+
+def _recipe(base: dict, job: Job, schedule) -> dict:
+    fixed, _, source = schedule
+    return {**base, "prompt": job.prompt, "negative_prompt": job.negative_prompt, "seed": job.seed,
+            "height": job.height, "width": job.width, "schedule": None if fixed is None else fixed.to_dict(),
+            "schedule_source": str(source)}
+
+
+def _done(jobs, targets: dict, wanted: dict, overwrite: bool, compare: bool = False):
+    """The jobs whose file is there with a matching recipe, and the recipes found; an existing
+    file with another recipe is refused unless ``overwrite``."""
+    done, found = set(), {}
+    for job in jobs:
+        path = targets.get(job.index)
+        if path is None or not path.exists():
+            continue
+        if path.is_dir():
+            raise UsageError(f"{brief(str(path))} is a directory")
+        if compare:
+            if not overwrite:
+                raise UsageError(f"{brief(str(path))} exists; pass --overwrite to replace it")
+            continue
+        try:
+            have = read_recipe(path)
+        except UsageError:
+            if overwrite:
+                continue
+            raise UsageError(f"{brief(str(path))} exists and was not written by ralu generate; pass --overwrite to "
+                             "replace it") from None
+        diff = differences(wanted[job.index], have)
+        if not diff:
+            done.add(job.index)
+            found[job.index] = have
+        elif not overwrite:
+            raise UsageError(f"{brief(str(path))} exists with another recipe (it differs in {', '.join(diff)}); pass "
+                             "--overwrite to replace it, or write elsewhere")
+    return done, found
+
+
+def _line_from_recipe(rec: dict) -> dict:
+    """A manifest line's description of an image (timings added by the run that made it)."""
+    sched = rec.get("schedule") or {}
+    return {"prompt": rec.get("prompt"), "negative_prompt": rec.get("negative_prompt"), "seed": rec.get("seed"),
+            "width": rec.get("width"), "height": rec.get("height"), "model": rec.get("model"),
+            "schedule": sched, "preset": (sched.get("info") or {}).get("preset"), "dtype": rec.get("dtype"),
+            "device": rec.get("device"), "loras": rec.get("loras"), "seconds": None, "tflops": None}
+
+
+# -- loading and running ----------------------------------------------------------------------------
+
+def _load(args, torch, device: str, dtype_name: str, loras: list, quiet: bool):
+    from diffusers import DiffusionPipeline
+
+    try:
+        pipe = DiffusionPipeline.from_pretrained(args.model, dtype=getattr(torch, dtype_name))
+    except (OSError, ValueError) as err:
+        raise UsageError(f"cannot load model {brief(args.model)}: {str(err).splitlines()[0]}") from None
+    if loras:
+        try:
+            import peft  # noqa: F401
+        except ImportError:
+            raise UsageError("--lora needs peft: pip install peft") from None
+        names = []
+        for k, (path, _) in enumerate(loras):
+            try:
+                pipe.load_lora_weights(path, adapter_name=f"lora{k}")
+            except (OSError, ValueError, KeyError) as err:
+                raise UsageError(f"cannot load LoRA {brief(path)}: {str(err).splitlines()[0]}") from None
+            names.append(f"lora{k}")
+        pipe.set_adapters(names, adapter_weights=[scale for _, scale in loras])
+    if args.offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif args.offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:
+        pipe = pipe.to(device)
+    if quiet:
+        pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _ralus(pipe, args, schedules: dict) -> dict:
+    """One RALU per schedule of the run; the transformer is compiled once, by the first."""
+    from .pipeline import RALU
+
+    out = {}
+    for key, (fixed, _, source) in schedules.items():
+        out[key] = RALU(pipe, fixed if fixed is not None else source, parameters=args.parameters,
+                        upsample=args.upsample, select=args.select, allow_other_model=args.force,
+                        compile=bool(args.compile) and not out)
+    return out
+
+
+def _generators(torch, device: str, seeds):
+    gen_device = "cpu" if device.startswith("mps") else device
+    return [torch.Generator(device=gen_device).manual_seed(s) for s in seeds]
+
+
+def _call_args(args, group: list) -> dict:
+    kw = {"height": group[0].height, "width": group[0].width, "guidance_scale": args.guidance_scale,
+          "max_sequence_length": args.max_sequence_length}
+    if group[0].negative_prompt is not None:
+        kw["negative_prompt"] = [j.negative_prompt for j in group]
+    if args.true_cfg is not None:
+        kw["true_cfg_scale"] = args.true_cfg
+    return kw
+
+
+def _run(ralu, group: list, args, device: str):
+    import torch
+
+    gens = _generators(torch, device, [j.seed for j in group])
+    start = _clock(torch, device)
+    try:
+        out = ralu([j.prompt for j in group], generator=gens, **_call_args(args, group))
+    except (TypeError, RuntimeError) as err:
+        if args.offload == "none" or not any("accelerate" in f.filename for f in traceback.extract_tb(err.__traceback__)):
+            raise
+        import accelerate
+
+        raise UsageError(f"--offload {args.offload} failed inside accelerate {accelerate.__version__}'s offload hooks "
+                         f"({type(err).__name__}: {str(err).splitlines()[0][:120]}); the pipeline's own call goes "
+                         "through the same hooks; try another --offload") from None
+    return _clock(torch, device) - start, out
+
+
+def _clock(torch, device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def _versions() -> dict:
+    import diffusers
+    import torch
+
+    import ralu_schedule
+
+    return {"ralu": ralu_schedule.__version__, "diffusers": diffusers.__version__, "torch": torch.__version__}
+
+
+def _save(image, path: Path, recipe: dict) -> None:
+    """Under a temporary name in the same directory, then renamed: never half an image."""
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
+    extra = {}
+    if fmt == "PNG":
+        info = PngInfo()
+        info.add_text(RECIPE_KEY, json.dumps(recipe))
+        info.add_text("prompt", recipe["prompt"])
+        extra["pnginfo"] = info
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        image.save(tmp, format=fmt, **extra)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+# -- --compare ------------------------------------------------------------------------------------
+
+def _compare(args, pipe, ralu, job: Job, path: Path, recipe: dict, device: str) -> None:
+    """The full-step pipeline and RALU from the same seed, timed after one untimed RALU call
+    (which pays the first call's one-off costs for both), side by side in one picture."""
+    import torch
+
+    schnell = ralu.backend.name == "flux" and not ralu.backend.transformer.config.guidance_embeds
+    steps = args.baseline_steps or (4 if schnell else 50)    # the paper's baselines: schnell 4 steps, else 50
+    kw = _call_args(args, [job])
+    if "negative_prompt" in kw:
+        kw["negative_prompt"] = kw["negative_prompt"][0]
+    _run(ralu, [job], args, device)                # untimed
+    start = _clock(torch, device)
+    base = pipe(job.prompt, num_inference_steps=steps, generator=_generators(torch, device, [job.seed])[0],
+                **{k: v for k, v in kw.items() if v is not None})
+    base_s = _clock(torch, device) - start
+    seconds, out = _run(ralu, [job], args, device)
+    spec = ralu.backend.cost_spec()
+    gh, gw = token_grid(job.height, job.width, pixels_per_token=ralu.backend.pixels_per_token)
+    guided = ralu.backend.name == "sd3" and (ralu.guidance_scale or 0) > 1 or (args.true_cfg or 0) > 1
+    base_tf = steps * spec.forward(gh * gw, out.text_tokens).total("paper") / 1e12 * (2 if guided else 1)
+    ralu_tf = sum(st.tflops for st in out.stage_calls)
+    lay = out.schedule.layout
+    name = (out.schedule.info or {}).get("preset") or "schedule"
+    rows = [(f"baseline, {steps} steps", base_s, base_tf),
+            (f"RALU {name}, {'+'.join(map(str, lay.steps))} steps", seconds, ralu_tf)]
+    picture = _side_by_side([base.images[0], out.images[0]],
+                            [[label, f"{s:.2f} s, {tf:.4g} transformer TFLOPs"] for label, s, tf in rows])
+    rec = {**recipe, "schedule": out.schedule.to_dict(), "guidance_used": ralu.guidance_scale,
+           "versions": _versions(),
+           "compare": {"baseline_steps": steps, "baseline_seconds": base_s, "ralu_seconds": seconds,
+                       "baseline_tflops": base_tf, "ralu_tflops": ralu_tf}}
+    _save(picture, path, rec)
+    print(f"{'':<34} {'seconds':>9} {'TFLOPs':>10}")
+    for label, s, tf in rows:
+        print(f"{label:<34} {s:>9.2f} {tf:>10.4g}")
+    print(f"speed-up {base_s / seconds:.2f}x in time, {base_tf / ralu_tf:.2f}x in TFLOPs; wrote {path}")
+
+
+def _side_by_side(images, captions):
+    """The images in a row, each with its caption lines under it (panels widen for long captions)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    w, h = images[0].size
+    size = max(10, w // 32)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:                              # Pillow < 10.1: the fixed bitmap font
+        font = ImageFont.load_default()
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    gap, line = max(4, w // 64), int(size * 1.4)
+    panel = max(w, max(int(probe.textlength(t, font=font)) for lines in captions for t in lines) + 2 * gap)
+    canvas = Image.new("RGB", (len(images) * panel + (len(images) - 1) * gap,
+                               h + 2 * gap + line * max(map(len, captions))), "white")
+    draw = ImageDraw.Draw(canvas)
+    for k, (img, lines) in enumerate(zip(images, captions)):
+        x = k * (panel + gap)
+        canvas.paste(img.convert("RGB"), (x + (panel - w) // 2, 0))
+        for n, text in enumerate(lines):
+            draw.text((x + gap, h + gap + n * line), text, fill="black", font=font)
+    return canvas

@@ -1,0 +1,275 @@
+"""The work of one ``ralu generate`` run: which images, with which seeds, under which names.
+
+Everything here is decided before any model loads, from the command line and the prompts
+file alone, so that a bad line, a name clash or an unwritable directory costs no time:
+
+- ``read_prompts``: a prompts file, one prompt per line, or JSON lines
+  ``{"prompt": ..., "seed": ..., "size": "WIDTHxHEIGHT", "schedule": ..., "negative_prompt": ...}``.
+- ``plan_jobs``: one :class:`Job` per image. Image ``i`` (counting from 0 over the whole run,
+  ``--num-images`` per prompt, in file order) gets seed ``S + i`` for ``--seed S``; a line
+  with its own ``"seed": s`` gives its ``k``-th image seed ``s + k``. Image ``i`` is written
+  to ``DIR/{i:05d}.png``.
+- ``identity``: what an image's recipe must say for an existing file to count as this job
+  done (rerunning a command skips it), and ``manifest`` upkeep (``manifest.jsonl``, one JSON
+  line per image, merged from every process's part at the end of a run).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ralu_schedule._errors import UsageError, brief
+
+MANIFEST = "manifest.jsonl"
+PART = "manifest.part-{rank}.jsonl"      # one per process of a multi-process run, merged at its end
+SEED_LIMIT = 2**63
+LINE_KEYS = ("prompt", "seed", "size", "width", "height", "schedule", "negative_prompt")
+IMAGE_NAME = "{index:05d}.png"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One image: ``index`` is its place in the run, ``file`` its name in the output directory."""
+
+    index: int
+    prompt: str
+    seed: int
+    height: int
+    width: int
+    schedule: str | None = None          # a preset name or schedule file from the prompts file; None: the run's
+    negative_prompt: str | None = None
+    file: str = ""
+    line: int | None = None              # its line in the prompts file
+
+    def batch_key(self) -> tuple:
+        """Images that can share one sampler call: same size, schedule and kind of guidance."""
+        return (self.height, self.width, self.schedule, self.negative_prompt is None)
+
+
+@dataclass
+class Entry:
+    """One prompt of the prompts file (or of ``--prompt``), with what its line fixes."""
+
+    prompt: str
+    seed: int | None = None
+    height: int | None = None
+    width: int | None = None
+    schedule: str | None = None
+    negative_prompt: str | None = None
+    line: int | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def read_prompts(path) -> list[Entry]:
+    """The prompts of a prompts file; every fault is one line naming the file and line."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"--prompts {brief(str(path))} is a directory, not a prompts file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"--prompts {brief(str(path))} does not exist") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--prompts {brief(str(path))} is not UTF-8 text") from None
+    except OSError as err:
+        raise UsageError(f"cannot read --prompts {brief(str(path))}: {err.strerror}") from None
+    entries = []
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        where = f"{path.name}:{n}"
+        entries.append(_json_entry(line, where, n) if line.startswith("{") else Entry(prompt=line, line=n))
+    if not entries:
+        raise UsageError(f"--prompts {brief(str(path))} holds no prompt (one a line; blank lines and # comments "
+                         "are skipped)")
+    return entries
+
+
+def _json_entry(line: str, where: str, n: int) -> Entry:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise UsageError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
+    if not isinstance(obj, dict):
+        raise UsageError(f"{where}: a JSON line must be an object with a \"prompt\"")
+    unknown = sorted(set(obj) - set(LINE_KEYS))
+    if unknown:
+        raise UsageError(f"{where}: unknown key {unknown[0]!r}; a line may have {', '.join(LINE_KEYS)}")
+    prompt = obj.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise UsageError(f"{where}: \"prompt\" must be a non-empty string, got {brief(prompt)}")
+    e = Entry(prompt=prompt, line=n)
+    if "seed" in obj:
+        e.seed = _int(obj["seed"], f"{where}: \"seed\"", 0, SEED_LIMIT)
+    if "size" in obj:
+        if "width" in obj or "height" in obj:
+            raise UsageError(f"{where}: give \"size\" or \"width\"/\"height\", not both")
+        e.width, e.height = parse_size(obj["size"], f"{where}: \"size\"")
+    for key in ("width", "height"):
+        if key in obj:
+            setattr(e, key, _int(obj[key], f"{where}: \"{key}\"", 1, 1 << 20))
+    for key in ("schedule", "negative_prompt"):
+        if key in obj:
+            if not isinstance(obj[key], str) or not obj[key]:
+                raise UsageError(f"{where}: \"{key}\" must be a non-empty string, got {brief(obj[key])}")
+            setattr(e, key, obj[key])
+    return e
+
+
+def _int(value, name: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise UsageError(f"{name} must be an integer, got {brief(value)}")
+    if not low <= value < high:
+        raise UsageError(f"{name} must lie in [{low}, {high}), got {value}")
+    return value
+
+
+def parse_size(value, name: str = "--size") -> tuple[int, int]:
+    """``"WIDTHxHEIGHT"`` (or ``[width, height]``) as ``(width, height)``."""
+    if isinstance(value, list) and len(value) == 2:
+        return _int(value[0], f"{name} width", 1, 1 << 20), _int(value[1], f"{name} height", 1, 1 << 20)
+    if isinstance(value, str):
+        parts = value.lower().split("x")
+        if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
+            return _int(int(parts[0]), f"{name} width", 1, 1 << 20), _int(int(parts[1]), f"{name} height", 1, 1 << 20)
+    raise UsageError(f"{name} must be \"WIDTHxHEIGHT\" (e.g. \"1024x768\") or [width, height], got {brief(value)}")
+
+
+def plan_jobs(entries: list[Entry], *, num_images: int, seed: int, height: int, width: int,
+              negative_prompt: str | None = None) -> list[Job]:
+    """One job per image, numbered over the whole run; seeds as the module says."""
+    jobs = []
+    for e in entries:
+        for k in range(num_images):
+            i = len(jobs)
+            s = (seed + i) if e.seed is None else (e.seed + k)
+            if s >= SEED_LIMIT:
+                raise UsageError(f"image {i} would get seed {s}, beyond 2**63 - 1; use a smaller --seed")
+            jobs.append(Job(index=i, prompt=e.prompt, seed=s, height=e.height or height, width=e.width or width,
+                            schedule=e.schedule, negative_prompt=e.negative_prompt or negative_prompt,
+                            file=IMAGE_NAME.format(index=i), line=e.line))
+    return jobs
+
+
+def batches(jobs: list[Job], size: int) -> list[list[Job]]:
+    """Consecutive jobs that share a :meth:`Job.batch_key`, at most ``size`` to a batch."""
+    out = []
+    for job in jobs:
+        if out and len(out[-1]) < size and out[-1][-1].batch_key() == job.batch_key():
+            out[-1].append(job)
+        else:
+            out.append([job])
+    return out
+
+
+#: The recipe fields that decide an image's pixels: an existing file whose recipe agrees on
+#: all of them is this job done. Versions, timings and the batch it was drawn in are left out.
+IDENTITY = ("model", "prompt", "negative_prompt", "true_cfg", "seed", "height", "width", "guidance_scale",
+            "max_sequence_length", "dtype", "device", "upsample", "select", "parameters", "schedule", "loras",
+            "compile")
+
+
+def identity(recipe: dict) -> dict:
+    ident = {k: recipe.get(k) for k in IDENTITY}
+    ident["device"] = str(ident["device"] or "").split(":")[0]       # cuda:3 and cuda:0 draw the same
+    return ident
+
+
+def differences(want: dict, have: dict) -> list[str]:
+    a, b = identity(want), identity(have)
+    return [k for k in IDENTITY if a[k] != b[k]]
+
+
+def check_writable_dir(path: Path, flag: str = "--out-dir") -> Path:
+    """An output directory: created if only it is missing, refused if its parent is missing or
+    anything is not writable."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{flag} {brief(str(path))} is a file, not a directory")
+    if not path.exists():
+        parent = path.parent if str(path.parent) else Path(".")
+        if not parent.is_dir():
+            raise UsageError(f"{flag} {brief(str(path))}: directory {brief(str(parent))} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise UsageError(f"{flag} {brief(str(path))}: directory {brief(str(parent))} is not writable")
+        path.mkdir(exist_ok=True)       # exist_ok: another process of the same run may have made it
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"{flag} {brief(str(path))} is not writable")
+    return path
+
+
+def append_line(path: Path, record: dict) -> None:
+    """One manifest line, on disk before the next image starts (an interrupted run keeps it)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_lines(path: Path) -> list[dict]:
+    """The records of a manifest (or part); a torn last line of an interrupted run is dropped."""
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("file"), str):
+            out.append(rec)
+    return out
+
+
+def merge_manifest(directory: Path, extra: dict | None = None) -> int:
+    """Fold every process's part into ``manifest.jsonl``: one line per file, the newest kept,
+    sorted by file name; ``extra`` (file -> record) fills files no line describes yet. A
+    manifest that would not change is left untouched. Returns its number of lines."""
+    directory = Path(directory)
+    records = {}
+    for rec in read_lines(directory / MANIFEST):
+        records[rec["file"]] = rec
+    parts = sorted(directory.glob(PART.format(rank="*")))
+    for part in parts:
+        for rec in read_lines(part):
+            records[rec["file"]] = rec
+    for name, rec in (extra or {}).items():
+        records.setdefault(name, rec)
+    text = "".join(json.dumps(records[name], sort_keys=True) + "\n" for name in sorted(records))
+    target = directory / MANIFEST
+    if not target.is_file() or target.read_text(encoding="utf-8") != text:     # unchanged: not even touched
+        tmp = directory / (MANIFEST + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    for part in parts:
+        part.unlink()
+    return len(records)
+
+
+def lora_spec(text: str) -> tuple[str, float]:
+    """``--lora PATH[:SCALE]``: the path (local file or directory, or a hub id) and its scale."""
+    path, scale = text, 1.0
+    head, sep, tail = text.rpartition(":")
+    if sep and head:
+        try:
+            scale = float(tail)
+        except ValueError:
+            pass                         # a colon in the path itself (C:\..., or none at all)
+        else:
+            path = head
+    if scale != scale or scale in (float("inf"), float("-inf")):
+        raise UsageError(f"--lora {brief(text)}: the scale must be finite")
+    p = Path(path)
+    if not p.exists():
+        hub_id = (path.count("/") == 1 and not path.startswith((".", "/", "~")) and all(path.split("/"))
+                  and p.suffix.lower() not in (".safetensors", ".bin", ".pt", ".pth", ".ckpt"))
+        if not hub_id:
+            raise UsageError(f"--lora {brief(path)}: no such file or directory (give a .safetensors file, a folder "
+                             "holding one, or a hub id owner/name, optionally :SCALE)")
+    return path, scale
