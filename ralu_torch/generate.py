@@ -93,6 +93,11 @@ def generate(args) -> None:
 
     # the model: its class from model_index.json alone before any weights, then the weights
     family = _family(args.model)
+    if family == "flux" and any(j.negative_prompt for j in jobs) and not (args.true_cfg or 0) > 1:
+        raise UsageError("a negative prompt on FLUX needs true_cfg_scale > 1: pass --true-cfg (FluxPipeline's true "
+                         "CFG, one more transformer call per step)")
+    if family == "sd3" and args.true_cfg is not None:
+        raise UsageError("--true-cfg is FLUX's; SD3 guides with --negative-prompt and --guidance-scale")
     if family is not None:
         from .pipeline import _check_family
 
@@ -100,6 +105,7 @@ def generate(args) -> None:
             _check_family(fixed if fixed is not None else source, family, args.force)
     if state is not None:
         state.wait_for_everyone()      # every process has read the directory before any writes to it
+        _check_agreement(pending)
     if not pending:
         if out_dir is not None and rank == 0:
             merge_manifest(out_dir, {targets[i].name: _line_from_recipe(found[i]) for i in done})
@@ -237,6 +243,19 @@ def _processes(args):
         raise UsageError(f"WORLD_SIZE is {world} but accelerate sees {state.num_processes} process(es) "
                          f"({state.distributed_type}); launch with accelerate launch or torchrun")
     return state
+
+
+def _check_agreement(pending: list) -> None:
+    """Every process must see the same images still to make, or the split would lose some and
+    repeat others: machines that do not share the output directory, or different prompts files."""
+    from accelerate.utils import gather_object
+
+    mine = [tuple(sorted(j.index for j in pending))]
+    seen = gather_object(mine)
+    if any(s != seen[0] for s in seen):
+        counts = ", ".join(str(len(s)) for s in seen)
+        raise UsageError(f"the processes disagree on the images still to make ({counts} per process): every process "
+                         "must see the same --out-dir (a shared file system) and the same prompts file")
 
 
 def _schedule_entry(arg, parameters: str, source, where: str | None = None):

@@ -54,6 +54,37 @@ def flux_pipeline(*, tiny: bool = True, guidance_embeds: bool = True, seed: int 
     return pipe.to(device)
 
 
+def word_tokenizer(max_length: int):
+    """A word-level tokenizer over a few dozen words (others map to ``[UNK]``): what the tiny
+    text encoders read, built in memory."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = ["[PAD]", "[UNK]", "</s>"] + "a an the tiny puppy kitten cat dog high fiving photo of red blue".split()
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
+                                   eos_token="</s>", model_max_length=max_length)
+
+
+def flux_pipeline_with_text(seed: int = 0):
+    """The tiny ``FluxPipeline`` with tiny random CLIP and T5 text encoders and word-level
+    tokenizers: a whole pipeline that takes prompts, ``save_pretrained`` writes and
+    ``from_pretrained`` (and ``ralu generate --model``) reads, without any download."""
+    from diffusers import FluxPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    pipe = flux_pipeline(tiny=True, seed=seed)
+    torch.manual_seed(seed + 1)
+    clip = CLIPTextModel(CLIPTextConfig(vocab_size=20, hidden_size=TINY_POOLED_DIM, intermediate_size=37,
+                                        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
+                                        pad_token_id=0, bos_token_id=1, eos_token_id=2))
+    t5 = T5EncoderModel(T5Config(vocab_size=20, d_model=TINY_TEXT_DIM, d_ff=37, d_kv=8, num_layers=1, num_heads=2,
+                                 pad_token_id=0, eos_token_id=2))
+    return FluxPipeline(scheduler=pipe.scheduler, vae=pipe.vae, transformer=pipe.transformer, text_encoder=clip,
+                        tokenizer=word_tokenizer(77), text_encoder_2=t5, tokenizer_2=word_tokenizer(512))
+
+
 def prompt_embeds(pipe, batch: int = 1, text_tokens: int = 8, seed: int = 1):
     """Random ``prompt_embeds`` and ``pooled_prompt_embeds`` that fit ``pipe``'s transformer."""
     cfg = pipe.transformer.config

@@ -370,3 +370,16 @@ def test_any_json_line_gives_an_entry_or_one_usage_error(tmp_path_factory, obj):
     assert isinstance(e.prompt, str) and e.prompt.strip()
     assert e.seed is None or 0 <= e.seed < 2**63
     assert e.width is None or e.width >= 1
+
+
+def test_processes_that_disagree_on_the_work_are_refused(monkeypatch):
+    import accelerate.utils
+
+    from ralu_torch.jobs import Job
+
+    jobs = [Job(index=i, prompt="a", seed=i, height=64, width=64) for i in range(3)]
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda mine: mine * 2)
+    gen_module._check_agreement(jobs)                       # all agree: nothing raised
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda mine: mine + [(0, 1)])
+    with pytest.raises(UsageError, match=r"the processes disagree on the images still to make \(3, 2 per process\)"):
+        gen_module._check_agreement(jobs)

@@ -3,7 +3,8 @@
 import torch
 from diffusers import FluxPipeline
 
-from ralu_torch.testing import TINY_POOLED_DIM as POOLED_DIM, TINY_TEXT_DIM as TEXT_DIM, flux_pipeline
+from ralu_torch.testing import TINY_POOLED_DIM as POOLED_DIM, TINY_TEXT_DIM as TEXT_DIM, flux_pipeline, \
+    flux_pipeline_with_text, word_tokenizer
 
 TEXT_TOKENS = 8
 
@@ -20,31 +21,9 @@ def embeds(batch=1, seed=1):
                 pooled_prompt_embeds=torch.randn(batch, POOLED_DIM, generator=g))
 
 
-def _word_tokenizer(max_length):
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    words = ["[PAD]", "[UNK]", "</s>"] + "a an the tiny puppy kitten cat dog high fiving photo of red blue".split()
-    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                   eos_token="</s>", model_max_length=max_length)
-
-
 def tiny_flux_with_text(seed=0) -> FluxPipeline:
     """The tiny FLUX with tiny CLIP and T5 text encoders and word-level tokenizers."""
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
-    pipe = tiny_flux(seed=seed)
-    torch.manual_seed(seed + 1)
-    clip = CLIPTextModel(CLIPTextConfig(vocab_size=20, hidden_size=POOLED_DIM, intermediate_size=37,
-                                        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
-                                        pad_token_id=0, bos_token_id=1, eos_token_id=2))
-    t5 = T5EncoderModel(T5Config(vocab_size=20, d_model=TEXT_DIM, d_ff=37, d_kv=8, num_layers=1, num_heads=2,
-                                 pad_token_id=0, eos_token_id=2))
-    full = FluxPipeline(scheduler=pipe.scheduler, vae=pipe.vae, transformer=pipe.transformer,
-                        text_encoder=clip, tokenizer=_word_tokenizer(77), text_encoder_2=t5,
-                        tokenizer_2=_word_tokenizer(512))
+    full = flux_pipeline_with_text(seed=seed)
     full.set_progress_bar_config(disable=True)
     return full
 
@@ -64,8 +43,8 @@ def tiny_sd3_with_text(seed=0):
     t5 = T5EncoderModel(T5Config(vocab_size=20, d_model=TEXT_DIM, d_ff=37, d_kv=8, num_layers=1, num_heads=2,
                                  pad_token_id=0, eos_token_id=2))
     full = StableDiffusion3Pipeline(transformer=pipe.transformer, scheduler=pipe.scheduler, vae=pipe.vae,
-                                    text_encoder=clip(), tokenizer=_word_tokenizer(77), text_encoder_2=clip(),
-                                    tokenizer_2=_word_tokenizer(77), text_encoder_3=t5,
-                                    tokenizer_3=_word_tokenizer(256))
+                                    text_encoder=clip(), tokenizer=word_tokenizer(77), text_encoder_2=clip(),
+                                    tokenizer_2=word_tokenizer(77), text_encoder_3=t5,
+                                    tokenizer_3=word_tokenizer(256))
     full.set_progress_bar_config(disable=True)
     return full
