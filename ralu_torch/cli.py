@@ -9,6 +9,7 @@ Errors in the arguments print one line on stderr and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 
@@ -112,58 +113,22 @@ def run_demo(args):
     print(f"wrote {out}")
 
 
-def check_device(name):
-    """``--device``: a device torch knows and this machine has."""
-    import torch
-
-    if name is None:
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UsageError(f"--device {name!r} is not a torch device; use cpu, cuda, cuda:N, mps, ...") from None
-    available = {"cuda": torch.cuda.is_available, "mps": lambda: torch.backends.mps.is_available()}
-    if device.type in available and not available[device.type]():
-        raise UsageError(f"--device {name}: this machine has no {device.type} device (torch {torch.__version__}); "
-                         "use --device cpu")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return name
-
-
-RECIPE_KEY = "ralu"        # the PNG text chunk that carries an image's recipe (JSON)
-RECIPE_FORMAT = "ralu-image/1"
-
-
-def read_recipe(path) -> dict:
-    """The recipe a PNG written by ``ralu generate`` carries."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            text = getattr(img, "text", {}).get(RECIPE_KEY)
-    except (OSError, UnidentifiedImageError) as err:
-        raise UsageError(f"cannot read image {str(path)!r}: {err}") from None
-    if text is None:
-        raise UsageError(f"{str(path)!r} carries no RALU recipe (PNG files written by ralu generate do)")
-    try:
-        recipe = json.loads(text)
-    except json.JSONDecodeError:
-        raise UsageError(f"{str(path)!r} has a damaged RALU recipe") from None
-    if not isinstance(recipe, dict) or recipe.get("format") != RECIPE_FORMAT:
-        raise UsageError(f"{str(path)!r} has a recipe in an unknown format (expected {RECIPE_FORMAT})")
-    return recipe
-
-
 def run_info(args):
+    from .recipe import read_recipe
+
     print(json.dumps(read_recipe(args.image), indent=2))
 
 
+def _installed(name: str) -> bool:
+    """Whether ``name`` can be imported, found without importing it (torch takes seconds)."""
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    return importlib.util.find_spec(name) is not None
+
+
 def main(argv=None) -> int:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        print(f"{PROG}: error: {NO_TORCH}", file=sys.stderr)
+    if not (_installed("torch") and _installed("diffusers")):
+        print(f"{PROG}: error: {NO_TORCH}", file=sys.stderr)      # found, not imported: checks stay fast
         return 2
     try:
         args = build_parser().parse_args(argv)

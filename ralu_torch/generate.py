@@ -27,7 +27,7 @@ from ralu_schedule import token_grid
 from ralu_schedule._errors import UsageError, brief, check_finite
 from ralu_schedule._files import output_path
 
-from .cli import RECIPE_FORMAT, RECIPE_KEY, check_device, read_recipe
+from .recipe import RECIPE_FORMAT, RECIPE_KEY, read_recipe
 from .jobs import (MANIFEST, PART, SEED_LIMIT, Entry, Job, append_line, batches, check_writable_dir, differences,
                    lora_spec, merge_manifest, plan_jobs, read_prompts)
 
@@ -39,14 +39,10 @@ BATCH_FIELDS = ("prompt", "negative_prompt", "seed", "height", "width")
 
 
 def generate(args) -> None:
-    import torch
-
+    # the flags, the prompts file, the schedules and the output paths: no torch needed yet
     recipe = read_recipe(args.from_image) if args.from_image else {}
     from_batch = _from_recipe(args, recipe)
-    state = _processes(args)
-    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
-    device = str(state.device) if state is not None else check_device(args.device)
-    dtype_name = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
     many = args.prompts is not None or (args.num_images or 1) > 1 or args.out_dir is not None
     _check_flags(args, many, world, recipe)
     loras = [list(lora_spec(s)) for s in args.lora] if args.lora else recipe.get("loras") or []
@@ -76,7 +72,7 @@ def generate(args) -> None:
 
     # where each image goes, and which are done already
     if many:
-        out_dir = check_writable_dir(Path(args.out_dir or "."))
+        out_dir = check_writable_dir(Path(args.out_dir or "."), create=False)
         targets = {job.index: out_dir / job.file for job in jobs}
     else:
         out_dir = None
@@ -84,6 +80,14 @@ def generate(args) -> None:
         path = output_path(args.out or name, name, overwrite=True)
         keep = from_batch["index"] if from_batch else 0
         targets = {keep: path}
+
+    # the device and the processes (torch from here on), then which images are done already
+    state = _processes(args)
+    rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
+    device = str(state.device) if state is not None else check_device(args.device)
+    dtype_name = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    if out_dir is not None:
+        check_writable_dir(out_dir)
     base = _base_recipe(args, device, dtype_name, loras)
     wanted = {job.index: _recipe(base, job, schedules[job.schedule]) for job in jobs}
     done, found = _done(jobs, targets, wanted, args.overwrite, compare=args.compare)
@@ -99,7 +103,7 @@ def generate(args) -> None:
     if family == "sd3" and args.true_cfg is not None:
         raise UsageError("--true-cfg is FLUX's; SD3 guides with --negative-prompt and --guidance-scale")
     if family is not None:
-        from .pipeline import _check_family
+        from .schedules import _check_family
 
         for fixed, _, source in schedules.values():
             _check_family(fixed if fixed is not None else source, family, args.force)
@@ -120,7 +124,7 @@ def generate(args) -> None:
     if not mine:                       # fewer images than processes: this one waits for the others
         state.wait_for_everyone()
         return
-    pipe = _load(args, torch, device, dtype_name, loras, quiet=rank != 0)
+    pipe = _load(args, device, dtype_name, loras, quiet=rank != 0)
     ralus = _ralus(pipe, args, schedules)
 
     if args.compare:
@@ -259,7 +263,7 @@ def _check_agreement(pending: list) -> None:
 
 
 def _schedule_entry(arg, parameters: str, source, where: str | None = None):
-    from .pipeline import _parse_schedule
+    from .schedules import _parse_schedule
 
     try:
         fixed, layout = _parse_schedule(arg, parameters)
@@ -335,9 +339,29 @@ def _line_from_recipe(rec: dict) -> dict:
             "device": rec.get("device"), "loras": rec.get("loras"), "seconds": None, "tflops": None}
 
 
+def check_device(name):
+    """``--device``: a device torch knows and this machine has."""
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {name!r} is not a torch device; use cpu, cuda, cuda:N, mps, ...") from None
+    available = {"cuda": torch.cuda.is_available, "mps": lambda: torch.backends.mps.is_available()}
+    if device.type in available and not available[device.type]():
+        raise UsageError(f"--device {name}: this machine has no {device.type} device (torch {torch.__version__}); "
+                         "use --device cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise UsageError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return name
+
+
 # -- loading and running ----------------------------------------------------------------------------
 
-def _load(args, torch, device: str, dtype_name: str, loras: list, quiet: bool):
+def _load(args, device: str, dtype_name: str, loras: list, quiet: bool):
+    import torch
     from diffusers import DiffusionPipeline
 
     try:

@@ -184,9 +184,9 @@ def differences(want: dict, have: dict) -> list[str]:
     return [k for k in IDENTITY if a[k] != b[k]]
 
 
-def check_writable_dir(path: Path, flag: str = "--out-dir") -> Path:
-    """An output directory: created if only it is missing, refused if its parent is missing or
-    anything is not writable."""
+def check_writable_dir(path: Path, flag: str = "--out-dir", create: bool = True) -> Path:
+    """An output directory: refused if it is a file, if it is missing and so is its parent, or
+    if anything is not writable; made (only itself, not its parents) when ``create``."""
     if path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {brief(str(path))} is a file, not a directory")
     if not path.exists():
@@ -195,8 +195,9 @@ def check_writable_dir(path: Path, flag: str = "--out-dir") -> Path:
             raise UsageError(f"{flag} {brief(str(path))}: directory {brief(str(parent))} does not exist")
         if not os.access(parent, os.W_OK):
             raise UsageError(f"{flag} {brief(str(path))}: directory {brief(str(parent))} is not writable")
-        path.mkdir(exist_ok=True)       # exist_ok: another process of the same run may have made it
-    if not os.access(path, os.W_OK):
+        if create:
+            path.mkdir(exist_ok=True)   # exist_ok: another process of the same run may have made it
+    elif not os.access(path, os.W_OK):
         raise UsageError(f"{flag} {brief(str(path))} is not writable")
     return path
 
