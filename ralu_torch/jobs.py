@@ -175,6 +175,8 @@ IDENTITY = ("model", "prompt", "negative_prompt", "true_cfg", "seed", "height", 
 
 def identity(recipe: dict) -> dict:
     ident = {k: recipe.get(k) for k in IDENTITY}
+    if recipe.get("parameters") == "optimised":     # solved at call time from the model's config: same source,
+        ident["schedule"] = recipe.get("schedule_source")   # same model and size give the same schedule
     ident["device"] = str(ident["device"] or "").split(":")[0]       # cuda:3 and cuda:0 draw the same
     return ident
 

@@ -90,6 +90,18 @@ def test_a_changed_recipe_is_refused_unless_overwrite(model_dir, prompts, tmp_pa
     assert "00001.png' exists and was not written by ralu generate" in capsys.readouterr().err
 
 
+def test_a_schedule_solved_at_call_time_resumes_too(model_dir, tmp_path, capsys):
+    args = ["generate", "--model", str(model_dir), "--prompt", "a cat", "--num-images", "2", "--parameters",
+            "optimised", "--preset", "flux-dev-4x", "--out-dir", str(tmp_path), *SMALL]
+    assert main(args) == 0
+    assert manifest(tmp_path)[0]["schedule"]["info"]["solved"] == "at call time"
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "nothing to do: 2 image(s)" in capsys.readouterr().out
+    assert main([*args[:-len(SMALL)], *SMALL, "--preset", "flux-dev-7x"]) == 2     # another layout: not the same
+    assert "differs in schedule" in capsys.readouterr().err
+
+
 def test_an_interrupted_run_keeps_its_images_and_lines_and_a_rerun_resumes(model_dir, prompts, tmp_path, capsys,
                                                                              monkeypatch):
     out = tmp_path / "out"
