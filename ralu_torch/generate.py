@@ -365,7 +365,7 @@ def _load(args, device: str, dtype_name: str, loras: list, quiet: bool):
     from diffusers import DiffusionPipeline
 
     try:
-        pipe = DiffusionPipeline.from_pretrained(args.model, dtype=getattr(torch, dtype_name))
+        pipe = DiffusionPipeline.from_pretrained(args.model, **dtype_kwarg(getattr(torch, dtype_name)))
     except (OSError, ValueError) as err:
         raise UsageError(f"cannot load model {brief(args.model)}: {str(err).splitlines()[0]}") from None
     if loras:
@@ -390,6 +390,15 @@ def _load(args, device: str, dtype_name: str, loras: list, quiet: bool):
     if quiet:
         pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def dtype_kwarg(dtype) -> dict:
+    """``from_pretrained``'s dtype keyword: ``dtype`` where diffusers takes it (it deprecates
+    ``torch_dtype`` since mid-2026), ``torch_dtype`` in the older releases our range allows,
+    which would ignore ``dtype`` and load float32."""
+    from diffusers.utils import deprecation_utils
+
+    return {"dtype": dtype} if hasattr(deprecation_utils, "_resolve_dtype") else {"torch_dtype": dtype}
 
 
 def _ralus(pipe, args, schedules: dict) -> dict:

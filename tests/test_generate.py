@@ -413,3 +413,12 @@ def test_processes_that_disagree_on_the_work_are_refused(monkeypatch):
     monkeypatch.setattr(accelerate.utils, "gather_object", lambda mine: mine + [(0, 1)])
     with pytest.raises(UsageError, match=r"the processes disagree on the images still to make \(3, 2 per process\)"):
         gen_module._check_agreement(jobs)
+
+
+def test_the_dtype_keyword_follows_the_installed_diffusers(monkeypatch):
+    import torch
+    from diffusers.utils import deprecation_utils
+
+    assert gen_module.dtype_kwarg(torch.bfloat16) == {"dtype": torch.bfloat16}        # this diffusers: dtype
+    monkeypatch.delattr(deprecation_utils, "_resolve_dtype")                          # an older one
+    assert gen_module.dtype_kwarg(torch.bfloat16) == {"torch_dtype": torch.bfloat16}
