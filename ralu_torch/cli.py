@@ -43,7 +43,8 @@ def build_parser():
                    help="SD3: classifier-free guidance; FLUX: true CFG, with --true-cfg > 1")
     g.add_argument("--true-cfg", type=float, default=None, help="FLUX's true_cfg_scale (> 1 turns true CFG on)")
     src = g.add_mutually_exclusive_group()
-    src.add_argument("--preset", default=None, help=f"one of {', '.join(sorted(PRESETS))} (default flux-dev-7x)")
+    src.add_argument("--preset", default=None, help=f"one of {', '.join(sorted(PRESETS))} (default by model: flux-dev-7x, "
+                     "flux-schnell-16x for FLUX.1-schnell, sd3-medium-7x for SD3)")
     src.add_argument("--schedule", help="a JSON schedule file (ralu-schedule ... --json)")
     g.add_argument("--parameters", choices=PARAMETERS, default=PARAMETERS[0])
     g.add_argument("--upsample", choices=UPSAMPLE_MODES, default=UPSAMPLE_MODES[0])

@@ -31,7 +31,8 @@ from .recipe import RECIPE_FORMAT, RECIPE_KEY, read_recipe
 from .jobs import (MANIFEST, PART, SEED_LIMIT, Entry, Job, append_line, batches, check_writable_dir, differences,
                    lora_spec, merge_manifest, plan_jobs, read_prompts)
 
-DEFAULT_PRESET = "flux-dev-7x"
+#: The preset a run takes without --preset or --schedule, by the model's kind.
+DEFAULT_PRESETS = {"flux-dev": "flux-dev-7x", "flux-schnell": "flux-schnell-16x", "sd3": "sd3-medium-7x"}
 FROM_FIELDS = ("model", "prompt", "negative_prompt", "true_cfg", "seed", "height", "width", "guidance_scale",
                "max_sequence_length", "dtype")
 #: The flags whose change makes ``--from`` a new image rather than the recorded batch's member.
@@ -55,20 +56,16 @@ def generate(args) -> None:
         entries = read_prompts(args.prompts) if args.prompts else [Entry(prompt=args.prompt)]
         jobs = plan_jobs(entries, num_images=args.num_images or 1, seed=args.seed, height=args.height,
                          width=args.width, negative_prompt=args.negative_prompt)
+    schedules = {}                     # a job's schedule (None: the run's) -> (fixed, layout, source)
     if recipe and not args.schedule and not args.preset:
-        source = recipe.get("schedule_source", "recipe")
-        schedules = {None: _schedule_entry(recipe["schedule"], args.parameters, source)}
-    else:
-        run_schedule = args.schedule or args.preset or DEFAULT_PRESET
-        schedules = {None: _schedule_entry(run_schedule, args.parameters, run_schedule)}
-    for job in jobs:
-        if job.schedule not in schedules:
+        schedules[None] = _schedule_entry(recipe["schedule"], args.parameters, recipe.get("schedule_source", "recipe"))
+    elif args.schedule or args.preset:
+        schedules[None] = _schedule_entry(args.schedule or args.preset, args.parameters, args.schedule or args.preset)
+    for job in jobs:                   # the run's default preset waits for the model's family, below
+        if job.schedule is not None and job.schedule not in schedules:
             schedules[job.schedule] = _schedule_entry(job.schedule, args.parameters, job.schedule,
                                                       where=f"{Path(args.prompts).name}:{job.line}")
-        fixed, layout, _ = schedules[job.schedule]
-        token_grid(job.height, job.width, downsampling=(fixed.layout if fixed is not None else layout).downsampling,
-                   what=f"this schedule (image {job.index}, line {job.line} of {Path(args.prompts).name})"
-                   if args.prompts else "this schedule")
+    _check_sizes(jobs, schedules, args.prompts)
 
     # where each image goes, and which are done already
     if many:
@@ -88,15 +85,12 @@ def generate(args) -> None:
     dtype_name = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
     if out_dir is not None:
         check_writable_dir(out_dir)
-    base = _base_recipe(args, device, dtype_name, loras)
-    wanted = {job.index: _recipe(base, job, schedules[job.schedule]) for job in jobs}
-    done, found = _done(jobs, targets, wanted, args.overwrite, compare=args.compare)
-    pending = [job for job in jobs if job.index not in done or job.index not in targets]
-    if from_batch and from_batch["index"] in done:
-        pending = []
 
-    # the model: its class from model_index.json alone before any weights, then the weights
-    family = _family(args.model)
+    # the model's family from its configs alone, before any weights: the default preset, the checks
+    family, default = _family(args.model)
+    if None not in schedules:
+        schedules[None] = _schedule_entry(default, args.parameters, default)
+        _check_sizes(jobs, schedules, args.prompts)
     if family == "flux" and any(j.negative_prompt for j in jobs) and not (args.true_cfg or 0) > 1:
         raise UsageError("a negative prompt on FLUX needs true_cfg_scale > 1: pass --true-cfg (FluxPipeline's true "
                          "CFG, one more transformer call per step)")
@@ -107,6 +101,14 @@ def generate(args) -> None:
 
         for fixed, _, source in schedules.values():
             _check_family(fixed if fixed is not None else source, family, args.force)
+
+    base = _base_recipe(args, device, dtype_name, loras)
+    wanted = {job.index: _recipe(base, job, schedules[job.schedule]) for job in jobs}
+    done, found = _done(jobs, targets, wanted, args.overwrite, compare=args.compare)
+    pending = [job for job in jobs if job.index not in done or job.index not in targets]
+    if from_batch and from_batch["index"] in done:
+        pending = []
+
     if state is not None:
         state.wait_for_everyone()      # every process has read the directory before any writes to it
         _check_agreement(pending)
@@ -275,6 +277,9 @@ def _schedule_entry(arg, parameters: str, source, where: str | None = None):
 
 
 def _family(model: str):
+    """(``"flux"``, ``"sd3"`` or None, the default preset) from the pipeline's
+    ``model_index.json`` and, for FLUX, its transformer's config (FLUX.1-schnell has no
+    guidance embedding): configs only, no weights."""
     from diffusers import DiffusionPipeline
 
     try:
@@ -282,7 +287,28 @@ def _family(model: str):
     except (OSError, ValueError) as err:
         raise UsageError(f"cannot load model {brief(model)}: {str(err).splitlines()[0]}") from None
     cls = str(config.get("_class_name", ""))
-    return "flux" if cls.startswith("Flux") else "sd3" if cls.startswith("StableDiffusion3") else None
+    if cls.startswith("StableDiffusion3"):
+        return "sd3", DEFAULT_PRESETS["sd3"]
+    if not cls.startswith("Flux"):
+        return None, DEFAULT_PRESETS["flux-dev"]
+    from diffusers import FluxTransformer2DModel
+
+    try:
+        transformer = FluxTransformer2DModel.load_config(model, subfolder="transformer")
+    except (OSError, ValueError):
+        transformer = {}
+    return "flux", DEFAULT_PRESETS["flux-dev" if transformer.get("guidance_embeds", True) else "flux-schnell"]
+
+
+def _check_sizes(jobs, schedules: dict, prompts) -> None:
+    """Every image's size tiles into its schedule's coarsest tokens."""
+    for job in jobs:
+        if job.schedule not in schedules:
+            continue
+        fixed, layout, _ = schedules[job.schedule]
+        token_grid(job.height, job.width, downsampling=(fixed.layout if fixed is not None else layout).downsampling,
+                   what=f"this schedule (image {job.index}, line {job.line} of {Path(prompts).name})"
+                   if prompts else "this schedule")
 
 
 def _base_recipe(args, device: str, dtype_name: str, loras: list) -> dict:
