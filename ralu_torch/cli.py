@@ -46,10 +46,12 @@ def build_parser():
     src.add_argument("--preset", default=None, help=f"one of {', '.join(sorted(PRESETS))} (default by model: flux-dev-7x, "
                      "flux-schnell-16x for FLUX.1-schnell, sd3-medium-7x for SD3)")
     src.add_argument("--schedule", help="a JSON schedule file (ralu-schedule ... --json)")
-    g.add_argument("--parameters", choices=PARAMETERS, default=PARAMETERS[0])
-    g.add_argument("--upsample", choices=UPSAMPLE_MODES, default=UPSAMPLE_MODES[0])
-    g.add_argument("--select", choices=SELECTIONS, default=SELECTIONS[0],
-                   help="which tokens a partial transition upsamples (authors: the paper code's rule)")
+    # None: not given (--from's recipe, else the first choice, fills it)
+    g.add_argument("--parameters", choices=PARAMETERS, default=None, help=f"default {PARAMETERS[0]}")
+    g.add_argument("--upsample", choices=UPSAMPLE_MODES, default=None, help=f"default {UPSAMPLE_MODES[0]}")
+    g.add_argument("--select", choices=SELECTIONS, default=None,
+                   help=f"which tokens a partial transition upsamples (default {SELECTIONS[0]}; authors: the paper "
+                   "code's rule)")
     g.add_argument("--height", type=int, default=None, help="default 1024")
     g.add_argument("--width", type=int, default=None, help="default 1024")
     g.add_argument("--seed", type=int, default=None, help="default 0")

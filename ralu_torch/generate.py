@@ -26,10 +26,12 @@ from pathlib import Path
 from ralu_schedule import token_grid
 from ralu_schedule._errors import UsageError, brief, check_finite
 from ralu_schedule._files import output_path
+from ralu_schedule.presets import PARAMETERS
 
-from .recipe import RECIPE_FORMAT, RECIPE_KEY, read_recipe
 from .jobs import (MANIFEST, PART, SEED_LIMIT, Entry, Job, append_line, batches, check_writable_dir, differences,
                    lora_spec, merge_manifest, plan_jobs, read_prompts)
+from .options import SELECTIONS, UPSAMPLE_MODES
+from .recipe import RECIPE_FORMAT, RECIPE_KEY, read_recipe
 
 #: The preset a run takes without --preset or --schedule, by the model's kind.
 DEFAULT_PRESETS = {"flux-dev": "flux-dev-7x", "flux-schnell": "flux-schnell-16x", "sd3": "sd3-medium-7x"}
@@ -186,9 +188,9 @@ def _from_recipe(args, recipe: dict):
     for key in FROM_FIELDS:
         if getattr(args, key) is None and recipe.get(key) is not None:
             setattr(args, key, recipe[key])
-    for key in ("upsample", "select", "parameters"):
-        if key in recipe:
-            setattr(args, key, recipe[key])
+    for key, choices in (("upsample", UPSAMPLE_MODES), ("select", SELECTIONS), ("parameters", PARAMETERS)):
+        if getattr(args, key) is None:
+            setattr(args, key, recipe.get(key, choices[0]))
     if recipe.get("compile"):
         args.compile = True
     if args.model is None or (args.prompt is None and args.prompts is None):

@@ -438,3 +438,14 @@ def test_the_default_preset_is_the_models_own(tmp_path, capsys):
     schnell = tmp_path / "schnell"
     flux_pipeline(guidance_embeds=False).save_pretrained(schnell)
     assert gen_module._family(str(schnell)) == ("flux", "flux-schnell-16x")
+
+
+def test_flags_given_with_from_override_the_recipe(model_dir, tmp_path, capsys):
+    first, again = tmp_path / "a.png", tmp_path / "b.png"
+    assert main(["generate", "--model", str(model_dir), "--prompt", "a cat", *SMALL, "--select", "random",
+                 "--out", str(first)]) == 0
+    assert main(["generate", "--from", str(first), "--upsample", "token", "--out", str(again)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(again)]) == 0
+    recipe = json.loads(capsys.readouterr().out)
+    assert (recipe["select"], recipe["upsample"]) == ("random", "token")    # kept from the recipe, and the flag's
