@@ -138,7 +138,7 @@ def generate(args) -> None:
 
     manifest = None if out_dir is None else out_dir / (MANIFEST if world == 1 else PART.format(rank=rank))
     size = len(jobs) if from_batch else args.batch_size
-    bar = tqdm(total=len(mine), desc="images", unit="image", disable=rank != 0 or not many)
+    bar = tqdm(total=len(mine), desc="images", unit="image", position=0, disable=rank != 0 or not many)
     written = 0
     for group in batches(mine, size):
         ralu = ralus[group[0].schedule]
@@ -211,6 +211,8 @@ def _check_flags(args, many: bool, world: int, recipe: dict) -> None:
         raise UsageError("--out names one image; with --prompts, --num-images or --out-dir the images go to --out-dir")
     if args.num_images is not None and args.num_images < 1:
         raise UsageError(f"--num-images must be >= 1, got {args.num_images}")
+    if args.max_sequence_length is not None and args.max_sequence_length < 1:
+        raise UsageError(f"--max-sequence-length must be >= 1, got {args.max_sequence_length}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
     if not 0 <= args.seed < SEED_LIMIT:
@@ -417,6 +419,8 @@ def _load(args, device: str, dtype_name: str, loras: list, quiet: bool):
         pipe = pipe.to(device)
     if quiet:
         pipe.set_progress_bar_config(disable=True)
+    elif args.prompts is not None or (args.num_images or 1) > 1 or args.out_dir is not None:
+        pipe.set_progress_bar_config(position=1, leave=False)     # stage bars under the bar over images
     return pipe
 
 

@@ -181,6 +181,7 @@ def test_prompts_file_faults_are_one_line_before_loading(model_dir, tmp_path, ca
     (["--num-images", "2", "--out", "x.png"], "--out names one image"),
     (["--num-images", "0"], "--num-images must be >= 1, got 0"),
     (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+    (["--max-sequence-length", "0"], "--max-sequence-length must be >= 1, got 0"),
     (["--num-images", "3", "--compare"], "--compare makes one picture"),
     (["--baseline-steps", "20"], "--baseline-steps needs --compare"),
     (["--prompts", "p.txt"], "give --prompt or --prompts, not both"),
@@ -449,3 +450,68 @@ def test_flags_given_with_from_override_the_recipe(model_dir, tmp_path, capsys):
     assert main(["info", str(again)]) == 0
     recipe = json.loads(capsys.readouterr().out)
     assert (recipe["select"], recipe["upsample"]) == ("random", "token")    # kept from the recipe, and the flag's
+
+
+class Loaded(Exception):
+    """Raised in place of loading the weights: every check before it passed."""
+
+
+FLAG_VALUES = {
+    "--prompt": ["a cat", "", "x" * 500],
+    "--seed": ["0", "-1", str(2**63), "1.5", "nan"],
+    "--height": ["64", "0", "-64", "100", "65536"],
+    "--width": ["96", "0", "33"],
+    "--num-images": ["1", "3", "0", "-2"],
+    "--batch-size": ["1", "4", "0"],
+    "--preset": ["flux-dev-4x", "sd3-medium-7x", "nope", "flux-schnell-16x"],
+    "--schedule": ["missing.json", "prompts.txt", "."],
+    "--guidance-scale": ["3.5", "inf", "-1"],
+    "--true-cfg": ["4", "nan"],
+    "--negative-prompt": ["blurry"],
+    "--max-sequence-length": ["16", "0"],
+    "--device": ["cpu", "cuda:7", "tpu", "cpu:0"],
+    "--dtype": ["float32", "float64"],
+    "--lora": ["missing.safetensors", "owner/name:0.5", "x:inf"],
+    "--offload": ["none", "model", "disk"],
+    "--baseline-steps": ["4", "0"],
+    "--out": ["x.png", "noext", "/nonexistent/x.png", "."],
+    "--out-dir": ["out", "/nonexistent/a/b", "prompts.txt"],
+    "--prompts": ["prompts.txt", "missing.txt", "."],
+    "--from": ["missing.png", "prompts.txt"],
+}
+FLAGS_ONLY = ["--compare", "--compile", "--overwrite", "--force"]
+
+
+@given(st.dictionaries(st.sampled_from(sorted(FLAG_VALUES)), st.integers(0, 10), max_size=6),
+       st.sets(st.sampled_from(FLAGS_ONLY), max_size=2))
+def test_any_flags_give_one_error_line_or_reach_loading(tmp_path_factory, model_dir, flags, switches):
+    """The whole class of bad command lines: whatever the flags, ``ralu generate`` either
+    stops with one error line (exit 2) or gets as far as loading the weights; never a traceback."""
+    import contextlib
+    import io
+
+    work = tmp_path_factory.mktemp("flags")
+    (work / "prompts.txt").write_text("a red cat\n")
+    argv = ["generate", "--model", str(model_dir)]
+    if not {"--prompts", "--from"} & set(flags):
+        argv += ["--prompt", "a cat"]                          # a flag below may still replace it
+    for flag, pick in flags.items():
+        values = FLAG_VALUES[flag]
+        argv += [flag, values[pick % len(values)]]
+    argv += sorted(switches)
+    cwd, load = os.getcwd(), gen_module._load
+    err = io.StringIO()
+    os.chdir(work)
+    gen_module._load = lambda *a, **k: (_ for _ in ()).throw(Loaded())
+    try:
+        with contextlib.redirect_stderr(err):
+            code = main(argv)
+    except Loaded:
+        code = "loaded"
+    finally:
+        os.chdir(cwd)
+        gen_module._load = load
+    if code != "loaded":
+        lines = err.getvalue().strip().splitlines()
+        assert code == 2 and lines and lines[-1].startswith("ralu: error: "), (argv, err.getvalue())
+        assert "Traceback" not in err.getvalue()
