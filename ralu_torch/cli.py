@@ -48,8 +48,9 @@ def build_parser():
     src.add_argument("--schedule", help="a JSON schedule file (ralu-schedule ... --json)")
     # None: not given (--from's recipe, else the first choice, fills it)
     g.add_argument("--parameters", choices=PARAMETERS, default=None,
-                   help="a preset's h_k and c: the published ones where they exist, else solved (default); the published ones or "
-                        "an error (authors), or solved anew at call time for the model and size (optimised)")
+                   help="a preset's h_k and c: the published ones where they exist, else solved (default); "
+                        "the published ones or an error (authors); solved anew at call time for the model and "
+                        "size (optimised)")
     g.add_argument("--upsample", choices=UPSAMPLE_MODES, default=None, help=f"default {UPSAMPLE_MODES[0]}")
     g.add_argument("--select", choices=SELECTIONS, default=None,
                    help=f"which tokens a partial transition upsamples (default {SELECTIONS[0]}; authors: the paper "
