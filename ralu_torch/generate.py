@@ -32,6 +32,7 @@ from .jobs import (MANIFEST, PART, SEED_LIMIT, Entry, Job, append_line, batches,
                    lora_spec, merge_manifest, plan_jobs, read_prompts)
 from .options import SELECTIONS, UPSAMPLE_MODES
 from .recipe import RECIPE_FORMAT, RECIPE_KEY, read_recipe
+from .schedules import _check_family, _parse_schedule
 
 #: The preset a run takes without --preset or --schedule, by the model's kind.
 DEFAULT_PRESETS = {"flux-dev": "flux-dev-7x", "flux-schnell": "flux-schnell-16x", "sd3": "sd3-medium-7x"}
@@ -81,7 +82,7 @@ def generate(args) -> None:
         targets = {keep: path}
 
     # the device and the processes (torch from here on), then which images are done already
-    state = _processes(args)
+    state = _processes(world)
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
     device = str(state.device) if state is not None else check_device(args.device)
     dtype_name = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
@@ -99,8 +100,6 @@ def generate(args) -> None:
     if family == "sd3" and args.true_cfg is not None:
         raise UsageError("--true-cfg is FLUX's; SD3 guides with --negative-prompt and --guidance-scale")
     if family is not None:
-        from .schedules import _check_family
-
         for fixed, _, source in schedules.values():
             _check_family(fixed if fixed is not None else source, family, args.force)
 
@@ -110,13 +109,14 @@ def generate(args) -> None:
     pending = [job for job in jobs if job.index not in done or job.index not in targets]
     if from_batch and from_batch["index"] in done:
         pending = []
+    resumed = {targets[i].name: _line_from_recipe(found[i]) for i in done}   # for files no manifest line names
 
     if state is not None:
         state.wait_for_everyone()      # every process has read the directory before any writes to it
         _check_agreement(pending)
     if not pending:
         if out_dir is not None and rank == 0:
-            merge_manifest(out_dir, {targets[i].name: _line_from_recipe(found[i]) for i in done})
+            merge_manifest(out_dir, resumed)
         print(f"nothing to do: {len(done)} image(s) already there with the same recipe"
               + (f" ({out_dir / MANIFEST})" if out_dir is not None else f" ({targets[next(iter(targets))]})"))
         return
@@ -128,7 +128,7 @@ def generate(args) -> None:
     if not mine:                       # fewer images than processes: this one waits for the others
         state.wait_for_everyone()
         return
-    pipe = _load(args, device, dtype_name, loras, quiet=rank != 0)
+    pipe = _load(args, device, dtype_name, loras, quiet=rank != 0, many=many)
     ralus = _ralus(pipe, args, schedules)
 
     if args.compare:
@@ -139,7 +139,7 @@ def generate(args) -> None:
     manifest = None if out_dir is None else out_dir / (MANIFEST if world == 1 else PART.format(rank=rank))
     size = len(jobs) if from_batch else args.batch_size
     bar = tqdm(total=len(mine), desc="images", unit="image", position=0, disable=rank != 0 or not many)
-    written = 0
+    written, versions = 0, _versions()
     for group in batches(mine, size):
         ralu = ralus[group[0].schedule]
         seconds, out = _run(ralu, group, args, device)
@@ -149,7 +149,7 @@ def generate(args) -> None:
             if job.index not in targets:
                 continue
             rec = {**wanted[job.index], "schedule": out.schedule.to_dict(), "guidance_used": ralu.guidance_scale,
-                   "versions": _versions()}
+                   "versions": versions}
             if len(group) > 1:
                 rec["batch"] = {"members": members, "index": k}
             _save(image, targets[job.index], rec)
@@ -166,7 +166,7 @@ def generate(args) -> None:
     if state is not None:
         state.wait_for_everyone()
     if out_dir is not None and rank == 0:
-        lines = merge_manifest(out_dir, {targets[i].name: _line_from_recipe(found[i]) for i in done})
+        lines = merge_manifest(out_dir, resumed)
         print(f"wrote {len(pending)} image(s) to {out_dir}" + (f" on {world} processes" if world > 1 else "")
               + f", skipped {len(done)} already there; {out_dir / MANIFEST}: {lines} line(s)")
     elif out_dir is not None:
@@ -235,11 +235,10 @@ def _check_flags(args, many: bool, world: int, recipe: dict) -> None:
             raise UsageError("--offload with several processes: each process holds its own model; use one or the other")
 
 
-def _processes(args):
-    """accelerate's ``PartialState`` when launched as one of several processes (``accelerate
-    launch``, ``torchrun``), else None. Without CUDA the processes run on the CPU (gloo);
-    a launch that accelerate would not split is refused rather than run twice."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+def _processes(world: int):
+    """accelerate's ``PartialState`` when launched as one of ``world`` > 1 processes (``accelerate
+    launch``, ``torchrun``: WORLD_SIZE), else None. Without CUDA the processes run on the CPU
+    (gloo); a launch that accelerate would not split is refused rather than run twice."""
     if world <= 1:
         return None
     try:
@@ -269,8 +268,6 @@ def _check_agreement(pending: list) -> None:
 
 
 def _schedule_entry(arg, parameters: str, source, where: str | None = None):
-    from .schedules import _parse_schedule
-
     try:
         fixed, layout = _parse_schedule(arg, parameters)
     except ValueError as err:
@@ -390,7 +387,7 @@ def check_device(name):
 
 # -- loading and running ----------------------------------------------------------------------------
 
-def _load(args, device: str, dtype_name: str, loras: list, quiet: bool):
+def _load(args, device: str, dtype_name: str, loras: list, quiet: bool, many: bool):
     import torch
     from diffusers import DiffusionPipeline
 
@@ -419,7 +416,7 @@ def _load(args, device: str, dtype_name: str, loras: list, quiet: bool):
         pipe = pipe.to(device)
     if quiet:
         pipe.set_progress_bar_config(disable=True)
-    elif args.prompts is not None or (args.num_images or 1) > 1 or args.out_dir is not None:
+    elif many:
         pipe.set_progress_bar_config(position=1, leave=False)     # stage bars under the bar over images
     return pipe
 
@@ -532,10 +529,10 @@ def _compare(args, pipe, ralu, job: Job, path: Path, recipe: dict, device: str) 
                 **{k: v for k, v in kw.items() if v is not None})
     base_s = _clock(torch, device) - start
     seconds, out = _run(ralu, [job], args, device)
-    spec = ralu.backend.cost_spec()
-    gh, gw = token_grid(job.height, job.width, pixels_per_token=ralu.backend.pixels_per_token)
-    guided = ralu.backend.name == "sd3" and (ralu.guidance_scale or 0) > 1 or (args.true_cfg or 0) > 1
-    base_tf = steps * spec.forward(gh * gw, out.text_tokens).total("paper") / 1e12 * (2 if guided else 1)
+    # RALU's last stage runs at full resolution on every token, as each baseline step does: the
+    # sampler's own count of one of its calls (guidance and text tokens included) prices a step
+    full = out.stage_calls[-1]
+    base_tf = steps * full.tflops / full.executed
     ralu_tf = sum(st.tflops for st in out.stage_calls)
     lay = out.schedule.layout
     name = (out.schedule.info or {}).get("preset") or "schedule"

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ralu_schedule._errors import UsageError, brief
@@ -60,7 +60,6 @@ class Entry:
     schedule: str | None = None
     negative_prompt: str | None = None
     line: int | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def read_prompts(path) -> list[Entry]:

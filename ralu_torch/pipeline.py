@@ -32,8 +32,7 @@ class RALUPipelineOutput(BaseOutput):
     """``images`` as diffusers returns them; ``stage_tokens``: tokens per image in each stage;
     ``transitions``: per-transition records (token sets, selections, decoded estimates) when
     the call asked for them with ``record_transitions=True``, else empty. ``stage_calls``: per
-    stage, the transformer calls made and skipped and their TFLOPs; ``text_tokens``: the text
-    sequence each call attended to (what the cost model counts)."""
+    stage, the transformer calls made and skipped and their TFLOPs."""
 
     images: object
     stage_tokens: list = field(default_factory=list)
@@ -41,7 +40,6 @@ class RALUPipelineOutput(BaseOutput):
     schedule: Schedule | None = None
     stage_calls: list = field(default_factory=list)
     interrupted: bool = False
-    text_tokens: int = 0
 
 
 class RALU:
@@ -274,8 +272,7 @@ class RALU:
         if not return_dict:
             return (images,)
         return RALUPipelineOutput(images=images, stage_tokens=res.stage_tokens, transitions=res.transitions,
-                                  schedule=schedule, stage_calls=counter.stages, interrupted=res.interrupted,
-                                  text_tokens=text_tokens)
+                                  schedule=schedule, stage_calls=counter.stages, interrupted=res.interrupted)
 
 
 EMBEDS = ("prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds", "negative_pooled_prompt_embeds")
