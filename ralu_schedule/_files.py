@@ -19,13 +19,20 @@ def output_path(out, default_name: str, *, overwrite: bool = False, suffixes=IMA
     path = Path(out)
     if path.is_dir():
         path = path / default_name
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise UsageError(f"cannot write {brief(str(path))}: directory {brief(str(parent))} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"cannot write {brief(str(path))}: directory {brief(str(parent))} is not writable")
+    check_parent(path, f"cannot write {brief(str(path))}")
     if path.suffix.lower() not in suffixes:
         raise UsageError(f"{brief(str(path))} needs an image extension, one of {', '.join(suffixes)}")
     if path.exists() and not overwrite:
         raise UsageError(f"{brief(str(path))} exists; pass --overwrite to replace it")
     return path
+
+
+def check_parent(path: Path, what: str) -> Path:
+    """The directory ``path`` would be made in: it must exist and be writable; refused with
+    ``"{what}: directory ... does not exist"`` (or ``is not writable``)."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{what}: directory {brief(str(parent))} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"{what}: directory {brief(str(parent))} is not writable")
+    return parent

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ralu_schedule._errors import UsageError, brief
+from ralu_schedule._files import check_parent
 
 MANIFEST = "manifest.jsonl"
 PART = "manifest.part-{rank}.jsonl"      # one per process of a multi-process run, merged at its end
@@ -191,11 +192,7 @@ def check_writable_dir(path: Path, flag: str = "--out-dir", create: bool = True)
     if path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {brief(str(path))} is a file, not a directory")
     if not path.exists():
-        parent = path.parent if str(path.parent) else Path(".")
-        if not parent.is_dir():
-            raise UsageError(f"{flag} {brief(str(path))}: directory {brief(str(parent))} does not exist")
-        if not os.access(parent, os.W_OK):
-            raise UsageError(f"{flag} {brief(str(path))}: directory {brief(str(parent))} is not writable")
+        check_parent(path, f"{flag} {brief(str(path))}")
         if create:
             path.mkdir(exist_ok=True)   # exist_ok: another process of the same run may have made it
     elif not os.access(path, os.W_OK):
