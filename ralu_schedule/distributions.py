@@ -10,6 +10,18 @@ and truncated to a stage ``[s, e]``: ``f_{h,s,e}(t) = f_h(t) / (F_h(e) - F_h(s))
 :class:`ShiftedTime` owns the public ``pdf/cdf/ppf`` with broadcasting and checks, in the
 manner of ``scipy.stats``: ``h``, ``start`` and ``end`` may be arrays (one distribution per
 element), and every method broadcasts its argument against them.
+
+Some schedulers stretch their shifted grid so that its last step starts at a fixed
+``sigma = terminal`` (diffusers' ``shift_terminal``; Qwen-Image: 0.02). For a stage that ends
+at ``t = 1`` in ``N >= 2`` steps, :class:`StretchedTime` is that grid's distribution: the
+first ``N - 1`` steps are the shifted grid of ``[start, t_{N-1}]`` mapped affinely onto
+``[start, 1 - terminal]`` (``t_{N-1}`` the shifted grid's last interior point), the last step
+covers ``[1 - terminal, 1]``; each step carries mass ``1/N``::
+
+    g(t) = (N-1)/N * k f_{h, start, t_{N-1}}(start + k (t - start))   on [start, 1 - terminal],
+    g(t) = 1 / (N terminal)                                           on (1 - terminal, 1],
+
+with ``k = (t_{N-1} - start) / (1 - terminal - start)``. Its grid is the scheduler's.
 """
 
 from __future__ import annotations
@@ -97,6 +109,83 @@ class ShiftedTime:
         t = np.array(np.broadcast_to(t, np.broadcast_shapes(t.shape, start.shape, end.shape)))
         t[..., 0], t[..., -1] = start[..., 0], end[..., 0]
         return t
+
+
+@dataclass(frozen=True, eq=False)
+class StretchedTime:
+    """Data-time distribution of an ``steps``-step grid on ``[start, 1]`` with shift ``h``,
+    stretched so that its last step starts at ``sigma = terminal`` (module docstring).
+    ``h`` and ``start`` may be arrays, as in :class:`ShiftedTime`; ``steps >= 2``."""
+
+    h: float
+    start: float
+    steps: int
+    terminal: float
+
+    def __post_init__(self):
+        check_positive_int("steps", self.steps, minimum=2)
+        tau = float(self.terminal)
+        if not 0.0 < tau < 1.0:
+            raise ValueError(f"terminal must lie in (0, 1), got {tau:g}")
+        start = check_finite_array("start", self.start)
+        if np.any(start >= 1.0 - tau):
+            raise ValueError(f"a grid stretched to end at sigma {tau:g} must start before t = {1.0 - tau:g}, "
+                             f"got start={float(np.max(start)):g}")
+        base = ShiftedTime(self.h, start, 1.0)          # checks h and start
+        object.__setattr__(self, "h", base.h)
+        object.__setattr__(self, "start", base.start)
+        object.__setattr__(self, "terminal", tau)
+
+    @property
+    def _knee(self):
+        """``t_{N-1}``: the unstretched grid's last interior point."""
+        return ShiftedTime(self.h, self.start, 1.0).ppf((self.steps - 1) / self.steps)
+
+    @property
+    def _scale(self):
+        return (self._knee - self.start) / (1.0 - self.terminal - self.start)
+
+    def pdf(self, t):
+        return stretched_pdf(np.asarray(t, dtype=np.float64), self.h, self.start, self.steps, self.terminal)
+
+    def cdf(self, t):
+        return stretched_cdf(np.asarray(t, dtype=np.float64), self.h, self.start, self.steps, self.terminal)
+
+    def grid(self, steps: int | None = None):
+        """The scheduler's ``steps + 1`` data-times, ascending from ``start`` to 1."""
+        if steps is not None and steps != self.steps:
+            raise ValueError(f"this stretched grid has {self.steps} steps, got {steps}")
+        t = ShiftedTime(self.h, self.start, 1.0).grid(self.steps)
+        start = np.asarray(self.start)[..., None]
+        out = start + (t - start) / np.asarray(self._scale)[..., None]
+        out[..., -1] = 1.0
+        return out
+
+
+def stretched_pdf(t, h, start, steps, terminal):
+    """:class:`StretchedTime`'s density, unchecked; broadcasts ``t`` against ``h`` and ``start``."""
+    q = (steps - 1) / steps
+    lo = 1.0 - terminal
+    knee = unshift_map(shift_map(start, h) + q * (1.0 - shift_map(start, h)), h)
+    k = (knee - start) / (lo - start)
+    u = start + (np.clip(t, 0.0, lo) - start) * k
+    dens = q * k * truncated_pdf(u, h, start, knee)
+    dens = np.where(t > lo, (1.0 / steps) / terminal, dens)
+    dens = np.where((t < start) | (t > 1.0), 0.0, dens)
+    return dens if np.ndim(dens) else float(dens)
+
+
+def stretched_cdf(t, h, start, steps, terminal):
+    """:class:`StretchedTime`'s distribution function, unchecked; broadcasts."""
+    q = (steps - 1) / steps
+    lo = 1.0 - terminal
+    knee = unshift_map(shift_map(start, h) + q * (1.0 - shift_map(start, h)), h)
+    k = (knee - start) / (lo - start)
+    u = start + (np.clip(t, start, lo) - start) * k
+    below = q * (shift_map(u, h) - shift_map(start, h)) / (shift_map(knee, h) - shift_map(start, h))
+    above = q + (np.clip(t, lo, 1.0) - lo) / (steps * terminal)
+    out = np.where(t > lo, above, below)
+    return out if np.ndim(out) else float(out)
 
 
 def _frozen(value: np.ndarray):

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ._errors import brief, check_finite, check_positive_int, check_sequence, check_shift, fmt
-from .distributions import ShiftedTime
+from .distributions import ShiftedTime, StretchedTime
 from .metric import paper_metric
 from .reinjection import Reinjection, check_correlation, reinjection
 
@@ -65,7 +65,11 @@ class Layout:
     ``factors`` and ``fractions`` have one entry per transition (``len(steps) - 1``) and
     default to 2 and 1.0. ``base_shift`` is ``h0``, the shift of the original sampler whose
     timestep distribution the schedule matches; take it from the model's scheduler at the
-    target resolution (:class:`ralu_schedule.ShiftRule`).
+    target resolution (:class:`ralu_schedule.ShiftRule`). ``terminal`` is that sampler's
+    ``shift_terminal`` (Qwen-Image: 0.02), or ``None``: the base sampler's grid and the last
+    stage's grid (with at least 2 steps) are then stretched so that their last step starts at
+    ``sigma = terminal`` (:class:`ralu_schedule.distributions.StretchedTime`). The base sampler
+    is the model's own, run with the layout's ``total_steps``.
     """
 
     steps: tuple
@@ -73,6 +77,7 @@ class Layout:
     factors: tuple | None = None
     fractions: tuple | None = None
     base_shift: float = DEFAULT_BASE_SHIFT
+    terminal: float | None = None
 
     def __post_init__(self):
         steps, ends = check_sequence("steps", self.steps), check_sequence("ends", self.ends)
@@ -108,8 +113,16 @@ class Layout:
                 raise ValueError("transitions that upsample the same level must share its factor, got "
                                  f"factors {fmt([factors[i] for i in group])} for transitions {fmt(group)}")
         base_shift = check_shift("base shift", self.base_shift)
+        terminal = None
+        if self.terminal is not None:
+            terminal = check_finite("terminal", self.terminal)
+            if not 0.0 < terminal < 1.0:
+                raise ValueError(f"terminal (the base sampler's shift_terminal) must lie in (0, 1), got {terminal:g}")
+            if k and ends[-2] >= 1.0 - terminal:
+                raise ValueError(f"with terminal {terminal:g} every stage but the last must end before "
+                                 f"t = {1.0 - terminal:g}, where the stretched last step begins; got ends {fmt(ends)}")
         for name, value in [("steps", steps), ("ends", ends), ("factors", factors),
-                            ("fractions", fractions), ("base_shift", base_shift)]:
+                            ("fractions", fractions), ("base_shift", base_shift), ("terminal", terminal)]:
             object.__setattr__(self, name, value)
 
     @property
@@ -153,8 +166,13 @@ class Layout:
         return tuple(counts)
 
     def with_base_shift(self, base_shift: float) -> "Layout":
+        """The same layout for a base sampler with shift ``base_shift`` (and the same terminal)."""
+        return self.with_base(base_shift, self.terminal)
+
+    def with_base(self, base_shift: float, terminal: float | None) -> "Layout":
+        """The same layout for a base sampler with shift ``base_shift`` and ``terminal``."""
         return Layout(steps=self.steps, ends=self.ends, factors=self.factors,
-                      fractions=self.fractions, base_shift=base_shift)
+                      fractions=self.fractions, base_shift=base_shift, terminal=terminal)
 
 
 def _levels(fractions) -> list:
@@ -176,10 +194,17 @@ class Stage:
     end: float
     steps: int
     shift: float
+    terminal: float | None = None     # set on a last stage whose grid is stretched (Layout.terminal)
+
+    @property
+    def stretched(self) -> bool:
+        return self.terminal is not None and self.end == 1.0 and self.steps >= 2
 
     @cached_property
     def timesteps(self) -> np.ndarray:
         """The ``steps + 1`` data-times ``t``, ascending from ``start`` to ``end``."""
+        if self.stretched:
+            return StretchedTime(self.shift, self.start, self.steps, self.terminal).grid()
         return ShiftedTime(self.shift, self.start, self.end).grid(self.steps)
 
     @property
@@ -272,7 +297,8 @@ class Schedule:
     @cached_property
     def stages(self) -> tuple:
         lay = self.layout
-        return tuple(Stage(s, e, n, h) for s, e, n, h in zip(self.starts, lay.ends, lay.steps, self.shifts))
+        return tuple(Stage(s, e, n, h, lay.terminal if e == 1.0 else None)
+                     for s, e, n, h in zip(self.starts, lay.ends, lay.steps, self.shifts))
 
     @property
     def plan(self) -> Plan:
@@ -292,7 +318,8 @@ class Schedule:
 
     # -- JSON -------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        d = {"format": FORMAT, "base_shift": self.layout.base_shift, "c": self.c, "jsd": self.jsd,
+        d = {"format": FORMAT, "base_shift": self.layout.base_shift, **self._terminal_entry(), "c": self.c,
+             "jsd": self.jsd,
              "stages": [{"start": st.start, "end": st.end, "steps": st.steps, "shift": st.shift,
                          "timesteps": st.timesteps.tolist(), "sigmas": st.sigmas.tolist()}
                         for st in self.stages],
@@ -301,6 +328,9 @@ class Schedule:
         if self.info:
             d["info"] = self.info
         return d
+
+    def _terminal_entry(self) -> dict:
+        return {} if self.layout.terminal is None else {"terminal": self.layout.terminal}
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)   # a non-finite number is an error
@@ -336,7 +366,8 @@ class Schedule:
                              f"got {len(trans)}")
         layout = Layout(steps=[st["steps"] for st in stages], ends=[st["end"] for st in stages],
                         factors=[t.get("factor", 2) for t in trans],
-                        fractions=[t.get("fraction", 1.0) for t in trans], base_shift=d["base_shift"])
+                        fractions=[t.get("fraction", 1.0) for t in trans], base_shift=d["base_shift"],
+                        terminal=d.get("terminal"))
         sched = cls(layout=layout, shifts=[st["shift"] for st in stages],
                     correlations=[t["c"] for t in trans], info=d.get("info") or {})
         check_schedule_finite(sched)

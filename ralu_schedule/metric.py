@@ -24,7 +24,7 @@ import math
 
 import numpy as np
 
-from .distributions import truncated_pdf
+from .distributions import stretched_cdf, stretched_pdf, truncated_pdf
 from .reinjection import coefficients
 
 #: The paper metric's grid.
@@ -42,21 +42,37 @@ def target_density(t, layout, starts):
     """``P_target(t)`` for a layout whose stages start at ``starts`` (``starts[0] = 0``).
 
     ``starts`` entries may be arrays (one start per member of a population); they
-    broadcast against ``t``.
+    broadcast against ``t``. With a ``layout.terminal``, the base sampler's density is its
+    stretched grid's (:class:`~ralu_schedule.distributions.StretchedTime`, ``total_steps`` steps),
+    restricted to each re-traversed interval in the same way.
     """
     t = np.asarray(t, dtype=np.float64)
-    h0 = layout.base_shift
     spans = [e - s for e, s in zip(layout.ends[:-1], starts[1:])]
-    dens = _weighted_sum([1.0] + spans, [truncated_pdf(t, h0, 0.0, 1.0)] +
-                         [truncated_pdf(t, h0, s, e) for e, s in zip(layout.ends[:-1], starts[1:])])
+    dens = _weighted_sum([1.0] + spans, [_base_pdf(t, layout, 0.0, 1.0)] +
+                         [_base_pdf(t, layout, s, e) for e, s in zip(layout.ends[:-1], starts[1:])])
     dens /= 1.0 + sum(spans)
     return dens
 
 
+def _base_pdf(t, layout, start, end):
+    """The base sampler's timestep density truncated to ``[start, end]``."""
+    h0, n0, tau = layout.base_shift, layout.total_steps, layout.terminal
+    if tau is None or n0 < 2:
+        return truncated_pdf(t, h0, start, end)
+    mass = stretched_cdf(end, h0, 0.0, n0, tau) - stretched_cdf(start, h0, 0.0, n0, tau)
+    dens = stretched_pdf(t, h0, 0.0, n0, tau) / mass
+    return np.where((t >= start) & (t <= end), dens, 0.0)
+
+
 def actual_density(t, layout, starts, shifts):
-    """``P(t)``: the density of the layout's timesteps with per-stage shifts ``shifts``."""
+    """``P(t)``: the density of the layout's timesteps with per-stage shifts ``shifts`` (the
+    last stage's stretched when the layout has a ``terminal`` and it takes 2 steps or more)."""
     t = np.asarray(t, dtype=np.float64)
-    total = _weighted_sum(layout.steps, [truncated_pdf(t, h, s, e) for h, s, e in zip(shifts, starts, layout.ends)])
+    K = layout.num_stages
+    stretch = layout.terminal is not None and layout.steps[-1] >= 2
+    terms = [stretched_pdf(t, h, s, n, layout.terminal) if stretch and k == K - 1 else truncated_pdf(t, h, s, e)
+             for k, (h, s, e, n) in enumerate(zip(shifts, starts, layout.ends, layout.steps))]
+    total = _weighted_sum(layout.steps, terms)
     total /= layout.total_steps
     return total
 

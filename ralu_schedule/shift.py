@@ -1,4 +1,4 @@
-"""The timestep shift map and the resolution-to-shift rules of FLUX and SD3.
+"""The timestep shift map and the resolution-to-shift rules of the supported models.
 
 Conventions (METHOD section 1): data-time ``t`` runs from 0 (noise) to 1 (data) and
 diffusers' ``sigma = 1 - t``. A shift ``h`` maps an unshifted sigma ``u`` to
@@ -48,14 +48,30 @@ def unshift_sigmas(sigma, h):
     return unshift_map(np.asarray(sigma, dtype=np.float64), _check_shift(h))
 
 
+#: How a dynamic rule turns an image's token count into ``mu``: ``"linear"`` is diffusers'
+#: ``calculate_shift`` (FLUX.1-dev, Qwen-Image, Chroma: ``mu`` linear in the token count through
+#: two anchor points from the scheduler config); ``"flux2"`` is the FLUX.2 pipelines'
+#: ``compute_empirical_mu``, which depends on the step count too.
+MU_RULES = ("linear", "flux2")
+
+#: ``compute_empirical_mu`` of diffusers' FLUX.2 pipelines, as data: two lines in the token
+#: count ``mu = a N + b`` fitted at 10 and at 200 steps, interpolated linearly in the step
+#: count up to 4300 tokens; beyond 4300 tokens the 200-step line alone.
+FLUX2_MU = {"steps_10": (8.73809524e-05, 1.89833333), "steps_200": (0.00016927, 0.45666666), "max_tokens": 4300}
+
+
 @dataclass(frozen=True, kw_only=True)
 class ShiftRule:
-    """How a model's scheduler chooses its shift ``h`` for an image of ``tokens`` tokens.
+    """How a model's scheduler chooses its shift ``h`` for an image of ``tokens`` tokens
+    sampled in ``steps`` steps, and where its grid ends.
 
-    Dynamic rules (FLUX.1-dev) make ``mu`` linear in the token count through the two
-    anchor points ``(base_seq_len, base_shift)`` and ``(max_seq_len, max_shift)`` and use
-    ``h = exp(mu)`` (diffusers' ``time_shift_type="exponential"``) or ``h = mu``
-    (``"linear"``). Static rules use ``shift`` whatever the size.
+    Static rules use ``shift`` whatever the size. Dynamic rules compute an exponent ``mu``
+    (:data:`MU_RULES`: ``"linear"`` through the anchor points ``(base_seq_len, base_shift)``
+    and ``(max_seq_len, max_shift)``, or FLUX.2's ``"flux2"``, which also depends on the step
+    count) and use ``h = exp(mu)`` (diffusers' ``time_shift_type="exponential"``) or
+    ``h = mu`` (``"linear"``). ``terminal`` is diffusers' ``shift_terminal``: the scheduler
+    stretches its shifted grid so that the last step starts at ``sigma = terminal``
+    (Qwen-Image: 0.02); ``None`` for none.
     """
 
     dynamic: bool
@@ -65,6 +81,8 @@ class ShiftRule:
     base_seq_len: int = 256
     max_seq_len: int = 4096
     time_shift_type: str = "exponential"
+    mu_rule: str = "linear"
+    terminal: float | None = None
 
     def __post_init__(self):
         _check_shift(self.shift)
@@ -78,19 +96,41 @@ class ShiftRule:
         if self.time_shift_type not in ("exponential", "linear"):
             raise ValueError("time_shift_type must be 'exponential' or 'linear', "
                              f"got {self.time_shift_type!r}")
+        if self.mu_rule not in MU_RULES:
+            raise ValueError(f"mu_rule must be one of {', '.join(MU_RULES)}, got {self.mu_rule!r}")
+        if self.terminal is not None:
+            object.__setattr__(self, "terminal", check_terminal(self.terminal))
 
-    def mu(self, tokens: int) -> float:
-        """The dynamic-shift exponent for ``tokens`` image tokens (linear in ``tokens``)."""
+    @property
+    def needs_steps(self) -> bool:
+        """Whether the shift depends on the step count (FLUX.2's dynamic rule)."""
+        return self.dynamic and self.mu_rule == "flux2"
+
+    def mu(self, tokens: int, steps: int | None = None) -> float:
+        """The dynamic-shift exponent for ``tokens`` image tokens (and ``steps`` steps, which
+        the ``"flux2"`` rule needs)."""
         tokens = check_positive_int("tokens", tokens)
+        if self.mu_rule == "flux2":
+            if steps is None:
+                raise ValueError("FLUX.2's shift depends on the step count: pass steps")
+            steps = check_positive_int("steps", steps)
+            a2, b2 = FLUX2_MU["steps_200"]
+            if tokens > FLUX2_MU["max_tokens"]:
+                return a2 * tokens + b2
+            a1, b1 = FLUX2_MU["steps_10"]
+            m200, m10 = a2 * tokens + b2, a1 * tokens + b1
+            slope = (m200 - m10) / 190.0
+            return slope * steps + (m200 - 200.0 * slope)
         slope = (self.max_shift - self.base_shift) / (self.max_seq_len - self.base_seq_len)
         return self.base_shift + slope * (tokens - self.base_seq_len)
 
-    def __call__(self, tokens: int) -> float:
-        """The shift ``h`` the model's scheduler uses for ``tokens`` image tokens."""
+    def __call__(self, tokens: int, steps: int | None = None) -> float:
+        """The shift ``h`` the model's scheduler uses for ``tokens`` image tokens (in
+        ``steps`` steps: only FLUX.2's rule reads it)."""
         if not self.dynamic:
             check_positive_int("tokens", tokens)
             return float(self.shift)
-        mu = self.mu(tokens)
+        mu = self.mu(tokens, steps)
         if self.time_shift_type == "exponential" and mu > math.log(SHIFT_RANGE[1]):
             raise ValueError(f"{tokens} image tokens give a dynamic shift exp({mu:.3g}) beyond {SHIFT_RANGE[1]:g}, "
                              "the largest shift supported; use a smaller image")
@@ -98,8 +138,11 @@ class ShiftRule:
         return _check_shift(h)
 
     @classmethod
-    def from_scheduler_config(cls, config: Mapping) -> "ShiftRule":
-        """Read the rule from a diffusers ``FlowMatchEulerDiscreteScheduler`` config."""
+    def from_scheduler_config(cls, config: Mapping, *, mu_rule: str = "linear") -> "ShiftRule":
+        """Read the rule from a diffusers ``FlowMatchEulerDiscreteScheduler`` config.
+        ``mu_rule``: how the pipeline computes ``mu`` for that scheduler (``"flux2"`` for the
+        FLUX.2 pipelines); used only when the config enables dynamic shifting, as the
+        scheduler ignores ``mu`` otherwise."""
         get = config.get
         return cls(
             dynamic=bool(get("use_dynamic_shifting", False)),
@@ -109,7 +152,17 @@ class ShiftRule:
             base_seq_len=int(get("base_image_seq_len", 256) or 256),
             max_seq_len=int(get("max_image_seq_len", 4096) or 4096),
             time_shift_type=str(get("time_shift_type", "exponential") or "exponential"),
+            mu_rule=mu_rule,
+            terminal=get("shift_terminal") or None,     # diffusers: None, 0 or false mean none
         )
+
+
+def check_terminal(value) -> float:
+    """A ``shift_terminal``: the sigma where a grid's last step starts, in ``(0, 1)``."""
+    t = check_finite("terminal (shift_terminal)", value)
+    if not 0.0 < t < 1.0:
+        raise ValueError(f"terminal (shift_terminal) must lie in (0, 1), got {t:g}")
+    return t
 
 
 #: The shift rules of the supported models, as their published scheduler configs set them.
@@ -120,6 +173,19 @@ SHIFT_RULES: dict[str, ShiftRule] = {
     "sd3-medium": ShiftRule(dynamic=False, shift=3.0),
     "sd3.5-medium": ShiftRule(dynamic=False, shift=3.0),
     "sd3.5-large": ShiftRule(dynamic=False, shift=3.0),
+    # FLUX.2 [dev] and [klein]: the FLUX.2 pipelines pass compute_empirical_mu to a scheduler with
+    # dynamic shifting on, whatever its base/max shift say
+    **{name: ShiftRule(dynamic=True, shift=3.0, mu_rule="flux2")
+       for name in ("flux2-dev", "flux2-klein-4b", "flux2-klein-9b", "flux2-klein-base-4b", "flux2-klein-base-9b")},
+    # Qwen-Image: calculate_shift up to 8192 tokens, and a grid stretched to end at sigma 0.02
+    "qwen-image": ShiftRule(dynamic=True, shift=1.0, base_shift=0.5, max_shift=0.9, base_seq_len=256,
+                            max_seq_len=8192, terminal=0.02),
+    # Z-Image: a static shift (the pipeline's mu is ignored by a scheduler without dynamic shifting)
+    "z-image-turbo": ShiftRule(dynamic=False, shift=3.0),
+    "z-image": ShiftRule(dynamic=False, shift=6.0),
+    # Chroma: FLUX.1's calculate_shift anchors, dynamic
+    "chroma": ShiftRule(dynamic=True, shift=1.0, base_shift=0.5, max_shift=1.15, base_seq_len=256,
+                        max_seq_len=4096),
 }
 
 
