@@ -1,10 +1,15 @@
-"""Named schedules: the authors' FLUX layouts with their published parameters.
+"""Named schedules: the authors' FLUX layouts with their published parameters, and layouts
+for the other supported models.
 
 ``preset(name)`` returns the schedule exactly as the authors' code runs it (their shifts,
 their ``Z = 1/sqrt(c)``, ``h0 = 3``), for parity. ``preset(name, parameters="optimised")``
-re-solves the same layout with :func:`ralu_schedule.solve`, taking ``h0`` from the
-model's own scheduler rule at the preset's resolution (for FLUX.1-dev at 1024x1024 the
-dynamic shift gives ``h0 = e^1.15 = 3.158``, not 3).
+re-solves the same layout with :func:`ralu_schedule.solve`, taking ``h0`` (and a
+``shift_terminal``) from the model's own scheduler rule at the preset's resolution and step
+count (for FLUX.1-dev at 1024x1024 the dynamic shift gives ``h0 = e^1.15 = 3.158``, not 3).
+
+Every preset says what its quality rests on (:data:`EVIDENCE`): only the authors' FLUX.1
+presets were measured on the model (in the paper); the others were chosen on the analytic
+Gaussian benchmark, or reuse a published layout, and have not been measured on their model.
 """
 
 from __future__ import annotations
@@ -17,16 +22,30 @@ from .layout import DEFAULT_BASE_SHIFT, Layout, Schedule
 from .matching import solve
 from .shift import shift_rule
 
+#: What a preset's quality rests on, by kind.
+EVIDENCE = {
+    "published": "the authors' layout and parameters, measured on the model in the paper",
+    "published layout": "the authors' FLUX.1 layout solved for this model's schedule; not measured on this model",
+    "analytic benchmark": "chosen by measurement on exact Gaussian data (bench/preset_search.py); "
+                          "not measured on the model",
+}
+
 
 @dataclass(frozen=True, kw_only=True)
 class Preset:
     name: str
-    model: str              # a key of ralu_schedule.SHIFT_RULES and of the cost model
+    model: str              # a key of ralu_schedule.MODEL_INFO, SHIFT_RULES and the cost model's MODELS
     resolution: tuple       # (height, width) in pixels the preset was made for
     layout: Layout          # with the h0 its parameters were made for
     shifts: tuple | None    # the authors' h_k (None: no published parameters)
     z: float | None         # the authors' Z = 1/sqrt(c)
     description: str
+    evidence: str           # a key of EVIDENCE
+    evidence_note: str = ""
+
+    def __post_init__(self):
+        if self.evidence not in EVIDENCE:
+            raise ValueError(f"evidence must be one of {', '.join(EVIDENCE)}, got {self.evidence!r}")
 
     @property
     def has_authors_parameters(self) -> bool:
@@ -43,7 +62,7 @@ def _flux(name, steps, ends, r, shifts, z, speed):
     # the authors' code reads h0 = 3 from scheduler.shift (METHOD section 7)
     layout = Layout(steps=steps, ends=ends, factors=(2, 2), fractions=(r, 1.0), base_shift=DEFAULT_BASE_SHIFT)
     return Preset(name=name, model="flux-dev", resolution=(1024, 1024), layout=layout,
-                  shifts=shifts, z=z,
+                  shifts=shifts, z=z, evidence="published",
                   description=f"FLUX.1-dev {speed} speed-up, authors' layout and parameters")
 
 
@@ -51,7 +70,8 @@ def _sd3(name, flux_name, speed):
     lay = PRESETS[flux_name].layout   # same layout; SD3's static shift is h0
     return Preset(name=name, model="sd3-medium", resolution=(1024, 1024),
                   layout=lay.with_base_shift(shift_rule("sd3-medium").shift),
-                  shifts=None, z=None,
+                  shifts=None, z=None, evidence="published layout",
+                  evidence_note="the paper reports SD3 results, but its code and parameters cover FLUX only",
                   description=f"SD3-medium {speed} FLOP reduction: the FLUX {speed} layout solved for shift 3.0")
 
 
@@ -66,12 +86,13 @@ PRESETS.update({p.name: p for p in [
     Preset(name="flux-dev-10x", model="flux-dev", resolution=(1024, 1024),
            layout=Layout(steps=(3, 2, 1, 3), ends=(0.2, 0.35, 0.45, 1.0), factors=(2, 2, 2), fractions=(1.0, 0.1, 1.0),
                          base_shift=DEFAULT_BASE_SHIFT),
-           shifts=None, z=None,
+           shifts=None, z=None, evidence="analytic benchmark",
            description="FLUX.1-dev 10.35x: 4 stages from 1/8 resolution, 10% of tokens early"),
     Preset(name="flux-schnell-16x", model="flux-schnell", resolution=(1024, 1024),
            layout=Layout(steps=(1, 1, 2), ends=(0.4, 0.55, 1.0), factors=(2, 2), fractions=(0.3, 1.0),
                          base_shift=shift_rule("flux-schnell").shift),
-           shifts=None, z=None,
+           shifts=None, z=None, evidence="analytic benchmark",
+           evidence_note="the analytic velocity is exact; a distilled model's is not",
            description="FLUX.1-schnell's 4 steps as 1+1+2: 15.9x vs FLUX.1-dev 50 steps, 1.35x vs schnell 4 steps"),
 ]})
 
@@ -98,7 +119,8 @@ def preset(name: str, parameters: str = "default") -> Schedule:
     if parameters == "default":
         parameters = "authors" if p.has_authors_parameters else "optimised"
     if parameters == "optimised":
-        return _solved(p.name, shift_rule(p.model)(p.tokens))
+        rule = shift_rule(p.model)
+        return _solved(p.name, rule(p.tokens, p.layout.total_steps), rule.terminal)
     if not p.has_authors_parameters:
         raise ValueError(f"preset {name!r} has no published parameters; use parameters='optimised'")
     info = {"preset": p.name, "model": p.model, "resolution": list(p.resolution), "parameters": "authors"}
@@ -107,7 +129,7 @@ def preset(name: str, parameters: str = "default") -> Schedule:
 
 
 @functools.lru_cache(maxsize=32)
-def _solved(name: str, h0: float) -> Schedule:
+def _solved(name: str, h0: float, terminal: float | None) -> Schedule:
     p = PRESETS[name]
     info = {"preset": p.name, "model": p.model, "resolution": list(p.resolution), "parameters": "optimised"}
-    return solve(p.layout.with_base_shift(h0), info=info)
+    return solve(p.layout.with_base(h0, terminal), info=info)

@@ -1,0 +1,49 @@
+"""The models the core knows, by name: the backend family that runs each, and the step count
+its stock pipeline runs by default (the baseline its presets and ``--compare`` are measured
+against). The same names key :data:`ralu_schedule.SHIFT_RULES` (timestep schedules) and
+:data:`ralu_schedule.cost.MODELS` (FLOPs)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    family: str            # the ralu_torch backend family: flux, sd3, flux2, qwen-image, z-image, chroma
+    default_steps: int     # the stock run: the pipeline's default, or the model card's where it differs
+    steps_source: str      # where default_steps comes from
+    distilled: bool = False
+
+
+MODEL_INFO: dict[str, ModelInfo] = {m.name: m for m in [
+    ModelInfo("flux-dev", "flux", 50, "the paper's FLUX.1-dev baseline (FluxPipeline's own default is 28)"),
+    ModelInfo("flux-schnell", "flux", 4, "FLUX.1-schnell's model card", distilled=True),
+    ModelInfo("sd3-medium", "sd3", 28, "StableDiffusion3Pipeline's default"),
+    ModelInfo("sd3.5-medium", "sd3", 28, "StableDiffusion3Pipeline's default"),
+    ModelInfo("sd3.5-large", "sd3", 28, "StableDiffusion3Pipeline's default"),
+    ModelInfo("flux2-dev", "flux2", 50, "Flux2Pipeline's default"),
+    ModelInfo("flux2-klein-4b", "flux2", 4, "FLUX.2 [klein]'s model card (step-distilled)", distilled=True),
+    ModelInfo("flux2-klein-9b", "flux2", 4, "FLUX.2 [klein]'s model card (step-distilled)", distilled=True),
+    ModelInfo("flux2-klein-base-4b", "flux2", 50, "Flux2KleinPipeline's default"),
+    ModelInfo("flux2-klein-base-9b", "flux2", 50, "Flux2KleinPipeline's default"),
+    ModelInfo("qwen-image", "qwen-image", 50, "QwenImagePipeline's default"),
+    ModelInfo("z-image-turbo", "z-image", 9, "Z-Image-Turbo's model card (9 steps)", distilled=True),
+    ModelInfo("z-image", "z-image", 50, "ZImagePipeline's default"),
+    ModelInfo("chroma", "chroma", 35, "ChromaPipeline's default"),
+]}
+
+FAMILIES = tuple(dict.fromkeys(m.family for m in MODEL_INFO.values()))
+
+
+def model_info(name: str) -> ModelInfo:
+    try:
+        return MODEL_INFO[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODEL_INFO)}") from None
+
+
+def family_of(model: str) -> str:
+    """The backend family of a model name (``"flux-dev"`` -> ``"flux"``)."""
+    return model_info(model).family
