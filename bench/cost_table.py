@@ -1,5 +1,6 @@
-"""The cost model's table for the presets on every model, and predicted speed-up against
-resolution (written as a PNG when --plot is given).
+"""The cost model's tables: the FLUX.1 presets' layouts on FLUX.1 and SD3, each newer family's
+presets against its own stock run, and predicted speed-up against resolution (written as a
+PNG when --plot is given).
 
     python bench/cost_table.py [--plot docs/img/speedup_vs_resolution.png]
 """
@@ -9,27 +10,47 @@ from __future__ import annotations
 import argparse
 
 from ralu_schedule import PRESETS
-from ralu_schedule.cost import MODELS, layout_cost
+from ralu_schedule.cost import layout_cost
+from ralu_schedule.models import MODEL_INFO
 
 RESOLUTIONS = [(512, 512), (768, 768), (1024, 1024), (1536, 1536), (2048, 2048), (3072, 3072)]
+#: The models of the first table: FLUX.1 and SD3, on which the FLUX.1 presets' layouts are priced.
+FLUX1_SD3 = ("flux-dev", "flux-schnell", "sd3-medium", "sd3.5-medium", "sd3.5-large")
 
 
 def distinct_layouts():
-    """One preset per layout (the SD3 presets reuse the FLUX layouts; their cost is the same)."""
+    """One FLUX.1 preset per layout (the SD3 presets reuse the FLUX layouts; their cost is the same)."""
     seen, out = set(), {}
     for name, p in sorted(PRESETS.items()):
         key = (p.layout.steps, p.layout.ends, p.layout.factors, p.layout.fractions)
-        if key not in seen:
+        if p.model in FLUX1_SD3 and key not in seen:
             seen.add(key)
             out[name] = p
     return out
+
+
+def family_table(resolutions=((1024, 1024), (2048, 2048))):
+    """Each newer family's presets against its own stock run (its default step count)."""
+    rows = ["| preset | model | resolution | stage tokens | TFLOPs (paper) | stock run | stock TFLOPs "
+            "| speed-up (paper) | speed-up (full) |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, p in PRESETS.items():
+        if p.model in FLUX1_SD3:
+            continue
+        n = MODEL_INFO[p.model].default_steps
+        for res in resolutions:
+            c = layout_cost(p.layout, p.model, res, baseline_steps=n)
+            f = layout_cost(p.layout, p.model, res, baseline_steps=n, convention="full")
+            rows.append(f"| {name} | {p.model} | {res[0]}x{res[1]} | {', '.join(str(s.tokens) for s in c.stages)} "
+                        f"| {c.tflops:.1f} | {n} steps | {c.baseline_tflops:.1f} | {c.speedup:.2f}x "
+                        f"| {f.speedup:.2f}x |")
+    return "\n".join(rows)
 
 
 def table(resolutions=((1024, 1024), (2048, 2048))):
     rows = ["| preset (layout) | model | resolution | stage tokens | TFLOPs (paper) | baseline 50 steps "
             "| speed-up (paper) | speed-up (full) |", "|---|---|---|---|---|---|---|---|"]
     for name, p in distinct_layouts().items():
-        for model in MODELS:
+        for model in FLUX1_SD3:
             for res in resolutions:
                 c = layout_cost(p.layout, model, res)
                 f = layout_cost(p.layout, model, res, convention="full")
@@ -64,6 +85,8 @@ def main(argv=None):
     ap.add_argument("--plot", help="write the speed-up against resolution plot here")
     args = ap.parse_args(argv)
     print(table())
+    print()
+    print(family_table())
     print()
     layouts = distinct_layouts()
     print("| resolution | " + " | ".join(f"{n} paper | {n} full" for n in layouts) + " |")

@@ -1,5 +1,5 @@
-"""Analytic cost model: FLOPs of the transformer, text encoders and VAE decoder of FLUX.1
-and SD3, and the cost and predicted speed-up of any layout.
+"""Analytic cost model: FLOPs of the transformer, text encoders and VAE decoder of FLUX.1,
+SD3, FLUX.2, Qwen-Image, Z-Image and Chroma, and the cost and predicted speed-up of any layout.
 
 Two conventions, always labelled:
 
@@ -14,6 +14,7 @@ formula here against that counter on full-size models built on torch's ``meta`` 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 from ._errors import check_positive_int
 from .grid import PIXELS_PER_TOKEN, token_grid
@@ -57,30 +58,70 @@ def _attn(q_tokens, kv_tokens, width) -> Flops:
     return Flops(attention=4.0 * q_tokens * kv_tokens * width)
 
 
+def _qkvo(tokens, width, inner=None, kv=None) -> Flops:
+    """Query, key and value projections and the output projection: ``width`` features in and
+    out, ``inner`` attention features (heads x head dim; default ``width``), ``kv`` features
+    each for keys and values (default ``inner``; fewer with grouped-query attention)."""
+    inner = inner or width
+    kv = kv or inner
+    return _lin(tokens, width, inner + 2 * kv) + _lin(tokens, inner, width)
+
+
+def _ffn(tokens, width, hidden, gates=1) -> Flops:
+    """A feed-forward ``width -> hidden -> width``; ``gates=2`` for a gated one (SwiGLU, GEGLU),
+    whose first layer makes ``2 x hidden`` features (two matrices or one fused)."""
+    return _lin(tokens, width, gates * hidden) + _lin(tokens, hidden, width)
+
+
 # -- transformers -----------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
-class TransformerSpec:
-    """An MM-DiT: FLUX (``double`` joint blocks then ``single`` blocks) or SD3 (joint blocks).
+class DiTSpec:
+    """What every transformer of the cost model has: ``heads x head_dim`` attention, and
+    ``pixels_per_token`` image pixels per token side (VAE factor 8 x patch 2 = 16 for all).
 
-    ``pixels_per_token``: image pixels per token side (VAE factor 8 x patch 2 = 16).
+    A family is a subclass that writes only :meth:`forward`, the FLOPs of one forward pass
+    for one image (batch 1) at ``image_tokens`` image and ``text_tokens`` text tokens, and
+    names itself in ``family``.
     """
+
+    heads: int
+    head_dim: int
+    pixels_per_token: int = PIXELS_PER_TOKEN
+
+    def __post_init__(self):
+        check_positive_int("heads", self.heads)
+        check_positive_int("head_dim", self.head_dim)
+
+    @property
+    def width(self) -> int:
+        return self.heads * self.head_dim
+
+    def forward(self, image_tokens: int, text_tokens: int) -> Flops:
+        raise NotImplementedError(f"{type(self).__name__} does not define forward")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransformerSpec(DiTSpec):
+    """An MM-DiT: FLUX.1 (``double`` joint blocks then ``single`` blocks) or SD3 (joint blocks)."""
+
+    FAMILIES: ClassVar[tuple] = ("flux", "sd3")
 
     family: str                 # "flux" or "sd3"
     double: int                 # joint (two-stream) blocks
     single: int = 0             # FLUX single-stream blocks
-    heads: int
-    head_dim: int
     mlp_ratio: int = 4
     token_features: int = 64    # input features per image token (FLUX: 16 ch x 2x2; SD3 conv: 16 x 2x2)
     context_dim: int = 4096
     pooled_dim: int = 768
     guidance_embeds: bool = False
     dual_attention_layers: tuple = ()   # SD3.5-medium: blocks with a second, image-only attention
-    pixels_per_token: int = PIXELS_PER_TOKEN
 
-    @property
-    def width(self) -> int:
-        return self.heads * self.head_dim
+    def __post_init__(self):
+        super().__post_init__()
+        if self.family not in self.FAMILIES:
+            raise ValueError(f"unknown transformer family {self.family!r}; TransformerSpec is one of "
+                             f"{', '.join(self.FAMILIES)} (FLUX.2, Qwen-Image, Z-Image and Chroma have "
+                             "their own classes)")
 
     def forward(self, image_tokens: int, text_tokens: int) -> Flops:
         """FLOPs of one forward pass for one image (batch 1)."""
@@ -89,14 +130,14 @@ class TransformerSpec:
         f = _lin(M, self.token_features, d) + _lin(T, self.context_dim, d)   # embedders
         f += _lin(1, 256, d) + _lin(1, d, d) + _lin(1, self.pooled_dim, d) + _lin(1, d, d)
         mlp = self.mlp_ratio * d
-        per_stream = lambda n: _lin(n, d, 3 * d) + _lin(n, d, d) + _lin(n, d, mlp) + _lin(n, mlp, d)  # noqa: E731
+        per_stream = lambda n: _qkvo(n, d) + _ffn(n, d, mlp)  # noqa: E731
         if self.family == "flux":
             if self.guidance_embeds:
                 f += _lin(1, 256, d) + _lin(1, d, d)
             f += self.double * (_lin(2, d, 6 * d) + per_stream(L) + _attn(L, L, d))
             f += self.single * (_lin(1, d, 3 * d) + _lin(L, d, 3 * d) + _lin(L, d, mlp)
                                 + _lin(L, d + mlp, d) + _attn(L, L, d))
-        elif self.family == "sd3":
+        else:  # sd3
             for i in range(self.double):
                 last = i == self.double - 1
                 dual = i in self.dual_attention_layers
@@ -107,9 +148,108 @@ class TransformerSpec:
                     f += _lin(1, d, 6 * d) + per_stream(T)
                 if dual:
                     f += _lin(M, d, 4 * d) + _attn(M, M, d)
-        else:
-            raise ValueError(f"unknown transformer family {self.family!r}")
         return f + _lin(1, d, 2 * d) + _lin(M, d, self.token_features)   # norm_out, proj_out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Flux2Spec(DiTSpec):
+    """FLUX.2 (diffusers ``Flux2Transformer2DModel``): ``double`` two-stream blocks, then
+    ``single`` blocks whose attention and SwiGLU feed-forward share one input and one output
+    projection; no biases. The modulation of all blocks comes from three layers run once per
+    forward (``double_stream_modulation_img``/``_txt``, ``single_stream_modulation``)."""
+
+    family: ClassVar[str] = "flux2"
+    double: int
+    single: int
+    mlp_ratio: float = 3.0
+    token_features: int = 128   # 32 latent channels x 2x2 patch
+    context_dim: int = 15360    # three stacked hidden states of the text encoder
+    guidance_embeds: bool = True
+
+    def forward(self, image_tokens: int, text_tokens: int) -> Flops:
+        M, T, d = image_tokens, text_tokens, self.width
+        L, m = M + T, int(d * self.mlp_ratio)
+        f = _lin(M, self.token_features, d) + _lin(T, self.context_dim, d)
+        f += (2 if self.guidance_embeds else 1) * (_lin(1, 256, d) + _lin(1, d, d))  # timestep (and guidance) MLP
+        f += 2 * _lin(1, d, 6 * d) + _lin(1, d, 3 * d)                                # shared modulation
+        f += self.double * (_qkvo(L, d) + _ffn(L, d, m, gates=2) + _attn(L, L, d))    # image and text weights
+        f += self.single * (_lin(L, d, 3 * d + 2 * m) + _lin(L, d + m, d) + _attn(L, L, d))
+        return f + _lin(1, d, 2 * d) + _lin(M, d, self.token_features)                # norm_out, proj_out
+
+
+@dataclass(frozen=True, kw_only=True)
+class QwenImageSpec(DiTSpec):
+    """Qwen-Image (``QwenImageTransformer2DModel``): ``layers`` two-stream blocks, each with its
+    own image and text modulation layers (``img_mod``, ``txt_mod``) and GELU feed-forwards."""
+
+    family: ClassVar[str] = "qwen-image"
+    layers: int
+    mlp_ratio: int = 4
+    token_features: int = 64    # 16 latent channels x 2x2 patch, in and out
+    context_dim: int = 3584     # Qwen2.5-VL-7B's hidden size
+
+    def forward(self, image_tokens: int, text_tokens: int) -> Flops:
+        M, T, d = image_tokens, text_tokens, self.width
+        L = M + T
+        f = _lin(M, self.token_features, d) + _lin(T, self.context_dim, d) + _lin(1, 256, d) + _lin(1, d, d)
+        f += self.layers * (2 * _lin(1, d, 6 * d) + _qkvo(L, d) + _ffn(L, d, self.mlp_ratio * d) + _attn(L, L, d))
+        return f + _lin(1, d, 2 * d) + _lin(M, d, self.token_features)   # norm_out, proj_out
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZImageSpec(DiTSpec):
+    """Z-Image (``ZImageTransformer2DModel``), a single-stream DiT: ``refiner_layers`` blocks on
+    the image tokens (modulated) and as many on the caption tokens (not), then ``layers``
+    modulated blocks on both, then the final layer on every token. Image and caption are each
+    padded to a multiple of ``pad_multiple`` tokens, and the model computes on the padding."""
+
+    family: ClassVar[str] = "z-image"
+    layers: int
+    refiner_layers: int = 2
+    token_features: int = 64    # 16 latent channels x 2x2 patch, in and out
+    context_dim: int = 2560     # Qwen3-4B's hidden size
+    pad_multiple: int = 32      # SEQ_MULTI_OF
+
+    def padded(self, tokens: int) -> int:
+        return tokens + (-tokens) % self.pad_multiple
+
+    def forward(self, image_tokens: int, text_tokens: int) -> Flops:
+        M, T, d = self.padded(image_tokens), self.padded(text_tokens), self.width
+        L, hidden, a = M + T, int(d / 3 * 8), min(d, 256)   # a: the timestep embedding the modulation reads
+        block = lambda n: _qkvo(n, d) + _ffn(n, d, hidden, gates=2) + _attn(n, n, d)  # noqa: E731
+        f = _lin(1, 256, 1024) + _lin(1, 1024, a)           # timestep MLP
+        f += _lin(M, self.token_features, d) + _lin(T, self.context_dim, d)
+        f += self.refiner_layers * (_lin(1, a, 4 * d) + block(M) + block(T))   # noise and context refiners
+        f += self.layers * (_lin(1, a, 4 * d) + block(L))
+        return f + _lin(1, a, d) + _lin(L, d, self.token_features)           # final layer, every token
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChromaSpec(DiTSpec):
+    """Chroma (``ChromaTransformer2DModel``): FLUX.1-schnell's blocks without their modulation
+    layers or pooled projection. Every block's shift, scale and gate come from one MLP, the
+    distilled-guidance "approximator", run once per forward on one input vector per
+    modulation (``3 single + 12 double + 2``: 344 at full size)."""
+
+    family: ClassVar[str] = "chroma"
+    double: int
+    single: int
+    mlp_ratio: int = 4
+    token_features: int = 64    # 16 latent channels x 2x2 patch, in and out
+    context_dim: int = 4096     # T5-XXL
+    approximator_channels: int = 64
+    approximator_hidden: int = 5120
+    approximator_layers: int = 5
+
+    def forward(self, image_tokens: int, text_tokens: int) -> Flops:
+        M, T, d = image_tokens, text_tokens, self.width
+        L, m = M + T, self.mlp_ratio * d
+        n, c, a = 3 * self.single + 12 * self.double + 2, self.approximator_channels, self.approximator_hidden
+        f = _lin(M, self.token_features, d) + _lin(T, self.context_dim, d)
+        f += _lin(n, c, a) + self.approximator_layers * 2 * _lin(n, a, a) + _lin(n, a, d)   # approximator
+        f += self.double * (_qkvo(L, d) + _ffn(L, d, m) + _attn(L, L, d))
+        f += self.single * (_lin(L, d, 3 * d + m) + _lin(L, d + m, d) + _attn(L, L, d))
+        return f + _lin(M, d, self.token_features)   # proj_out (norm_out has no layer of its own)
 
 
 # -- text encoders and VAE ---------------------------------------------------------------------
@@ -125,6 +265,11 @@ class EncoderSpec:
     tokens: int = 77
     projection: bool = False  # CLIPTextModelWithProjection: one pooled d x d projection
 
+    def sequence(self, prompt_tokens: int) -> int:
+        """Its sequence for a prompt sequence of ``prompt_tokens``: T5 is padded to
+        ``max_sequence_length``, all of which the transformer sees; CLIP always runs ``tokens`` (77)."""
+        return prompt_tokens if self.kind == "t5" else self.tokens
+
     def forward(self, tokens: int | None = None) -> Flops:
         T = self.tokens if tokens is None else tokens
         d, inner = self.width, self.inner or self.width
@@ -133,6 +278,45 @@ class EncoderSpec:
         layer += _attn(T, T, inner)
         f = self.layers * layer
         return f + _lin(1, d, d) if self.projection else f
+
+
+@dataclass(frozen=True, kw_only=True)
+class LLMEncoderSpec:
+    """A decoder-only language model used as a text encoder, run once per prompt: grouped-query
+    attention (``heads`` query and ``kv_heads`` key/value heads of ``head_dim``) and a gated
+    MLP of three matrices per layer. ``logits``: the vocabulary of the language-model head
+    where the pipeline's class has one (``...ForCausalLM``, ``...ForConditionalGeneration``
+    compute logits at every position even though the pipeline keeps hidden states); 0 for a
+    bare ``...Model``. Causal attention is counted over the whole square, as the FLOP counter does.
+
+    Its sequence for a prompt sequence of ``n`` tokens (what the transformer sees) is
+    ``max(padded_to, n + prefix_tokens)``: ``prefix_tokens`` of template that the pipeline
+    drops before the transformer (Qwen-Image's system prompt), ``padded_to`` the length the
+    tokenizer pads to where the pipeline then drops the padding (Z-Image: 512).
+    """
+
+    layers: int
+    width: int
+    ffn: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    logits: int = 0
+    prefix_tokens: int = 0
+    padded_to: int = 0
+
+    def sequence(self, prompt_tokens: int) -> int:
+        return max(self.padded_to, prompt_tokens + self.prefix_tokens)
+
+    def forward(self, tokens: int) -> Flops:
+        T, d = tokens, self.width
+        inner, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        layer = _qkvo(T, d, inner, kv) + _ffn(T, d, self.ffn, gates=2) + _attn(T, T, inner)
+        return self.layers * layer + _lin(T, d, self.logits)
+
+
+def _conv(cin, cout, taps, h, w) -> Flops:
+    return Flops(linear=2.0 * cin * cout * taps * h * w)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,7 +336,7 @@ class VAEDecoderSpec:
     def decode(self, height: int, width: int) -> Flops:
         """FLOPs of decoding one latent to a ``height x width`` image."""
         h, w = height // self.downsampling, width // self.downsampling
-        conv = lambda cin, cout, k, hh, ww: Flops(linear=2.0 * cin * cout * k * k * hh * ww)  # noqa: E731
+        conv = lambda cin, cout, k, hh, ww: _conv(cin, cout, k * k, hh, ww)  # noqa: E731
 
         def resnet(cin, cout, hh, ww):
             f = conv(cin, cout, 3, hh, ww) + conv(cout, cout, 3, hh, ww)
@@ -174,26 +358,87 @@ class VAEDecoderSpec:
         return f + conv(self.channels[0], self.out_channels, 3, h, w)
 
 
+@dataclass(frozen=True, kw_only=True)
+class CausalVAEDecoderSpec:
+    """diffusers' ``AutoencoderKLQwenImage`` decoder (causal 3-D convolutions) decoding one
+    frame, as the Qwen-Image pipeline does. Each 3x3x3 causal convolution sees the frame and
+    two frames of zero padding, and the FLOP counter counts all 27 taps; the temporal
+    upsampling convolutions do not run on a first frame, so ``temperal_downsample`` changes
+    nothing here, and the decoder has no attention but its middle block's (``attn_scales``
+    only acts in the encoder)."""
+
+    base_dim: int = 96
+    z_dim: int = 16
+    dim_mult: tuple = (1, 2, 4, 4)
+    num_res_blocks: int = 2
+    out_channels: int = 3
+
+    @property
+    def downsampling(self) -> int:
+        return 2 ** (len(self.dim_mult) - 1)
+
+    def decode(self, height: int, width: int) -> Flops:
+        """FLOPs of decoding one latent frame to a ``height x width`` image."""
+        h, w = height // self.downsampling, width // self.downsampling
+
+        def resnet(cin, cout, hh, ww):
+            f = _conv(cin, cout, 27, hh, ww) + _conv(cout, cout, 27, hh, ww)
+            return f + _conv(cin, cout, 1, hh, ww) if cin != cout else f
+
+        dims = [self.base_dim * k for k in (self.dim_mult[-1], *reversed(self.dim_mult))]
+        top = dims[0]
+        f = _conv(self.z_dim, self.z_dim, 1, h, w) + _conv(self.z_dim, top, 27, h, w)   # post_quant_conv, conv_in
+        f += 2 * resnet(top, top, h, w) + _lin(h * w, top, 4 * top) + _attn(h * w, h * w, top)   # middle block
+        for i, (cin, cout) in enumerate(zip(dims[:-1], dims[1:])):
+            cin = cin // 2 if i else cin          # the previous block's upsampling halved the channels
+            for j in range(self.num_res_blocks + 1):
+                f += resnet(cin if j == 0 else cout, cout, h, w)
+            if i < len(dims) - 2:                 # upsample 2x, then a 2-D 3x3 convolution to half the channels
+                h, w = 2 * h, 2 * w
+                f += _conv(cout, cout // 2, 9, h, w)
+        return f + _conv(dims[-1], self.out_channels, 27, h, w)
+
+
 T5_XXL = EncoderSpec(kind="t5", layers=24, width=4096, ffn=10240, inner=4096, tokens=512)
 CLIP_L = EncoderSpec(kind="clip", layers=12, width=768, ffn=3072, tokens=77)
 CLIP_L_PROJ = EncoderSpec(kind="clip", layers=12, width=768, ffn=3072, tokens=77, projection=True)
 CLIP_G_PROJ = EncoderSpec(kind="clip", layers=32, width=1280, ffn=5120, tokens=77, projection=True)
 VAE_16 = VAEDecoderSpec()
 
+# FLUX.2 [dev]: the language model of Mistral-Small-3.1-24B (Mistral3ForConditionalGeneration,
+# so logits too), its prompt padded to max_sequence_length (512), all of which the transformer sees.
+MISTRAL_SMALL_3_1 = LLMEncoderSpec(layers=40, width=5120, ffn=32768, heads=32, kv_heads=8, head_dim=128,
+                                   logits=131072)
+# FLUX.2 [klein] 4B and 9B: Qwen3ForCausalLM, padded to 512 likewise.
+QWEN3_4B = LLMEncoderSpec(layers=36, width=2560, ffn=9728, heads=32, kv_heads=8, head_dim=128, logits=151936)
+QWEN3_8B = LLMEncoderSpec(layers=36, width=4096, ffn=12288, heads=32, kv_heads=8, head_dim=128, logits=151936)
+# Z-Image: the same Qwen3-4B loaded as a bare Qwen3Model (no logits); the tokenizer pads to
+# max_sequence_length (512) and the pipeline keeps only the prompt's own tokens.
+QWEN3_4B_ZIMAGE = replace(QWEN3_4B, logits=0, padded_to=512)
+# Qwen-Image: Qwen2_5_VLForConditionalGeneration on the prompt in its template, unpadded; the
+# 34-token system prefix is dropped before the transformer.
+QWEN2_5_VL_7B = LLMEncoderSpec(layers=28, width=3584, ffn=18944, heads=28, kv_heads=4, head_dim=128,
+                               logits=152064, prefix_tokens=34)
+VAE_32 = VAEDecoderSpec(latent_channels=32, post_quant_conv=True)   # FLUX.2's AutoencoderKLFlux2
+QWEN_IMAGE_VAE = CausalVAEDecoderSpec()
+
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """A whole text-to-image model as the cost model sees it.
 
-    ``text_tokens``: the transformer's text sequence (FLUX: T5 tokens; SD3: 77 CLIP + T5).
-    ``t5_tokens``: T5's sequence length. ``cfg_batches``: forwards per step (2 with
-    classifier-free guidance, which also encodes the negative prompt).
+    ``text_tokens``: the transformer's text sequence (SD3: 77 CLIP + T5; the others: the
+    prompt sequence). ``t5_tokens``: the prompt sequence, what ``layout_cost(text_tokens=)``
+    replaces (T5's tokens for FLUX.1, SD3 and Chroma; for FLUX.2, Qwen-Image and Z-Image the
+    language model's tokens as the transformer sees them). Each encoder derives its own
+    sequence from it (``encoder.sequence``). ``cfg_batches``: forwards per step (2 with
+    classifier-free guidance, which also encodes the negative prompt, priced at the prompt's length).
     """
 
     name: str
-    transformer: TransformerSpec
+    transformer: DiTSpec
     encoders: tuple
-    vae: VAEDecoderSpec = VAE_16
+    vae: VAEDecoderSpec | CausalVAEDecoderSpec = VAE_16
     text_tokens: int
     t5_tokens: int
     cfg_batches: int = 1
@@ -203,7 +448,7 @@ class ModelSpec:
     def text_encoding(self) -> Flops:
         f = Flops()
         for enc in self.encoders:
-            f += enc.forward(self.t5_tokens if enc.kind == "t5" else None)
+            f += enc.forward(enc.sequence(self.t5_tokens))
         return self.cfg_batches * f
 
     def step(self, image_tokens: int) -> Flops:
@@ -218,6 +463,24 @@ class ModelSpec:
 
 _FLUX = dict(family="flux", double=19, single=38, heads=24, head_dim=128, pooled_dim=768)
 _SD3 = dict(family="sd3", heads=24, head_dim=64, pooled_dim=2048)
+
+# Qwen-Image and Z-Image do not pad the prompt to a fixed length, so their cost follows it:
+# priced at a nominal 128-token prompt, the order of the detailed one-paragraph prompts of the
+# model cards (pass layout_cost(text_tokens=) for another). With the chat template around it
+# the transformer sees 128 + 5 tokens in Qwen-Image ("<|im_end|>\n<|im_start|>assistant\n"
+# stays after the dropped system prefix) and 128 + 8 in Z-Image ("<|im_start|>user\n" before,
+# the same 5 after).
+_PROMPT = 128
+_FLUX2_KLEIN_4B = Flux2Spec(double=5, single=20, heads=24, head_dim=128, context_dim=7680, guidance_embeds=False)
+# Klein 9B, confirmed from copies of BFL's reference Klein9BParams (depth 8, 24 single blocks, hidden
+# 4096 = 32 heads x 128, context 12288 = 3 x Qwen3-8B's 4096, no guidance embedder) and from copies of
+# the published diffusers config (num_layers 8, num_single_layers 24, num_attention_heads 32,
+# joint_attention_dim 12288, guidance_embeds false); the Hub file itself was not read.
+_FLUX2_KLEIN_9B = Flux2Spec(double=8, single=24, heads=32, head_dim=128, context_dim=12288, guidance_embeds=False)
+_Z_IMAGE = ZImageSpec(layers=30, refiner_layers=2, heads=30, head_dim=128)
+_PADDED_512 = "prompt padded to max_sequence_length 512, all of which the transformer sees"
+_NOMINAL = f"nominal {_PROMPT}-token prompt (the pipeline does not pad it; text_tokens= prices another)"
+
 MODELS: dict[str, ModelSpec] = {m.name: m for m in [
     ModelSpec(name="flux-dev", transformer=TransformerSpec(**_FLUX, guidance_embeds=True),
               encoders=(T5_XXL, CLIP_L), text_tokens=512, t5_tokens=512,
@@ -236,6 +499,38 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
               transformer=TransformerSpec(**{**_SD3, "heads": 38}, double=38),
               encoders=(CLIP_L_PROJ, CLIP_G_PROJ, T5_XXL), text_tokens=77 + 256, t5_tokens=256,
               cfg_batches=2, diffusers_id="stabilityai/stable-diffusion-3.5-large"),
+    ModelSpec(name="flux2-dev", transformer=Flux2Spec(double=8, single=48, heads=48, head_dim=128),
+              encoders=(MISTRAL_SMALL_3_1,), vae=VAE_32, text_tokens=512, t5_tokens=512,
+              diffusers_id="black-forest-labs/FLUX.2-dev",
+              notes=f"guidance-distilled (guidance embedder, no CFG); Mistral {_PADDED_512}"),
+    ModelSpec(name="flux2-klein-4b", transformer=_FLUX2_KLEIN_4B, encoders=(QWEN3_4B,), vae=VAE_32,
+              text_tokens=512, t5_tokens=512, diffusers_id="black-forest-labs/FLUX.2-klein-4B",
+              notes=f"step-distilled, no CFG; Qwen3 {_PADDED_512}"),
+    ModelSpec(name="flux2-klein-9b", transformer=_FLUX2_KLEIN_9B, encoders=(QWEN3_8B,), vae=VAE_32,
+              text_tokens=512, t5_tokens=512, diffusers_id="black-forest-labs/FLUX.2-klein-9B",
+              notes=f"step-distilled, no CFG; Qwen3 {_PADDED_512}"),
+    ModelSpec(name="flux2-klein-base-4b", transformer=_FLUX2_KLEIN_4B, encoders=(QWEN3_4B,), vae=VAE_32,
+              text_tokens=512, t5_tokens=512, cfg_batches=2, diffusers_id="black-forest-labs/FLUX.2-klein-base-4B",
+              notes=f"CFG with the empty negative prompt, also encoded; Qwen3 {_PADDED_512}"),
+    ModelSpec(name="flux2-klein-base-9b", transformer=_FLUX2_KLEIN_9B, encoders=(QWEN3_8B,), vae=VAE_32,
+              text_tokens=512, t5_tokens=512, cfg_batches=2, diffusers_id="black-forest-labs/FLUX.2-klein-base-9B",
+              notes=f"CFG with the empty negative prompt, also encoded; Qwen3 {_PADDED_512}"),
+    ModelSpec(name="qwen-image", transformer=QwenImageSpec(layers=60, heads=24, head_dim=128),
+              encoders=(QWEN2_5_VL_7B,), vae=QWEN_IMAGE_VAE, text_tokens=_PROMPT + 5, t5_tokens=_PROMPT + 5,
+              cfg_batches=2, diffusers_id="Qwen/Qwen-Image",
+              notes=f"{_NOMINAL}; true CFG with a negative prompt, priced at the prompt's length "
+                    "(a short one costs less)"),
+    ModelSpec(name="z-image-turbo", transformer=_Z_IMAGE, encoders=(QWEN3_4B_ZIMAGE,),
+              text_tokens=_PROMPT + 8, t5_tokens=_PROMPT + 8, diffusers_id="Tongyi-MAI/Z-Image-Turbo",
+              notes=f"{_NOMINAL}; guidance 0, no CFG; Qwen3 runs on the 512-token padded prompt"),
+    ModelSpec(name="z-image", transformer=_Z_IMAGE, encoders=(QWEN3_4B_ZIMAGE,),
+              text_tokens=_PROMPT + 8, t5_tokens=_PROMPT + 8, cfg_batches=2, diffusers_id="Tongyi-MAI/Z-Image",
+              notes=f"{_NOMINAL}; CFG: one batched call of 2 per step (the negative caption padded to the "
+                    "prompt's length: the FLOPs of 2 calls); Qwen3 runs on the 512-token padded prompt"),
+    ModelSpec(name="chroma", transformer=ChromaSpec(double=19, single=38, heads=24, head_dim=128),
+              encoders=(T5_XXL,), text_tokens=512, t5_tokens=512, cfg_batches=2,
+              diffusers_id="lodestones/Chroma1-HD",
+              notes="CFG with the negative prompt; T5 prompt padded to 512 (masked, but computed on)"),
 ]}
 
 
@@ -323,9 +618,12 @@ def layout_cost(layout: Layout, model: "str | ModelSpec" = "flux-dev", resolutio
 
     ``cache``: a fixed-pattern step cache (:class:`ralu_schedule.caching.TaylorSeerPolicy`),
     restarted in every stage; predicted calls cost its ``predicted_cost`` (paper: 0).
-    ``text_tokens``: the T5 sequence length (``max_sequence_length``) instead of the model's
-    default (FLUX.1-dev 512, schnell 256, SD3 256 T5 tokens after 77 CLIP tokens); it sets
-    the transformer's text tokens and T5's cost, for the layout and the baseline alike.
+    ``text_tokens``: the prompt sequence (``ModelSpec.t5_tokens``: ``max_sequence_length``
+    where the pipeline pads the prompt to it, else the prompt's own length) instead of the
+    model's default (FLUX.1-dev 512, schnell 256, SD3 256 T5 tokens after 77 CLIP tokens,
+    FLUX.2 and Chroma 512, Qwen-Image and Z-Image a nominal prompt); it sets the
+    transformer's text tokens and each text encoder's sequence, for the layout and the
+    baseline alike.
     """
     _check_convention(convention)
     spec = get_model(model)
