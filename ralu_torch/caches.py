@@ -4,10 +4,13 @@ Broadcast, ...) inside RALU, scoped to stages.
 A cache keeps tensors of the previous steps (residuals, Taylor factors, attention outputs)
 and counts steps. RALU changes the token count at each transition and restarts the noise
 level, so a cache must not carry anything across one: :class:`StageScope` resets every
-stateful hook of the transformer at the start of each stage and wraps each model call in
-``transformer.cache_context("cond", step_index=..., num_inference_steps=..., timestep=...,
-sigma=...)`` with the position *within the stage*. Within a stage, the mixed stage included,
-the batch keeps one token count, so a cache works there as in a stock pipeline.
+stateful hook of the transformer at the start of each stage and describes each step by its
+position *within the stage* (``step_index``, ``num_inference_steps``, ``timestep``, ``sigma``);
+each transformer call the backend makes in that step runs in
+``transformer.cache_context(name, **that)`` (:func:`model_call`), named as the stock pipelines
+name them: ``"cond"``, and ``"uncond"`` for a guidance call, so a cache keeps the two apart.
+Within a stage, the mixed stage included, the batch keeps one token count, so a cache works
+there as in a stock pipeline.
 
 :class:`CallCounter` measures what the hooks actually did: the multiply-accumulates of
 every linear layer that ran in each transformer call, against the stage's first call (which
@@ -18,6 +21,7 @@ stage are the cost model's per-step TFLOPs at its token count times the executed
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from dataclasses import dataclass, field
 
 import torch
@@ -28,6 +32,23 @@ _REFUSED = {
     "MagCacheConfig": ("its magnitude ratios are calibrated per step of one full-resolution run of "
                        "num_inference_steps steps, and RALU's stages run other token counts over parts of that range"),
 }
+
+
+#: The step being run (its cache-context fields), set by :meth:`StageScope.call` for the
+#: transformer calls of that step.
+_STEP = contextvars.ContextVar("ralu_step", default=None)
+
+
+@contextlib.contextmanager
+def model_call(transformer, name: str):
+    """Context of one transformer call named ``name`` (``"cond"``, ``"uncond"``, ...): the
+    cache context of the current step when a cache is enabled, else nothing."""
+    step = _STEP.get()
+    if step is None or cache_config(transformer) is None:
+        yield
+        return
+    with transformer.cache_context(name, **step):
+        yield
 
 
 def cache_config(transformer):
@@ -122,13 +143,14 @@ class StageScope:
         for obj in (self.owner, self.pipe):
             if obj is not None:
                 obj._current_timestep = timestep
-        with contextlib.ExitStack() as stack:
-            if self.transformer is not None:
-                stack.enter_context(self.transformer.cache_context(
-                    "cond", step_index=index, num_inference_steps=self.steps, timestep=timestep, sigma=sigma))
-            if self.counter is not None:
-                stack.enter_context(self.counter.call())
-            yield
+        token = _STEP.set(dict(step_index=index, num_inference_steps=self.steps, timestep=timestep, sigma=sigma))
+        try:
+            with contextlib.ExitStack() as stack:
+                if self.counter is not None:
+                    stack.enter_context(self.counter.call())
+                yield
+        finally:
+            _STEP.reset(token)
 
     @property
     def interrupted(self) -> bool:

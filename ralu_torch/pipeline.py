@@ -16,6 +16,7 @@ from ralu_schedule._errors import brief, check_finite, check_positive_int
 from ralu_schedule.presets import PARAMETERS
 
 from .backends import backend_for
+from .backends.families import BY_NAME, default_preset, read_pipeline_config
 from .caches import CallCounter, StageScope, cache_config, check_cache, check_cache_for_run, enable_cache
 from .options import KEPT_NOISE, OUTPUT_TYPES
 from .sampler import sample
@@ -24,7 +25,8 @@ from .selection import check_edge_thresholds, selection_policy
 from .solvers import resolve_solver, stage_scheduler
 from .tokens import check_mode, unpack
 
-CALLBACK_INPUTS = {"latents", "stage", "prompt_embeds", "pooled_prompt_embeds"}
+#: What a step callback can read besides the conditioning's own tensors (``cond.callback_tensors()``).
+CALLBACK_INPUTS = ("latents", "stage")
 
 
 @dataclass
@@ -47,7 +49,8 @@ class RALU:
 
     ``schedule``: a preset name (``"flux-dev-7x"``), a :class:`ralu_schedule.Schedule`, its
     JSON form (a dict or a file path), or a :class:`ralu_schedule.Layout` to be solved at
-    call time. For presets, ``parameters="default"`` takes the published parameters where
+    call time; by default the preset of the pipeline's model (``flux-dev-7x`` for FLUX.1-dev,
+    ``qwen-image-7x`` for Qwen-Image, ..., read from its configs: ``ralu_schedule.DEFAULT_PRESETS``). For presets, ``parameters="default"`` takes the published parameters where
     they exist (FLUX) and our solution otherwise (SD3), ``"authors"`` insists on the
     published ones, and ``"optimised"`` re-solves the preset's layout at call time. Solving
     at call time takes ``h0`` from the pipeline's scheduler config at the requested
@@ -81,11 +84,13 @@ class RALU:
     once, here; the pipeline's own calls then use the compiled blocks too.
     """
 
-    def __init__(self, pipe, schedule="flux-dev-7x", *, parameters: str = "default", upsample: str = "latent",
+    def __init__(self, pipe, schedule=None, *, parameters: str = "default", upsample: str = "latent",
                  kept_noise: str = "exact", select="edges", edge_thresholds=(0.1, 0.2), noise_sampler=None,
                  solver="scheduler", cache=None, compile=False, allow_other_model: bool = False):
         self.pipe = pipe
         self.backend = backend_for(pipe)
+        if schedule is None:
+            schedule = default_preset(BY_NAME[self.backend.name], read_pipeline_config(pipe))
         if parameters not in PARAMETERS:
             raise ValueError(f"parameters must be one of {', '.join(PARAMETERS)}, got {parameters!r}")
         if kept_noise not in KEPT_NOISE:
@@ -153,8 +158,9 @@ class RALU:
         if self._fixed is not None:
             return self._fixed
         gh, gw = self._grid(height, width)
-        h0 = self.backend.shift_rule()(gh * gw)
-        return _solve_cached(self._layout.with_base_shift(h0))
+        rule = self.backend.shift_rule()
+        h0 = rule(gh * gw, self._layout.total_steps)      # the pipeline's own shift for this many steps
+        return _solve_cached(self._layout.with_base(h0, rule.terminal))
 
     def _grid(self, height, width) -> tuple:
         return token_grid(height, width, pixels_per_token=self.backend.pixels_per_token,
@@ -180,7 +186,7 @@ class RALU:
         pipe, be = self.pipe, self.backend
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
-        default = pipe.default_sample_size * pipe.vae_scale_factor   # only when not given: 0 is refused, not replaced
+        default = be.default_size                     # only when not given: 0 is refused, not replaced
         height = default if height is None else height
         width = default if width is None else width
         grid = self._grid(height, width)
@@ -194,7 +200,11 @@ class RALU:
                              f"({'+'.join(map(str, lay.steps))} = {lay.total_steps} steps here); for other steps pass "
                              "another preset or a ralu_schedule.Layout, e.g. RALU(pipe, Layout(steps=(3, 4, 6), "
                              "ends=(0.2, 0.3, 1.0), fractions=(0.1, 1.0)))")
-        prompt_kwargs, num_images_per_prompt = _check_prompt_inputs(prompt, prompt_kwargs, num_images_per_prompt)
+        for key, why in BY_NAME[be.name].extra_refused.items():
+            if prompt_kwargs.get(key) is not None:
+                raise ValueError(f"RALU does not take {key}= with {type(pipe).__name__}: {why}")
+        prompt_kwargs, num_images_per_prompt = _check_prompt_inputs(prompt, prompt_kwargs, num_images_per_prompt,
+                                                                    be.embedding_inputs)
         if guidance_scale is not None:
             check_finite("guidance_scale", guidance_scale)
         _check_generator(generator)
@@ -213,25 +223,20 @@ class RALU:
         if cache_config(be.transformer) is not None:
             check_cache(cache_config(be.transformer))
             check_cache_for_run(cache_config(be.transformer), schedule.plan)
-            if getattr(cond, "negative", None) is not None:
-                raise ValueError("true CFG (negative prompt with true_cfg_scale > 1) with a cache is not supported inside "
-                                 "RALU: the cache would mix the positive and negative calls; disable one of them")
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
-        unknown = set(callback_on_step_end_tensor_inputs) - CALLBACK_INPUTS
+        allowed = CALLBACK_INPUTS + tuple(cond.callback_tensors())
+        unknown = set(callback_on_step_end_tensor_inputs) - set(allowed)
         if unknown:
-            raise ValueError(f"callback_on_step_end_tensor_inputs may name {', '.join(sorted(CALLBACK_INPUTS))}, "
+            raise ValueError(f"callback_on_step_end_tensor_inputs may name {', '.join(sorted(allowed))}, "
                              f"got {', '.join(sorted(unknown))}")
         self._guidance_scale = getattr(cond, "guidance_scale",
                                        be.default_guidance_scale if guidance_scale is None else guidance_scale)
         def on_step(step, stage, sigma, x):
-            kwargs = {"latents": x, "stage": stage, "prompt_embeds": cond.prompt_embeds,
-                      "pooled_prompt_embeds": cond.pooled_prompt_embeds}
+            kwargs = {"latents": x, "stage": stage, **cond.callback_tensors()}
             out = callback_on_step_end(self, step, sigma * 1000, {k: kwargs[k] for k in
                                                                    callback_on_step_end_tensor_inputs}) or {}
-            for key in ("prompt_embeds", "pooled_prompt_embeds"):   # as diffusers' loops take them back
-                if key in out:
-                    setattr(cond, key, out[key])
+            cond.update(out)                                         # as diffusers' loops take embeddings back
             if hasattr(cond, "guidance_scale") and self._guidance_scale != cond.guidance_scale:
                 cond.guidance_scale = self._guidance_scale           # e.g. a CFG cut-off callback
             return out.get("latents", x)
@@ -254,11 +259,8 @@ class RALU:
                              scope=scope, latents=latents)
         finally:
             self._current_timestep = pipe._current_timestep = None
-        spec = be.cost_spec()
-        text_tokens = cond.prompt_embeds.shape[1]
         for st in counter.stages:
-            st.tflops = st.executed * batch * spec.forward(st.tokens, text_tokens).total("paper") / 1e12 * (
-                2 if getattr(cond, "guided", False) or getattr(cond, "negative", None) is not None else 1)
+            st.tflops = st.executed * batch * be.call_tflops(st.tokens, cond)
         if not bool(torch.isfinite(res.latents).all()):        # one host read per call: never a black image
             raise ValueError("the sampler produced non-finite latents (NaN or inf); check the model's dtype "
                              "(float16 overflows in FLUX) and the inputs")
@@ -275,37 +277,37 @@ class RALU:
                                   schedule=schedule, stage_calls=counter.stages, interrupted=res.interrupted)
 
 
-EMBEDS = ("prompt_embeds", "pooled_prompt_embeds", "negative_prompt_embeds", "negative_pooled_prompt_embeds")
-
-
-def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt):
+def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec):
     """Prompt or embeddings, consistently batched; embeddings repeated ``num_images_per_prompt``
-    times here (diffusers' ``encode_prompt`` repeats only what it encodes itself)."""
+    times here (diffusers' ``encode_prompt`` repeats only what it encodes itself).
+
+    ``spec`` (a backend's :class:`~ralu_torch.backends.base.EmbeddingInputs`) names the
+    embedding arguments the pipeline takes, their form (a tensor of a number of dimensions,
+    or a list of 2-D tensors, one per image) and which need which."""
     n = check_positive_int("num_images_per_prompt", num_images_per_prompt)
-    given = {k: kwargs[k] for k in EMBEDS if kwargs.get(k) is not None}
+    given = {k: kwargs[k] for k in spec.forms if kwargs.get(k) is not None}
     if not given:
         if prompt is None:
-            raise ValueError("give a prompt (a string or a list of them) or prompt_embeds with pooled_prompt_embeds")
+            raise ValueError(f"give a prompt (a string or a list of them) or {spec.describe()}")
         return kwargs, n
     for k, v in given.items():
-        want = 2 if "pooled" in k else 3
-        if not isinstance(v, torch.Tensor) or v.dim() != want:
-            raise ValueError(f"{k} must be a {want}-D tensor (batch first), got "
-                             f"{type(v).__name__} {tuple(getattr(v, 'shape', ()))}")
-    if "prompt_embeds" in given and "pooled_prompt_embeds" not in given:
-        raise ValueError("prompt_embeds need pooled_prompt_embeds (the pooled text embedding of the same prompts)")
-    batches = {k: v.shape[0] for k, v in given.items()}
+        spec.check(k, v)
+    for k, needs in spec.requires.items():
+        missing = [m for m in needs if k in given and m not in given]
+        if missing:
+            raise ValueError(f"{k} need {' and '.join(missing)} (the embeddings of the same prompts)")
+    batches = {k: len(v) for k, v in given.items()}
     if len(set(batches.values())) > 1:
         raise ValueError("prompt embeddings must share one batch size, got "
                          + ", ".join(f"{k} {b}" for k, b in batches.items()))
     if n > 1:
-        kwargs = {**kwargs, **{k: v.repeat_interleave(n, dim=0) for k, v in given.items()}}
+        kwargs = {**kwargs, **{k: spec.repeat(v, n) for k, v in given.items()}}
     return kwargs, 1
 
 
 def _prompt_count(prompt, kwargs) -> int:
-    if isinstance(kwargs.get("prompt_embeds"), torch.Tensor):
-        return kwargs["prompt_embeds"].shape[0]
+    if isinstance(kwargs.get("prompt_embeds"), (torch.Tensor, list)):
+        return len(kwargs["prompt_embeds"])
     return len(prompt) if isinstance(prompt, list) else 1
 
 

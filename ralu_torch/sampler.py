@@ -23,7 +23,8 @@ from ralu_schedule.layout import check_schedule_finite
 from .noise import draw, reinjection_noise
 from .selection import check_mask, selection_policy
 from .solvers import stage_scheduler, step_takes_generator
-from .tokens import TokenSet, check_mode, child_source, pack, raster_latent, to_latent, upsample_values
+from .tokens import (TokenSet, check_mode, child_source, noise_shape, noise_tokens, pack, raster_latent, to_latent,
+                     upsample_values)
 
 
 @dataclass
@@ -69,9 +70,10 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
     lay = plan.layout
     D = lay.downsampling
     tokens = TokenSet.regular(batch, grid, D, device=device)
-    # noise at the first stage's resolution, drawn as a latent like diffusers, then packed
-    shape = (batch, backend.latent_channels, 2 * grid[0] // D, 2 * grid[1] // D)
-    x = pack(noise(shape, generator, device)) if latents is None else _initial_latents(latents, shape, device)
+    # noise at the first stage's resolution, drawn in the pipeline's own layout, as tokens
+    shape = noise_shape(backend.noise_layout, batch, backend.features, grid[0] // D, grid[1] // D)
+    x = (noise_tokens(backend.noise_layout, noise(shape, generator, device)) if latents is None
+         else _initial_latents(latents, shape, backend.noise_layout, device))
     result = SampleResult(latents=x, tokens=tokens)
     # every stage's scheduler before the first model call, so a solver that cannot run one is refused up front
     scheds = [None if solver is None else stage_scheduler(solver, plan, k, device=device)
@@ -191,15 +193,18 @@ def _select(backend, policy, x1_hat, tokens: TokenSet, fraction: float, generato
     return check_mask(policy(estimate, tokens, fraction, generator), tokens, fraction), estimate
 
 
-def _initial_latents(latents, shape, device):
-    """The caller's starting noise: a ``(B, C, H/D, W/D)`` latent at the first stage's
-    resolution, or the same packed into ``(B, H/D/2 * W/D/2, 4 C)`` raster-order tokens."""
-    packed = (shape[0], shape[2] * shape[3] // 4, shape[1] * 4)
+def _initial_latents(latents, shape, layout, device):
+    """The caller's starting noise at the first stage's resolution, in the shape the pipeline
+    draws it (``(B, C, H/D, W/D)``, or FLUX.2's patchified ``(B, 4 C, H/2D, W/2D)``), or as
+    raster-order tokens ``(B, H/2D * W/2D, 4 C)``."""
+    n = shape[0]
+    features = shape[1] * (4 if layout == "latent" else 1)
+    packed = (n, shape[2] * shape[3] // (4 if layout == "latent" else 1), features)
     if not isinstance(latents, torch.Tensor) or tuple(latents.shape) not in (shape, packed):
         raise ValueError(f"latents must be the first stage's noise, a tensor of shape {shape} (or {packed} packed), "
                          f"got {type(latents).__name__} {tuple(getattr(latents, 'shape', ()))}")
     x = latents.to(device=device, dtype=torch.float32)
-    return pack(x) if x.dim() == 4 else x
+    return noise_tokens(layout, x) if x.dim() == 4 else x
 
 
 def _checked(noise_sampler):

@@ -7,11 +7,15 @@ import os
 
 from ralu_schedule import PRESETS, Layout, Schedule, get_preset, preset
 from ralu_schedule._errors import brief
+from ralu_schedule.models import MODEL_INFO, family_of
 
 
 def _check_family(schedule, family: str, allow_other_model: bool) -> None:
     """A preset (by name, or a schedule that records its model) made for one model family run
-    on another: refused unless asked for. ``family``: ``"flux"`` or ``"sd3"``."""
+    on another: refused unless asked for. ``family``: a backend family name
+    (:data:`ralu_torch.backends.families.FAMILIES`)."""
+    from .backends.families import BY_NAME
+
     if allow_other_model:
         return
     if isinstance(schedule, str) and schedule in PRESETS:
@@ -20,10 +24,10 @@ def _check_family(schedule, family: str, allow_other_model: bool) -> None:
         name, model = schedule.info.get("preset", "this schedule"), schedule.info["model"]
     else:
         return
-    if ("flux" if model.startswith("flux") else "sd3") != family:
-        mine = sorted(n for n, p in PRESETS.items() if p.model.startswith(family))
-        raise ValueError(f"preset {name!r} was made for {model}, but this is a {family.upper()} pipeline; use one of "
-                         f"{', '.join(mine)} (or pass allow_other_model=True / --force to run it anyway)")
+    if model not in MODEL_INFO or family_of(model) != family:
+        mine = sorted(n for n, p in PRESETS.items() if family_of(p.model) == family)
+        raise ValueError(f"preset {name!r} was made for {model}, but this is a {BY_NAME[family].display} pipeline; "
+                         f"use one of {', '.join(mine)} (or pass allow_other_model=True / --force to run it anyway)")
 
 
 def _parse_schedule(schedule, parameters):

@@ -41,6 +41,27 @@ def pack(latents: torch.Tensor) -> torch.Tensor:
     return x.reshape(B, (H // 2) * (W // 2), C * 4)
 
 
+#: How a pipeline draws its first noise for tokens on a ``rows x cols`` grid with ``F``
+#: features: ``"latent"`` draws the latent ``(B, F/4, 2 rows, 2 cols)`` and packs it (FLUX.1,
+#: SD3, Chroma, Qwen-Image, Z-Image); ``"patches"`` draws the patchified latent
+#: ``(B, F, rows, cols)`` and flattens it (FLUX.2). Same feature order either way.
+NOISE_LAYOUTS = ("latent", "patches")
+
+
+def noise_shape(layout: str, batch: int, features: int, rows: int, cols: int) -> tuple:
+    """The shape a pipeline draws its first noise in (see :data:`NOISE_LAYOUTS`)."""
+    if layout == "latent":
+        return (batch, features // 4, 2 * rows, 2 * cols)
+    if layout == "patches":
+        return (batch, features, rows, cols)
+    raise ValueError(f"noise layout must be one of {', '.join(NOISE_LAYOUTS)}, got {layout!r}")
+
+
+def noise_tokens(layout: str, z: torch.Tensor) -> torch.Tensor:
+    """Raster-order tokens ``(B, L, F)`` of noise drawn in ``noise_shape(layout, ...)``."""
+    return pack(z) if layout == "latent" else z.flatten(2).transpose(1, 2)
+
+
 def unpack(tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
     """Inverse of :func:`pack` for raster-ordered tokens on a ``grid = (rows, cols)``."""
     B, L, F = tokens.shape

@@ -1,6 +1,7 @@
 """Bad input is refused with one clear line, never a silently wrong result (issue 14's cases)."""
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -150,7 +151,7 @@ def test_num_images_per_prompt_repeats_given_embeddings(dev, n):
 
 
 def test_a_preset_for_another_model_family_is_refused_unless_asked(dev):
-    with pytest.raises(ValueError, match="preset 'sd3-medium-7x' was made for sd3-medium, but this is a FLUX pipeline; "
+    with pytest.raises(ValueError, match="preset 'sd3-medium-7x' was made for sd3-medium, but this is a FLUX.1 pipeline; "
                                          "use one of flux-dev-10x, flux-dev-4x, flux-dev-7x, flux-schnell-16x"):
         RALU(dev, "sd3-medium-7x")
     out = RALU(dev, "sd3-medium-7x", allow_other_model=True)(**embeds(), height=128, width=128, generator=gen(),
@@ -204,13 +205,16 @@ NUMBERS = st.one_of(st.integers(-10**12, 10**12), st.floats(allow_nan=True, allo
                     st.text(max_size=3), st.lists(st.floats(), max_size=3))
 
 
-def _refused_cleanly(fn):
+def _refused_cleanly(fn, hang_limit: float | None = 10):
+    """``fn`` runs or raises one short ValueError; ``hang_limit`` seconds catch a parser that
+    hangs on hostile input (none for model runs, whose time is the machine's load)."""
     t0 = time.perf_counter()
     try:
         fn()
     except ValueError as err:
         assert str(err) and len(str(err)) < 1000
-    assert time.perf_counter() - t0 < 10
+    if hang_limit is not None:
+        assert time.perf_counter() - t0 < hang_limit
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -259,7 +263,7 @@ def test_fuzz_sampler_arguments(dev, height, width, guidance, n, name):
         out = RALU(dev, name)(**embeds(), height=height, width=width, guidance_scale=guidance,
                               num_images_per_prompt=n, generator=gen(), output_type="latent")
         assert out.images.shape[0] == n and torch.isfinite(out.images).all()
-    _refused_cleanly(go)
+    _refused_cleanly(go, hang_limit=None)
 
 
 # -- the diffusers call (issue 13's API part) ----------------------------------------------------
@@ -269,8 +273,11 @@ def test_pipelines_ralu_cannot_run_are_refused_at_construction(dev, cls):
     import diffusers
 
     other = getattr(diffusers, cls).from_pipe(dev)
-    with pytest.raises(ValueError, match=f"RALU cannot run {cls}: it runs the text-to-image pipelines FluxPipeline, "
-                                         "StableDiffusion3Pipeline; load the text-to-image FluxPipeline instead"):
+    from ralu_torch.backends.families import SUPPORTED
+
+    with pytest.raises(ValueError, match=re.escape(f"RALU cannot run {cls}: it runs the text-to-image pipelines "
+                                                   f"{', '.join(SUPPORTED)}; load the text-to-image FluxPipeline "
+                                                   "instead")):
         RALU(other, "flux-dev-7x")
 
 
@@ -312,14 +319,3 @@ def test_flux_true_cfg_matches_flux_pipeline(dev):
     assert all(c.tflops == pytest.approx(2 * p.tflops) for c, p in zip(cfg.stage_calls, plain.stage_calls))
 
 
-def test_true_cfg_with_a_cache_is_refused(dev):
-    from diffusers.hooks import FirstBlockCacheConfig
-
-    n = embeds(1, seed=7)
-    try:
-        with pytest.raises(ValueError, match="true CFG .* with a cache is not supported inside RALU"):
-            RALU(dev, "flux-dev-7x", cache=FirstBlockCacheConfig())(
-                **embeds(), negative_prompt_embeds=n["prompt_embeds"],
-                negative_pooled_prompt_embeds=n["pooled_prompt_embeds"], true_cfg_scale=2.0, height=128, width=128)
-    finally:
-        dev.transformer.disable_cache()

@@ -6,7 +6,7 @@ import torch
 
 import ralu_torch.sampler as sampler_module
 from ralu_torch import RALU
-from ralu_torch.backends.flux_rotary import PerImageRotaryProcessor
+from ralu_torch.backends.rotary import PerImageRotaryProcessor
 from ralu_torch.testing import HostSyncDetector, sd3_pipeline, sd3_prompt_embeds
 from tiny import embeds, tiny_flux
 

@@ -152,7 +152,7 @@ def test_zero_sizes_are_refused_not_replaced_by_defaults(dev, kwargs, msg):
 
 
 def test_construction_errors(dev):
-    with pytest.raises(ValueError, match="unknown preset 'flux-dev-9x'; known presets: flux-dev-10x, flux-dev-4x, flux-dev-7x, flux-schnell-16x, sd3-medium-4x, sd3-medium-7x"):
+    with pytest.raises(ValueError, match="unknown preset 'flux-dev-9x'; known presets: chroma-4x, chroma-7x, flux-dev-10x, flux-dev-4x"):
         RALU(dev, "flux-dev-9x")
     with pytest.raises(ValueError, match="upsample must be one of latent, token"):
         RALU(dev, upsample="bicubic")

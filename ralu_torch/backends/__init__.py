@@ -7,33 +7,27 @@ where ``x`` holds the token values and ``tokens`` (a ``ralu_torch.tokens.TokenSe
 positions (:mod:`ralu_torch.backends.base` states the contract as Protocols),
 
 plus ``encode`` (prompts to conditioning) and ``decode`` (latents to images in [-1, 1]).
-Packing, the ``* 1000`` timestep scale, guidance and position embeddings stay in here.
+Packing, the timestep scale, guidance and position embeddings stay in here. The families
+and their pipelines are declared in :mod:`ralu_torch.backends.families`.
 """
 
 from __future__ import annotations
 
+import importlib
 
-#: Text-to-image pipelines RALU runs; their image-conditioned siblings (Img2Img, Inpaint, Fill,
-#: Kontext, Control, ...) start from an image or add conditioning tokens that RALU's
-#: low-resolution stages do not model, and are refused by name.
-SUPPORTED = ("FluxPipeline", "StableDiffusion3Pipeline")
+from .families import SUPPORTED, family_of_pipeline, sibling_family
 
 
 def backend_for(pipe):
-    """The backend for a diffusers pipeline instance (a FluxPipeline or StableDiffusion3Pipeline,
-    or a subclass of one)."""
-    from diffusers import FluxPipeline, StableDiffusion3Pipeline
-
+    """The backend for a diffusers pipeline instance: one of :data:`SUPPORTED` (or a subclass
+    of one). Image-conditioned siblings (Img2Img, Inpaint, Edit, Control, Kontext, ...) are
+    refused by name, with the text-to-image pipeline to load instead."""
+    for cls in type(pipe).__mro__:
+        family = family_of_pipeline(cls.__name__)
+        if family is not None:
+            module, _, name = family.backend.partition(":")
+            return getattr(importlib.import_module(f"{__name__}.{module}"), name)(pipe)
     name = type(pipe).__name__
-    if isinstance(pipe, FluxPipeline):
-        from .flux import FluxBackend
-
-        return FluxBackend(pipe)
-    if isinstance(pipe, StableDiffusion3Pipeline):
-        from .sd3 import SD3Backend
-
-        return SD3Backend(pipe)
-    family = ("FluxPipeline" if name.startswith("Flux")
-              else "StableDiffusion3Pipeline" if name.startswith("StableDiffusion3") else None)
-    hint = f"; load the text-to-image {family} instead" if family else ""
+    family = sibling_family(name)
+    hint = f"; load the text-to-image {' or '.join(family.pipelines)} instead" if family else ""
     raise ValueError(f"RALU cannot run {name}: it runs the text-to-image pipelines {', '.join(SUPPORTED)}{hint}")

@@ -1,21 +1,40 @@
 """The backend contract, as code, and what every diffusers-pipeline backend shares.
 
 :class:`SamplerBackend` is all that :func:`ralu_torch.sampler.sample` asks of a model: its
-device and dtype, the token layout (features per token, latent channels, pixels per token),
-``prepare(tokens, conditioning)`` once per stage, ``velocity(tokens, positions, sigma,
-conditioning)`` each step, and ``decode``. :class:`PipelineBackend`
-adds what :class:`ralu_torch.RALU` needs to run a diffusers pipeline: prompt encoding, the
-scheduler's shift rule, the pipeline's own latent format and its defaults. FLUX, SD3 and
-the analytic Gaussian backend conform; the tests check it with ``isinstance``.
+device and dtype, the token layout (features per token, latent channels, pixels per token,
+how its first noise is laid out), ``prepare(tokens, conditioning)`` once per stage,
+``velocity(tokens, positions, sigma, conditioning)`` each step, and ``decode``.
+:class:`PipelineBackend` adds what :class:`ralu_torch.RALU` needs to run a diffusers
+pipeline: prompt encoding, the scheduler's shift rule, the pipeline's own latent format and
+its defaults, and the price of a call. Every family, and the analytic Gaussian backend,
+conforms; the tests check it with ``isinstance``.
+
+What the diffusers families share lives here once:
+
+- :class:`DiffusersBackend`: device, dtype, the shift rule read from the scheduler config,
+  regional compilation, the VAE decode, the price of a velocity from the cost model;
+- :class:`Guided`: conditioning with classifier-free guidance by separate transformer calls
+  (FLUX.1's true CFG, Chroma, FLUX.2 [klein] base, Qwen-Image with its per-token rescale):
+  the branches, their cache-context names, and the combination;
+- :func:`stock_timestep`: the timestep as the FLUX-style pipelines round it;
+- :class:`RotaryBackend`: positions for transformers that take rotary position ids (FLUX.1,
+  Chroma, FLUX.2, Qwen-Image): one set of ids when every image holds the same tokens,
+  per-image rotary tables through the stock processors (:mod:`.rotary`) when they differ,
+  one call per image when the processors cannot be wrapped.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+import dataclasses
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
 
 from ralu_schedule import ShiftRule
+
+from ..caches import model_call
+from ..tokens import pack, unpack
+from . import rotary as rotary_module
 
 
 @runtime_checkable
@@ -25,6 +44,7 @@ class SamplerBackend(Protocol):
     features: int            # values per token (FLUX and SD3: 16 channels x 2 x 2 = 64)
     latent_channels: int     # channels of the latent the first noise is drawn as
     pixels_per_token: int    # decoded pixels per token side (FLUX and SD3: 16)
+    noise_layout: str        # how the first noise is drawn (ralu_torch.tokens.NOISE_LAYOUTS)
 
     @property
     def device(self) -> torch.device: ...
@@ -50,12 +70,13 @@ class PipelineBackend(SamplerBackend, Protocol):
     """What :class:`ralu_torch.RALU` needs beyond the sampler: a diffusers pipeline's side."""
 
     name: str
-    default_guidance_scale: float
+    default_guidance_scale: float | None
     default_max_sequence_length: int
 
     def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale,
                joint_attention_kwargs, device, **prompt_kwargs) -> Any:
-        """Conditioning for ``velocity``, with a ``batch`` attribute (images per call)."""
+        """Conditioning for ``velocity``: a ``batch`` attribute (images per call), the
+        tensors a step callback may read and replace (``callback_tensors``/``update``)."""
 
     def shift_rule(self) -> ShiftRule:
         """The base shift rule of the pipeline's scheduler (``h0`` at a token count)."""
@@ -63,15 +84,163 @@ class PipelineBackend(SamplerBackend, Protocol):
     def pipeline_latents(self, tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
         """Final raster-order tokens in the form the pipeline returns for ``output_type="latent"``."""
 
+    def from_pipeline_latents(self, latents: torch.Tensor, grid: tuple) -> torch.Tensor:
+        """The inverse of :meth:`pipeline_latents`: raster-order tokens of what the pipeline returned."""
+
+    def pipeline_input(self, tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
+        """Raster-order tokens in the form the pipeline takes as ``latents=``."""
+
     def compile(self, options: dict) -> None:
         """Compile the model's blocks in place with ``torch.compile(**options)``."""
 
+    def call_tflops(self, tokens: int, cond: Any) -> float:
+        """Transformer TFLOPs (paper convention) of one velocity for one image at ``tokens``
+        image tokens: every transformer call a step makes, guidance included."""
+
+
+def stock_timestep(sigma: torch.Tensor, batch: int, dtype: torch.dtype) -> torch.Tensor:
+    """The timestep FLUX-style pipelines feed their transformer: ``t = 1000 sigma`` rounded to
+    the model dtype, then divided by 1000 (``t.expand(B).to(dtype) / 1000``)."""
+    return (sigma * 1000).expand(batch).to(dtype) / 1000
+
+
+def batched_slice(value, b: int):
+    """Image ``b`` of a batch-first tensor or list (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        return type(value)(value[b:b + 1])
+    return value[b:b + 1]
+
+
+class BranchConditioning:
+    """A dataclass of one transformer call's inputs whose ``BATCHED`` fields are batch-first.
+    Families' branch classes derive from it."""
+
+    BATCHED: ClassVar[tuple] = ()
+
+    def image(self, b: int):
+        """The inputs of image ``b`` alone."""
+        return dataclasses.replace(self, **{k: batched_slice(getattr(self, k), b) for k in self.BATCHED})
+
+
+@dataclasses.dataclass
+class Guided:
+    """Conditioning of a pipeline that guides with separate transformer calls.
+
+    ``positive`` (and ``negative`` when guidance is on) are one call's inputs each (a family's
+    :class:`BranchConditioning`). The guided velocity is ``neg + scale (pos - neg)``, as
+    FluxPipeline's true CFG, ChromaPipeline and Flux2KleinPipeline compute it; with
+    ``rescale`` (QwenImagePipeline) it is then scaled per token to the positive velocity's
+    norm. The calls are named ``"cond"`` and ``"uncond"`` for diffusers' caches, as the stock
+    pipelines name them.
+    """
+
+    positive: Any
+    negative: Any | None = None
+    scale: float = 1.0
+    rescale: bool = False
+    text_tokens: int = 0
+
+    @property
+    def batch(self) -> int:
+        return self.positive.prompt_embeds.shape[0]
+
+    @property
+    def calls(self) -> int:
+        return 1 if self.negative is None else 2
+
+    @property
+    def prompt_embeds(self):
+        return self.positive.prompt_embeds
+
+    def branches(self) -> list:
+        out = [("cond", self.positive)]
+        if self.negative is not None:
+            out.append(("uncond", self.negative))
+        return out
+
+    def combine(self, outputs: list) -> torch.Tensor:
+        if self.negative is None:
+            return outputs[0]
+        pos, neg = outputs
+        guided = neg + self.scale * (pos - neg)
+        if self.rescale:
+            guided = guided * (torch.norm(pos, dim=-1, keepdim=True) / torch.norm(guided, dim=-1, keepdim=True))
+        return guided
+
+    def image(self, b: int) -> "Guided":
+        return dataclasses.replace(self, positive=self.positive.image(b),
+                                   negative=None if self.negative is None else self.negative.image(b))
+
+    def callback_tensors(self) -> dict:
+        out = {"prompt_embeds": self.positive.prompt_embeds}
+        if self.negative is not None:
+            out["negative_prompt_embeds"] = self.negative.prompt_embeds
+        return out
+
+    def update(self, values: dict) -> None:
+        """Take back what a step callback returned (``prompt_embeds``, ``negative_prompt_embeds``)."""
+        if "prompt_embeds" in values:
+            self.positive = dataclasses.replace(self.positive, prompt_embeds=values["prompt_embeds"])
+        if "negative_prompt_embeds" in values and self.negative is not None:
+            self.negative = dataclasses.replace(self.negative, prompt_embeds=values["negative_prompt_embeds"])
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingInputs:
+    """The embedding arguments a pipeline takes in place of prompts: ``forms`` maps each name
+    to its form, a number of tensor dimensions (batch first) or ``"list"`` (a list of 2-D
+    ``(tokens, width)`` tensors, one per image, as Z-Image takes them); ``requires`` maps a
+    name to those it cannot go without."""
+
+    forms: dict
+    requires: dict = dataclasses.field(default_factory=dict)
+
+    def describe(self) -> str:
+        first = next(iter(self.forms))
+        needs = self.requires.get(first, ())
+        return first + (f" with {' and '.join(needs)}" if needs else "")
+
+    def check(self, name: str, value) -> None:
+        form = self.forms[name]
+        if form == "list":
+            if not isinstance(value, (list, tuple)) or not value or not all(
+                    isinstance(v, torch.Tensor) and v.dim() == 2 for v in value):
+                raise ValueError(f"{name} must be a list of 2-D (tokens, width) tensors, one per image, got "
+                                 f"{type(value).__name__}")
+            return
+        if not isinstance(value, torch.Tensor) or value.dim() != form:
+            raise ValueError(f"{name} must be a {form}-D tensor (batch first), got "
+                             f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}")
+
+    def repeat(self, value, n: int):
+        """Each image's embedding ``n`` times in a row (as ``num_images_per_prompt`` does)."""
+        if isinstance(value, (list, tuple)):
+            return [v for v in value for _ in range(n)]
+        return value.repeat_interleave(n, dim=0)
+
+
+def check_negative_batch(positive: torch.Tensor, negative: torch.Tensor) -> None:
+    if negative.shape[0] != positive.shape[0]:
+        raise ValueError(f"negative prompts give {negative.shape[0]} embeddings for {positive.shape[0]} prompts; "
+                         "give one negative prompt per prompt, or one for all")
+
 
 class DiffusersBackend:
-    """Device, dtype, scheduler shift rule and VAE decode, shared by FLUX and SD3."""
+    """Device, dtype, scheduler shift rule, compilation, decode and pricing, shared by every
+    diffusers family."""
 
-    default_guidance_scale: float
+    default_guidance_scale: float | None
     default_max_sequence_length: int
+    noise_layout: str = "latent"
+    #: the form of the pipeline's latents, returned (``output_type="latent"``) and taken
+    #: (``latents=``): "packed" raster-order tokens, or the 4-D "latent"
+    output_form: str = "packed"
+    input_form: str = "packed"
+    #: the mu rule the pipeline applies to its scheduler (ralu_schedule.shift.MU_RULES)
+    mu_rule: str = "linear"
+    embedding_inputs: EmbeddingInputs = EmbeddingInputs({"prompt_embeds": 3})
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -86,9 +255,14 @@ class DiffusersBackend:
     def dtype(self) -> torch.dtype:
         return self.transformer.dtype
 
+    @property
+    def default_size(self) -> int:
+        """The pipeline's image side when none is given."""
+        return self.pipe.default_sample_size * self.pipe.vae_scale_factor
+
     def shift_rule(self) -> ShiftRule:
-        """The base shift rule of the pipeline's own scheduler config."""
-        return ShiftRule.from_scheduler_config(self.pipe.scheduler.config)
+        """The base shift rule of the pipeline's own scheduler config (and ``shift_terminal``)."""
+        return ShiftRule.from_scheduler_config(self.pipe.scheduler.config, mu_rule=self.mu_rule)
 
     def blocks(self) -> list:
         """The transformer's repeated blocks, which regional compilation compiles."""
@@ -105,3 +279,110 @@ class DiffusersBackend:
         cfg = self.vae.config
         z = latents / cfg.scaling_factor + cfg.shift_factor
         return self.vae.decode(z.to(self.vae.dtype), return_dict=False)[0]
+
+    def pipeline_latents(self, tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
+        return tokens if self.output_form == "packed" else unpack(tokens, grid)
+
+    def from_pipeline_latents(self, latents: torch.Tensor, grid: tuple) -> torch.Tensor:
+        return latents if self.output_form == "packed" else pack(latents)
+
+    def pipeline_input(self, tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
+        return tokens if self.input_form == "packed" else unpack(tokens, grid)
+
+    def cost_spec(self):
+        """The cost model's description of this transformer (from its config)."""
+        raise NotImplementedError
+
+    def call_tflops(self, tokens: int, cond) -> float:
+        return cond.calls * self.cost_spec().forward(tokens, cond.text_tokens).total("paper") / 1e12
+
+
+@dataclasses.dataclass
+class RotaryPositions:
+    """A stage's positions for a rotary transformer: ``ids``, the model's position ids of a
+    token set shared by the batch (or of the first image), with ``rotary`` the per-image
+    replacement for ``image_rotary_emb`` when the images differ; or ``per_image``, one set
+    of ids per image, for one call per image."""
+
+    ids: Any
+    rotary: Any = None
+    per_image: list | None = None
+
+
+class RotaryBackend(DiffusersBackend):
+    """Positions, the guided velocity and the per-image fallback of rotary transformers.
+
+    A family states only what differs: ``ids(pos, tokens)`` (its position ids for ``(L, 2)``
+    float positions on the token set's frame), ``rotary(pos, tokens, cond)`` (the per-image
+    replacement for ``image_rotary_emb`` of ``(B, L, 2)`` positions, built with the model's own
+    rotary module), ``forward(x, ids, sigma, branch, rotary)`` (one transformer call), the
+    processor classes (``stock_processors()``) and rotary probe (``rotary_probe``) of
+    :mod:`.rotary`, and, for a model whose forward builds positions from a grid shape alone
+    (Qwen-Image), ``stock_positions(tokens)``: whether its stock forward can place ``tokens``.
+    """
+
+    rotary_probe: Any = None
+
+    def stock_processors(self) -> tuple:
+        raise NotImplementedError
+
+    def ids(self, pos: torch.Tensor, tokens) -> Any:
+        raise NotImplementedError
+
+    def rotary(self, pos: torch.Tensor, tokens, cond) -> Any:
+        raise NotImplementedError
+
+    def stock_positions(self, tokens) -> bool:
+        """Whether the stock forward can place a token set shared by the batch (any positions)."""
+        return True
+
+    def forward(self, x, ids, sigma, branch, rotary=None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def install(self) -> bool:
+        """Wrap the stock attention processors for per-image tables (see :mod:`.rotary`)."""
+        return rotary_module.install(self.transformer, self.stock_processors(), type(self).rotary_probe)
+
+    def compile(self, options: dict) -> None:
+        self.install()         # the processors the mixed stage uses, traced from the start
+        super().compile(options)
+
+    def prepare(self, tokens, cond) -> RotaryPositions:
+        """Position ids of a stage's token set, built once (host work happens here, not per step).
+
+        Equal token sets across the batch give the model's stock ids. Token sets that differ
+        per image also get per-image rotary tables, so the whole batch still runs in one
+        call; if the transformer uses an attention processor the adapters cannot wrap, the
+        stage runs one call per image.
+        """
+        pos = tokens.positions()
+        if bool((pos == pos[:1]).all()) and self.stock_positions(tokens):
+            return RotaryPositions(self.ids(pos[0], tokens))
+        if self.install():
+            return RotaryPositions(self.ids(pos[0], tokens), rotary=self.rotary(pos, tokens, cond))
+        if not self.stock_positions(tokens):
+            raise ValueError(f"{type(self.transformer).__name__} uses an attention processor RALU cannot give per-token "
+                             "positions to, so it cannot run a mixed-resolution stage; use its stock attention "
+                             "processors (or a layout whose transitions all have fraction 1)")
+        return RotaryPositions(None, per_image=[self.ids(p, tokens) for p in pos])
+
+    def velocity(self, x: torch.Tensor, positions: RotaryPositions, sigma: torch.Tensor, cond) -> torch.Tensor:
+        """``x`` (B, L, F) float32 tokens at prepared ``positions``, ``sigma`` a float32 scalar."""
+        if positions.per_image is not None:
+            return torch.cat([self._guided(x[b:b + 1], ids, sigma, cond.image(b), None, f"image{b}-")
+                              for b, ids in enumerate(positions.per_image)])
+        return self._guided(x, positions.ids, sigma, cond, positions.rotary)
+
+    def _guided(self, x, ids, sigma, cond, rotary, prefix=""):
+        outputs = []
+        for name, branch in cond.branches():
+            with model_call(self.transformer, prefix + name):
+                outputs.append(self.forward(x, ids, sigma, branch, rotary).float())
+        return cond.combine(outputs)
+
+
+def joint_kwargs(kwargs: dict | None, rotary) -> dict | None:
+    """``joint_attention_kwargs`` with the per-image tables added for the wrapped processors."""
+    if rotary is None:
+        return kwargs
+    return {**(kwargs or {}), "ralu_rotary": rotary}

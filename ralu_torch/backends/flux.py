@@ -1,7 +1,13 @@
-"""FLUX.1 (dev and schnell) through diffusers' ``FluxPipeline`` components."""
+"""FLUX.1 (dev and schnell) through diffusers' ``FluxPipeline`` components.
+
+Positions: ids ``(0, row, col)`` (:mod:`ralu_torch.tokens`' coordinate rule), FLUX's rotary
+over text then image ids. Guidance: the distilled guidance embedding, and FluxPipeline's
+true CFG (a negative prompt with ``true_cfg_scale > 1``: a second call per step).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -9,51 +15,55 @@ import torch
 
 from ralu_schedule._errors import check_finite
 
-from . import flux_rotary
-from .base import DiffusersBackend
+from . import rotary
+from .base import (BranchConditioning, EmbeddingInputs, Guided, RotaryBackend, check_negative_batch, joint_kwargs,
+                   stock_timestep)
 
 
 @dataclass
-class FluxConditioning:
+class FluxInputs(BranchConditioning):
+    """One FLUX call's text inputs."""
+
+    BATCHED = ("prompt_embeds", "pooled_prompt_embeds", "guidance")
+
     prompt_embeds: torch.Tensor
     pooled_prompt_embeds: torch.Tensor
     text_ids: torch.Tensor
     guidance: torch.Tensor | None
     joint_attention_kwargs: dict | None
-    negative: "FluxConditioning | None" = None    # true CFG (FluxPipeline's true_cfg_scale > 1)
-    true_cfg_scale: float = 1.0
-
-    @property
-    def batch(self) -> int:
-        return self.prompt_embeds.shape[0]
-
-    def image(self, b: int) -> "FluxConditioning":
-        """The conditioning of image ``b`` alone (for token sets that differ per image)."""
-        sl = slice(b, b + 1)
-        return FluxConditioning(self.prompt_embeds[sl], self.pooled_prompt_embeds[sl], self.text_ids,
-                                None if self.guidance is None else self.guidance[sl], self.joint_attention_kwargs,
-                                None if self.negative is None else self.negative.image(b), self.true_cfg_scale)
 
 
-@dataclass
-class FluxPositions:
-    """A stage's positions: ``img_ids`` ``(L, 3)`` (shared, or the first image's when
-    ``rotary`` holds every image's table), or ``(B, L, 3)`` with ``per_image_calls``."""
-
-    img_ids: torch.Tensor
-    rotary: flux_rotary.PerImageRotary | None
-    per_image_calls: bool
-
-
-def _ids(pos: torch.Tensor) -> torch.Tensor:
+def image_ids(pos: torch.Tensor) -> torch.Tensor:
     """FLUX's ``(N, 3)`` image ids ``(0, row, col)`` of ``(N, 2)`` float positions."""
     return torch.cat([torch.zeros_like(pos[:, :1]), pos], dim=1).to(torch.float32)
 
 
-class FluxBackend(DiffusersBackend):
+def per_image_tables(pos_embed, txt_ids: torch.Tensor, img_ids: torch.Tensor) -> tuple:
+    """FLUX's rotary ``(cos, sin)`` per image, each :class:`~.rotary.PerImage` of ``(B, T + L, D)``,
+    from the transformer's ``pos_embed``, shared text ids ``(T, 3)`` and per-image ids
+    ``(B, L, 3)``: every image sees the text, then its own tokens."""
+    B, L, _ = img_ids.shape
+    cos, sin = pos_embed(torch.cat([txt_ids, img_ids.reshape(B * L, img_ids.shape[-1])]))
+    T = txt_ids.shape[0]
+    per_image = lambda t: torch.cat([t[:T].expand(B, -1, -1), t[T:].view(B, L, -1)], dim=1)  # noqa: E731
+    return rotary.PerImage(per_image(cos)), rotary.PerImage(per_image(sin))
+
+
+def _probe() -> bool:
+    from diffusers.models.transformers import transformer_flux
+
+    return rotary.probe_real(functools.partial(transformer_flux.apply_rotary_emb, sequence_dim=1))
+
+
+class FluxBackend(RotaryBackend):
     name = "flux"
     default_guidance_scale = 3.5
     default_max_sequence_length = 512
+    rotary_probe = _probe
+    embedding_inputs = EmbeddingInputs(
+        {"prompt_embeds": 3, "pooled_prompt_embeds": 2, "negative_prompt_embeds": 3, "negative_pooled_prompt_embeds": 2},
+        requires={"prompt_embeds": ("pooled_prompt_embeds",),
+                  "negative_prompt_embeds": ("negative_pooled_prompt_embeds",)})
 
     def __init__(self, pipe):
         super().__init__(pipe)
@@ -61,10 +71,15 @@ class FluxBackend(DiffusersBackend):
         self.latent_channels = self.features // 4
         self.pixels_per_token = pipe.vae_scale_factor * 2             # 16
 
+    def stock_processors(self) -> tuple:
+        from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
+
+        return (FluxAttnProcessor,)
+
     def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale, joint_attention_kwargs,
                device, prompt_2=None, prompt_embeds=None, pooled_prompt_embeds=None, negative_prompt=None,
                negative_prompt_2=None, negative_prompt_embeds=None, negative_pooled_prompt_embeds=None,
-               true_cfg_scale: float = 1.0) -> FluxConditioning:
+               true_cfg_scale: float = 1.0) -> Guided:
         """As FluxPipeline: true classifier-free guidance when ``true_cfg_scale > 1`` and a
         negative prompt (or negative embeddings) is given, one more transformer call per step."""
         lora_scale = (joint_attention_kwargs or {}).get("scale")
@@ -75,71 +90,38 @@ class FluxBackend(DiffusersBackend):
         guidance = None
         if self.transformer.config.guidance_embeds:
             guidance = torch.full([embeds.shape[0]], guidance_scale, device=device, dtype=torch.float32)
-        negative = None
         has_negative = negative_prompt is not None or negative_prompt_embeds is not None
         true_cfg_scale = check_finite("true_cfg_scale", true_cfg_scale)
         if has_negative and true_cfg_scale <= 1:
-            raise ValueError(f"a negative prompt on FLUX needs true_cfg_scale > 1 (FluxPipeline's true CFG), got "
+            raise ValueError(f"a negative prompt on FLUX.1 needs true_cfg_scale > 1 (FluxPipeline's true CFG), got "
                              f"{true_cfg_scale:g}; without it the negative prompt would be ignored")
+        positive = FluxInputs(embeds, pooled, text_ids, guidance, joint_attention_kwargs)
+        negative = None
         if true_cfg_scale > 1 and has_negative:
             n_embeds, n_pooled, n_ids = enc(prompt=negative_prompt, prompt_2=negative_prompt_2,
                                             prompt_embeds=negative_prompt_embeds,
                                             pooled_prompt_embeds=negative_pooled_prompt_embeds)
-            if n_embeds.shape[0] != embeds.shape[0]:
-                raise ValueError(f"negative prompts give {n_embeds.shape[0]} embeddings for {embeds.shape[0]} prompts; "
-                                 "give one negative prompt per prompt, or one for all")
-            negative = FluxConditioning(n_embeds, n_pooled, n_ids, guidance, joint_attention_kwargs)
-        return FluxConditioning(embeds, pooled, text_ids, guidance, joint_attention_kwargs, negative,
-                                float(true_cfg_scale))
+            check_negative_batch(embeds, n_embeds)
+            negative = FluxInputs(n_embeds, n_pooled, n_ids, guidance, joint_attention_kwargs)
+        return FluxGuided(positive, negative, float(true_cfg_scale), text_tokens=embeds.shape[1])
 
     def blocks(self) -> list:
         return list(self.transformer.transformer_blocks) + list(self.transformer.single_transformer_blocks)
 
-    def compile(self, options: dict) -> None:
-        flux_rotary.install(self.transformer)     # the processors the mixed stage uses, traced from the start
-        super().compile(options)
+    def ids(self, pos: torch.Tensor, tokens) -> torch.Tensor:
+        return image_ids(pos)
 
-    def prepare(self, tokens, cond: FluxConditioning) -> FluxPositions:
-        """Position ids of a stage's token set, built once (host work happens here, not per step).
+    def rotary(self, pos: torch.Tensor, tokens, cond) -> tuple:
+        ids = torch.stack([image_ids(p) for p in pos])
+        return per_image_tables(self.transformer.pos_embed, cond.positive.text_ids.float(), ids)
 
-        Equal token sets across the batch give FLUX's stock ``(L, 3)`` ids. Token sets that
-        differ per image also get one rotary table per image, applied by the attention
-        processors that :mod:`~ralu_torch.backends.flux_rotary` installs, so the whole batch
-        still runs in one call. If the transformer uses an attention processor those
-        adapters cannot wrap, the stage runs one call per image.
-        """
-        pos = tokens.positions()
-        ids = torch.stack([_ids(p) for p in pos])                       # (B, L, 3)
-        if bool((pos == pos[:1]).all()):
-            return FluxPositions(ids[0], None, False)
-        if flux_rotary.install(self.transformer):
-            rotary = flux_rotary.per_image_rotary(self.transformer.pos_embed, cond.text_ids.float(), ids)
-            return FluxPositions(ids[0], rotary, False)
-        return FluxPositions(ids, None, True)
-
-    def velocity(self, x: torch.Tensor, positions: FluxPositions, sigma: torch.Tensor,
-                 cond: FluxConditioning) -> torch.Tensor:
-        """``x`` (B, L, 64) float32 tokens at prepared ``positions``, ``sigma`` a float32 scalar."""
-        if positions.per_image_calls:
-            return torch.cat([self.velocity(x[b:b + 1], FluxPositions(positions.img_ids[b], None, False), sigma,
-                                            cond.image(b)) for b in range(x.shape[0])])
-        v = self._forward(x, positions.img_ids, sigma, cond, positions.rotary)
-        if cond.negative is not None:            # FluxPipeline's true CFG: neg + s (pos - neg)
-            neg = self._forward(x, positions.img_ids, sigma, cond.negative, positions.rotary)
-            v = neg + cond.true_cfg_scale * (v - neg)
-        return v
-
-    def _forward(self, x, img_ids, sigma, cond, rotary=None):
-        dtype = cond.prompt_embeds.dtype
-        kwargs = cond.joint_attention_kwargs
-        if rotary is not None:                       # per-image tables for the wrapped processors
-            kwargs = {**(kwargs or {}), "ralu_rotary": rotary}
-        timestep = (sigma * 1000).expand(x.shape[0]).to(dtype) / 1000   # as FluxPipeline rounds it
-        v = self.transformer(hidden_states=x.to(dtype), timestep=timestep, guidance=cond.guidance,
-                             pooled_projections=cond.pooled_prompt_embeds, encoder_hidden_states=cond.prompt_embeds,
-                             txt_ids=cond.text_ids, img_ids=img_ids, joint_attention_kwargs=kwargs,
-                             return_dict=False)[0]
-        return v.float()
+    def forward(self, x, ids, sigma, branch: FluxInputs, rotary=None) -> torch.Tensor:
+        dtype = branch.prompt_embeds.dtype
+        return self.transformer(hidden_states=x.to(dtype), timestep=stock_timestep(sigma, x.shape[0], dtype),
+                                guidance=branch.guidance, pooled_projections=branch.pooled_prompt_embeds,
+                                encoder_hidden_states=branch.prompt_embeds, txt_ids=branch.text_ids, img_ids=ids,
+                                joint_attention_kwargs=joint_kwargs(branch.joint_attention_kwargs, rotary),
+                                return_dict=False)[0]
 
     def cost_spec(self):
         """The cost model's description of this transformer (from its config)."""
@@ -151,7 +133,15 @@ class FluxBackend(DiffusersBackend):
                                context_dim=c.joint_attention_dim, pooled_dim=c.pooled_projection_dim,
                                guidance_embeds=c.guidance_embeds)
 
-    def pipeline_latents(self, tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
-        """FluxPipeline returns packed tokens for ``output_type="latent"``."""
-        return tokens
 
+@dataclass
+class FluxGuided(Guided):
+    """FLUX's conditioning: callbacks also see the pooled embeddings."""
+
+    def callback_tensors(self) -> dict:
+        return {**super().callback_tensors(), "pooled_prompt_embeds": self.positive.pooled_prompt_embeds}
+
+    def update(self, values: dict) -> None:
+        super().update(values)
+        if "pooled_prompt_embeds" in values:
+            self.positive = dataclasses.replace(self.positive, pooled_prompt_embeds=values["pooled_prompt_embeds"])

@@ -205,6 +205,7 @@ class GaussianBackend:
     (no text, no weights)."""
 
     name = "gaussian"
+    noise_layout = "latent"
 
     def __init__(self, field, base_shift: float = DEFAULT_BASE_SHIFT, device="cpu"):
         self.field = field

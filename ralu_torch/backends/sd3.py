@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..caches import model_call
 from ..tokens import unpack
-from .base import DiffusersBackend
+from .base import DiffusersBackend, EmbeddingInputs
 
 
 def sincos_table_embedding(rows: torch.Tensor, cols: torch.Tensor, dim: int, table_size: int,
@@ -93,11 +94,33 @@ class SD3Conditioning:
         n = self.prompt_embeds.shape[0]
         return n // 2 if self.guided else n
 
+    @property
+    def calls(self) -> int:
+        """Forwards per image and step: 2 under guidance (one call on the doubled batch)."""
+        return 2 if self.guided else 1
+
+    @property
+    def text_tokens(self) -> int:
+        return self.prompt_embeds.shape[1]
+
+    def callback_tensors(self) -> dict:
+        return {"prompt_embeds": self.prompt_embeds, "pooled_prompt_embeds": self.pooled_prompt_embeds}
+
+    def update(self, values: dict) -> None:
+        for key in ("prompt_embeds", "pooled_prompt_embeds"):
+            if key in values:
+                setattr(self, key, values[key])
+
 
 class SD3Backend(DiffusersBackend):
     name = "sd3"
     default_guidance_scale = 7.0
+    output_form = input_form = "latent"
     default_max_sequence_length = 256
+    embedding_inputs = EmbeddingInputs(
+        {"prompt_embeds": 3, "pooled_prompt_embeds": 2, "negative_prompt_embeds": 3, "negative_pooled_prompt_embeds": 2},
+        requires={"prompt_embeds": ("pooled_prompt_embeds",),
+                  "negative_prompt_embeds": ("negative_pooled_prompt_embeds",)})
 
     def __init__(self, pipe):
         super().__init__(pipe)
@@ -146,8 +169,9 @@ class SD3Backend(DiffusersBackend):
         elif positions.shape[0] == 2 * xin.shape[0]:     # guidance cut off mid-stage (a callback)
             positions = positions[xin.shape[0]:]
         timestep = (sigma * 1000).expand(xin.shape[0]).to(dtype)   # SD3 takes t in [0, 1000]
-        v = forward_tokens(self.transformer, xin, positions, cond.prompt_embeds, cond.pooled_prompt_embeds, timestep,
-                           cond.joint_attention_kwargs)
+        with model_call(self.transformer, "cond"):                 # one call, as StableDiffusion3Pipeline names it
+            v = forward_tokens(self.transformer, xin, positions, cond.prompt_embeds, cond.pooled_prompt_embeds,
+                               timestep, cond.joint_attention_kwargs)
         if cond.guided:
             uncond, text = v.chunk(2)
             v = uncond + cond.guidance_scale * (text - uncond)
@@ -162,8 +186,3 @@ class SD3Backend(DiffusersBackend):
                                head_dim=c.attention_head_dim, token_features=self.features,
                                context_dim=c.joint_attention_dim, pooled_dim=c.pooled_projection_dim,
                                dual_attention_layers=tuple(c.dual_attention_layers or ()))
-
-    def pipeline_latents(self, tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
-        """StableDiffusion3Pipeline returns the 4-D latent for ``output_type="latent"``."""
-        return unpack(tokens, grid)
-
