@@ -1,21 +1,34 @@
-"""How the flux-dev-10x and flux-schnell presets were chosen: a layout search measured on
+"""How the presets without published parameters were chosen: a layout search measured on
 the analytic quality benchmark (exact Gaussian data, ralu_torch.analysis.quality).
 
-    python bench/preset_search.py [--seeds 128] [--size 64] [--which dev-10x schnell]
+    python bench/preset_search.py [--seeds 128] [--size 64] [--which dev-10x schnell GROUP ...]
 
 dev-10x: 3- and 4-stage layouts whose cost-model TFLOPs (FLUX.1-dev, 1024x1024) are at least
 10x below the 50-step baseline, each solved with ralu_schedule (h0 = 3, as the FLUX presets),
 against the full-resolution baseline of the same FLOPs and flux-dev-7x. schnell: 4-step
 layouts at shift 1.0 (FLUX.1-schnell's static shift; no guidance), against schnell's own
 4-step run. FD: spectral Frechet distance to the data, x1e3 (lower is better).
+
+The other groups (:data:`GROUPS`) search the presets of the newer families: each candidate is
+solved with the family's own timestep rule at 1024x1024 (FLUX.2's shift for the layout's own
+step count, Qwen-Image's grid ending at sigma 0.02, Z-Image's and Chroma's shifts), priced by
+the family's cost model against its stock step count, and measured against the full-resolution
+runs of the stock count and of about the same FLOPs. The candidates are FLUX.1's (made for a
+base shift of 3, or schnell's 1) and, where the family's base shift differs by more than 20%,
+the same steps with their ends moved to the same quantiles of the family's base timestep
+distribution (``F_h0^-1(F_3(e))``: as large a share of the base sampler's steps before each
+transition as the FLUX.1 layout has). The layout with the lowest FD among those within 10%
+below to 15% above each target speed-up is the preset (printed last).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 
-from ralu_schedule import Layout, preset, solve
+from ralu_schedule import Layout, preset, shift_rule, solve
 from ralu_schedule.cost import layout_cost
+from ralu_schedule.models import MODEL_INFO
 from ralu_torch.analysis.quality import run, spectrum_metrics
 from ralu_torch.backends.gaussian import GaussianBackend, GaussianField
 
@@ -62,6 +75,121 @@ SCHNELL_CANDIDATES = [
 ]
 
 
+# steps, ends, fractions, factors: layouts about 7x and 4x below 50 full-resolution steps
+FIFTY_STEP_CANDIDATES = [
+    ((2, 3, 5), (0.2, 0.3, 1.0), (0.1, 1.0), (2, 2)),          # the FLUX.1 7x layout
+    ((3, 2, 5), (0.25, 0.35, 1.0), (0.1, 1.0), (2, 2)),
+    ((3, 3, 4), (0.3, 0.45, 1.0), (0.2, 1.0), (2, 2)),
+    ((2, 2, 5), (0.2, 0.35, 1.0), (0.3, 1.0), (2, 2)),
+    ((3, 3, 3, 4), (0.2, 0.35, 0.45, 1.0), (1.0, 0.2, 1.0), (2, 2, 2)),
+    ((4, 4), (0.45, 1.0), (1.0,), (2,)),
+    ((5, 6, 7), (0.3, 0.45, 1.0), (0.3, 1.0), (2, 2)),         # the FLUX.1 4x layout
+    ((6, 5, 7), (0.35, 0.5, 1.0), (0.2, 1.0), (2, 2)),
+    ((5, 5, 8), (0.3, 0.45, 1.0), (0.3, 1.0), (2, 2)),
+    ((4, 5, 8), (0.25, 0.4, 1.0), (0.2, 1.0), (2, 2)),
+    ((6, 8), (0.45, 1.0), (1.0,), (2,)),
+]
+# about 7x and 4x below Chroma's 35 steps
+CHROMA_CANDIDATES = [
+    ((2, 2, 4), (0.2, 0.3, 1.0), (0.1, 1.0), (2, 2)),
+    ((2, 2, 3), (0.2, 0.35, 1.0), (0.2, 1.0), (2, 2)),
+    ((3, 2, 3), (0.3, 0.45, 1.0), (0.1, 1.0), (2, 2)),
+    ((3, 3), (0.45, 1.0), (1.0,), (2,)),
+    ((3, 4, 6), (0.25, 0.4, 1.0), (0.3, 1.0), (2, 2)),
+    ((4, 4, 5), (0.3, 0.45, 1.0), (0.3, 1.0), (2, 2)),
+    ((4, 3, 6), (0.3, 0.4, 1.0), (0.2, 1.0), (2, 2)),
+    ((5, 6), (0.45, 1.0), (1.0,), (2,)),
+]
+# distilled few-step models: FLUX.2 [klein] (4 steps) and Z-Image-Turbo (9 steps)
+KLEIN_CANDIDATES = SCHNELL_CANDIDATES
+TURBO_CANDIDATES = [
+    ((2, 2, 4), (0.3, 0.45, 1.0), (0.3, 1.0), (2, 2)),
+    ((2, 2, 4), (0.4, 0.55, 1.0), (0.3, 1.0), (2, 2)),
+    ((2, 2, 5), (0.3, 0.45, 1.0), (0.2, 1.0), (2, 2)),
+    ((3, 2, 4), (0.35, 0.5, 1.0), (0.3, 1.0), (2, 2)),
+    ((1, 2, 5), (0.3, 0.45, 1.0), (0.3, 1.0), (2, 2)),
+    ((3, 5), (0.45, 1.0), (1.0,), (2,)),
+    ((2, 6), (0.4, 1.0), (1.0,), (2,)),
+]
+
+#: group -> (title, models priced, the model whose rule and stock count it searches for, candidates,
+#: the base shift the candidates were made for, target speed-ups)
+GROUPS = {
+    "flux2": ("FLUX.2 [dev] and [klein] base, 50 steps", ("flux2-dev", "flux2-klein-base-4b", "flux2-klein-base-9b"),
+              "flux2-dev", FIFTY_STEP_CANDIDATES, 3.0, (7.0, 4.0)),
+    "qwen-image": ("Qwen-Image, 50 steps", ("qwen-image",), "qwen-image", FIFTY_STEP_CANDIDATES, 3.0, (7.0, 4.0)),
+    "z-image": ("Z-Image, 50 steps", ("z-image",), "z-image", FIFTY_STEP_CANDIDATES, 3.0, (7.0, 4.0)),
+    "chroma": ("Chroma, 35 steps", ("chroma",), "chroma", CHROMA_CANDIDATES, 3.0, (7.0, 4.0)),
+    "flux2-klein": ("FLUX.2 [klein], distilled, 4 steps", ("flux2-klein-4b", "flux2-klein-9b"), "flux2-klein-4b",
+                    KLEIN_CANDIDATES, 1.0, (1.3,)),
+    "z-image-turbo": ("Z-Image-Turbo, 9 steps", ("z-image-turbo",), "z-image-turbo", TURBO_CANDIDATES, 3.0, (1.5,)),
+}
+
+
+def transferred_ends(ends, source: float, h0: float) -> tuple:
+    """Ends with the same share of a base sampler's steps before them under shift ``h0`` as
+    under ``source`` (``F_h0^-1(F_source(e))``), rounded to 0.005."""
+    q = [source * e / (1 + (source - 1) * e) for e in ends[:-1]]
+    return tuple(round(x / (h0 - (h0 - 1) * x) / 0.005) * 0.005 for x in q) + (1.0,)
+
+
+def family_layout(model, steps, ends, fractions=None, factors=None):
+    """A layout solved for ``model``'s own base sampler at 1024x1024 with as many steps."""
+    rule = shift_rule(model)
+    lay = Layout(steps=steps, ends=ends, fractions=fractions, factors=factors)
+    return lay.with_base(rule(4096, lay.total_steps), rule.terminal)
+
+
+def family_table(group, seeds, size):
+    """One group's search table; returns the chosen layout per target."""
+    title, models, model, candidates, source, targets = GROUPS[group]
+    base = MODEL_INFO[model].default_steps
+    field = GaussianField(height=size, width=size)
+    be = GaussianBackend(field)
+    print()
+    print(f"{title}: candidates")
+    print()
+    print("| layout (steps; ends; fractions) | " + " | ".join(f"speed-up {m}" for m in models) + " | FD x1e3 |")
+    print("|---|" + "---:|" * (len(models) + 1))
+
+    def row(label, lay):
+        ups = [layout_cost(lay, m, baseline_steps=MODEL_INFO[m].default_steps).speedup for m in models]
+        score = fd(be, field, solve(lay), seeds)
+        print(f"| {label} | " + " | ".join(f"{u:.2f}x" for u in ups) + f" | {score:.2f} |")
+        return ups[0], score
+
+    for n in sorted({base} | {max(1, round(base / t)) for t in targets}, reverse=True):
+        row(f"{n} steps, full resolution", family_layout(model, (n,), (1.0,)))
+    scored, seen = [], set()
+    for steps, ends, fractions, factors in candidates:
+        h0 = family_layout(model, steps, ends, fractions, factors).base_shift
+        variants = [ends]
+        moved = transferred_ends(ends, source, h0)
+        if abs(math.log(h0 / source)) > math.log(1.2) and len(set(moved)) == len(moved) and moved[0] > 0:
+            variants.append(moved)
+        for e in variants:
+            if (steps, e, fractions) in seen:
+                continue
+            seen.add((steps, e, fractions))
+            lay = family_layout(model, steps, e, fractions, factors)
+            label = f"{steps}; {tuple(round(x, 3) for x in e)}; {fractions}".replace("(", "").replace(")", "")
+            scored.append((label.replace(",;", ";"), lay, *row(label.replace(",;", ";"), lay)))
+    chosen = {}
+    for t in targets:
+        band = [c for c in scored if 0.9 * t <= c[2] <= 1.15 * t]
+        if band:
+            label, lay, up, score = min(band, key=lambda c: c[3])
+            chosen[t] = (label, up, score)
+    print()
+    print(f"{title}: chosen")
+    print()
+    print("| target | layout | speed-up | FD x1e3 |")
+    print("|---:|---|---:|---:|")
+    for t, (label, up, score) in chosen.items():
+        print(f"| {t:g}x | {label} | {up:.2f}x | {score:.2f} |")
+    return chosen
+
+
 def fd(be, field, schedule, seeds):
     x, _ = run(be, schedule, seeds)
     return 1e3 * spectrum_metrics(x, field)["fd"]
@@ -89,7 +217,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", type=int, default=128)
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--which", nargs="+", choices=["dev-10x", "schnell"], default=["dev-10x", "schnell"])
+    ap.add_argument("--which", nargs="+", choices=["dev-10x", "schnell", *GROUPS], default=["dev-10x", "schnell"])
     args = ap.parse_args(argv)
     if "dev-10x" in args.which:
         refs = [("flux-dev-7x (authors' parameters)", preset("flux-dev-7x"), preset("flux-dev-7x").layout)]
@@ -103,6 +231,9 @@ def main(argv=None):
         refs = [("schnell 4 steps, full resolution", solve(lay), lay)]
         table("FLUX.1-schnell, shift 1.0, 512 text tokens: 4-step layouts", SCHNELL_CANDIDATES, "flux-schnell", 1.0,
               args.seeds, args.size, refs)
+    for group in GROUPS:
+        if group in args.which:
+            family_table(group, args.seeds, args.size)
 
 
 if __name__ == "__main__":

@@ -96,6 +96,66 @@ PRESETS.update({p.name: p for p in [
            description="FLUX.1-schnell's 4 steps as 1+1+2: 15.9x vs FLUX.1-dev 50 steps, 1.35x vs schnell 4 steps"),
 ]})
 
+
+
+def _searched(name, model, steps, ends, fractions, factors, speed, versus, group):
+    """A preset the analytic benchmark chose (bench/preset_search.py --which GROUP): solved for
+    its model's own base sampler at 1024x1024 when used (``parameters="default"``)."""
+    rule = shift_rule(model)
+    layout = Layout(steps=steps, ends=ends, factors=factors, fractions=fractions)
+    layout = layout.with_base(rule(4096, layout.total_steps), rule.terminal)
+    return Preset(name=name, model=model, resolution=(1024, 1024), layout=layout, shifts=None, z=None,
+                  evidence="analytic benchmark", evidence_note=f"python bench/preset_search.py --which {group}",
+                  description=f"{speed} fewer FLOPs than {versus} (cost model, 1024x1024)")
+
+
+# The newer families (bench/preset_search.py; docs/cost.md): chosen on exact Gaussian data only.
+_FLUX2_7X = dict(steps=(2, 3, 5), ends=(0.075, 0.12, 1.0), fractions=(0.1, 1.0), factors=(2, 2))
+_FLUX2_4X = dict(steps=(5, 5, 8), ends=(0.125, 0.21, 1.0), fractions=(0.3, 1.0), factors=(2, 2))
+PRESETS.update({p.name: p for p in [
+    _searched("flux2-dev-7x", "flux2-dev", **_FLUX2_7X, speed="7.15x", versus="FLUX.2 [dev]'s 50 steps",
+              group="flux2"),
+    _searched("flux2-dev-4x", "flux2-dev", **_FLUX2_4X, speed="4.02x", versus="FLUX.2 [dev]'s 50 steps",
+              group="flux2"),
+    _searched("flux2-klein-base-4b-7x", "flux2-klein-base-4b", **_FLUX2_7X, speed="6.96x",
+              versus="FLUX.2 [klein] base 4B's 50 steps", group="flux2"),
+    _searched("flux2-klein-base-4b-4x", "flux2-klein-base-4b", **_FLUX2_4X, speed="3.96x",
+              versus="FLUX.2 [klein] base 4B's 50 steps", group="flux2"),
+    _searched("flux2-klein-base-9b-7x", "flux2-klein-base-9b", **_FLUX2_7X, speed="7.08x",
+              versus="FLUX.2 [klein] base 9B's 50 steps", group="flux2"),
+    _searched("flux2-klein-base-9b-4x", "flux2-klein-base-9b", **_FLUX2_4X, speed="4.00x",
+              versus="FLUX.2 [klein] base 9B's 50 steps", group="flux2"),
+    _searched("flux2-klein-4b-fast", "flux2-klein-4b", steps=(1, 3), ends=(0.04, 1.0), fractions=(1.0,), factors=(2,),
+              speed="1.17x", versus="FLUX.2 [klein] 4B's 4 steps", group="flux2-klein"),
+    _searched("flux2-klein-9b-fast", "flux2-klein-9b", steps=(1, 3), ends=(0.04, 1.0), fractions=(1.0,), factors=(2,),
+              speed="1.18x", versus="FLUX.2 [klein] 9B's 4 steps", group="flux2-klein"),
+    _searched("qwen-image-7x", "qwen-image", steps=(3, 3, 3, 4), ends=(0.275, 0.445, 0.55, 1.0),
+              fractions=(1.0, 0.2, 1.0), factors=(2, 2, 2), speed="7.69x", versus="Qwen-Image's 50 steps",
+              group="qwen-image"),
+    _searched("qwen-image-4x", "qwen-image", steps=(5, 5, 8), ends=(0.3, 0.45, 1.0), fractions=(0.3, 1.0),
+              factors=(2, 2), speed="4.18x", versus="Qwen-Image's 50 steps", group="qwen-image"),
+    _searched("z-image-7x", "z-image", steps=(3, 3, 3, 4), ends=(0.11, 0.21, 0.29, 1.0), fractions=(1.0, 0.2, 1.0),
+              factors=(2, 2, 2), speed="7.58x", versus="Z-Image's 50 steps", group="z-image"),
+    _searched("z-image-4x", "z-image", steps=(6, 5, 7), ends=(0.21, 0.335, 1.0), fractions=(0.2, 1.0),
+              factors=(2, 2), speed="4.55x", versus="Z-Image's 50 steps", group="z-image"),
+    _searched("z-image-turbo-fast", "z-image-turbo", steps=(2, 6), ends=(0.4, 1.0), fractions=(1.0,), factors=(2,),
+              speed="1.36x", versus="Z-Image-Turbo's 9 steps", group="z-image-turbo"),
+    _searched("chroma-7x", "chroma", steps=(3, 2, 3), ends=(0.3, 0.45, 1.0), fractions=(0.1, 1.0), factors=(2, 2),
+              speed="7.04x", versus="Chroma's 35 steps", group="chroma"),
+    _searched("chroma-4x", "chroma", steps=(4, 3, 6), ends=(0.3, 0.4, 1.0), fractions=(0.2, 1.0), factors=(2, 2),
+              speed="3.94x", versus="Chroma's 35 steps", group="chroma"),
+]})
+
+#: The preset a run takes when it names none, by model (:mod:`ralu_schedule.models`).
+DEFAULT_PRESETS = {
+    "flux-dev": "flux-dev-7x", "flux-schnell": "flux-schnell-16x", "sd3-medium": "sd3-medium-7x",
+    "sd3.5-medium": "sd3-medium-7x", "sd3.5-large": "sd3-medium-7x",
+    "flux2-dev": "flux2-dev-7x", "flux2-klein-base-4b": "flux2-klein-base-4b-7x",
+    "flux2-klein-base-9b": "flux2-klein-base-9b-7x", "flux2-klein-4b": "flux2-klein-4b-fast",
+    "flux2-klein-9b": "flux2-klein-9b-fast", "qwen-image": "qwen-image-7x", "z-image": "z-image-7x",
+    "z-image-turbo": "z-image-turbo-fast", "chroma": "chroma-7x",
+}
+
 PARAMETERS = ("default", "authors", "optimised")
 
 

@@ -1,4 +1,5 @@
-"""ralu_torch: the RALU sampler for diffusers pipelines (FLUX.1 dev and schnell, SD3).
+"""ralu_torch: the RALU sampler for diffusers pipelines (FLUX.1 dev and schnell, SD3, FLUX.2 [dev] and
+[klein], Qwen-Image, Z-Image, Chroma).
 
 Names are loaded on first use (PEP 562), so that ``ralu_torch.cli`` can start, and say
 what to install, on a machine where only the torch-free core is installed.
@@ -12,6 +13,7 @@ _EXPORTS = {
     "SELECTIONS": "options",
     "PipelineBackend": "backends.base", "SamplerBackend": "backends.base",
     "stage_scheduler": "solvers", "upsample_latents": "stock", "flow_denoiser": "stock",
+    "next_stage_latents": "stock",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -8,6 +8,8 @@ stage runs on one regular latent grid and a stock sampler can run it. Three piec
 - :func:`upsample_latents`: the transition between stages, ``x_s = a U(x_e) + b z`` with
   ``z ~ N(0, I - c U U^T)``, on ``(B, C, H, W)`` latents; with the same generator it draws
   exactly the noise RALU's sampler draws, so the stock route reproduces RALU's run;
+  :func:`next_stage_latents` does the same on what a pipeline of any supported family
+  returns, giving what its next stage takes as ``latents=``;
 - :func:`flow_denoiser`: a flow-matching velocity model as a k-diffusion denoiser.
 
 Flow to k-diffusion. k-diffusion samplers call ``model(x, sigma)`` and expect the denoised
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from ralu_schedule import Transition
+from ralu_schedule import Transition, token_grid
 
 from .noise import draw
 from .sampler import _checked, apply_transition
@@ -60,6 +62,30 @@ def upsample_latents(latents: torch.Tensor, transition: Transition, *, generator
     x, _ = apply_transition(pack(latents.float()), tokens, mask, transition, generator,
                             noise=_checked(noise_sampler or draw), upsample=upsample, kept_noise=kept_noise)
     return unpack(x, grid).to(latents.dtype)
+
+
+def next_stage_latents(pipe, latents: torch.Tensor, transition: Transition, *, height: int, width: int,
+                       generator=None, upsample: str = "latent", kept_noise: str = "exact",
+                       noise_sampler=None) -> torch.Tensor:
+    """:func:`upsample_latents` on what ``pipe`` (any pipeline ``RALU`` runs) returned for
+    ``output_type="latent"`` at ``height x width``: returns the next stage's ``latents=``, in
+    the form that pipeline takes them (FLUX.1, Chroma and Qwen-Image packed tokens, SD3 and
+    Z-Image 4-D latents, FLUX.2 its patchified latent; FLUX.2 [klein]'s denormalised output
+    normalised again)::
+
+        out = pipe(..., height=h, width=w, num_inference_steps=n0, output_type="latent").images
+        x = next_stage_latents(pipe, out, schedule.transitions[0], height=h, width=w, generator=g)
+        out = pipe(..., height=2 * h, width=2 * w, latents=x, ...)
+    """
+    from .backends import backend_for
+
+    be = backend_for(pipe)
+    grid = token_grid(height, width, pixels_per_token=be.pixels_per_token)
+    tokens = be.from_pipeline_latents(latents, grid).float()
+    x = upsample_latents(unpack(tokens, grid), transition, generator=generator, upsample=upsample,
+                         kept_noise=kept_noise, noise_sampler=noise_sampler)
+    f = transition.factor
+    return be.pipeline_input(pack(x), (grid[0] * f, grid[1] * f)).to(latents.dtype)
 
 
 def flow_denoiser(velocity):

@@ -1,5 +1,10 @@
-"""Random-weight FLUX pipelines built from configs: for tests, benchmarks and trying the
-sampler without downloading weights. Nothing here loads from a hub."""
+"""Random-weight pipelines of every supported family built from configs: for tests,
+benchmarks and trying the sampler without downloading weights. Nothing here loads from a hub.
+
+``flux_pipeline`` and ``sd3_pipeline`` build FLUX.1 and SD3; :func:`tiny_pipeline` builds any
+family's text-to-image pipeline (one or two blocks, a VAE of 8 channels, the family's real
+layer types and scheduler rule) and :func:`tiny_inputs` the prompt embeddings that fit it.
+"""
 
 from __future__ import annotations
 
@@ -125,6 +130,152 @@ def sd3_prompt_embeds(pipe, batch: int = 1, text_tokens: int = 8, seed: int = 1,
         out.update(negative_prompt_embeds=rand(batch, text_tokens, cfg.joint_attention_dim),
                    negative_pooled_prompt_embeds=rand(batch, cfg.pooled_projection_dim))
     return out
+
+
+#: The scheduler configurations the families publish (their rules, not their weights).
+SCHEDULERS = {
+    "flux-dev": FLUX_DEV_SCHEDULER,
+    "flux-schnell": FLUX_SCHNELL_SCHEDULER,
+    "flux2": dict(shift=3.0, use_dynamic_shifting=True),       # the pipeline's empirical mu drives it
+    "qwen-image": dict(shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9, base_image_seq_len=256,
+                       max_image_seq_len=8192, shift_terminal=0.02, time_shift_type="exponential"),
+    "z-image-turbo": dict(shift=3.0, use_dynamic_shifting=False),
+    "z-image": dict(shift=6.0, use_dynamic_shifting=False),
+    "chroma": dict(shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+                   max_image_seq_len=4096),
+}
+
+#: Families :func:`tiny_pipeline` builds, by the name of the model variant they stand for.
+TINY_MODELS = ("flux-dev", "flux-schnell", "sd3-medium", "flux2-dev", "flux2-klein-4b", "flux2-klein-base-4b",
+               "qwen-image", "z-image-turbo", "z-image", "chroma")
+
+
+def tiny_pipeline(model: str, *, seed: int = 0, device="cpu", dtype=torch.float32):
+    """The text-to-image pipeline of ``model`` (one of :data:`TINY_MODELS`) with a one- or
+    two-block transformer of the family's own classes, a small VAE of the family's class, the
+    family's published scheduler rule, and no text encoders (pass embeddings: :func:`tiny_inputs`)."""
+    import diffusers as d
+
+    if model in ("flux-dev", "flux-schnell"):
+        pipe = flux_pipeline(guidance_embeds=model == "flux-dev", seed=seed, device=device, dtype=dtype)
+    elif model == "sd3-medium":
+        pipe = sd3_pipeline(seed=seed, device=device, dtype=dtype)
+    else:
+        torch.manual_seed(seed)
+        sched = d.FlowMatchEulerDiscreteScheduler(**SCHEDULERS["flux2" if model.startswith("flux2") else model])
+        none = dict(text_encoder=None, tokenizer=None)
+        if model.startswith("flux2"):
+            transformer = d.Flux2Transformer2DModel(
+                patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                num_attention_heads=2, joint_attention_dim=TINY_TEXT_DIM, timestep_guidance_channels=32,
+                axes_dims_rope=(4, 4, 4, 4), guidance_embeds=model == "flux2-dev")
+            vae = d.AutoencoderKLFlux2(block_out_channels=(8, 8, 8, 8), layers_per_block=1, latent_channels=4,
+                                       norm_num_groups=4)
+            g = torch.Generator().manual_seed(seed + 7)                # a BatchNorm with statistics to undo
+            vae.bn.running_mean.copy_(torch.randn(vae.bn.num_features, generator=g) * 0.1)
+            vae.bn.running_var.copy_(torch.rand(vae.bn.num_features, generator=g) + 0.5)
+            if model == "flux2-dev":
+                pipe = d.Flux2Pipeline(scheduler=sched, vae=vae, transformer=transformer, **none)
+            else:
+                pipe = d.Flux2KleinPipeline(scheduler=sched, vae=vae, transformer=transformer,
+                                            is_distilled="base" not in model, **none)
+        elif model == "qwen-image":
+            transformer = d.QwenImageTransformer2DModel(
+                patch_size=2, in_channels=64, out_channels=16, num_layers=1, attention_head_dim=16,
+                num_attention_heads=2, joint_attention_dim=TINY_TEXT_DIM, axes_dims_rope=(4, 6, 6))
+            vae = d.AutoencoderKLQwenImage(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1)
+            pipe = d.QwenImagePipeline(scheduler=sched, vae=vae, transformer=transformer, **none)
+        elif model in ("z-image", "z-image-turbo"):
+            transformer = d.ZImageTransformer2DModel(
+                all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32, n_layers=1, n_refiner_layers=1,
+                n_heads=2, n_kv_heads=2, cap_feat_dim=TINY_TEXT_DIM, axes_dims=[4, 6, 6], axes_lens=[512, 64, 64])
+            pipe = d.ZImagePipeline(scheduler=sched, vae=d.AutoencoderKL(**TINY_VAE), transformer=transformer, **none)
+        elif model == "chroma":
+            transformer = d.ChromaTransformer2DModel(
+                patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                num_attention_heads=2, joint_attention_dim=TINY_TEXT_DIM, axes_dims_rope=(4, 6, 6),
+                approximator_num_channels=8, approximator_hidden_dim=32, approximator_layers=1)
+            pipe = d.ChromaPipeline(scheduler=sched, vae=d.AutoencoderKL(**TINY_VAE), transformer=transformer, **none)
+        else:
+            raise ValueError(f"model must be one of {', '.join(TINY_MODELS)}, got {model!r}")
+        pipe = pipe.to(device=device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def chroma_pipeline_with_text(seed: int = 0):
+    """The tiny ``ChromaPipeline`` with a tiny random T5 and a word-level tokenizer: a whole
+    pipeline that takes prompts and that ``save_pretrained``/``from_pretrained`` round-trip."""
+    from diffusers import ChromaPipeline
+    from transformers import T5Config, T5EncoderModel
+
+    pipe = tiny_pipeline("chroma", seed=seed)
+    torch.manual_seed(seed + 1)
+    t5 = T5EncoderModel(T5Config(vocab_size=20, d_model=TINY_TEXT_DIM, d_ff=37, d_kv=8, num_layers=1, num_heads=2,
+                                 pad_token_id=0, eos_token_id=2))
+    full = ChromaPipeline(scheduler=pipe.scheduler, vae=pipe.vae, transformer=pipe.transformer, text_encoder=t5,
+                          tokenizer=word_tokenizer(512))
+    full.set_progress_bar_config(disable=True)
+    return full
+
+
+def tiny_inputs(pipe, batch: int = 1, *, guided: bool = False, text_tokens: int = 8, seed: int = 1) -> dict:
+    """Prompt embeddings (and masks) that fit ``pipe``'s transformer, as its pipeline takes them;
+    with ``guided``, negative embeddings and the guidance setting that turns them on (the
+    family's own: ``true_cfg_scale``, ``guidance_scale``)."""
+    name = type(pipe).__name__
+    g = torch.Generator().manual_seed(seed)
+    dev, dt = pipe.transformer.device, pipe.transformer.dtype
+    rand = lambda *shape: torch.randn(*shape, generator=g).to(dev, dt)  # noqa: E731
+
+    def mask(b):   # the last image's prompt is two tokens shorter, as padding leaves it
+        m = torch.ones(b, text_tokens, dtype=torch.bool, device=dev)
+        m[-1, text_tokens - 2:] = False
+        return m
+
+    cfg = pipe.transformer.config
+    if name == "FluxPipeline":
+        out = prompt_embeds(pipe, batch, text_tokens, seed)
+        if guided:
+            neg = prompt_embeds(pipe, batch, text_tokens, seed + 1)
+            out.update(negative_prompt_embeds=neg["prompt_embeds"],
+                       negative_pooled_prompt_embeds=neg["pooled_prompt_embeds"], true_cfg_scale=3.0)
+        return out
+    if name == "StableDiffusion3Pipeline":
+        return {**sd3_prompt_embeds(pipe, batch, text_tokens, seed, negative=guided),
+                "guidance_scale": 4.0 if guided else 1.0}
+    if name == "ChromaPipeline":
+        out = dict(prompt_embeds=rand(batch, text_tokens, cfg.joint_attention_dim), prompt_attention_mask=mask(batch))
+        if guided:
+            out.update(negative_prompt_embeds=rand(batch, text_tokens, cfg.joint_attention_dim),
+                       negative_prompt_attention_mask=mask(batch), guidance_scale=4.0)
+        else:
+            out["guidance_scale"] = 1.0
+        return out
+    if name in ("Flux2Pipeline", "Flux2KleinPipeline"):
+        out = dict(prompt_embeds=rand(batch, text_tokens, cfg.joint_attention_dim))
+        if name == "Flux2KleinPipeline" and not pipe.config.is_distilled:
+            if guided:
+                out.update(negative_prompt_embeds=rand(batch, text_tokens, cfg.joint_attention_dim), guidance_scale=4.0)
+            else:
+                out["guidance_scale"] = 1.0
+        return out
+    if name == "QwenImagePipeline":
+        out = dict(prompt_embeds=rand(batch, text_tokens, cfg.joint_attention_dim), prompt_embeds_mask=mask(batch))
+        if guided:
+            out.update(negative_prompt_embeds=rand(batch, text_tokens, cfg.joint_attention_dim),
+                       negative_prompt_embeds_mask=mask(batch), true_cfg_scale=4.0)
+        return out
+    if name == "ZImagePipeline":
+        lengths = [text_tokens - (b % 3) for b in range(batch)]       # Z-Image drops padding: lengths differ
+        out = dict(prompt_embeds=[rand(n, cfg.cap_feat_dim) for n in lengths])
+        if guided:
+            out.update(negative_prompt_embeds=[rand(max(n - 3, 1), cfg.cap_feat_dim) for n in lengths],
+                       guidance_scale=4.0)
+        else:
+            out["guidance_scale"] = 0.0
+        return out
+    raise ValueError(f"no tiny inputs for {name}")
 
 
 class HostSyncDetector:

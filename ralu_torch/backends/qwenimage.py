@@ -1,0 +1,160 @@
+"""Qwen-Image through diffusers' ``QwenImagePipeline`` components.
+
+What differs from FLUX.1:
+
+- positions: the transformer builds its rotary table from an image *shape* (``img_shapes``),
+  centred (``scale_rope``): on a frame of ``rows x cols`` tokens, row ``r`` sits at
+  ``r - (rows - rows // 2)``, column ``c`` at ``c - (cols - cols // 2)``, frame index 0, and
+  the text continues from ``max(rows // 2, cols // 2)``. A uniform stage passes its frame as
+  the shape (the stock tables, exactly); a mixed stage evaluates the model's own
+  ``rope_params`` at each token's position by the same rule on the coarsest frame (children at
+  fractional positions) and hands the table to the stock processors per image
+  (:mod:`.rotary`), with the text's table from the model's rotary module for that frame;
+- guidance: true CFG with a negative prompt and ``true_cfg_scale > 1`` (a second call), the
+  guided velocity rescaled per token to the conditional velocity's norm;
+- latents: Qwen-Image's VAE (a causal video VAE run on one frame) with per-channel mean and
+  standard deviation; the timestep schedule ends at ``shift_terminal`` 0.02.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+from . import rotary
+from .base import (BranchConditioning, EmbeddingInputs, Guided, RotaryBackend, check_negative_batch, joint_kwargs,
+                   stock_timestep)
+from ralu_schedule._errors import check_finite
+
+
+@dataclass
+class QwenInputs(BranchConditioning):
+    BATCHED = ("prompt_embeds", "prompt_embeds_mask", "guidance")
+
+    prompt_embeds: torch.Tensor
+    prompt_embeds_mask: torch.Tensor | None
+    guidance: torch.Tensor | None
+    attention_kwargs: dict | None
+
+
+@dataclass
+class QwenRotary:
+    """A mixed stage's rotary tables: the image's per image, the text's long enough for every branch."""
+
+    image: rotary.PerImage
+    text: torch.Tensor
+
+    def for_text(self, text_tokens: int) -> tuple:
+        return self.image, self.text[:text_tokens]
+
+
+def centred(pos: torch.Tensor, frame: tuple) -> torch.Tensor:
+    """Qwen-Image's ``scale_rope`` coordinates of ``(..., 2)`` positions on a ``rows x cols`` frame."""
+    rows, cols = frame
+    offset = torch.tensor([rows - rows // 2, cols - cols // 2], dtype=pos.dtype, device=pos.device)
+    return pos - offset
+
+
+def _probe() -> bool:
+    from diffusers.models.transformers import transformer_qwenimage
+
+    return rotary.probe_complex(functools.partial(transformer_qwenimage.apply_rotary_emb_qwen, use_real=False))
+
+
+class QwenImageBackend(RotaryBackend):
+    name = "qwen-image"
+    default_guidance_scale = None
+    default_max_sequence_length = 512
+    rotary_probe = _probe
+    embedding_inputs = EmbeddingInputs({"prompt_embeds": 3, "prompt_embeds_mask": 2, "negative_prompt_embeds": 3,
+                                        "negative_prompt_embeds_mask": 2})
+
+    def __init__(self, pipe):
+        super().__init__(pipe)
+        cfg = self.transformer.config
+        for key in ("zero_cond_t", "use_layer3d_rope", "use_additional_t_cond"):
+            if cfg.get(key, False):
+                raise ValueError(f"this QwenImageTransformer2DModel has {key}=True, the configuration of an editing or "
+                                 "layered model; RALU runs Qwen-Image's text-to-image transformer")
+        self.features = cfg.in_channels                              # 64: 16 channels x 2 x 2
+        self.latent_channels = self.features // 4
+        self.pixels_per_token = pipe.vae_scale_factor * 2             # 16
+
+    def stock_processors(self) -> tuple:
+        from diffusers.models.transformers.transformer_qwenimage import QwenDoubleStreamAttnProcessor2_0
+
+        return (QwenDoubleStreamAttnProcessor2_0,)
+
+    def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale, joint_attention_kwargs,
+               device, prompt_embeds=None, prompt_embeds_mask=None, negative_prompt=None, negative_prompt_embeds=None,
+               negative_prompt_embeds_mask=None, true_cfg_scale: float = 4.0) -> Guided:
+        """As QwenImagePipeline: true CFG when a negative prompt is given and ``true_cfg_scale > 1``."""
+        true_cfg_scale = check_finite("true_cfg_scale", true_cfg_scale)
+        has_negative = negative_prompt is not None or negative_prompt_embeds is not None
+        if has_negative and true_cfg_scale <= 1:
+            raise ValueError(f"a negative prompt on Qwen-Image needs true_cfg_scale > 1 (true CFG), got "
+                             f"{true_cfg_scale:g}; without it the negative prompt would be ignored")
+        enc = functools.partial(self.pipe.encode_prompt, device=device, num_images_per_prompt=num_images_per_prompt,
+                                max_sequence_length=max_sequence_length)
+        embeds, mask = enc(prompt=prompt, prompt_embeds=prompt_embeds, prompt_embeds_mask=prompt_embeds_mask)
+        guidance = None
+        if self.transformer.config.guidance_embeds:
+            if guidance_scale is None:
+                raise ValueError("this Qwen-Image transformer is guidance-distilled: give guidance_scale")
+            guidance = torch.full([embeds.shape[0]], guidance_scale, device=device, dtype=torch.float32)
+        positive = QwenInputs(embeds, mask, guidance, joint_attention_kwargs)
+        negative = None
+        if has_negative:
+            n_embeds, n_mask = enc(prompt=negative_prompt, prompt_embeds=negative_prompt_embeds,
+                                   prompt_embeds_mask=negative_prompt_embeds_mask)
+            check_negative_batch(embeds, n_embeds)
+            negative = QwenInputs(n_embeds, n_mask, guidance, joint_attention_kwargs)
+        return Guided(positive, negative, float(true_cfg_scale), rescale=True, text_tokens=embeds.shape[1])
+
+    def stock_positions(self, tokens) -> bool:
+        """The stock forward places only a regular grid (one token size, raster order)."""
+        return tokens.uniform
+
+    def ids(self, pos: torch.Tensor, tokens) -> tuple:
+        """The frame ``(rows, cols)`` the stock forward builds its tables from."""
+        return tokens.frame
+
+    def rotary(self, pos: torch.Tensor, tokens, cond) -> QwenRotary:
+        rope = self.transformer.pos_embed
+        B, L, _ = pos.shape
+        c = centred(pos.reshape(B * L, 2), tokens.frame)
+        # on the CPU, as the model computes its own table (then moves it): the same bits on every device
+        axis = lambda p, dim: rope.rope_params(p.cpu(), dim, rope.theta).to(pos.device)  # noqa: E731
+        d_frame, d_row, d_col = rope.axes_dim
+        table = torch.cat([axis(torch.zeros_like(c[:, 0]), d_frame), axis(c[:, 0], d_row), axis(c[:, 1], d_col)], -1)
+        longest = max(branch.prompt_embeds.shape[1] for _, branch in cond.branches())
+        _, text = rope([(1, *tokens.frame)], device=pos.device, max_txt_seq_len=longest)
+        return QwenRotary(rotary.PerImage(table.view(B, L, -1)), text)
+
+    def forward(self, x, ids, sigma, branch: QwenInputs, rotary=None) -> torch.Tensor:
+        dtype = branch.prompt_embeds.dtype
+        if rotary is not None:
+            rotary = rotary.for_text(branch.prompt_embeds.shape[1])
+        return self.transformer(hidden_states=x.to(dtype), timestep=stock_timestep(sigma, x.shape[0], dtype),
+                                guidance=branch.guidance, encoder_hidden_states_mask=branch.prompt_embeds_mask,
+                                encoder_hidden_states=branch.prompt_embeds, img_shapes=[[(1, *ids)]] * x.shape[0],
+                                attention_kwargs=joint_kwargs(branch.attention_kwargs, rotary), return_dict=False)[0]
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents ``(B, 16, h, w)`` to images, as QwenImagePipeline decodes: per-channel mean
+        and standard deviation undone, the one-frame video VAE."""
+        cfg = self.vae.config
+        shape = (1, cfg.z_dim, 1, 1, 1)
+        mean = torch.tensor(cfg.latents_mean).view(shape).to(latents.device, self.vae.dtype)
+        inv_std = 1.0 / torch.tensor(cfg.latents_std).view(shape).to(latents.device, self.vae.dtype)
+        z = latents.to(self.vae.dtype)[:, :, None] / inv_std + mean
+        return self.vae.decode(z, return_dict=False)[0][:, :, 0]
+
+    def cost_spec(self):
+        from ralu_schedule.cost import QwenImageSpec
+
+        c = self.transformer.config
+        return QwenImageSpec(layers=c.num_layers, heads=c.num_attention_heads, head_dim=c.attention_head_dim,
+                             token_features=c.in_channels, context_dim=c.joint_attention_dim)
