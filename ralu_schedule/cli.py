@@ -16,7 +16,8 @@ from .cost import CONVENTIONS, MODELS, format_cost, layout_cost
 from .export import FORMATS, SOLVERS, export
 from .layout import DEFAULT_BASE_SHIFT, Layout, Schedule
 from .matching import DEFAULT_SHIFT_BOUNDS, DEFAULT_Z_MAX, METHODS, Bounds, solve
-from .presets import PARAMETERS, PRESETS, get_preset, preset
+from .models import MODEL_INFO
+from .presets import EVIDENCE, PARAMETERS, PRESETS, get_preset, preset
 
 PROG = "ralu-schedule"
 
@@ -105,8 +106,13 @@ def _emit(args, schedule: Schedule):
 
 def _cmd_preset(args):
     if args.list:
+        width = max(map(len, PRESETS))
+        print(f"{'preset':<{width}}  {'model':<19}  {'evidence':<18}  description")
         for name, p in sorted(PRESETS.items()):
-            print(f"{name:<14} {p.model:<10} {p.resolution[0]}x{p.resolution[1]}  {p.description}")
+            print(f"{name:<{width}}  {p.model:<19}  {p.evidence:<18}  {p.description}")
+        print()
+        for kind, meaning in EVIDENCE.items():
+            print(f"{kind}: {meaning}")
         return
     if not args.name:
         raise UsageError("name a preset (or --list); known presets: " + ", ".join(sorted(PRESETS)))
@@ -142,7 +148,10 @@ def _cmd_cost(args):
         if args.steps is None or args.ends is None:
             raise UsageError("name a preset, or a layout with --steps and --ends")
         layout, model, res = _layout_from(args), args.model or "flux-dev", args.resolution or "1024x1024"
-    c = layout_cost(layout, model, res, convention=args.convention, baseline_steps=args.baseline_steps,
+    steps = args.baseline_steps
+    if steps is None:
+        steps = MODEL_INFO[model].default_steps if model in MODEL_INFO else 50
+    c = layout_cost(layout, model, res, convention=args.convention, baseline_steps=steps,
                     solver=args.solver, cache=None if args.cache is None else parse_cache(args.cache),
                     text_tokens=args.text_tokens)
     print(json.dumps(c.to_dict(), indent=2) if args.json else format_cost(c))
@@ -186,13 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help=f"one of {', '.join(MODELS)} (default: the preset's, else flux-dev)")
     p.add_argument("--resolution", default=None, help="HEIGHTxWIDTH (default: the preset's, else 1024x1024)")
     p.add_argument("--convention", choices=CONVENTIONS, default="paper")
-    p.add_argument("--baseline-steps", type=int, default=50)
+    p.add_argument("--baseline-steps", type=int, default=None,
+                   help="steps of the full-resolution baseline (default: the model's stock run, e.g. 50 for "
+                        "flux-dev, 4 for flux-schnell, 35 for chroma)")
     p.add_argument("--solver", choices=tuple(SOLVERS), default="euler",
                    help="per-stage solver: sets transformer calls per step (heun: 2 n - 1)")
     p.add_argument("--cache", default=None, metavar="NAME[:key=value,...]",
                    help="a fixed-pattern step cache restarted per stage, e.g. taylorseer:interval=3,warmup=3")
     p.add_argument("--text-tokens", type=int, default=None,
-                   help="T5 tokens (max_sequence_length) instead of the model's default")
+                   help="prompt tokens (max_sequence_length where the pipeline pads to it) instead of the "
+                        "model's default")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_cost)
     return parser

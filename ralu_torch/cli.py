@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import sys
 
 from ralu_schedule import PRESETS
@@ -132,10 +133,33 @@ def _installed(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+class _QuietImportNotices(logging.Filter):
+    """Notices that torchao's import (diffusers imports it whenever it is installed) prints on
+    every run, whatever the model: one per CUDA-only kernel library that does not load on a
+    machine without CUDA, torch's deprecation of how torchao registers an enum, and diffusers'
+    note that torchao releases since 0.16 no longer have the tensor classes it lists for
+    unpickling torchao-serialized checkpoints (loading such a checkpoint still fails loudly). RALU
+    uses none of them, and the command line keeps its errors to one line."""
+
+    NOTICES = {"torchao": lambda m: m.startswith("Failed to load ") and ".so" in m,
+               "torch.utils._pytree": lambda m: "register_constant() on Enum subclasses is deprecated" in m,
+               "diffusers.quantizers.torchao.torchao_quantizer":
+                   lambda m: m.startswith("Unable to import `torchao` Tensor objects")}
+
+    def __init__(self, logger: str):
+        super().__init__()
+        self.matches = self.NOTICES[logger]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.matches(record.getMessage())
+
+
 def main(argv=None) -> int:
     if not (_installed("torch") and _installed("diffusers")):
         print(f"{PROG}: error: {NO_TORCH}", file=sys.stderr)      # found, not imported: checks stay fast
         return 2
+    for name in _QuietImportNotices.NOTICES:
+        logging.getLogger(name).addFilter(_QuietImportNotices(name))
     try:
         args = build_parser().parse_args(argv)
         if args.command == "generate":

@@ -26,16 +26,16 @@ from pathlib import Path
 from ralu_schedule import token_grid
 from ralu_schedule._errors import UsageError, brief, check_finite
 from ralu_schedule._files import output_path
-from ralu_schedule.presets import PARAMETERS
+from ralu_schedule.models import MODEL_INFO
+from ralu_schedule.presets import DEFAULT_PRESETS, PARAMETERS
 
+from .backends.families import BY_NAME, FAMILIES, family_of_pipeline, read_pipeline_config
 from .jobs import (MANIFEST, PART, SEED_LIMIT, Entry, Job, append_line, batches, check_writable_dir, differences,
                    lora_spec, merge_manifest, plan_jobs, read_prompts)
 from .options import SELECTIONS, UPSAMPLE_MODES
 from .recipe import RECIPE_FORMAT, RECIPE_KEY, read_recipe
 from .schedules import _check_family, _parse_schedule
 
-#: The preset a run takes without --preset or --schedule, by the model's kind.
-DEFAULT_PRESETS = {"flux-dev": "flux-dev-7x", "flux-schnell": "flux-schnell-16x", "sd3": "sd3-medium-7x"}
 FROM_FIELDS = ("model", "prompt", "negative_prompt", "true_cfg", "seed", "height", "width", "guidance_scale",
                "max_sequence_length", "dtype")
 #: The flags whose change makes ``--from`` a new image rather than the recorded batch's member.
@@ -90,18 +90,15 @@ def generate(args) -> None:
         check_writable_dir(out_dir)
 
     # the model's family from its configs alone, before any weights: the default preset, the checks
-    family, default = _family(args.model)
+    family, variant = _family(args.model)
+    default = DEFAULT_PRESETS[variant] if variant is not None else DEFAULT_PRESETS["flux-dev"]
     if None not in schedules:
         schedules[None] = _schedule_entry(default, args.parameters, default)
         _check_sizes(jobs, schedules, args.prompts)
-    if family == "flux" and any(j.negative_prompt for j in jobs) and not (args.true_cfg or 0) > 1:
-        raise UsageError("a negative prompt on FLUX needs true_cfg_scale > 1: pass --true-cfg (FluxPipeline's true "
-                         "CFG, one more transformer call per step)")
-    if family == "sd3" and args.true_cfg is not None:
-        raise UsageError("--true-cfg is FLUX's; SD3 guides with --negative-prompt and --guidance-scale")
     if family is not None:
+        _check_guidance_flags(family, jobs, args)
         for fixed, _, source in schedules.values():
-            _check_family(fixed if fixed is not None else source, family, args.force)
+            _check_family(fixed if fixed is not None else source, family.name, args.force)
 
     base = _base_recipe(args, device, dtype_name, loras)
     wanted = {job.index: _recipe(base, job, schedules[job.schedule]) for job in jobs}
@@ -278,27 +275,49 @@ def _schedule_entry(arg, parameters: str, source, where: str | None = None):
 
 
 def _family(model: str):
-    """(``"flux"``, ``"sd3"`` or None, the default preset) from the pipeline's
-    ``model_index.json`` and, for FLUX, its transformer's config (FLUX.1-schnell has no
-    guidance embedding): configs only, no weights."""
+    """(the :class:`~ralu_torch.backends.families.Family`, the model variant) from the
+    pipeline's ``model_index.json`` and the configs its family reads to tell its models apart
+    (FLUX.1-schnell has no guidance embedding, FLUX.2 [klein] is distilled or not, 4B or 9B,
+    Z-Image-Turbo has a smaller shift): configs only, no weights. (None, None) for a pipeline
+    no family runs: loading it then fails with the list of those RALU runs."""
     from diffusers import DiffusionPipeline
+    from diffusers.configuration_utils import ConfigMixin
 
     try:
-        config = DiffusionPipeline.load_config(model)
+        index = DiffusionPipeline.load_config(model)
     except (OSError, ValueError) as err:
         raise UsageError(f"cannot load model {brief(model)}: {str(err).splitlines()[0]}") from None
-    cls = str(config.get("_class_name", ""))
-    if cls.startswith("StableDiffusion3"):
-        return "sd3", DEFAULT_PRESETS["sd3"]
-    if not cls.startswith("Flux"):
-        return None, DEFAULT_PRESETS["flux-dev"]
-    from diffusers import FluxTransformer2DModel
+    family = family_of_pipeline(str(index.get("_class_name", "")))
+    if family is None:
+        return None, None
 
-    try:
-        transformer = FluxTransformer2DModel.load_config(model, subfolder="transformer")
-    except (OSError, ValueError):
-        transformer = {}
-    return "flux", DEFAULT_PRESETS["flux-dev" if transformer.get("guidance_embeds", True) else "flux-schnell"]
+    def read(subfolder: str) -> dict:
+        if not subfolder:
+            return dict(index)
+        name = "scheduler_config.json" if subfolder == "scheduler" else "config.json"
+        reader = type("ComponentConfig", (ConfigMixin,), {"config_name": name})
+        try:
+            return dict(reader.load_config(model, subfolder=subfolder))
+        except (OSError, ValueError):
+            return {}
+
+    return family, family.variant(read)
+
+
+def _check_guidance_flags(family, jobs, args) -> None:
+    """A negative prompt that the family's guidance would ignore, and --true-cfg where the
+    family has no true CFG, are refused before loading (the family declares both)."""
+    if args.true_cfg is not None and family.negative != "true-cfg":
+        owners = ", ".join(f.pipelines[0] for f in FAMILIES if f.negative == "true-cfg")
+        raise UsageError(f"--true-cfg is the true CFG of {owners}; {family.display}: {family.guidance}")
+    line = next((j for j in jobs if j.negative_prompt), None)
+    if line is None:
+        return
+    why = family.negative_rule(args.guidance_scale, args.true_cfg)
+    if why is not None:
+        where = f"{Path(args.prompts).name}:{line.line}: " if args.prompts and line.line else ""
+        hint = "; pass --true-cfg" if family.negative == "true-cfg" else ""
+        raise UsageError(f"{where}{why}{hint}")
 
 
 def _check_sizes(jobs, schedules: dict, prompts) -> None:
@@ -518,8 +537,8 @@ def _compare(args, pipe, ralu, job: Job, path: Path, recipe: dict, device: str) 
     (which pays the first call's one-off costs for both), side by side in one picture."""
     import torch
 
-    schnell = ralu.backend.name == "flux" and not ralu.backend.transformer.config.guidance_embeds
-    steps = args.baseline_steps or (4 if schnell else 50)    # the paper's baselines: schnell 4 steps, else 50
+    variant = BY_NAME[ralu.backend.name].variant(read_pipeline_config(pipe))
+    steps = args.baseline_steps or MODEL_INFO[variant].default_steps   # the model's stock run (FLUX.1-dev: 50)
     kw = _call_args(args, [job])
     if "negative_prompt" in kw:
         kw["negative_prompt"] = kw["negative_prompt"][0]

@@ -76,7 +76,7 @@ LAYOUT = ["--steps", "2", "3", "5", "--ends", "0.2", "0.3", "1.0"]
     (["solve", *LAYOUT, "--base-shift", "0"], "base shift must lie in [0.001, 1e+06], got 0"),
     (["solve", *LAYOUT, "--z-bounds", "1", "100"], "allow c = 1/Z^2 > 1/n = 0.25"),
     (["solve", "--steps", "2", "x", "--ends", "1.0"], "invalid int value: 'x'"),
-    (["preset", "flux-pro-9x"], "unknown preset 'flux-pro-9x'; known presets: flux-dev-10x, flux-dev-4x, flux-dev-7x, flux-schnell-16x, sd3-medium-4x, sd3-medium-7x"),
+    (["preset", "flux-pro-9x"], "unknown preset 'flux-pro-9x'; known presets: chroma-4x, chroma-7x, flux-dev-10x, flux-dev-4x"),
     (["cost", "flux-pro-9x"], "unknown preset 'flux-pro-9x'"),
     (["frobnicate"], "invalid choice: 'frobnicate'"),
 ])

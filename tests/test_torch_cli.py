@@ -32,7 +32,7 @@ def test_generate_is_deterministic(model_dir, tmp_path):
     (["--preset", "flux-dev-9x"], "unknown preset 'flux-dev-9x'"),
     (["--height", "100"], "height and width must be positive multiples of 32 pixels for this schedule (16 pixels per token x downsampling 2), got 100x64"),
     (["--upsample", "bilinear"], "invalid choice: 'bilinear'"),
-    (["--preset", "sd3-medium-7x"], "preset 'sd3-medium-7x' was made for sd3-medium, but this is a FLUX pipeline"),
+    (["--preset", "sd3-medium-7x"], "preset 'sd3-medium-7x' was made for sd3-medium, but this is a FLUX.1 pipeline"),
     (["--guidance-scale", "nan"], "--guidance-scale must be finite"),
     (["--seed", "-1"], "--seed must lie in [0, 2**63)"),
 ])
@@ -66,7 +66,7 @@ def test_negative_prompt_on_flux_needs_true_cfg(model_dir, tmp_path, capsys):
     args = ["generate", "--model", str(model_dir), "--prompt", "a cat", "--negative-prompt", "dog",
             "--height", "64", "--width", "64", "--max-sequence-length", "16"]
     assert main([*args, "--out", str(tmp_path / "x.png")]) == 2
-    assert "a negative prompt on FLUX needs true_cfg_scale > 1" in capsys.readouterr().err
+    assert "a negative prompt on FLUX.1 needs true_cfg_scale > 1" in capsys.readouterr().err
     assert main([*args, "--true-cfg", "3", "--out", str(tmp_path / "y.png")]) == 0
     assert Image.open(tmp_path / "y.png").size == (64, 64)
 
