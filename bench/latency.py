@@ -1,8 +1,13 @@
-"""Wall time of RALU against FluxPipeline on random-weight FLUX models, side by side.
+"""Wall time of RALU against the stock pipeline on random-weight models, side by side.
 
     python bench/latency.py --model proxy --device cpu     # CPU proxy: a mid-size FLUX (defaults below)
     python bench/latency.py --model full --device cuda     # FLUX.1-dev's architecture, bf16, on a GPU
     python bench/latency.py --model tiny                   # a one-block FLUX on the CPU (the tests run this)
+    python bench/latency.py --family qwen-image            # another family's mid-size proxy (or --model tiny)
+
+``--family`` (flux2, flux2-klein, qwen-image, z-image, chroma) times that family's pipeline
+against RALU with its presets on a mid-size random model of its architecture (the FLOP
+ratio is then the transformer's alone, the cost model's family spec for that model).
 
 For each image size and batch size, in one process on one device: FluxPipeline at
 ``--baseline-steps`` steps and at the steps with RALU's FLOPs, and RALU with the 7x and 4x
@@ -27,7 +32,6 @@ from contextlib import contextmanager
 
 import torch
 
-import ralu_torch.backends.flux as flux_backend
 import ralu_torch.sampler as sampler
 import ralu_torch.tokens as tokens_module
 from diffusers.hooks import TaylorSeerCacheConfig
@@ -35,12 +39,33 @@ from diffusers.hooks import TaylorSeerCacheConfig
 from ralu_schedule import Layout, preset
 from ralu_schedule.caching import TaylorSeerPolicy
 from ralu_schedule.cost import ModelSpec, TransformerSpec, VAEDecoderSpec, layout_cost
+from ralu_schedule.models import MODEL_INFO
 from ralu_torch import RALU
-from ralu_torch.testing import flux_pipeline, prompt_embeds
+from ralu_torch.backends import backend_for
+from ralu_torch.testing import flux_pipeline, prompt_embeds, tiny_inputs, tiny_pipeline
 
 PROXY = dict(num_layers=2, num_single_layers=4, attention_head_dim=64, num_attention_heads=4,
              joint_attention_dim=512, pooled_projection_dim=768, axes_dims_rope=(8, 28, 28))
 PARTS = ("transformer", "edge decode", "edge detection", "noise", "token bookkeeping")
+
+#: --family: the tiny model it scales up, the proxy's transformer configuration, the presets timed
+FAMILY_PROXIES = {
+    "flux2": ("flux2-dev", dict(in_channels=128, num_layers=2, num_single_layers=4, attention_head_dim=64,
+                                num_attention_heads=4, joint_attention_dim=512, timestep_guidance_channels=256,
+                                axes_dims_rope=(16, 16, 16, 16)), ["flux2-dev-7x", "flux2-dev-4x"]),
+    "flux2-klein": ("flux2-klein-4b", dict(in_channels=128, num_layers=2, num_single_layers=4, attention_head_dim=64,
+                                           num_attention_heads=4, joint_attention_dim=512,
+                                           timestep_guidance_channels=256, axes_dims_rope=(16, 16, 16, 16)),
+                    ["flux2-klein-4b-fast"]),
+    "qwen-image": ("qwen-image", dict(num_layers=6, attention_head_dim=64, num_attention_heads=4,
+                                      joint_attention_dim=512, axes_dims_rope=(16, 24, 24)),
+                   ["qwen-image-7x", "qwen-image-4x"]),
+    "z-image": ("z-image", dict(dim=256, n_layers=6, n_refiner_layers=2, n_heads=4, n_kv_heads=4, cap_feat_dim=512,
+                                axes_dims=[16, 24, 24], axes_lens=[1536, 512, 512]), ["z-image-7x", "z-image-4x"]),
+    "chroma": ("chroma", dict(num_layers=2, num_single_layers=4, attention_head_dim=64, num_attention_heads=4,
+                              joint_attention_dim=512, axes_dims_rope=(8, 28, 28), approximator_hidden_dim=256,
+                              approximator_layers=2), ["chroma-7x", "chroma-4x"]),
+}
 
 
 class Timers:
@@ -107,6 +132,33 @@ def model_spec(pipe, text_tokens: int) -> ModelSpec:
                      t5_tokens=text_tokens)
 
 
+def family_spec(pipe, text_tokens: int) -> ModelSpec:
+    """The cost model's view of a newer family's pipeline: its transformer's spec, no encoders or VAE."""
+    return ModelSpec(name=f"benchmarked {type(pipe).__name__}", transformer=backend_for(pipe).cost_spec(), encoders=(),
+                     vae=VAEDecoderSpec(channels=(0,)), text_tokens=text_tokens, t5_tokens=text_tokens)
+
+
+def build_family(family: str, model: str, device: str, dtype):
+    """The family's tiny pipeline, its transformer replaced by a mid-size one (``--model proxy``)."""
+    tiny_model, config, _ = FAMILY_PROXIES[family]
+    pipe = tiny_pipeline(tiny_model, device=device, dtype=dtype)
+    if model == "tiny":
+        return pipe, 8
+    torch.manual_seed(0)
+    cls = type(pipe.transformer)
+    base = {k: v for k, v in pipe.transformer.config.items() if not k.startswith("_")}
+    with torch.device(device):
+        pipe.transformer = cls(**{**base, **config}).to(dtype)
+    if family.startswith("flux2"):                   # a 32-channel VAE for the 128-feature tokens
+        from diffusers import AutoencoderKLFlux2
+
+        with torch.device(device):
+            pipe.vae = AutoencoderKLFlux2(block_out_channels=(8, 8, 8, 8), layers_per_block=1, latent_channels=32,
+                                          norm_num_groups=4).to(dtype)
+    pipe.register_modules(transformer=pipe.transformer, vae=pipe.vae)
+    return pipe, 64
+
+
 def build(model: str, device: str, dtype):
     if model == "tiny":
         return flux_pipeline(tiny=True, device=device, dtype=dtype), 8
@@ -147,14 +199,18 @@ def measure(call, repeats, timers, cuda):
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=("tiny", "proxy", "full"), default="proxy")
+    ap.add_argument("--family", choices=("flux", *FAMILY_PROXIES), default="flux",
+                    help="the pipeline family to time (full-size models: FLUX.1 only)")
     ap.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     ap.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                     help="default: bfloat16 on cuda, float32 on cpu")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1024])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 4])
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--baseline-steps", type=int, default=50)
-    ap.add_argument("--presets", nargs="+", default=["flux-dev-7x", "flux-dev-4x"])
+    ap.add_argument("--baseline-steps", type=int, default=None,
+                    help="the stock run's steps (default: 50 for FLUX.1, else the family model's stock count)")
+    ap.add_argument("--presets", nargs="+", default=None,
+                    help="default: flux-dev-7x flux-dev-4x, or the family's presets")
     ap.add_argument("--stacked", action="store_true",
                     help="add RALU + TaylorSeer (diffusers, lite mode, interval 3, warm-up 2), flux-dev-10x, and a "
                          "4-step baseline next to flux-schnell-16x")
@@ -163,43 +219,64 @@ def main(argv=None):
     cuda = torch.device(device).type == "cuda"
     dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
     torch.set_grad_enabled(False)
-    pipe, text_tokens = build(args.model, device, dtype)
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()          # the stock pipelines' notes on unused guidance settings
+    flux = args.family == "flux"
+    if args.baseline_steps is None:
+        args.baseline_steps = 50 if flux else MODEL_INFO[FAMILY_PROXIES[args.family][0]].default_steps
+    if not flux and args.model == "full":
+        ap.error(f"--model full is FLUX.1-dev's architecture; --family {args.family} takes --model proxy or tiny")
+    if flux:
+        pipe, text_tokens = build(args.model, device, dtype)
+        spec = model_spec(pipe, text_tokens)
+        presets = args.presets or ["flux-dev-7x", "flux-dev-4x"]
+        stock_name = "FluxPipeline"
+        inputs = lambda batch: prompt_embeds(pipe, batch=batch, text_tokens=text_tokens)  # noqa: E731
+    else:
+        pipe, text_tokens = build_family(args.family, args.model, device, dtype)
+        spec = family_spec(pipe, text_tokens)
+        presets = args.presets or FAMILY_PROXIES[args.family][2]
+        stock_name = type(pipe).__name__
+        inputs = lambda batch: tiny_inputs(pipe, batch, text_tokens=text_tokens)  # noqa: E731
     pipe.set_progress_bar_config(disable=True)
-    spec = model_spec(pipe, text_tokens)
+    backend_cls = type(backend_for(pipe))
     timers = Timers(cuda)
     timers.hook_module(pipe.transformer, "transformer")
     # output_type="latent" below: the backend's decode runs only for edge detection
-    for owner, attr, name in [(flux_backend.FluxBackend, "decode", "edge decode"),
+    for owner, attr, name in [(backend_cls, "decode", "edge decode"),
                               (sampler, "reinjection_noise", "noise"), (sampler, "draw", "noise"),
                               (tokens_module.TokenSet, "upsample", "token bookkeeping"),
                               (sampler, "upsample_values", "token bookkeeping"),
-                              (flux_backend.FluxBackend, "prepare", "token bookkeeping")]:
+                              (backend_cls, "prepare", "token bookkeeping")]:
         timers.wrap(owner, attr, name)
 
     device_name = torch.cuda.get_device_name() if cuda else "CPU"
-    print(f"device: {device_name}; model: {args.model} FLUX ({sum(p.numel() for p in pipe.transformer.parameters()) / 1e6:.1f}M "
-          f"transformer parameters), {str(dtype).replace('torch.', '')}, {text_tokens} text tokens\n")
+    kind = "FLUX" if flux else stock_name
+    print(f"device: {device_name}; model: {args.model} {kind} ({sum(p.numel() for p in pipe.transformer.parameters()) / 1e6:.1f}M "
+          f"transformer parameters), {str(dtype).replace('torch.', '')}, {text_tokens} text tokens"
+          + ("" if flux else "; FLOP ratio: the transformer's") + "\n")
     print(f"| size | batch | run | min s | median s | speed-up | FLOP ratio | wall / FLOP | per-image gain vs batch {args.batches[0]} |")
     print("|---|---|---|---|---|---|---|---|---|")
     breakdown = []
     for size in args.sizes:
         per_image = {}
         for batch in args.batches:
-            emb = prompt_embeds(pipe, batch=batch, text_tokens=text_tokens)
+            emb = inputs(batch)
             gens = lambda: [torch.Generator(device).manual_seed(i) for i in range(batch)]  # noqa: E731
             ralu_cost = {name: layout_cost(preset(name).layout, spec, (size, size), baseline_steps=args.baseline_steps)
-                         for name in args.presets}
+                         for name in presets}
             step_tflops = layout_cost(Layout(steps=(1,), ends=(1.0,)), spec, (size, size)).transformer_tflops
-            runs = [(f"FluxPipeline {args.baseline_steps} steps", args.baseline_steps, None)]
+            runs = [(f"{stock_name} {args.baseline_steps} steps", args.baseline_steps, None)]
             for name, c in ralu_cost.items():
                 n_eq = max(1, round(c.transformer_tflops / step_tflops))
-                runs.append((f"FluxPipeline {n_eq} steps (= {name} FLOPs)", n_eq, None))
+                runs.append((f"{stock_name} {n_eq} steps (= {name} FLOPs)", n_eq, None))
                 runs.append((f"RALU {name}", None, name))
-            if args.stacked:
+            if args.stacked and flux:
                 runs += [("RALU flux-dev-10x", None, "flux-dev-10x"),
                          ("FluxPipeline 4 steps (schnell's budget)", 4, None),
                          ("RALU flux-schnell-16x", None, "flux-schnell-16x")]
-                runs += [(f"RALU {name} + TaylorSeer", None, (name, TAYLORSEER)) for name in args.presets]
+                runs += [(f"RALU {name} + TaylorSeer", None, (name, TAYLORSEER)) for name in presets]
             rows = {}
             for label, steps, name in runs:
                 if isinstance(name, tuple):              # stacked: RALU with a diffusers cache, counted
@@ -228,6 +305,12 @@ def main(argv=None):
                 best, median, parts = measure(call, args.repeats, timers, cuda)
                 rows[label] = (best, median, flops.speedup, parts)
             base = rows[runs[0][0]][0]
+            if not flux:                                     # the transformer's FLOP ratio
+                base_tf = layout_cost(Layout(steps=(args.baseline_steps,), ends=(1.0,)), spec, (size, size)).transformer_tflops
+                for label, steps, name in runs:
+                    lay = Layout(steps=(steps,), ends=(1.0,)) if name is None else preset(name).layout
+                    b, m, _, parts = rows[label]
+                    rows[label] = (b, m, base_tf / layout_cost(lay, spec, (size, size)).transformer_tflops, parts)
             for label, (best, median, ratio, parts) in rows.items():
                 per_image.setdefault(label, {})[batch] = best / batch
                 gain = ""
