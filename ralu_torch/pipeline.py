@@ -204,7 +204,8 @@ class RALU:
             if prompt_kwargs.get(key) is not None:
                 raise ValueError(f"RALU does not take {key}= with {type(pipe).__name__}: {why}")
         prompt_kwargs, num_images_per_prompt = _check_prompt_inputs(prompt, prompt_kwargs, num_images_per_prompt,
-                                                                    be.embedding_inputs)
+                                                                    be.embedding_inputs, be.embedding_widths(),
+                                                                    be.dtype, be.device)
         if guidance_scale is not None:
             check_finite("guidance_scale", guidance_scale)
         _check_generator(generator)
@@ -236,6 +237,7 @@ class RALU:
             kwargs = {"latents": x, "stage": stage, **cond.callback_tensors()}
             out = callback_on_step_end(self, step, sigma * 1000, {k: kwargs[k] for k in
                                                                    callback_on_step_end_tensor_inputs}) or {}
+            out = _check_callback_output(out, kwargs)
             cond.update(out)                                         # as diffusers' loops take embeddings back
             if hasattr(cond, "guidance_scale") and self._guidance_scale != cond.guidance_scale:
                 cond.guidance_scale = self._guidance_scale           # e.g. a CFG cut-off callback
@@ -277,13 +279,15 @@ class RALU:
                                   schedule=schedule, stage_calls=counter.stages, interrupted=res.interrupted)
 
 
-def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec):
-    """Prompt or embeddings, consistently batched; embeddings repeated ``num_images_per_prompt``
-    times here (diffusers' ``encode_prompt`` repeats only what it encodes itself).
+def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec, widths=None, dtype=None, device=None):
+    """Prompt or embeddings, consistently batched, of the transformer's widths, cast to its
+    dtype and device (floating ones; masks keep theirs); embeddings repeated
+    ``num_images_per_prompt`` times here (diffusers' ``encode_prompt`` repeats only what it
+    encodes itself).
 
     ``spec`` (a backend's :class:`~ralu_torch.backends.base.EmbeddingInputs`) names the
     embedding arguments the pipeline takes, their form (a tensor of a number of dimensions,
-    or a list of 2-D tensors, one per image) and which need which."""
+    or a list of 2-D tensors, one per image), which need which, and the masks' embeddings."""
     n = check_positive_int("num_images_per_prompt", num_images_per_prompt)
     given = {k: kwargs[k] for k in spec.forms if kwargs.get(k) is not None}
     if not given:
@@ -291,7 +295,12 @@ def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec):
             raise ValueError(f"give a prompt (a string or a list of them) or {spec.describe()}")
         return kwargs, n
     for k, v in given.items():
-        spec.check(k, v)
+        spec.check(k, v, (widths or {}).get(k))
+    spec.check_masks(given)
+    if dtype is not None:
+        cast = lambda t: t.to(device=device, dtype=dtype) if t.is_floating_point() else t.to(device)  # noqa: E731
+        given = {k: [cast(t) for t in v] if isinstance(v, (list, tuple)) else cast(v) for k, v in given.items()}
+        kwargs = {**kwargs, **given}
     for k, needs in spec.requires.items():
         missing = [m for m in needs if k in given and m not in given]
         if missing:
@@ -303,6 +312,40 @@ def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec):
     if n > 1:
         kwargs = {**kwargs, **{k: spec.repeat(v, n) for k, v in given.items()}}
     return kwargs, 1
+
+
+def _check_callback_output(out, current: dict) -> dict:
+    """What a step callback returned: a dict whose tensors have the shape and device of those
+    they replace (``latents``, the conditioning's), cast to their dtype; a ``ValueError`` naming
+    the key, what was expected and what came, otherwise."""
+    if not isinstance(out, dict):
+        raise ValueError(f"callback_on_step_end must return a dict (or None), got {type(out).__name__}")
+    checked = {}
+    for key, value in out.items():
+        if key == "stage":
+            continue
+        if key not in current:
+            raise ValueError(f"callback_on_step_end returned {key!r}; it may return "
+                             f"{', '.join(k for k in current if k != 'stage')}")
+        old = current[key]
+        pairs = list(zip(value, old)) if isinstance(old, list) and isinstance(value, (list, tuple)) else [(value, old)]
+        if isinstance(old, list) and (not isinstance(value, (list, tuple)) or len(value) != len(old)):
+            raise ValueError(f"callback_on_step_end's {key!r} must be a list of {len(old)} tensors, got "
+                             f"{type(value).__name__}")
+        for new, was in pairs:
+            if not isinstance(new, torch.Tensor) or not new.is_floating_point():
+                raise ValueError(f"callback_on_step_end's {key!r} must be a floating-point tensor, got "
+                                 f"{type(new).__name__} {getattr(new, 'dtype', '')}")
+            # latents keep their shape; embeddings their width (SD3's CFG cut-off drops the unconditional half)
+            keep = tuple(was.shape) if key == "latents" else tuple(was.shape[-1:])
+            if (tuple(new.shape) if key == "latents" else tuple(new.shape[-1:])) != keep:
+                raise ValueError(f"callback_on_step_end's {key!r} must keep its {'shape' if key == 'latents' else 'width'} "
+                                 f"{keep if key == 'latents' else keep[0]}, got {tuple(new.shape)}")
+            if new.device != was.device:
+                raise ValueError(f"callback_on_step_end's {key!r} must stay on {was.device}, got {new.device}")
+        cast = lambda new, was: new.to(was.dtype)  # noqa: E731
+        checked[key] = [cast(n, w) for n, w in pairs] if isinstance(old, list) else cast(value, old)
+    return checked
 
 
 def _prompt_count(prompt, kwargs) -> int:

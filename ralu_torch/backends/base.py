@@ -192,27 +192,42 @@ class EmbeddingInputs:
     """The embedding arguments a pipeline takes in place of prompts: ``forms`` maps each name
     to its form, a number of tensor dimensions (batch first) or ``"list"`` (a list of 2-D
     ``(tokens, width)`` tensors, one per image, as Z-Image takes them); ``requires`` maps a
-    name to those it cannot go without."""
+    name to those it cannot go without; ``masks`` maps a mask to the embeddings it masks (its
+    shape is theirs without the width)."""
 
     forms: dict
     requires: dict = dataclasses.field(default_factory=dict)
+    masks: dict = dataclasses.field(default_factory=dict)
 
     def describe(self) -> str:
         first = next(iter(self.forms))
         needs = self.requires.get(first, ())
         return first + (f" with {' and '.join(needs)}" if needs else "")
 
-    def check(self, name: str, value) -> None:
+    def check(self, name: str, value, width: int | None = None) -> None:
+        """``value`` has ``name``'s form and, where ``width`` is given, that last dimension."""
         form = self.forms[name]
         if form == "list":
             if not isinstance(value, (list, tuple)) or not value or not all(
                     isinstance(v, torch.Tensor) and v.dim() == 2 for v in value):
                 raise ValueError(f"{name} must be a list of 2-D (tokens, width) tensors, one per image, got "
                                  f"{type(value).__name__}")
+            bad = next((tuple(v.shape) for v in value if width is not None and v.shape[-1] != width), None)
+            if bad is not None:
+                raise ValueError(f"{name} must be (tokens, {width}) tensors for this transformer, got one of {bad}")
             return
         if not isinstance(value, torch.Tensor) or value.dim() != form:
             raise ValueError(f"{name} must be a {form}-D tensor (batch first), got "
                              f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}")
+        if width is not None and value.shape[-1] != width:
+            raise ValueError(f"{name} must have width {width} (its last dimension, the transformer's "
+                             f"{'pooled ' if 'pooled' in name else ''}text width), got {tuple(value.shape)}")
+
+    def check_masks(self, given: dict) -> None:
+        for mask, embeds in self.masks.items():
+            if mask in given and embeds in given and tuple(given[mask].shape) != tuple(given[embeds].shape[:2]):
+                raise ValueError(f"{mask} must be (batch, tokens) of {embeds}, {tuple(given[embeds].shape[:2])}, "
+                                 f"got {tuple(given[mask].shape)}")
 
     def repeat(self, value, n: int):
         """Each image's embedding ``n`` times in a row (as ``num_images_per_prompt`` does)."""
@@ -288,6 +303,11 @@ class DiffusersBackend:
 
     def pipeline_input(self, tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
         return tokens if self.input_form == "packed" else unpack(tokens, grid)
+
+    def embedding_widths(self) -> dict:
+        """The last dimension each embedding argument must have for this transformer."""
+        width = self.transformer.config.joint_attention_dim
+        return {"prompt_embeds": width, "negative_prompt_embeds": width}
 
     def cost_spec(self):
         """The cost model's description of this transformer (from its config)."""

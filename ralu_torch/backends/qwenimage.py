@@ -69,7 +69,9 @@ class QwenImageBackend(RotaryBackend):
     default_max_sequence_length = 512
     rotary_probe = _probe
     embedding_inputs = EmbeddingInputs({"prompt_embeds": 3, "prompt_embeds_mask": 2, "negative_prompt_embeds": 3,
-                                        "negative_prompt_embeds_mask": 2})
+                                        "negative_prompt_embeds_mask": 2},
+                                       masks={"prompt_embeds_mask": "prompt_embeds",
+                                              "negative_prompt_embeds_mask": "negative_prompt_embeds"})
 
     def __init__(self, pipe):
         super().__init__(pipe)

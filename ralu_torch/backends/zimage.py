@@ -264,6 +264,10 @@ class ZImageBackend(DiffusersBackend):
             guided = torch.where((1 - sigma) > cond.cfg_truncation, pos, guided)
         return guided
 
+    def embedding_widths(self) -> dict:
+        width = self.transformer.config.cap_feat_dim
+        return {"prompt_embeds": width, "negative_prompt_embeds": width}
+
     def cost_spec(self):
         from ralu_schedule.cost import ZImageSpec
 
