@@ -11,7 +11,8 @@ from .grid import PIXELS_PER_TOKEN, token_grid
 from .layout import FORMAT, Layout, Plan, Schedule, Stage, Transition, upsample_count
 from .matching import Bounds, solve
 from .metric import actual_density, js_distance, paper_metric, target_density
-from .presets import PRESETS, Preset, get_preset, preset
+from .models import MODEL_INFO, ModelInfo, model_info
+from .presets import DEFAULT_PRESETS, EVIDENCE, PRESETS, Preset, get_preset, preset
 from .reinjection import (Reinjection, block_noise_beta, max_correlation, nearest_upsampling_matrix,
                           noise_covariance, reinjection, sample_block_noise)
 from .shift import SHIFT_RULES, ShiftRule, shift_rule, shift_sigmas, unshift_sigmas
@@ -25,7 +26,7 @@ def derive(block_size=None):
 
 
 __all__ = [
-    "FORMAT", "MODELS", "PIXELS_PER_TOKEN", "PRESETS", "Plan", "SHIFT_RULES", "Bounds", "Layout", "Preset", "Reinjection", "Schedule",
+    "DEFAULT_PRESETS", "EVIDENCE", "FORMAT", "MODELS", "MODEL_INFO", "ModelInfo", "model_info", "PIXELS_PER_TOKEN", "PRESETS", "Plan", "SHIFT_RULES", "Bounds", "Layout", "Preset", "Reinjection", "Schedule",
     "ShiftRule", "ShiftedTime", "Stage", "Transition", "actual_density", "block_noise_beta",
     "derive", "get_preset", "js_distance", "layout_cost", "max_correlation", "nearest_upsampling_matrix", "noise_covariance",
     "paper_metric", "preset", "reinjection", "sample_block_noise", "shift_rule", "shift_sigmas",

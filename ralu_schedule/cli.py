@@ -23,6 +23,10 @@ PROG = "ralu-schedule"
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)          # --base-shif is not --base-shift
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # argparse's own errors: one line, no usage block
         raise UsageError(message)
 

@@ -27,6 +27,10 @@ NO_TORCH = ("the ralu command needs torch and diffusers, which are not installed
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)          # --num-image is not --num-images
+        super().__init__(*args, **kwargs)
+
     def error(self, message):
         raise UsageError(message)
 
@@ -36,16 +40,19 @@ def build_parser():
     parser = _Parser(prog=PROG, description="RALU sampling for diffusers pipelines.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     g = sub.add_parser("generate", help="generate an image")
-    g.add_argument("--model", default=None, help="diffusers model id or local path (FLUX.1 dev or schnell, SD3, SD3.5)")
+    g.add_argument("--model", default=None, help="diffusers model id or local path: FLUX.1 dev or schnell, SD3, SD3.5, "
+                   "FLUX.2 [dev] or [klein], Qwen-Image, Z-Image(-Turbo), Chroma (docs/backends.md)")
     g.add_argument("--prompt", default=None)
     g.add_argument("--from", dest="from_image", default=None, metavar="IMAGE",
                    help="regenerate a PNG written by ralu generate from its recipe (other flags override it)")
     g.add_argument("--negative-prompt", default=None,
-                   help="SD3: classifier-free guidance; FLUX: true CFG, with --true-cfg > 1")
-    g.add_argument("--true-cfg", type=float, default=None, help="FLUX's true_cfg_scale (> 1 turns true CFG on)")
+                   help="guides as the pipeline does: SD3, Chroma (guidance > 1) and Z-Image (guidance > 0) by CFG; "
+                        "FLUX.1 and Qwen-Image by true CFG with --true-cfg > 1; FLUX.2 takes none")
+    g.add_argument("--true-cfg", type=float, default=None,
+                   help="FLUX.1's and Qwen-Image's true_cfg_scale (> 1 turns true CFG on)")
     src = g.add_mutually_exclusive_group()
-    src.add_argument("--preset", default=None, help=f"one of {', '.join(sorted(PRESETS))} (default by model: flux-dev-7x, "
-                     "flux-schnell-16x for FLUX.1-schnell, sd3-medium-7x for SD3)")
+    src.add_argument("--preset", default=None, help=f"one of {', '.join(sorted(PRESETS))} (default: the model's own, "
+                     "read from its configs: flux-dev-7x, flux-schnell-16x, sd3-medium-7x, qwen-image-7x, ...)")
     src.add_argument("--schedule", help="a JSON schedule file (ralu-schedule ... --json)")
     # None: not given (--from's recipe, else the first choice, fills it)
     g.add_argument("--parameters", choices=PARAMETERS, default=None,
@@ -59,8 +66,10 @@ def build_parser():
     g.add_argument("--height", type=int, default=None, help="default 1024")
     g.add_argument("--width", type=int, default=None, help="default 1024")
     g.add_argument("--seed", type=int, default=None, help="default 0")
-    g.add_argument("--guidance-scale", type=float, default=None, help="default: the pipeline's (FLUX 3.5, SD3 7.0)")
-    g.add_argument("--max-sequence-length", type=int, default=None, help="default: the pipeline's (FLUX 512, SD3 256)")
+    g.add_argument("--guidance-scale", type=float, default=None,
+                   help="default: the pipeline's (FLUX.1 3.5, SD3 7.0, FLUX.2 4.0, Z-Image and Chroma 5.0)")
+    g.add_argument("--max-sequence-length", type=int, default=None,
+                   help="default: the pipeline's (SD3 256, the others 512)")
     g.add_argument("--device", default=None, help="cuda, cpu, mps, ... (default: cuda if available)")
     g.add_argument("--dtype", choices=DTYPES, default=None, help="default: bfloat16 on cuda, else float32")
     g.add_argument("--out", default=None, help="one image: a file, or a directory to write image.png into "
@@ -84,7 +93,8 @@ def build_parser():
     g.add_argument("--compare", action="store_true",
                    help="one picture: the full-step baseline beside RALU, with wall times and TFLOPs under them")
     g.add_argument("--baseline-steps", type=int, default=None,
-                   help="--compare's baseline steps (default 50; 4 for FLUX.1-schnell)")
+                   help="--compare's baseline steps (default: the model's stock run: 50 for FLUX.1-dev, 4 for "
+                        "FLUX.1-schnell and FLUX.2 [klein], 35 for Chroma, 9 for Z-Image-Turbo, ...)")
 
     i = sub.add_parser("info", help="print the recipe a PNG written by ralu generate carries")
     i.add_argument("image")
@@ -173,6 +183,11 @@ def main(argv=None) -> int:
     except ValueError as err:              # UsageError included
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
+    except RuntimeError as err:            # a run that stopped part way (generate.RunFailure)
+        if type(err).__name__ != "RunFailure":
+            raise
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
