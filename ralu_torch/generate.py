@@ -17,8 +17,10 @@ See ``docs/generate.md``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -30,11 +32,12 @@ from ralu_schedule.models import MODEL_INFO
 from ralu_schedule.presets import DEFAULT_PRESETS, PARAMETERS
 
 from .backends.families import BY_NAME, FAMILIES, family_of_pipeline, read_pipeline_config
-from .jobs import (MANIFEST, PART, SEED_LIMIT, Entry, Job, append_line, batches, check_writable_dir, differences,
-                   lora_spec, merge_manifest, plan_jobs, read_prompts)
+from .jobs import (MANIFEST, PART, SEED_LIMIT, DirectoryLock, Entry, Job, Plan, append_line, batches,
+                   check_writable_dir, differences, lora_spec, merge_manifest, read_prompts)
 from .options import SELECTIONS, UPSAMPLE_MODES
-from .recipe import RECIPE_FORMAT, RECIPE_KEY, read_recipe
+from .recipe import RECIPE_FORMAT, RECIPE_KEY, check_recipe, read_recipe
 from .schedules import _check_family, _parse_schedule
+from .sources import check_model, check_recipe_lora, pickle_files
 
 FROM_FIELDS = ("model", "prompt", "negative_prompt", "true_cfg", "seed", "height", "width", "guidance_scale",
                "max_sequence_length", "dtype")
@@ -42,132 +45,214 @@ FROM_FIELDS = ("model", "prompt", "negative_prompt", "true_cfg", "seed", "height
 BATCH_FIELDS = ("prompt", "negative_prompt", "seed", "height", "width")
 
 
+class RunFailure(RuntimeError):
+    """A run that stopped part way (a write failed): one line for the command line, exit 1."""
+
+
 def generate(args) -> None:
     # the flags, the prompts file, the schedules and the output paths: no torch needed yet
-    recipe = read_recipe(args.from_image) if args.from_image else {}
+    recipe = check_recipe(read_recipe(args.from_image), args.from_image) if args.from_image else {}
+    named_model = args.model is not None                     # on the command line, not only in a recipe
     from_batch = _from_recipe(args, recipe)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     many = args.prompts is not None or (args.num_images or 1) > 1 or args.out_dir is not None
     _check_flags(args, many, world, recipe)
     loras = [list(lora_spec(s)) for s in args.lora] if args.lora else recipe.get("loras") or []
+    untrusted_loras = not args.lora and bool(loras)
+    if untrusted_loras:
+        for path, _ in loras:
+            check_recipe_lora(path, args.from_image)
 
-    # the images: from the recipe's batch, the prompts file, or --prompt
+    # the images: the recipe's batch (a list), or a plan over the prompts, computed per image
     if from_batch:
-        jobs = [Job(index=k, prompt=m["prompt"], seed=m["seed"], height=args.height, width=args.width,
+        plan = [Job(index=k, prompt=m["prompt"], seed=m["seed"], height=args.height, width=args.width,
                     negative_prompt=m.get("negative_prompt"), file="") for k, m in enumerate(from_batch["members"])]
+        entries = [Entry(prompt=j.prompt, seed=j.seed, negative_prompt=j.negative_prompt) for j in plan]
     else:
         entries = read_prompts(args.prompts) if args.prompts else [Entry(prompt=args.prompt)]
-        jobs = plan_jobs(entries, num_images=args.num_images or 1, seed=args.seed, height=args.height,
-                         width=args.width, negative_prompt=args.negative_prompt)
+        plan = Plan(entries, args.num_images or 1, args.seed, args.height, args.width, args.negative_prompt)
     schedules = {}                     # a job's schedule (None: the run's) -> (fixed, layout, source)
     if recipe and not args.schedule and not args.preset:
         schedules[None] = _schedule_entry(recipe["schedule"], args.parameters, recipe.get("schedule_source", "recipe"))
     elif args.schedule or args.preset:
         schedules[None] = _schedule_entry(args.schedule or args.preset, args.parameters, args.schedule or args.preset)
-    for job in jobs:                   # the run's default preset waits for the model's family, below
-        if job.schedule is not None and job.schedule not in schedules:
-            schedules[job.schedule] = _schedule_entry(job.schedule, args.parameters, job.schedule,
-                                                      where=f"{Path(args.prompts).name}:{job.line}")
-    _check_sizes(jobs, schedules, args.prompts)
+    for e in entries:                  # the run's default preset waits for the model's family, below
+        if e.schedule is not None and e.schedule not in schedules:
+            schedules[e.schedule] = _schedule_entry(e.schedule, args.parameters, e.schedule,
+                                                    where=f"{Path(args.prompts).name}:{e.line}")
+    _check_sizes(entries, args, schedules)
 
-    # where each image goes, and which are done already
+    # where each image goes; the model, checked on disk or in the hub cache
     if many:
-        out_dir = check_writable_dir(Path(args.out_dir or "."), create=False)
-        targets = {job.index: out_dir / job.file for job in jobs}
+        out_dir = Path(args.out_dir or ".")
+        check_writable_dir(out_dir, create=False)
+        holder = DirectoryLock(out_dir).holder()
+        if holder is not None:         # checked again when the run takes the lock, after loading
+            raise UsageError(_busy(out_dir, holder))
+        single = None
     else:
         out_dir = None
         name = "compare.png" if args.compare else "image.png"
-        path = output_path(args.out or name, name, overwrite=True)
-        keep = from_batch["index"] if from_batch else 0
-        targets = {keep: path}
+        single = (from_batch["index"] if from_batch else 0, output_path(args.out or name, name, overwrite=True))
+    local_model = check_model(args.model)
+
+    # the model's family from its configs alone, before torch and any weights: the default preset, the checks
+    family, variant = _family(args.model, local_model)
+    default = DEFAULT_PRESETS[variant] if variant is not None else DEFAULT_PRESETS["flux-dev"]
+    if None not in schedules:
+        schedules[None] = _schedule_entry(default, args.parameters, default)
+        _check_sizes(entries, args, schedules)
+    if family is not None:
+        _check_guidance_flags(family, entries, args)
+        for fixed, _, source in schedules.values():
+            _check_family(fixed if fixed is not None else source, family.name, args.force)
 
     # the device and the processes (torch from here on), then which images are done already
     state = _processes(world)
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
     device = str(state.device) if state is not None else check_device(args.device)
     dtype_name = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
-    if out_dir is not None:
-        check_writable_dir(out_dir)
-
-    # the model's family from its configs alone, before any weights: the default preset, the checks
-    family, variant = _family(args.model)
-    default = DEFAULT_PRESETS[variant] if variant is not None else DEFAULT_PRESETS["flux-dev"]
-    if None not in schedules:
-        schedules[None] = _schedule_entry(default, args.parameters, default)
-        _check_sizes(jobs, schedules, args.prompts)
-    if family is not None:
-        _check_guidance_flags(family, jobs, args)
-        for fixed, _, source in schedules.values():
-            _check_family(fixed if fixed is not None else source, family.name, args.force)
 
     base = _base_recipe(args, device, dtype_name, loras)
-    wanted = {job.index: _recipe(base, job, schedules[job.schedule]) for job in jobs}
-    done, found = _done(jobs, targets, wanted, args.overwrite, compare=args.compare)
-    pending = [job for job in jobs if job.index not in done or job.index not in targets]
+    target = (lambda job: out_dir / job.file) if out_dir is not None else (
+        lambda job: single[1] if job.index == single[0] else None)
+    wanted = lambda job: _recipe(base, job, schedules[job.schedule])  # noqa: E731
+    done, found = _done(plan, out_dir, single, target, wanted, args.overwrite, compare=args.compare)
     if from_batch and from_batch["index"] in done:
         pending = []
-    resumed = {targets[i].name: _line_from_recipe(found[i]) for i in done}   # for files no manifest line names
+    else:
+        pending = (job for job in plan if job.index not in done or target(job) is None)
+    resumed = {target(plan[i]).name: _line_from_recipe(found[i]) for i in done}  # files no manifest line names
+    todo = len(plan) - len(done) if not (from_batch and from_batch["index"] in done) else 0
 
     if state is not None:
         state.wait_for_everyone()      # every process has read the directory before any writes to it
-        _check_agreement(pending)
-    if not pending:
-        if out_dir is not None and rank == 0:
+        _check_agreement(len(plan), done)
+    if todo == 0:
+        if out_dir is not None and rank == 0 and out_dir.is_dir():
             merge_manifest(out_dir, resumed)
         print(f"nothing to do: {len(done)} image(s) already there with the same recipe"
-              + (f" ({out_dir / MANIFEST})" if out_dir is not None else f" ({targets[next(iter(targets))]})"))
+              + (f" ({out_dir / MANIFEST})" if out_dir is not None else f" ({single[1]})"))
         return
-    if state is not None:
-        with state.split_between_processes(pending) as mine:
-            mine = list(mine)
-    else:
-        mine = pending
-    if not mine:                       # fewer images than processes: this one waits for the others
+    mine = _share(pending, len(plan), rank, world) if state is not None else pending
+    first = next(mine, None)
+    if first is None:                  # fewer images than processes: this one waits for the others
         state.wait_for_everyone()
         return
-    pipe = _load(args, device, dtype_name, loras, quiet=rank != 0, many=many)
+    mine = itertools.chain([first], mine)
+    pipe = _load(args, device, dtype_name, loras, quiet=rank != 0, many=many, local=local_model,
+                 trusted=named_model, trusted_loras=not untrusted_loras)
     ralus = _ralus(pipe, args, schedules)
 
     if args.compare:
-        _compare(args, pipe, ralus[None], mine[0], targets[0], wanted[0], device)
+        _compare(args, pipe, ralus[None], first, single[1], wanted(first), device)
         return
-    from tqdm.auto import tqdm
-
-    manifest = None if out_dir is None else out_dir / (MANIFEST if world == 1 else PART.format(rank=rank))
-    size = len(jobs) if from_batch else args.batch_size
-    bar = tqdm(total=len(mine), desc="images", unit="image", position=0, disable=rank != 0 or not many)
-    written, versions = 0, _versions()
-    for group in batches(mine, size):
-        ralu = ralus[group[0].schedule]
-        seconds, out = _run(ralu, group, args, device)
-        tflops = sum(st.tflops for st in out.stage_calls) / len(group)
-        members = [{"prompt": j.prompt, "seed": j.seed, "negative_prompt": j.negative_prompt} for j in group]
-        for k, (job, image) in enumerate(zip(group, out.images)):
-            if job.index not in targets:
-                continue
-            rec = {**wanted[job.index], "schedule": out.schedule.to_dict(), "guidance_used": ralu.guidance_scale,
-                   "versions": versions}
-            if len(group) > 1:
-                rec["batch"] = {"members": members, "index": k}
-            _save(image, targets[job.index], rec)
-            written += 1
-            if manifest is not None:
-                append_line(manifest, {**_line_from_recipe(rec), "file": targets[job.index].name, "index": job.index,
-                                       "seconds": seconds / len(group), "batch_seconds": seconds,
-                                       "batch_size": len(group), "tflops": tflops, "stage_tokens": out.stage_tokens,
-                                       "rank": rank})
-            else:
-                print(f"wrote {targets[job.index]} ({job.width}x{job.height}, tokens per stage {out.stage_tokens})")
-        bar.update(len(group))
-    bar.close()
+    lock, created = _take_directory(out_dir, state, rank)
+    try:
+        written, pending_seen = _write_images(args, plan, mine, ralus, target, wanted, out_dir, rank, world, many,
+                                              device, todo, from_batch)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()                            # nothing written: leave no empty directory behind
+        raise
     if state is not None:
         state.wait_for_everyone()
     if out_dir is not None and rank == 0:
         lines = merge_manifest(out_dir, resumed)
-        print(f"wrote {len(pending)} image(s) to {out_dir}" + (f" on {world} processes" if world > 1 else "")
+        print(f"wrote {todo} image(s) to {out_dir}" + (f" on {world} processes" if world > 1 else "")
               + f", skipped {len(done)} already there; {out_dir / MANIFEST}: {lines} line(s)")
     elif out_dir is not None:
         print(f"process {rank}: wrote {written} image(s)")
+    if lock is not None:
+        lock.release()
+
+
+def _share(pending, total: int, rank: int, world: int):
+    """This process's part of the images still to make: the contiguous range of image indices
+    ``[rank N / world, (rank + 1) N / world)``, less those done (every process computes the same)."""
+    lo, hi = rank * total // world, (rank + 1) * total // world
+    return (job for job in pending if lo <= job.index < hi)
+
+
+def _take_directory(out_dir, state, rank):
+    """The output directory, made if needed, and its lock (:class:`~ralu_torch.jobs.DirectoryLock`)
+    taken by the first process of the run; a second run into it stops with one line."""
+    if out_dir is None:
+        return None, False
+    created = False
+    if rank == 0:
+        created = not out_dir.exists()
+        check_writable_dir(out_dir)
+    lock, holder = None, None
+    if rank == 0:
+        lock = DirectoryLock(out_dir)
+        holder = lock.acquire()
+    if state is not None:
+        from accelerate.utils import broadcast_object_list
+
+        holder = broadcast_object_list([holder])[0]
+        state.wait_for_everyone()
+    if holder is not None:
+        if created and rank == 0 and not any(out_dir.iterdir()):
+            out_dir.rmdir()
+        raise UsageError(_busy(out_dir, holder))
+    return lock, created
+
+
+def _busy(out_dir: Path, holder: str) -> str:
+    return (f"{brief(str(out_dir))} is being written by another ralu generate ({holder}); wait for it to finish "
+            "or write elsewhere")
+
+
+def _write_images(args, plan, mine, ralus, target, wanted, out_dir, rank, world, many, device, todo, from_batch):
+    """Generate and write this process's images, batch by batch; returns how many it wrote."""
+    from tqdm.auto import tqdm
+
+    manifest = None if out_dir is None else out_dir / (MANIFEST if world == 1 else PART.format(rank=rank))
+    size = len(plan) if from_batch else args.batch_size
+    share = todo if world == 1 else None
+    bar = tqdm(total=share, desc="images", unit="image", position=0, disable=rank != 0 or not many)
+    written, versions = 0, _versions()
+    try:
+        for group in batches(mine, size):
+            ralu = ralus[group[0].schedule]
+            seconds, out = _run(ralu, group, args, device)
+            tflops = sum(st.tflops for st in out.stage_calls) / len(group)
+            members = [{"prompt": j.prompt, "seed": j.seed, "negative_prompt": j.negative_prompt} for j in group]
+            for k, (job, image) in enumerate(zip(group, out.images)):
+                path = target(job)
+                if path is None:
+                    continue
+                rec = {**wanted(job), "schedule": out.schedule.to_dict(), "guidance_used": ralu.guidance_scale,
+                       "versions": versions}
+                if len(group) > 1:
+                    rec["batch"] = {"members": members, "index": k}
+                line = None if manifest is None else {
+                    **_line_from_recipe(rec), "file": path.name, "index": job.index, "seconds": seconds / len(group),
+                    "batch_seconds": seconds, "batch_size": len(group), "tflops": tflops,
+                    "stage_tokens": out.stage_tokens, "rank": rank}
+                try:
+                    _save(image, path, rec)
+                    if line is not None:
+                        try:
+                            append_line(manifest, line)
+                        except OSError:
+                            path.unlink(missing_ok=True)   # an image the manifest does not list is not left
+                            raise
+                except OSError as err:
+                    where = f"{manifest}" if out_dir is not None else str(path)
+                    raise RunFailure(f"cannot write {path}: {err.strerror or err}; {written} image(s) of this run are "
+                                     f"written (listed in {where}), nothing partial is left; rerun the same command to "
+                                     "resume") from None
+                written += 1
+                if manifest is None:
+                    print(f"wrote {path} ({job.width}x{job.height}, tokens per stage {out.stage_tokens})")
+            bar.update(len(group))
+    finally:
+        bar.close()                                    # an error's line goes below the bar, not into it
+    return written, None
 
 
 # -- the command line, before any weights -------------------------------------------------------
@@ -251,15 +336,18 @@ def _processes(world: int):
     return state
 
 
-def _check_agreement(pending: list) -> None:
+def _check_agreement(total: int, done: set) -> None:
     """Every process must see the same images still to make, or the split would lose some and
-    repeat others: machines that do not share the output directory, or different prompts files."""
+    repeat others: machines that do not share the output directory, or different prompts files.
+    Compared by a digest of the plan's size and the images done (not a list of every image)."""
+    import hashlib
+
     from accelerate.utils import gather_object
 
-    mine = [tuple(sorted(j.index for j in pending))]
-    seen = gather_object(mine)
+    digest = hashlib.sha256(f"{total}:{sorted(done)}".encode()).hexdigest()
+    seen = gather_object([(total - len(done), digest)])
     if any(s != seen[0] for s in seen):
-        counts = ", ".join(str(len(s)) for s in seen)
+        counts = ", ".join(str(n) for n, _ in seen)
         raise UsageError(f"the processes disagree on the images still to make ({counts} per process): every process "
                          "must see the same --out-dir (a shared file system) and the same prompts file")
 
@@ -274,19 +362,31 @@ def _schedule_entry(arg, parameters: str, source, where: str | None = None):
     return fixed, layout, source
 
 
-def _family(model: str):
+def _family(model: str, local=None):
     """(the :class:`~ralu_torch.backends.families.Family`, the model variant) from the
     pipeline's ``model_index.json`` and the configs its family reads to tell its models apart
     (FLUX.1-schnell has no guidance embedding, FLUX.2 [klein] is distilled or not, 4B or 9B,
-    Z-Image-Turbo has a smaller shift): configs only, no weights. (None, None) for a pipeline
-    no family runs: loading it then fails with the list of those RALU runs."""
-    from diffusers import DiffusionPipeline
-    from diffusers.configuration_utils import ConfigMixin
+    Z-Image-Turbo has a smaller shift): JSON files only, no weights and no torch (a local folder,
+    the hub cache, or the hub). (None, None) for a pipeline no family runs: loading it then
+    fails with the list of those RALU runs."""
+    if local is None and Path(model).is_dir():
+        local = Path(model)
 
-    try:
-        index = DiffusionPipeline.load_config(model)
-    except (OSError, ValueError) as err:
-        raise UsageError(f"cannot load model {brief(model)}: {str(err).splitlines()[0]}") from None
+    def load(subfolder: str, name: str) -> dict:
+        try:
+            if local is not None:
+                path = Path(local) / subfolder / name
+            else:
+                from huggingface_hub import hf_hub_download
+
+                path = Path(hf_hub_download(model, name, subfolder=subfolder or None))
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    index = load("", "model_index.json")
+    if not index:
+        raise UsageError(f"cannot read model {brief(model)}: no readable model_index.json")
     family = family_of_pipeline(str(index.get("_class_name", "")))
     if family is None:
         return None, None
@@ -294,23 +394,18 @@ def _family(model: str):
     def read(subfolder: str) -> dict:
         if not subfolder:
             return dict(index)
-        name = "scheduler_config.json" if subfolder == "scheduler" else "config.json"
-        reader = type("ComponentConfig", (ConfigMixin,), {"config_name": name})
-        try:
-            return dict(reader.load_config(model, subfolder=subfolder))
-        except (OSError, ValueError):
-            return {}
+        return load(subfolder, "scheduler_config.json" if subfolder == "scheduler" else "config.json")
 
     return family, family.variant(read)
 
 
-def _check_guidance_flags(family, jobs, args) -> None:
+def _check_guidance_flags(family, entries, args) -> None:
     """A negative prompt that the family's guidance would ignore, and --true-cfg where the
     family has no true CFG, are refused before loading (the family declares both)."""
     if args.true_cfg is not None and family.negative != "true-cfg":
         owners = ", ".join(f.pipelines[0] for f in FAMILIES if f.negative == "true-cfg")
         raise UsageError(f"--true-cfg is the true CFG of {owners}; {family.display}: {family.guidance}")
-    line = next((j for j in jobs if j.negative_prompt), None)
+    line = next((e for e in entries if e.negative_prompt or args.negative_prompt), None)
     if line is None:
         return
     why = family.negative_rule(args.guidance_scale, args.true_cfg)
@@ -320,15 +415,19 @@ def _check_guidance_flags(family, jobs, args) -> None:
         raise UsageError(f"{where}{why}{hint}")
 
 
-def _check_sizes(jobs, schedules: dict, prompts) -> None:
-    """Every image's size tiles into its schedule's coarsest tokens."""
-    for job in jobs:
-        if job.schedule not in schedules:
+def _check_sizes(entries, args, schedules: dict) -> None:
+    """Every prompt's size tiles into its schedule's coarsest tokens (per prompt: its images share it)."""
+    for e in entries:
+        if e.schedule not in schedules:
             continue
-        fixed, layout, _ = schedules[job.schedule]
-        token_grid(job.height, job.width, downsampling=(fixed.layout if fixed is not None else layout).downsampling,
-                   what=f"this schedule (image {job.index}, line {job.line} of {Path(prompts).name})"
-                   if prompts else "this schedule")
+        fixed, layout, _ = schedules[e.schedule]
+        try:
+            token_grid(e.height or args.height, e.width or args.width,
+                       downsampling=(fixed.layout if fixed is not None else layout).downsampling, what="this schedule")
+        except ValueError as err:
+            if args.prompts and e.line is not None:
+                raise UsageError(f"{Path(args.prompts).name}:{e.line}: {err}") from None
+            raise
 
 
 def _base_recipe(args, device: str, dtype_name: str, loras: list) -> dict:
@@ -345,12 +444,19 @@ def _recipe(base: dict, job: Job, schedule) -> dict:
             "schedule_source": str(source)}
 
 
-def _done(jobs, targets: dict, wanted: dict, overwrite: bool, compare: bool = False):
-    """The jobs whose file is there with a matching recipe, and the recipes found; an existing
-    file with another recipe is refused unless ``overwrite``."""
+def _done(plan, out_dir, single, target, wanted, overwrite: bool, compare: bool = False):
+    """The images whose file is there with a matching recipe, and the recipes found; an existing
+    file with another recipe is refused unless ``overwrite``. The output directory is listed
+    once (the files there, not the images asked for, set the cost)."""
     done, found = set(), {}
-    for job in jobs:
-        path = targets.get(job.index)
+    if out_dir is not None:
+        names = [e.name for e in os.scandir(out_dir)] if out_dir.is_dir() else []
+        indices = sorted(i for i in map(_index_in(plan), names) if i is not None)
+    else:
+        indices = [single[0]] if single[1].exists() else []
+    for i in indices:
+        job = plan[i]
+        path = target(job)
         if path is None or not path.exists():
             continue
         if path.is_dir():
@@ -366,7 +472,7 @@ def _done(jobs, targets: dict, wanted: dict, overwrite: bool, compare: bool = Fa
                 continue
             raise UsageError(f"{brief(str(path))} exists and was not written by ralu generate; pass --overwrite to "
                              "replace it") from None
-        diff = differences(wanted[job.index], have)
+        diff = differences(wanted(job), have)
         if not diff:
             done.add(job.index)
             found[job.index] = have
@@ -374,6 +480,14 @@ def _done(jobs, targets: dict, wanted: dict, overwrite: bool, compare: bool = Fa
             raise UsageError(f"{brief(str(path))} exists with another recipe (it differs in {', '.join(diff)}); pass "
                              "--overwrite to replace it, or write elsewhere")
     return done, found
+
+
+def _index_in(plan):
+    """File name -> the index of the image ``plan`` writes under it (or None)."""
+    if isinstance(plan, Plan):
+        return plan.index_of
+    names = {job.file: job.index for job in plan}
+    return names.get
 
 
 def _line_from_recipe(rec: dict) -> dict:
@@ -406,13 +520,33 @@ def check_device(name):
 
 # -- loading and running ----------------------------------------------------------------------------
 
-def _load(args, device: str, dtype_name: str, loras: list, quiet: bool, many: bool):
+def _load(args, device: str, dtype_name: str, loras: list, quiet: bool, many: bool, local=None, trusted=True,
+          trusted_loras=True):
+    """The pipeline, its LoRAs, offload. Weights only an image's recipe names (``trusted`` False)
+    load from safetensors only (:mod:`ralu_torch.sources`); a model named on the command line may
+    fall back to pickle files, which the run says in one line."""
     import torch
     from diffusers import DiffusionPipeline
 
+    pickles = pickle_files(local) if local is not None else []
+    if pickles and not trusted:
+        raise UsageError(f"{brief(args.from_image)}'s recipe names the model {brief(args.model)}, whose weights "
+                         f"include pickle files ({pickles[0]}), which can run code when loaded; a model named only by "
+                         f"an image loads from safetensors only: name it yourself with --model {brief(args.model)} "
+                         "to load it")
+    if pickles:
+        print(f"note: {brief(args.model)} has pickle weights without safetensors ({', '.join(pickles[:3])}"
+              f"{', ...' if len(pickles) > 3 else ''}); loading them, as you named it", file=sys.stderr)
+    kwargs = dtype_kwarg(getattr(torch, dtype_name))
+    if not trusted:
+        kwargs["use_safetensors"] = True
     try:
-        pipe = DiffusionPipeline.from_pretrained(args.model, **dtype_kwarg(getattr(torch, dtype_name)))
+        pipe = DiffusionPipeline.from_pretrained(args.model, **kwargs)
     except (OSError, ValueError) as err:
+        if not trusted and "safetensors" in str(err):
+            raise UsageError(f"{brief(args.from_image)}'s recipe names the model {brief(args.model)}, which has no "
+                             "safetensors weights; a model named only by an image loads from safetensors only: name "
+                             f"it yourself with --model {brief(args.model)} to load its pickle files") from None
         raise UsageError(f"cannot load model {brief(args.model)}: {str(err).splitlines()[0]}") from None
     if loras:
         try:
@@ -422,7 +556,8 @@ def _load(args, device: str, dtype_name: str, loras: list, quiet: bool, many: bo
         names = []
         for k, (path, _) in enumerate(loras):
             try:
-                pipe.load_lora_weights(path, adapter_name=f"lora{k}")
+                pipe.load_lora_weights(path, adapter_name=f"lora{k}",
+                                       **({} if trusted_loras else {"use_safetensors": True}))
             except (OSError, ValueError, KeyError) as err:
                 raise UsageError(f"cannot load LoRA {brief(path)}: {str(err).splitlines()[0]}") from None
             names.append(f"lora{k}")

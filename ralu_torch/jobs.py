@@ -5,10 +5,11 @@ file alone, so that a bad line, a name clash or an unwritable directory costs no
 
 - ``read_prompts``: a prompts file, one prompt per line, or JSON lines
   ``{"prompt": ..., "seed": ..., "size": "WIDTHxHEIGHT", "schedule": ..., "negative_prompt": ...}``.
-- ``plan_jobs``: one :class:`Job` per image. Image ``i`` (counting from 0 over the whole run,
-  ``--num-images`` per prompt, in file order) gets seed ``S + i`` for ``--seed S``; a line
-  with its own ``"seed": s`` gives its ``k``-th image seed ``s + k``. Image ``i`` is written
-  to ``DIR/{i:05d}.png``.
+- :class:`Plan`: the run's images, one :class:`Job` per image computed when asked for (a
+  run of 10^9 images costs no more to plan than one). Image ``i`` (counting from 0 over the
+  whole run, ``--num-images`` per prompt, in file order) gets seed ``S + i`` for ``--seed S``;
+  a line with its own ``"seed": s`` gives its ``k``-th image seed ``s + k``. Image ``i`` is
+  written to ``DIR/{i:05d}.png``. ``plan_jobs`` lists a small plan's jobs.
 - ``identity``: what an image's recipe must say for an existing file to count as this job
   done (rerunning a command skips it), and ``manifest`` upkeep (``manifest.jsonl``, one JSON
   line per image, merged from every process's part at the end of a run).
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -139,31 +141,84 @@ def parse_size(value, name: str = "--size") -> tuple[int, int]:
     raise UsageError(f"{name} must be \"WIDTHxHEIGHT\" (e.g. \"1024x768\") or [width, height], got {brief(value)}")
 
 
+@dataclass(frozen=True)
+class Plan:
+    """The images of a run (see the module docstring), a :class:`Job` computed per index:
+    ``len``, indexing and iteration cost nothing per image until an image is asked for. The
+    seed limit is checked at construction, in arithmetic over the prompts."""
+
+    entries: tuple
+    num_images: int
+    seed: int
+    height: int
+    width: int
+    negative_prompt: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "entries", tuple(self.entries))
+        first = self._first_seed_overflow()
+        if first is not None:
+            raise UsageError(f"image {first} would get seed {self._seed(first)}, beyond 2**63 - 1; use a smaller "
+                             "--seed")
+
+    def __len__(self) -> int:
+        return len(self.entries) * self.num_images
+
+    def _seed(self, i: int) -> int:
+        e = self.entries[i // self.num_images]
+        return (self.seed + i) if e.seed is None else (e.seed + i % self.num_images)
+
+    def _first_seed_overflow(self) -> int | None:
+        """The first image whose seed would pass 2**63 - 1, found per prompt, not per image."""
+        n, worst = self.num_images, None
+        for j, e in enumerate(self.entries):
+            lo, hi = j * n, (j + 1) * n
+            i = max(lo, SEED_LIMIT - self.seed) if e.seed is None else lo + max(0, SEED_LIMIT - e.seed)
+            if i < hi:
+                worst = i if worst is None else min(worst, i)
+        return worst
+
+    def __getitem__(self, i: int) -> Job:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        e = self.entries[i // self.num_images]
+        return Job(index=i, prompt=e.prompt, seed=self._seed(i), height=e.height or self.height,
+                   width=e.width or self.width, schedule=e.schedule,
+                   negative_prompt=e.negative_prompt or self.negative_prompt, file=IMAGE_NAME.format(index=i),
+                   line=e.line)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def index_of(self, name: str) -> int | None:
+        """The index of the image this plan writes under file name ``name``, or None."""
+        m = IMAGE_PATTERN.fullmatch(name)
+        if m is None:
+            return None
+        i = int(m.group(1))
+        return i if i < len(self) and IMAGE_NAME.format(index=i) == name else None
+
+
+IMAGE_PATTERN = re.compile(r"(\d{5,})\.png")
+
+
 def plan_jobs(entries: list[Entry], *, num_images: int, seed: int, height: int, width: int,
               negative_prompt: str | None = None) -> list[Job]:
-    """One job per image, numbered over the whole run; seeds as the module says."""
-    jobs = []
-    for e in entries:
-        for k in range(num_images):
-            i = len(jobs)
-            s = (seed + i) if e.seed is None else (e.seed + k)
-            if s >= SEED_LIMIT:
-                raise UsageError(f"image {i} would get seed {s}, beyond 2**63 - 1; use a smaller --seed")
-            jobs.append(Job(index=i, prompt=e.prompt, seed=s, height=e.height or height, width=e.width or width,
-                            schedule=e.schedule, negative_prompt=e.negative_prompt or negative_prompt,
-                            file=IMAGE_NAME.format(index=i), line=e.line))
-    return jobs
+    """Every job of a (small) plan, as a list; seeds as the module says."""
+    return list(Plan(entries, num_images, seed, height, width, negative_prompt))
 
 
-def batches(jobs: list[Job], size: int) -> list[list[Job]]:
-    """Consecutive jobs that share a :meth:`Job.batch_key`, at most ``size`` to a batch."""
-    out = []
+def batches(jobs, size: int):
+    """Consecutive jobs (any iterable, consumed lazily) that share a :meth:`Job.batch_key`, at
+    most ``size`` to a batch: yields lists."""
+    batch = []
     for job in jobs:
-        if out and len(out[-1]) < size and out[-1][-1].batch_key() == job.batch_key():
-            out[-1].append(job)
-        else:
-            out.append([job])
-    return out
+        if batch and (len(batch) >= size or batch[-1].batch_key() != job.batch_key()):
+            yield batch
+            batch = []
+        batch.append(job)
+    if batch:
+        yield batch
 
 
 #: The recipe fields that decide an image's pixels: an existing file whose recipe agrees on
@@ -201,11 +256,26 @@ def check_writable_dir(path: Path, flag: str = "--out-dir", create: bool = True)
 
 
 def append_line(path: Path, record: dict) -> None:
-    """One manifest line, on disk before the next image starts (an interrupted run keeps it)."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """One manifest line, on disk before the next image starts (an interrupted run keeps it). A
+    write that fails (a full disk) takes back what part of the line got out, so the next
+    run's lines do not join a torn one."""
+    data = (json.dumps(record, sort_keys=True) + "\n").encode("utf-8")
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        start = os.lseek(fd, 0, os.SEEK_END)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        except OSError:
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                pass
+            raise
+    finally:
+        os.close(fd)
 
 
 def read_lines(path: Path) -> list[dict]:
@@ -272,3 +342,91 @@ def lora_spec(text: str) -> tuple[str, float]:
             raise UsageError(f"--lora {brief(path)}: no such file or directory (give a .safetensors file, a folder "
                              "holding one, or a hub id owner/name, optionally :SCALE)")
     return path, scale
+
+
+#: The lock file a run holds in its output directory (removed when the run ends).
+LOCK = ".ralu-generate.lock"
+
+
+class DirectoryLock:
+    """One writer per output directory: an advisory lock (``flock``) on a file in it, held for the
+    run. The kernel releases it when the process ends, however it ends, so a crashed run's leftover
+    file locks nothing. The file names its holder (process id, host, start time) for the message
+    a second run gets; the run removes it when it ends."""
+
+    def __init__(self, directory: Path):
+        self.path = Path(directory) / LOCK
+        self.fd = None
+
+    def acquire(self) -> str | None:
+        """Take the lock; None on success, else a description of the process holding it."""
+        import socket
+        import time
+
+        try:
+            import fcntl
+        except ImportError:                    # no flock (Windows): an exclusive create, stale if its owner is gone
+            return self._acquire_by_create()
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
+                os.close(fd)
+                return holder
+            try:                               # the file we locked may have been removed by its last holder
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S')}"
+                     .encode())
+        os.fsync(fd)
+        self.fd = fd
+        return None
+
+    def holder(self) -> str | None:
+        """Who holds the lock now, without taking it or creating anything (a run checks this
+        before it loads a model); None when nobody does."""
+        try:
+            import fcntl
+        except ImportError:
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
+        else:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        finally:
+            os.close(fd)
+
+    def _acquire_by_create(self) -> str | None:
+        import socket
+
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return self.path.read_text(encoding="utf-8", errors="replace").strip() or "another process"
+        os.write(fd, f"process {os.getpid()} on {socket.gethostname()}".encode())
+        self.fd = fd
+        return None
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)
+        self.fd = None

@@ -105,3 +105,10 @@ def test_full_size_latency_model_is_flux_dev_architecture():
     assert abs(n / 1e9 - 11.90) < 0.01                      # FLUX.1-dev's 11.9B-parameter transformer
     assert pipe.transformer.dtype == torch.bfloat16 and pipe.vae.config.latent_channels == 16
     assert pipe.transformer.config.guidance_embeds
+
+
+def test_planning_bench(capsys):
+    """A billion images asked for: the first image comes in the memory one image takes (printed)."""
+    out = run_script("planning.py", ["--counts", "1", "1000000000"], capsys)
+    rows = [line for line in out.splitlines() if line.startswith("| 1 |") or line.startswith("| 1,000,000,000 |")]
+    assert len(rows) == 2 and rows[0].split("|")[3].strip() == "1.00x"

@@ -156,7 +156,7 @@ def test_from_regenerates_a_batched_image_bit_for_bit(model_dir, prompts, tmp_pa
     ('{"prompt": ""}\n', "\"prompt\" must be a non-empty string"),
     ('{"prompt": "x",\n', "prompts.txt:1: not valid JSON"),
     ('{"prompt": "x", "schedule": "flux-dev-9x"}\n', "prompts.txt:1: unknown preset 'flux-dev-9x'"),
-    ('{"prompt": "x", "size": "100x64"}\n', "multiples of 32 pixels for this schedule (image 0, line 1 of prompts.txt)"),
+    ('{"prompt": "x", "size": "100x64"}\n', "prompts.txt:1: height and width must be positive multiples of 32 pixels for this schedule"),
     ('{"prompt": "x", "schedule": "sd3-medium-7x"}\n', "preset 'sd3-medium-7x' was made for sd3-medium"),
 ])
 def test_prompts_file_faults_are_one_line_before_loading(model_dir, tmp_path, capsys, monkeypatch, text, msg):
@@ -408,14 +408,11 @@ def test_any_json_line_gives_an_entry_or_one_usage_error(tmp_path_factory, obj):
 def test_processes_that_disagree_on_the_work_are_refused(monkeypatch):
     import accelerate.utils
 
-    from ralu_torch.jobs import Job
-
-    jobs = [Job(index=i, prompt="a", seed=i, height=64, width=64) for i in range(3)]
     monkeypatch.setattr(accelerate.utils, "gather_object", lambda mine: mine * 2)
-    gen_module._check_agreement(jobs)                       # all agree: nothing raised
-    monkeypatch.setattr(accelerate.utils, "gather_object", lambda mine: mine + [(0, 1)])
-    with pytest.raises(UsageError, match=r"the processes disagree on the images still to make \(3, 2 per process\)"):
-        gen_module._check_agreement(jobs)
+    gen_module._check_agreement(3, {1})                     # all agree: nothing raised
+    monkeypatch.setattr(accelerate.utils, "gather_object", lambda mine: mine + [(2, "another digest")])
+    with pytest.raises(UsageError, match=r"the processes disagree on the images still to make \(2, 2 per process\)"):
+        gen_module._check_agreement(3, {1})
 
 
 def test_the_dtype_keyword_follows_the_installed_diffusers(monkeypatch):

@@ -172,14 +172,15 @@ def test_schedule_path_messages(dev, tmp_path):
         RALU(dev, str(tmp_path))
 
 
-def test_ralu_cli_without_traceback_or_warnings(tmp_path):
+def test_ralu_cli_without_traceback_or_warnings(tmp_path, model_dir):
     bad = [["demo", "--seeds", "2", "--size", "8", "--out", str(tmp_path / "d.png")]]
     r = subprocess.run([sys.executable, "-m", "ralu_torch", *bad[0]], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and (tmp_path / "d.png").exists()
     for argv, msg in [(bad[0], "exists; pass --overwrite"),
-                      (["generate", "--model", "x", "--prompt", "p", "--device", "bogus", "--out", str(tmp_path / "a.png")],
-                       "--device 'bogus' is not a torch device"),
-                      (["generate", "--model", "x", "--prompt", "p", "--device", "cuda", "--out", str(tmp_path / "a.png")],
+                      (["generate", "--model", str(model_dir), "--prompt", "p", "--device", "bogus", "--out",
+                        str(tmp_path / "a.png")], "--device 'bogus' is not a torch device"),
+                      (["generate", "--model", str(model_dir), "--prompt", "p", "--device", "cuda", "--out",
+                        str(tmp_path / "a.png")],
                        "this machine has no cuda device"),
                       (["generate", "--model", "x", "--prompt", "p", "--seed", str(2**70), "--out", str(tmp_path / "a.png")],
                        "--seed must lie in [0, 2**63)"),
