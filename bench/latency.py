@@ -6,8 +6,12 @@
     python bench/latency.py --family qwen-image            # another family's mid-size proxy (or --model tiny)
 
 ``--family`` (flux2, flux2-klein, qwen-image, z-image, chroma) times that family's pipeline
-against RALU with its presets on a mid-size random model of its architecture (the FLOP
-ratio is then the transformer's alone, the cost model's family spec for that model).
+against RALU with its presets on a mid-size random model of its architecture, or with
+``--model full`` on its published architecture (random weights, built on the device: FLUX.2
+[dev] needs about 64 GiB in bfloat16); the FLOP ratio is then the transformer's alone, the
+cost model's family spec for that model. ``--taylorseer`` adds one stacked configuration (the
+first preset with diffusers' TaylorSeer); ``--compile`` compiles the transformer's blocks
+first, so that every run, stock and RALU, uses them (warm-ups pay the compiling).
 
 For each image size and batch size, in one process on one device: FluxPipeline at
 ``--baseline-steps`` steps and at the steps with RALU's FLOPs, and RALU with the 7x and 4x
@@ -42,7 +46,7 @@ from ralu_schedule.cost import ModelSpec, TransformerSpec, VAEDecoderSpec, layou
 from ralu_schedule.models import MODEL_INFO
 from ralu_torch import RALU
 from ralu_torch.backends import backend_for
-from ralu_torch.testing import flux_pipeline, prompt_embeds, tiny_inputs, tiny_pipeline
+from ralu_torch.testing import FLUX_VAE, FULL_TRANSFORMERS, flux_pipeline, prompt_embeds, tiny_inputs, tiny_pipeline
 
 PROXY = dict(num_layers=2, num_single_layers=4, attention_head_dim=64, num_attention_heads=4,
              joint_attention_dim=512, pooled_projection_dim=768, axes_dims_rope=(8, 28, 28))
@@ -139,13 +143,27 @@ def family_spec(pipe, text_tokens: int) -> ModelSpec:
 
 
 def build_family(family: str, model: str, device: str, dtype):
-    """The family's tiny pipeline, its transformer replaced by a mid-size one (``--model proxy``)."""
+    """The family's tiny pipeline, its transformer replaced by a mid-size one (``--model proxy``)
+    or by the published full-size architecture with its VAE (``--model full``, random weights
+    built on the device in ``dtype``)."""
     tiny_model, config, _ = FAMILY_PROXIES[family]
     pipe = tiny_pipeline(tiny_model, device=device, dtype=dtype)
     if model == "tiny":
         return pipe, 8
     torch.manual_seed(0)
     cls = type(pipe.transformer)
+    if model == "full":
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)               # no float32 copy of a model of tens of GB
+        try:
+            with torch.device(device):
+                pipe.transformer = cls(**FULL_TRANSFORMERS[tiny_model])
+                vae_cls = type(pipe.vae)
+                pipe.vae = vae_cls(**FLUX_VAE) if vae_cls.__name__ == "AutoencoderKL" else vae_cls()
+        finally:
+            torch.set_default_dtype(previous)
+        pipe.register_modules(transformer=pipe.transformer, vae=pipe.vae)
+        return pipe, 512
     base = {k: v for k, v in pipe.transformer.config.items() if not k.startswith("_")}
     with torch.device(device):
         pipe.transformer = cls(**{**base, **config}).to(dtype)
@@ -179,8 +197,10 @@ def build(model: str, device: str, dtype):
     return pipe, 64
 
 
-def measure(call, repeats, timers, cuda):
-    call()                                                 # warm-up
+def measure(call, repeats, timers, cuda, warmup=None):
+    """Minimum and median wall time of ``call`` over ``repeats`` runs after one warm-up run
+    (``warmup``, default ``call`` itself: a stock run warms up with two steps of the same shapes)."""
+    (warmup or call)()
     times, parts = [], []
     for _ in range(repeats):
         timers.reset()
@@ -200,7 +220,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=("tiny", "proxy", "full"), default="proxy")
     ap.add_argument("--family", choices=("flux", *FAMILY_PROXIES), default="flux",
-                    help="the pipeline family to time (full-size models: FLUX.1 only)")
+                    help="the pipeline family to time (--model full: its published architecture, random weights)")
     ap.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     ap.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default=None,
                     help="default: bfloat16 on cuda, float32 on cpu")
@@ -214,6 +234,11 @@ def main(argv=None):
     ap.add_argument("--stacked", action="store_true",
                     help="add RALU + TaylorSeer (diffusers, lite mode, interval 3, warm-up 2), flux-dev-10x, and a "
                          "4-step baseline next to flux-schnell-16x")
+    ap.add_argument("--taylorseer", action="store_true",
+                    help="add one stacked configuration: the first preset with diffusers' TaylorSeer (as --stacked)")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the transformer's blocks first (regional, dynamic shapes): every run, the "
+                         "stock pipeline's and RALU's, then uses the compiled blocks; warm-ups pay the compiling")
     args = ap.parse_args(argv)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = torch.device(device).type == "cuda"
@@ -225,8 +250,6 @@ def main(argv=None):
     flux = args.family == "flux"
     if args.baseline_steps is None:
         args.baseline_steps = 50 if flux else MODEL_INFO[FAMILY_PROXIES[args.family][0]].default_steps
-    if not flux and args.model == "full":
-        ap.error(f"--model full is FLUX.1-dev's architecture; --family {args.family} takes --model proxy or tiny")
     if flux:
         pipe, text_tokens = build(args.model, device, dtype)
         spec = model_spec(pipe, text_tokens)
@@ -240,6 +263,8 @@ def main(argv=None):
         stock_name = type(pipe).__name__
         inputs = lambda batch: tiny_inputs(pipe, batch, text_tokens=text_tokens)  # noqa: E731
     pipe.set_progress_bar_config(disable=True)
+    if args.compile:
+        backend_for(pipe).compile({})
     backend_cls = type(backend_for(pipe))
     timers = Timers(cuda)
     timers.hook_module(pipe.transformer, "transformer")
@@ -253,7 +278,7 @@ def main(argv=None):
 
     device_name = torch.cuda.get_device_name() if cuda else "CPU"
     kind = "FLUX" if flux else stock_name
-    print(f"device: {device_name}; model: {args.model} {kind} ({sum(p.numel() for p in pipe.transformer.parameters()) / 1e6:.1f}M "
+    print(f"device: {device_name}{' (compiled blocks)' if args.compile else ''}; model: {args.model} {kind} ({sum(p.numel() for p in pipe.transformer.parameters()) / 1e6:.1f}M "
           f"transformer parameters), {str(dtype).replace('torch.', '')}, {text_tokens} text tokens"
           + ("" if flux else "; FLOP ratio: the transformer's") + "\n")
     print(f"| size | batch | run | min s | median s | speed-up | FLOP ratio | wall / FLOP | per-image gain vs batch {args.batches[0]} |")
@@ -277,6 +302,8 @@ def main(argv=None):
                          ("FluxPipeline 4 steps (schnell's budget)", 4, None),
                          ("RALU flux-schnell-16x", None, "flux-schnell-16x")]
                 runs += [(f"RALU {name} + TaylorSeer", None, (name, TAYLORSEER)) for name in presets]
+            elif args.taylorseer:
+                runs += [(f"RALU {presets[0]} + TaylorSeer", None, (presets[0], TAYLORSEER))]
             rows = {}
             for label, steps, name in runs:
                 if isinstance(name, tuple):              # stacked: RALU with a diffusers cache, counted
@@ -290,9 +317,12 @@ def main(argv=None):
                     pipe.transformer.disable_cache()
                     rows[label] = (best, median, flops.speedup, parts)
                     continue
+                warmup = None
                 if name is None:
                     call = lambda steps=steps: pipe(**emb, height=size, width=size, num_inference_steps=steps,  # noqa: E731
                                                     generator=gens(), output_type="latent")
+                    warmup = lambda: pipe(**emb, height=size, width=size, num_inference_steps=2,  # noqa: E731
+                                          generator=gens(), output_type="latent")
                     flops = layout_cost(Layout(steps=(steps,), ends=(1.0,)), spec, (size, size),
                                         baseline_steps=args.baseline_steps)
                 else:
@@ -302,7 +332,7 @@ def main(argv=None):
                                                   output_type="latent")
                     flops = ralu_cost.get(name) or layout_cost(preset(name).layout, spec, (size, size),
                                                                baseline_steps=args.baseline_steps)
-                best, median, parts = measure(call, args.repeats, timers, cuda)
+                best, median, parts = measure(call, args.repeats, timers, cuda, warmup)
                 rows[label] = (best, median, flops.speedup, parts)
             base = rows[runs[0][0]][0]
             if not flux:                                     # the transformer's FLOP ratio

@@ -24,6 +24,26 @@ FLUX_VAE = dict(in_channels=3, out_channels=3, latent_channels=16, block_out_cha
 #: A VAE with FLUX's latent layout and a few channels: for tests, analyses and the CPU proxy.
 TINY_VAE = {**FLUX_VAE, "block_out_channels": (8, 8, 8, 8), "layers_per_block": 1, "norm_num_groups": 4}
 
+#: The published transformer configurations of the newer families (diffusers' argument names;
+#: FLUX.2 [dev]'s is its class's default), for full-size models on the meta device (FLOP
+#: counts) or, on a GPU, with random weights (bench/latency.py --model full).
+FULL_TRANSFORMERS = {
+    "flux2-dev": {},
+    "flux2-klein-4b": dict(num_layers=5, num_single_layers=20, num_attention_heads=24, attention_head_dim=128,
+                           joint_attention_dim=7680, guidance_embeds=False),
+    "flux2-klein-9b": dict(num_layers=8, num_single_layers=24, num_attention_heads=32, attention_head_dim=128,
+                           joint_attention_dim=12288, guidance_embeds=False),
+    "qwen-image": dict(patch_size=2, in_channels=64, out_channels=16, num_layers=60, attention_head_dim=128,
+                       num_attention_heads=24, joint_attention_dim=3584, guidance_embeds=False,
+                       axes_dims_rope=(16, 56, 56)),
+    "z-image": dict(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=3840, n_layers=30,
+                    n_refiner_layers=2, n_heads=30, n_kv_heads=30, cap_feat_dim=2560, axes_dims=[32, 48, 48],
+                    axes_lens=[1536, 512, 512], rope_theta=256.0, qk_norm=True),
+    "chroma": dict(num_layers=19, num_single_layers=38, num_attention_heads=24, attention_head_dim=128,
+                   joint_attention_dim=4096, in_channels=64, axes_dims_rope=(16, 56, 56),
+                   approximator_num_channels=64, approximator_hidden_dim=5120, approximator_layers=5),
+}
+
 TINY_TEXT_DIM = TINY_POOLED_DIM = 32
 
 

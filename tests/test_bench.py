@@ -1,5 +1,6 @@
 """The benchmark scripts run (small sizes); their numbers are printed, not asserted."""
 
+import re
 import runpy
 import sys
 from pathlib import Path
@@ -112,3 +113,25 @@ def test_planning_bench(capsys):
     out = run_script("planning.py", ["--counts", "1", "1000000000"], capsys)
     rows = [line for line in out.splitlines() if line.startswith("| 1 |") or line.startswith("| 1,000,000,000 |")]
     assert len(rows) == 2 and rows[0].split("|")[3].strip() == "1.00x"
+
+
+def test_gpu_check_writes_its_report_and_says_what_it_skipped(tmp_path, monkeypatch, capsys):
+    """bench/gpu_check.py's report on this machine, with its sections cut to a tiny latency run
+    (the full CPU run takes about a minute and a half: `python bench/gpu_check.py --report r.md`)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", BENCH / "gpu_check.py")
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    tiny = [sys.executable, "bench/latency.py", "--model", "tiny", "--sizes", "128", "--batches", "1", "--repeats", "1"]
+    monkeypatch.setattr(gpu_check, "sections", lambda cuda, memory: [
+        ("FLUX latency (tiny)", tiny, 120, None), ("FLUX.1-dev at full size", None, 0, "needs a GPU")])
+    report = tmp_path / "r.md"
+    assert gpu_check.main(["--report", str(report)]) == 0
+    text = report.read_text()
+    assert "- card: none (no CUDA device)" in text and "- FLUX.1-dev at full size: needs a GPU" in text
+    assert re.search(r"- RALU flux-dev-7x at 128x128, batch 1: [\d.]+x wall speed-up over the 50-step baseline, "
+                     r"FLOP ratio [\d.]+x", text)
+    assert "| 128 | 1 | FluxPipeline 50 steps |" in text
+    assert gpu_check.main(["--report", str(report), "--budget", "1"]) == 0        # no time: nothing runs, said so
+    assert "- FLUX latency (tiny): the time budget ran out (1 s" in report.read_text()
