@@ -98,13 +98,20 @@ def test_cycle_finder_finds_a_planted_cycle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
+def _top_level_imports(f) -> set:
+    tree = ast.parse(f.read_text())
+    names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
+    return {m.split(".")[0] for m in names}
+
+
 def test_layering_points_one_way():
-    """The core never imports the adapter or torch; the adapter never imports bench."""
+    """The core never imports the adapter or torch; the adapter never imports bench or the
+    ComfyUI nodes (which sit on top of both)."""
     for f in (ROOT / "ralu_schedule").rglob("*.py"):
-        tree = ast.parse(f.read_text())
-        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-        names |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
-        assert not {m.split(".")[0] for m in names} & {"torch", "ralu_torch", "diffusers", "bench"}, f
+        assert not _top_level_imports(f) & {"torch", "ralu_torch", "diffusers", "bench", "comfyui_ralu"}, f
+    for f in (ROOT / "ralu_torch").rglob("*.py"):
+        assert not _top_level_imports(f) & {"bench", "comfyui_ralu", "comfy"}, f
 
 
 def test_backends_conform_to_the_contract():
@@ -116,7 +123,9 @@ def test_backends_conform_to_the_contract():
     from ralu_torch.backends import backend_for
     from ralu_torch.backends.gaussian import GaussianBackend, GaussianField
 
-    for pipe in (tiny_flux(), sd3_pipeline()):
+    from ralu_torch.testing import wan_pipeline
+
+    for pipe in (tiny_flux(), sd3_pipeline(), wan_pipeline(experts=2)):
         be = backend_for(pipe)
         assert isinstance(be, PipelineBackend) and isinstance(be, SamplerBackend), type(be).__name__
     gauss = GaussianBackend(GaussianField(height=16, width=16))
