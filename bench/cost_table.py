@@ -34,7 +34,7 @@ def family_table(resolutions=((1024, 1024), (2048, 2048))):
     rows = ["| preset | model | resolution | stage tokens | TFLOPs (paper) | stock run | stock TFLOPs "
             "| speed-up (paper) | speed-up (full) |", "|---|---|---|---|---|---|---|---|---|"]
     for name, p in PRESETS.items():
-        if p.model in FLUX1_SD3:
+        if p.model in FLUX1_SD3 or p.frames > 1:     # video presets: bench/video_cost.py
             continue
         n = MODEL_INFO[p.model].default_steps
         for res in resolutions:

@@ -147,17 +147,18 @@ def _cmd_cost(args):
         if args.steps is not None or args.ends is not None:
             raise UsageError("give a preset or --steps/--ends, not both")
         pre = get_preset(args.preset)
-        layout, model, res = pre.layout, args.model or pre.model, args.resolution or pre.resolution
+        layout, model = pre.layout, args.model or pre.model
+        res = args.resolution or (pre.resolution if model == pre.model else None)   # None: the model's default
     else:
         if args.steps is None or args.ends is None:
             raise UsageError("name a preset, or a layout with --steps and --ends")
-        layout, model, res = _layout_from(args), args.model or "flux-dev", args.resolution or "1024x1024"
+        layout, model, res = _layout_from(args), args.model or "flux-dev", args.resolution   # None: the model's default
     steps = args.baseline_steps
     if steps is None:
         steps = MODEL_INFO[model].default_steps if model in MODEL_INFO else 50
     c = layout_cost(layout, model, res, convention=args.convention, baseline_steps=steps,
                     solver=args.solver, cache=None if args.cache is None else parse_cache(args.cache),
-                    text_tokens=args.text_tokens)
+                    text_tokens=args.text_tokens, frames=args.frames)
     print(json.dumps(c.to_dict(), indent=2) if args.json else format_cost(c))
 
 
@@ -197,7 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("preset", nargs="?", help="a preset name (or give --steps and --ends)")
     _add_layout_args(p, required=False)
     p.add_argument("--model", default=None, help=f"one of {', '.join(MODELS)} (default: the preset's, else flux-dev)")
-    p.add_argument("--resolution", default=None, help="HEIGHTxWIDTH (default: the preset's, else 1024x1024)")
+    p.add_argument("--resolution", default=None,
+                   help="HEIGHTxWIDTH (default: the preset's, else the model's default size)")
+    p.add_argument("--frames", type=int, default=None,
+                   help="video models: the clip's frames, 4k + 1 (default: the model's, e.g. 81)")
     p.add_argument("--convention", choices=CONVENTIONS, default="paper")
     p.add_argument("--baseline-steps", type=int, default=None,
                    help="steps of the full-resolution baseline (default: the model's stock run, e.g. 50 for "

@@ -1,5 +1,6 @@
 """Analytic cost model: FLOPs of the transformer, text encoders and VAE decoder of FLUX.1,
-SD3, FLUX.2, Qwen-Image, Z-Image and Chroma, and the cost and predicted speed-up of any layout.
+SD3, FLUX.2, Qwen-Image, Z-Image, Chroma and the Wan 2.1 / 2.2 text-to-video models, and the
+cost and predicted speed-up of any layout (for a video model, of a whole clip).
 
 Two conventions, always labelled:
 
@@ -252,6 +253,56 @@ class ChromaSpec(DiTSpec):
         return f + _lin(M, d, self.token_features)   # proj_out (norm_out has no layer of its own)
 
 
+@dataclass(frozen=True, kw_only=True)
+class WanSpec(DiTSpec):
+    """Wan 2.1 / 2.2 (``WanTransformer3DModel``) on one video: ``image_tokens`` are all the
+    clip's tokens (latent frames x rows x columns, patch (1, 2, 2)), ``text_tokens`` the UMT5
+    sequence (512: the pipeline pads the prompt to ``max_sequence_length``).
+
+    The patch embedding (a Conv3d, one linear map of ``in_channels x 2 x 2`` features per
+    token); the condition embedder: the timestep MLP ``freq_dim -> d -> d`` and its
+    projection to ``6 d`` (once per call, or once per token with ``expand_timesteps``, as
+    Wan 2.2 TI2V-5B's pipeline runs it), and the text embedder ``text_dim -> d -> d`` on every
+    text token; per block self-attention over all image tokens (QKV, output, and the
+    products, quadratic in the clip's tokens), cross-attention (query and output on the image
+    tokens, key and value on the text tokens, products image x text) and a GELU feed-forward
+    ``d -> ffn -> d``; the output projection. Norms, modulation tables and rotary are
+    elementwise (not counted)."""
+
+    family: ClassVar[str] = "wan"
+    layers: int
+    ffn: int
+    in_channels: int = 16
+    out_channels: int | None = None   # default: in_channels
+    text_dim: int = 4096              # UMT5-XXL's width
+    freq_dim: int = 256
+    expand_timesteps: bool = False    # Wan 2.2 TI2V-5B: a timestep per token
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("layers", "ffn", "in_channels", "text_dim", "freq_dim"):
+            check_positive_int(name, getattr(self, name))
+        if self.out_channels is not None:
+            check_positive_int("out_channels", self.out_channels)
+
+    @property
+    def token_features(self) -> int:
+        """Input features per token: latent channels x the (1, 2, 2) patch."""
+        return 4 * self.in_channels
+
+    def forward(self, image_tokens: int, text_tokens: int) -> Flops:
+        M, T, d = image_tokens, text_tokens, self.width
+        out = 4 * (self.out_channels or self.in_channels)
+        rows = M if self.expand_timesteps else 1          # inputs of the timestep path
+        f = _lin(M, self.token_features, d)                # patch embedding
+        f += _lin(rows, self.freq_dim, d) + _lin(rows, d, d) + _lin(rows, d, 6 * d)   # time MLP, time_proj
+        f += _lin(T, self.text_dim, d) + _lin(T, d, d)     # text embedder
+        self_attn = _qkvo(M, d) + _attn(M, M, d)
+        cross_attn = _lin(M, d, d) + _lin(T, d, 2 * d) + _lin(M, d, d) + _attn(M, T, d)
+        f += self.layers * (self_attn + cross_attn + _ffn(M, d, self.ffn))
+        return f + _lin(M, d, out)                         # proj_out
+
+
 # -- text encoders and VAE ---------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class EncoderSpec:
@@ -333,8 +384,14 @@ class VAEDecoderSpec:
     def downsampling(self) -> int:
         return 2 ** (len(self.channels) - 1)
 
-    def decode(self, height: int, width: int) -> Flops:
+    #: Video frames per latent frame: an image VAE has no time axis.
+    temporal: ClassVar[int] = 1
+
+    def decode(self, height: int, width: int, latent_frames: int = 1) -> Flops:
         """FLOPs of decoding one latent to a ``height x width`` image."""
+        if latent_frames != 1:
+            raise ValueError(f"an image VAE (AutoencoderKL) decodes one frame: latent_frames must be 1, "
+                             f"got {latent_frames!r}")
         h, w = height // self.downsampling, width // self.downsampling
         conv = lambda cin, cout, k, hh, ww: _conv(cin, cout, k * k, hh, ww)  # noqa: E731
 
@@ -360,43 +417,79 @@ class VAEDecoderSpec:
 
 @dataclass(frozen=True, kw_only=True)
 class CausalVAEDecoderSpec:
-    """diffusers' ``AutoencoderKLQwenImage`` decoder (causal 3-D convolutions) decoding one
-    frame, as the Qwen-Image pipeline does. Each 3x3x3 causal convolution sees the frame and
-    two frames of zero padding, and the FLOP counter counts all 27 taps; the temporal
-    upsampling convolutions do not run on a first frame, so ``temperal_downsample`` changes
-    nothing here, and the decoder has no attention but its middle block's (``attn_scales``
-    only acts in the encoder)."""
+    """diffusers' ``AutoencoderKLWan`` decoder (causal 3-D convolutions), which is also
+    ``AutoencoderKLQwenImage``'s: Wan 2.1's VAE (the defaults) and Wan 2.2's (``residual``,
+    ``patch_size=2``); Qwen-Image decodes one latent frame with Wan 2.1's.
+
+    ``base_dim`` is the decoder's base width (``decoder_base_dim`` where the config gives
+    one); ``temporal_upsample`` is in decoder order (the config's ``temperal_downsample``
+    reversed). The decoder runs latent frame by latent frame with a cache of the previous
+    frames' features: every causal 3x3x3 convolution computes all 27 taps on each of its
+    output frames (the cache or zero padding supplies the two frames before), so the FLOP
+    counter counts them all. On the first latent frame the temporal upsampling convolutions
+    do not run and it yields one video frame; each later latent frame doubles its frames at
+    each temporal upsampling (two in Wan's VAEs), giving ``temporal`` (4) video frames. The
+    only attention is the middle block's, over one frame's latent pixels. Wan 2.1's
+    upsampling convolutions halve the channels (the next block starts at half width); Wan
+    2.2's keep them, its up blocks add a parameter-free shortcut, and its decoder ends in
+    ``3 x 2 x 2`` channels that are unpatchified to the pixels (16x spatial compression)."""
 
     base_dim: int = 96
     z_dim: int = 16
     dim_mult: tuple = (1, 2, 4, 4)
     num_res_blocks: int = 2
+    temporal_upsample: tuple = (True, True, False)
     out_channels: int = 3
+    residual: bool = False
+    patch_size: int = 1
 
     @property
     def downsampling(self) -> int:
-        return 2 ** (len(self.dim_mult) - 1)
+        """Image pixels per latent pixel (8 for Wan 2.1's VAE, 16 for Wan 2.2's)."""
+        return 2 ** (len(self.dim_mult) - 1) * self.patch_size
 
-    def decode(self, height: int, width: int) -> Flops:
-        """FLOPs of decoding one latent frame to a ``height x width`` image."""
+    @property
+    def temporal(self) -> int:
+        """Video frames per latent frame after the first (4 for Wan's VAEs)."""
+        return 2 ** sum(bool(t) for t in self.temporal_upsample[:len(self.dim_mult) - 1])
+
+    def frames(self, latent_frames: int) -> int:
+        """Video frames decoded from ``latent_frames`` latent frames: ``1 + temporal (n - 1)``."""
+        return 1 + self.temporal * (check_positive_int("latent frames", latent_frames) - 1)
+
+    def decode(self, height: int, width: int, latent_frames: int = 1) -> Flops:
+        """FLOPs of decoding ``latent_frames`` latent frames to a ``height x width`` video
+        (one image for one latent frame)."""
+        n = check_positive_int("latent frames", latent_frames)
         h, w = height // self.downsampling, width // self.downsampling
+        f = n * _conv(self.z_dim, self.z_dim, 1, h, w)   # post_quant_conv, on the whole latent
+        f += self._chunk(h, w, first=True)
+        return f + (n - 1) * self._chunk(h, w, first=False) if n > 1 else f
 
-        def resnet(cin, cout, hh, ww):
-            f = _conv(cin, cout, 27, hh, ww) + _conv(cout, cout, 27, hh, ww)
-            return f + _conv(cin, cout, 1, hh, ww) if cin != cout else f
+    def _chunk(self, h: int, w: int, first: bool) -> Flops:
+        """One latent frame through the decoder; ``first``: the first one (no temporal upsampling)."""
+        t = 1   # frames at the current stage of the decoder
+
+        def resnet(cin, cout):
+            f = t * (_conv(cin, cout, 27, h, w) + _conv(cout, cout, 27, h, w))
+            return f + t * _conv(cin, cout, 1, h, w) if cin != cout else f
 
         dims = [self.base_dim * k for k in (self.dim_mult[-1], *reversed(self.dim_mult))]
         top = dims[0]
-        f = _conv(self.z_dim, self.z_dim, 1, h, w) + _conv(self.z_dim, top, 27, h, w)   # post_quant_conv, conv_in
-        f += 2 * resnet(top, top, h, w) + _lin(h * w, top, 4 * top) + _attn(h * w, h * w, top)   # middle block
+        f = _conv(self.z_dim, top, 27, h, w)                                     # conv_in
+        f += 2 * resnet(top, top) + _lin(h * w, top, 4 * top) + _attn(h * w, h * w, top)   # middle block
         for i, (cin, cout) in enumerate(zip(dims[:-1], dims[1:])):
-            cin = cin // 2 if i else cin          # the previous block's upsampling halved the channels
+            if i and not self.residual:
+                cin //= 2                     # Wan 2.1: the previous upsampling halved the channels
             for j in range(self.num_res_blocks + 1):
-                f += resnet(cin if j == 0 else cout, cout, h, w)
-            if i < len(dims) - 2:                 # upsample 2x, then a 2-D 3x3 convolution to half the channels
+                f += resnet(cin if j == 0 else cout, cout)
+            if i < len(dims) - 2:             # upsample: in time (not on the first frame), then 2x in space
+                if self.temporal_upsample[i] and not first:
+                    f += t * _conv(cout, 2 * cout, 3, h, w)   # time_conv, a (3, 1, 1) causal convolution
+                    t *= 2
                 h, w = 2 * h, 2 * w
-                f += _conv(cout, cout // 2, 9, h, w)
-        return f + _conv(dims[-1], self.out_channels, 27, h, w)
+                f += t * _conv(cout, cout if self.residual else cout // 2, 9, h, w)
+        return f + t * _conv(dims[-1], self.out_channels, 27, h, w)             # conv_out
 
 
 T5_XXL = EncoderSpec(kind="t5", layers=24, width=4096, ffn=10240, inner=4096, tokens=512)
@@ -420,12 +513,19 @@ QWEN3_4B_ZIMAGE = replace(QWEN3_4B, logits=0, padded_to=512)
 QWEN2_5_VL_7B = LLMEncoderSpec(layers=28, width=3584, ffn=18944, heads=28, kv_heads=4, head_dim=128,
                                logits=152064, prefix_tokens=34)
 VAE_32 = VAEDecoderSpec(latent_channels=32, post_quant_conv=True)   # FLUX.2's AutoencoderKLFlux2
-QWEN_IMAGE_VAE = CausalVAEDecoderSpec()
+QWEN_IMAGE_VAE = CausalVAEDecoderSpec()   # Wan 2.1's VAE, one frame
+# Wan: UMT5-XXL (google/umt5-xxl's encoder: T5-XXL's sizes, relative position biases per layer,
+# which are lookups), run on the prompt padded to max_sequence_length 512.
+UMT5_XXL = EncoderSpec(kind="t5", layers=24, width=4096, ffn=10240, inner=4096, tokens=512)
+WAN21_VAE = CausalVAEDecoderSpec()        # AutoencoderKLWan's defaults: z 16, 8x spatial, 4x temporal
+# Wan 2.2's VAE (Wan2.2-TI2V-5B-Diffusers vae/config.json: base_dim 160, decoder_base_dim 256, z_dim 48,
+# is_residual, patch_size 2, out_channels 12, 16x spatial, 4x temporal).
+WAN22_VAE = CausalVAEDecoderSpec(base_dim=256, z_dim=48, out_channels=12, residual=True, patch_size=2)
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
-    """A whole text-to-image model as the cost model sees it.
+    """A whole text-to-image or text-to-video model as the cost model sees it.
 
     ``text_tokens``: the transformer's text sequence (SD3: 77 CLIP + T5; the others: the
     prompt sequence). ``t5_tokens``: the prompt sequence, what ``layout_cost(text_tokens=)``
@@ -433,6 +533,12 @@ class ModelSpec:
     language model's tokens as the transformer sees them). Each encoder derives its own
     sequence from it (``encoder.sequence``). ``cfg_batches``: forwards per step (2 with
     classifier-free guidance, which also encodes the negative prompt, priced at the prompt's length).
+
+    A video model has ``temporal > 1``: its VAE keeps the first frame and compresses each
+    ``temporal`` frames after it into one latent frame, so a clip has ``4k + 1`` frames
+    (``temporal`` 4) and ``(frames - 1) // temporal + 1`` latent frames. ``default_frames``:
+    the stock run's frame count (1 for an image model); ``default_resolution``: the
+    ``(height, width)`` that ``layout_cost`` prices when given none.
     """
 
     name: str
@@ -442,8 +548,43 @@ class ModelSpec:
     text_tokens: int
     t5_tokens: int
     cfg_batches: int = 1
+    temporal: int = 1
+    default_frames: int = 1
+    default_resolution: tuple = (1024, 1024)
     diffusers_id: str = ""
     notes: str = field(default="", compare=False)
+
+    def __post_init__(self):
+        check_positive_int("temporal", self.temporal)
+        check_positive_int("default frames", self.default_frames)
+        if self.is_video:
+            if getattr(self.vae, "temporal", 1) != self.temporal:
+                raise ValueError(f"{self.name}: temporal {self.temporal} must be its VAE's temporal compression "
+                                 f"({getattr(self.vae, 'temporal', 1)})")
+            self.latent_frames(self.default_frames)
+        elif self.default_frames != 1:
+            raise ValueError(f"{self.name}: an image model (temporal 1) has default_frames 1, "
+                             f"got {self.default_frames}")
+
+    @property
+    def is_video(self) -> bool:
+        return self.temporal > 1
+
+    def latent_frames(self, frames: int | None = None) -> int:
+        """Latent frames of a clip of ``frames`` video frames (default: ``default_frames``);
+        1 for an image model, which takes ``frames`` None or 1 only."""
+        if not self.is_video:
+            if frames is None or (not isinstance(frames, bool) and frames == 1):
+                return 1
+            raise ValueError(f"{self.name} is an image model: frames must be None or 1, got {frames!r}")
+        n = self.default_frames if frames is None else check_positive_int("frames", frames)
+        t = self.temporal
+        if (n - 1) % t:
+            lower = (n - 1) // t * t + 1
+            raise ValueError(f"frames must be {t}k + 1 for {self.name} (its VAE keeps the first frame and packs "
+                             f"each {t} after it into one latent frame), got {n}; the nearest allowed are "
+                             f"{lower} and {lower + t}")
+        return (n - 1) // t + 1
 
     def text_encoding(self) -> Flops:
         f = Flops()
@@ -456,9 +597,13 @@ class ModelSpec:
         return self.cfg_batches * self.transformer.forward(image_tokens, self.text_tokens)
 
     def token_grid(self, height: int, width: int, multiple: int = 1) -> tuple:
-        """Full-resolution token grid of an image (:func:`ralu_schedule.grid.token_grid`)."""
+        """Full-resolution token grid of an image or of one frame (:func:`ralu_schedule.grid.token_grid`)."""
         return token_grid(height, width, pixels_per_token=self.transformer.pixels_per_token,
                           downsampling=multiple, what=f"{self.name} with this layout")
+
+    def decode(self, height: int, width: int, latent_frames: int = 1) -> Flops:
+        """The VAE decode of an image, or of a clip of ``latent_frames`` latent frames."""
+        return self.vae.decode(height, width, latent_frames) if self.is_video else self.vae.decode(height, width)
 
 
 _FLUX = dict(family="flux", double=19, single=38, heads=24, head_dim=128, pooled_dim=768)
@@ -478,6 +623,18 @@ _FLUX2_KLEIN_4B = Flux2Spec(double=5, single=20, heads=24, head_dim=128, context
 # joint_attention_dim 12288, guidance_embeds false); the Hub file itself was not read.
 _FLUX2_KLEIN_9B = Flux2Spec(double=8, single=24, heads=32, head_dim=128, context_dim=12288, guidance_embeds=False)
 _Z_IMAGE = ZImageSpec(layers=30, refiner_layers=2, heads=30, head_dim=128)
+
+# Wan (diffusers' scripts/convert_wan_to_diffusers.py configs: patch (1, 2, 2), head_dim 128,
+# text_dim 4096, freq_dim 256; cross-checked against the reference wan/configs/*.py).
+_WAN_1_3B = WanSpec(layers=30, heads=12, head_dim=128, ffn=8960)
+_WAN_14B = WanSpec(layers=40, heads=40, head_dim=128, ffn=13824)
+_WAN_5B = WanSpec(layers=30, heads=24, head_dim=128, ffn=14336, in_channels=48, expand_timesteps=True,
+                  pixels_per_token=WAN22_VAE.downsampling * 2)
+_WAN = dict(encoders=(UMT5_XXL,), vae=WAN21_VAE, text_tokens=512, t5_tokens=512, cfg_batches=2,
+            temporal=4, default_frames=81)
+_WAN_NOTE = ("WanPipeline: CFG (guidance_scale > 1: a second transformer call per step, the negative prompt "
+             "also encoded); UMT5-XXL prompt padded to 512, all of which the transformer sees")
+_WAN_81 = "81 frames at 16 fps (WanPipeline's num_frames; the reference configs' frame_num and sample_fps)"
 _PADDED_512 = "prompt padded to max_sequence_length 512, all of which the transformer sees"
 _NOMINAL = f"nominal {_PROMPT}-token prompt (the pipeline does not pad it; text_tokens= prices another)"
 
@@ -531,6 +688,22 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
               encoders=(T5_XXL,), text_tokens=512, t5_tokens=512, cfg_batches=2,
               diffusers_id="lodestones/Chroma1-HD",
               notes="CFG with the negative prompt; T5 prompt padded to 512 (masked, but computed on)"),
+    ModelSpec(name="wan2.1-t2v-1.3b", transformer=_WAN_1_3B, **_WAN, default_resolution=(480, 832),
+              diffusers_id="Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+              notes=f"{_WAN_NOTE}; {_WAN_81}; 480x832 (WanPipeline's default size, the size this model is made for)"),
+    ModelSpec(name="wan2.1-t2v-14b", transformer=_WAN_14B, **_WAN, default_resolution=(480, 832),
+              diffusers_id="Wan-AI/Wan2.1-T2V-14B-Diffusers",
+              notes=f"{_WAN_NOTE}; {_WAN_81}; 480x832 by default (WanPipeline's; the model also makes 720p)"),
+    ModelSpec(name="wan2.2-t2v-a14b", transformer=_WAN_14B, **_WAN, default_resolution=(480, 832),
+              diffusers_id="Wan-AI/Wan2.2-T2V-A14B-Diffusers",
+              notes=f"two experts of the 14B architecture (transformer for high noise, transformer_2 for low, "
+                    f"switched at boundary_ratio 0.875; guidance 4.0 high-noise, 3.0 low-noise): one runs per "
+                    f"call, so a call costs the 14B's; {_WAN_NOTE}; {_WAN_81}"),
+    ModelSpec(name="wan2.2-ti2v-5b", transformer=_WAN_5B, **{**_WAN, "vae": WAN22_VAE, "default_frames": 121},
+              default_resolution=(704, 1280), diffusers_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+              notes=f"Wan 2.2 VAE (z 48, 16x spatial: 32 pixels per token), a timestep per token "
+                    f"(expand_timesteps); 121 frames at 24 fps and 704x1280 (the reference TI2V-5B config's frame_num "
+                    f"and sample_fps, its 720p size); {_WAN_NOTE}"),
 ]}
 
 
@@ -549,15 +722,23 @@ def get_model(name) -> ModelSpec:
 class StageCost:
     tokens: int
     steps: int
-    tflops: float   # the transformer's alone
+    tflops: float   # the transformer's alone, in the layout's convention
     evaluations: int = 0   # transformer calls: ``steps`` for Euler, ``2 steps - 1`` for Heun
     full_calls: int | None = None   # with a cache: calls that run the whole model (else all of them)
+    linear_tflops: float = 0.0      # the same calls' weight layers (either convention)
+    attention_tflops: float = 0.0   # the same calls' attention products (counted in "full" only)
 
     def __post_init__(self):
         if not self.evaluations:
             object.__setattr__(self, "evaluations", self.steps)
         if self.full_calls is None:
             object.__setattr__(self, "full_calls", self.evaluations)
+
+    @property
+    def attention_share(self) -> float:
+        """Attention products' share of this stage's transformer FLOPs (``full`` convention)."""
+        total = self.linear_tflops + self.attention_tflops
+        return self.attention_tflops / total if total else 0.0
 
 
 @dataclass(frozen=True)
@@ -574,6 +755,9 @@ class LayoutCost:
     solver: str = "euler"
     cache: object = None
     text_tokens: int | None = None
+    frames: int = 1                # video frames (1 for an image)
+    latent_frames: int = 1
+    baseline_stage: StageCost | None = None   # the baseline's transformer: baseline_steps full-resolution calls
 
     @property
     def transformer_tflops(self) -> float:
@@ -588,29 +772,56 @@ class LayoutCost:
     def speedup(self) -> float:
         return self.baseline_tflops / self.tflops
 
+    @property
+    def attention_share(self) -> float:
+        """Attention products' share of the layout's transformer FLOPs, all stages (``full`` convention)."""
+        att = sum(s.attention_tflops for s in self.stages)
+        total = att + sum(s.linear_tflops for s in self.stages)
+        return att / total if total else 0.0
+
+    @property
+    def baseline_attention_share(self) -> float:
+        """The same share for the baseline's transformer calls."""
+        return self.baseline_stage.attention_share if self.baseline_stage is not None else 0.0
+
     def to_dict(self) -> dict:
         return {"model": self.model, "resolution": list(self.resolution), "convention": self.convention,
+                "frames": self.frames, "latent_frames": self.latent_frames,
                 "tflops": self.tflops, "baseline_tflops": self.baseline_tflops,
                 "baseline_steps": self.baseline_steps, "speedup": self.speedup, "solver": self.solver,
                 "transformer_tflops": self.transformer_tflops,
+                "attention_share": self.attention_share, "baseline_attention_share": self.baseline_attention_share,
                 "stages": [{"tokens": s.tokens, "steps": s.steps, "evaluations": s.evaluations,
-                            "full_calls": s.full_calls, "tflops": s.tflops} for s in self.stages],
+                            "full_calls": s.full_calls, "tflops": s.tflops, "linear_tflops": s.linear_tflops,
+                            "attention_tflops": s.attention_tflops, "attention_share": s.attention_share}
+                           for s in self.stages],
                 "cache": None if self.cache is None else {"name": type(self.cache).__name__, **vars(self.cache)},
                 "text_tokens": self.text_tokens,
                 "text_encoding_tflops": self.text_encoding_tflops,
                 "edge_decode_tflops": list(self.edge_decode_tflops), "decode_tflops": self.decode_tflops}
 
 
-def layout_cost(layout: Layout, model: "str | ModelSpec" = "flux-dev", resolution=(1024, 1024), *,
+def layout_cost(layout: Layout, model: "str | ModelSpec" = "flux-dev", resolution=None, *,
                 convention: str = "paper", baseline_steps: int = 50, solver: str = "euler", cache=None,
-                text_tokens: int | None = None) -> LayoutCost:
-    """Cost of sampling one image with ``layout`` against a ``baseline_steps``-step baseline.
+                text_tokens: int | None = None, frames: int | None = None) -> LayoutCost:
+    """Cost of sampling one image (or one video clip) with ``layout`` against a
+    ``baseline_steps``-step baseline.
 
     Counted: each stage's transformer forwards at its token count (low-res tokens kept plus
     ``f^2`` children per upsampled one), an edge-detection VAE decode at each transition
     that upsamples only part of the blocks (at the resolution of the level it selects
     from), text encoding once, the final decode. The baseline is a one-stage layout of
     ``baseline_steps`` steps at full resolution, counted the same way.
+
+    ``resolution``: ``(height, width)`` or ``"HEIGHTxWIDTH"``; default the model's
+    ``default_resolution`` (1024x1024 for the image models).
+
+    ``frames`` (video models): the clip's video frames, ``temporal k + 1`` (Wan: ``4k + 1``;
+    default the model's ``default_frames``). The clip has ``(frames - 1) // temporal + 1``
+    latent frames; the sampler stacks them along the row axis, so each stage's tokens are
+    ``layout.stage_tokens(latent_frames x rows, cols)`` (the top fraction is chosen over the
+    whole clip), and the edge decodes, the final decode and the baseline's decode are of the
+    whole clip. Image models take ``frames`` None or 1 only.
 
     ``solver`` (one of :data:`ralu_schedule.export.SOLVERS`) sets how many transformer calls
     a stage's steps make (:func:`~ralu_schedule.export.model_evaluations`; Heun ``2 n - 1``);
@@ -621,9 +832,13 @@ def layout_cost(layout: Layout, model: "str | ModelSpec" = "flux-dev", resolutio
     ``text_tokens``: the prompt sequence (``ModelSpec.t5_tokens``: ``max_sequence_length``
     where the pipeline pads the prompt to it, else the prompt's own length) instead of the
     model's default (FLUX.1-dev 512, schnell 256, SD3 256 T5 tokens after 77 CLIP tokens,
-    FLUX.2 and Chroma 512, Qwen-Image and Z-Image a nominal prompt); it sets the
+    FLUX.2, Chroma and Wan 512, Qwen-Image and Z-Image a nominal prompt); it sets the
     transformer's text tokens and each text encoder's sequence, for the layout and the
     baseline alike.
+
+    Each stage (and ``baseline_stage``) also carries its weight-layer and attention TFLOPs,
+    whatever the convention: ``attention_share`` is the attention products' share of the
+    transformer FLOPs (per stage, for the layout, for the baseline).
     """
     _check_convention(convention)
     spec = get_model(model)
@@ -635,27 +850,35 @@ def layout_cost(layout: Layout, model: "str | ModelSpec" = "flux-dev", resolutio
         raise ValueError(f"cache must be a fixed-pattern policy such as ralu_schedule.caching.TaylorSeerPolicy, "
                          f"got {type(cache).__name__}")
     baseline_steps = check_positive_int("baseline steps", baseline_steps)
-    height, width = _resolution(resolution)
+    latent = spec.latent_frames(frames)
+    height, width = _resolution(spec.default_resolution if resolution is None else resolution)
     gh, gw = spec.token_grid(height, width, layout.downsampling)
     T = lambda f: f.total(convention) / 1e12  # noqa: E731
+
+    def stage(tokens, steps, calls, work, full):
+        f = work * spec.step(tokens)
+        return StageCost(tokens=tokens, steps=steps, tflops=T(f), evaluations=calls, full_calls=full,
+                         linear_tflops=f.linear / 1e12, attention_tflops=f.attention / 1e12)
+
     calls = [model_evaluations(k, solver) for k in layout.steps]
     work = [float(m) if cache is None else sum(cache.step_costs(m)) for m in calls]
     full = [m if cache is None else len(cache.full_steps(m)) for m in calls]
-    stages = tuple(StageCost(tokens=n, steps=k, tflops=w * T(spec.step(n)), evaluations=m, full_calls=f)
-                   for n, k, m, w, f in zip(layout.stage_tokens(gh, gw), layout.steps, calls, work, full))
+    stages = tuple(stage(*args) for args in zip(layout.stage_tokens(latent * gh, gw), layout.steps, calls, work, full))
     edges, level, down = [], 0, layout.downsampling
     for r in layout.fractions:
-        edges.append(0.0 if r >= 1.0 else T(spec.vae.decode(height // down, width // down)))
+        edges.append(0.0 if r >= 1.0 else T(spec.decode(height // down, width // down, latent)))
         if r >= 1.0:
             down //= layout.level_factors[level]
             level += 1
     text = T(spec.text_encoding())
-    decode = T(spec.vae.decode(height, width))
-    baseline = baseline_steps * T(spec.step(gh * gw)) + text + decode
+    decode = T(spec.decode(height, width, latent))
+    base = stage(latent * gh * gw, baseline_steps, baseline_steps, float(baseline_steps), baseline_steps)
+    baseline = base.tflops + text + decode
     return LayoutCost(model=model, resolution=(height, width), convention=convention, stages=stages,
                       text_encoding_tflops=text, edge_decode_tflops=tuple(edges), decode_tflops=decode,
                       baseline_steps=baseline_steps, baseline_tflops=baseline, solver=solver, cache=cache,
-                      text_tokens=text_tokens)
+                      text_tokens=text_tokens, frames=spec.vae.frames(latent) if spec.is_video else 1,
+                      latent_frames=latent, baseline_stage=base)
 
 
 def _resolution(resolution) -> tuple:
@@ -676,14 +899,18 @@ def format_cost(c: LayoutCost) -> str:
         solver += ", cache " + ", ".join(f"{k}={v}" for k, v in vars(c.cache).items())
     if c.text_tokens is not None:
         solver += f", {c.text_tokens} text tokens"
-    lines = [f"{c.model} at {c.resolution[0]}x{c.resolution[1]}, convention '{c.convention}'{solver} (TFLOPs)",
-             f"{'stage':>5} {'tokens':>7} {'steps':>5} {'calls':>5} {'full':>5} {'TFLOPs':>9}"]
+    clip = f", {c.frames} frames ({c.latent_frames} latent)" if c.frames > 1 else ""
+    lines = [f"{c.model} at {c.resolution[0]}x{c.resolution[1]}{clip}, convention '{c.convention}'{solver} (TFLOPs)",
+             f"{'stage':>5} {'tokens':>7} {'steps':>5} {'calls':>5} {'full':>5} {'TFLOPs':>9} {'attn':>6}"]
     for i, s in enumerate(c.stages, 1):
-        lines.append(f"{i:>5} {s.tokens:>7} {s.steps:>5} {s.evaluations:>5} {s.full_calls:>5} {s.tflops:>9.1f}")
+        lines.append(f"{i:>5} {s.tokens:>7} {s.steps:>5} {s.evaluations:>5} {s.full_calls:>5} {s.tflops:>9.1f} "
+                     f"{s.attention_share:>6.1%}")
     lines += [f"text encoding       {c.text_encoding_tflops:9.2f}",
               f"edge decodes        {sum(c.edge_decode_tflops):9.2f}",
               f"final decode        {c.decode_tflops:9.2f}",
               f"total               {c.tflops:9.1f}",
               f"baseline ({c.baseline_steps} steps) {c.baseline_tflops:9.1f}",
-              f"predicted speed-up  {c.speedup:9.2f}x"]
+              f"predicted speed-up  {c.speedup:9.2f}x",
+              f"attention share of the transformer's FLOPs (full convention): {c.attention_share:.1%} "
+              f"(baseline {c.baseline_attention_share:.1%})"]
     return "\n".join(lines)

@@ -11,10 +11,16 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
-    family: str            # the ralu_torch backend family: flux, sd3, flux2, qwen-image, z-image, chroma
+    family: str            # the ralu_torch backend family: flux, sd3, flux2, qwen-image, z-image, chroma, wan
     default_steps: int     # the stock run: the pipeline's default, or the model card's where it differs
     steps_source: str      # where default_steps comes from
     distilled: bool = False
+    frames: int = 1        # video: the stock run's frame count (4k + 1 for Wan); 1 for an image model
+    fps: int = 0           # video: the frame rate its clips are made for; 0 for an image model
+
+    @property
+    def is_video(self) -> bool:
+        return self.fps > 0
 
 
 MODEL_INFO: dict[str, ModelInfo] = {m.name: m for m in [
@@ -32,6 +38,14 @@ MODEL_INFO: dict[str, ModelInfo] = {m.name: m for m in [
     ModelInfo("z-image-turbo", "z-image", 9, "Z-Image-Turbo's model card (9 steps)", distilled=True),
     ModelInfo("z-image", "z-image", 50, "ZImagePipeline's default"),
     ModelInfo("chroma", "chroma", 35, "ChromaPipeline's default"),
+    ModelInfo("wan2.1-t2v-1.3b", "wan", 50, "WanPipeline's default (the reference Wan 2.1 sample_steps)",
+              frames=81, fps=16),
+    ModelInfo("wan2.1-t2v-14b", "wan", 50, "WanPipeline's default (the reference Wan 2.1 sample_steps)",
+              frames=81, fps=16),
+    ModelInfo("wan2.2-t2v-a14b", "wan", 40, "the reference Wan 2.2 T2V-A14B config's sample_steps (WanPipeline's "
+              "own default is 50)", frames=81, fps=16),
+    ModelInfo("wan2.2-ti2v-5b", "wan", 50, "WanPipeline's default (the reference TI2V-5B config's sample_steps)",
+              frames=121, fps=24),
 ]}
 
 FAMILIES = tuple(dict.fromkeys(m.family for m in MODEL_INFO.values()))

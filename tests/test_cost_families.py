@@ -16,12 +16,17 @@ ONE_STAGE = Layout(steps=(50,), ends=(1.0,))
 
 
 def test_every_model_prices_a_50_step_layout():
+    # video models (Wan) price a clip of their default frame count; tests/test_cost_wan.py covers them
     for name, spec in MODELS.items():
         c = layout_cost(ONE_STAGE, name, (1024, 1024))
         assert math.isfinite(c.tflops) and c.tflops > 0, name
         assert c.tflops == pytest.approx(c.baseline_tflops), name
         assert c.text_encoding_tflops > 0 and c.decode_tflops > 0, name
-        assert spec.transformer.pixels_per_token == 16, name
+        assert c.frames == spec.default_frames, name
+        # a token is the transformer's 2x2 patch of latent pixels: 16 pixels with the 8x VAEs (all the
+        # image models), 32 with Wan 2.2's 16x VAE
+        assert spec.transformer.pixels_per_token == 2 * spec.vae.downsampling, name
+        assert spec.transformer.pixels_per_token == 16 or spec.is_video, name
 
 
 def test_text_tokens_override_changes_every_model():
