@@ -19,6 +19,12 @@ the same steps with their ends moved to the same quantiles of the family's base 
 distribution (``F_h0^-1(F_3(e))``: as large a share of the base sampler's steps before each
 transition as the FLUX.1 layout has). The layout with the lowest FD among those within 10%
 below to 15% above each target speed-up is the preset (printed last).
+
+The video groups (``wan-480p``, ``wan-720p``) search Wan 2.1's presets the same way, on the
+pipeline's fixed flow shift at that resolution (the model cards' 3 at 480p, 5 at 720p),
+priced on whole 81-frame clips with attention's products included (the "full" convention:
+attention is half to three quarters of a clip's transformer work). The analytic benchmark is
+spatial: it measures each layout on images, not on the time axis.
 """
 
 from __future__ import annotations
@@ -112,6 +118,32 @@ TURBO_CANDIDATES = [
     ((2, 6), (0.4, 1.0), (1.0,), (2,)),
 ]
 
+# Wan video: the 50-step candidates and a few with more steps at low resolution, where a clip's
+# full-resolution attention (quadratic in ~33k-74k tokens) makes them cheaper still
+WAN_CANDIDATES = FIFTY_STEP_CANDIDATES + [
+    ((3, 3, 5), (0.25, 0.35, 1.0), (0.1, 1.0), (2, 2)),
+    ((4, 3, 5), (0.3, 0.4, 1.0), (0.1, 1.0), (2, 2)),
+    ((4, 4, 4), (0.35, 0.5, 1.0), (0.2, 1.0), (2, 2)),
+    ((6, 6, 7), (0.35, 0.5, 1.0), (0.3, 1.0), (2, 2)),
+    ((8, 8), (0.5, 1.0), (1.0,), (2,)),
+    # second round: more steps, for the speed-ups with attention
+    ((4, 4, 5), (0.3, 0.45, 1.0), (0.1, 1.0), (2, 2)),
+    ((5, 4, 5), (0.35, 0.45, 1.0), (0.1, 1.0), (2, 2)),
+    ((4, 3, 6), (0.3, 0.4, 1.0), (0.1, 1.0), (2, 2)),
+    ((5, 5, 5), (0.35, 0.5, 1.0), (0.2, 1.0), (2, 2)),
+    ((6, 6, 9), (0.3, 0.45, 1.0), (0.3, 1.0), (2, 2)),
+    ((7, 6, 9), (0.35, 0.5, 1.0), (0.3, 1.0), (2, 2)),
+    ((6, 7, 10), (0.3, 0.45, 1.0), (0.3, 1.0), (2, 2)),
+    ((10, 10), (0.5, 1.0), (1.0,), (2,)),
+]
+
+#: video groups: (resolution, frames, the flow shift the pipeline samples with there, the FLOP
+#: convention the speed-ups are read in: "full", since attention is most of a clip's work)
+VIDEO = {
+    "wan-480p": ((480, 832), 81, 3.0, "full"),
+    "wan-720p": ((704, 1280), 81, 5.0, "full"),
+}
+
 #: group -> (title, models priced, the model whose rule and stock count it searches for, candidates,
 #: the base shift the candidates were made for, target speed-ups)
 GROUPS = {
@@ -123,6 +155,10 @@ GROUPS = {
     "flux2-klein": ("FLUX.2 [klein], distilled, 4 steps", ("flux2-klein-4b", "flux2-klein-9b"), "flux2-klein-4b",
                     KLEIN_CANDIDATES, 1.0, (1.3,)),
     "z-image-turbo": ("Z-Image-Turbo, 9 steps", ("z-image-turbo",), "z-image-turbo", TURBO_CANDIDATES, 3.0, (1.5,)),
+    "wan-480p": ("Wan 2.1 14B, 480x832, 81 frames, 50 steps, flow shift 3 (speed-ups with attention)",
+                 ("wan2.1-t2v-14b",), "wan2.1-t2v-14b", WAN_CANDIDATES, 3.0, (7.0, 4.0)),
+    "wan-720p": ("Wan 2.1 14B, 704x1280, 81 frames, 50 steps, flow shift 5 (speed-ups with attention)",
+                 ("wan2.1-t2v-14b",), "wan2.1-t2v-14b", WAN_CANDIDATES, 3.0, (7.0, 4.0)),
 }
 
 
@@ -133,10 +169,13 @@ def transferred_ends(ends, source: float, h0: float) -> tuple:
     return tuple(round(x / (h0 - (h0 - 1) * x) / 0.005) * 0.005 for x in q) + (1.0,)
 
 
-def family_layout(model, steps, ends, fractions=None, factors=None):
-    """A layout solved for ``model``'s own base sampler at 1024x1024 with as many steps."""
+def family_layout(model, steps, ends, fractions=None, factors=None, shift=None):
+    """A layout solved for ``model``'s own base sampler at 1024x1024 with as many steps (or on a
+    fixed ``shift``: a video group's flow shift at its resolution)."""
     rule = shift_rule(model)
     lay = Layout(steps=steps, ends=ends, fractions=fractions, factors=factors)
+    if shift is not None:
+        return lay.with_base(shift, None)
     return lay.with_base(rule(4096, lay.total_steps), rule.terminal)
 
 
@@ -144,6 +183,8 @@ def family_table(group, seeds, size):
     """One group's search table; returns the chosen layout per target."""
     title, models, model, candidates, source, targets = GROUPS[group]
     base = MODEL_INFO[model].default_steps
+    resolution, frames, shift, convention = VIDEO.get(group, (None, None, None, "paper"))
+    family = lambda *a: family_layout(model, *a, shift=shift)  # noqa: E731
     field = GaussianField(height=size, width=size)
     be = GaussianBackend(field)
     print()
@@ -153,16 +194,17 @@ def family_table(group, seeds, size):
     print("|---|" + "---:|" * (len(models) + 1))
 
     def row(label, lay):
-        ups = [layout_cost(lay, m, baseline_steps=MODEL_INFO[m].default_steps).speedup for m in models]
+        ups = [layout_cost(lay, m, resolution, baseline_steps=MODEL_INFO[m].default_steps, frames=frames,
+                           convention=convention).speedup for m in models]
         score = fd(be, field, solve(lay), seeds)
         print(f"| {label} | " + " | ".join(f"{u:.2f}x" for u in ups) + f" | {score:.2f} |")
         return ups[0], score
 
     for n in sorted({base} | {max(1, round(base / t)) for t in targets}, reverse=True):
-        row(f"{n} steps, full resolution", family_layout(model, (n,), (1.0,)))
-    scored, seen = [], set()
+        row(f"{n} steps, full resolution", family((n,), (1.0,)))
+    scored, seen, skipped = [], set(), []
     for steps, ends, fractions, factors in candidates:
-        h0 = family_layout(model, steps, ends, fractions, factors).base_shift
+        h0 = family(steps, ends, fractions, factors).base_shift
         variants = [ends]
         moved = transferred_ends(ends, source, h0)
         if abs(math.log(h0 / source)) > math.log(1.2) and len(set(moved)) == len(moved) and moved[0] > 0:
@@ -171,9 +213,16 @@ def family_table(group, seeds, size):
             if (steps, e, fractions) in seen:
                 continue
             seen.add((steps, e, fractions))
-            lay = family_layout(model, steps, e, fractions, factors)
+            lay = family(steps, e, fractions, factors)
             label = f"{steps}; {tuple(round(x, 3) for x in e)}; {fractions}".replace("(", "").replace(")", "")
+            if resolution is not None and any(v % (16 * lay.downsampling) for v in resolution):
+                skipped.append(label.replace(",;", ";"))          # its coarsest stage cannot tile the clip
+                continue
             scored.append((label.replace(",;", ";"), lay, *row(label.replace(",;", ";"), lay)))
+    if skipped:
+        print()
+        print(f"Not tiling {resolution[0]}x{resolution[1]} (its sides are not multiples of 16 pixels x their first "
+              f"stage's downsampling): " + "; ".join(f"`{x}`" for x in skipped))
     chosen = {}
     for t in targets:
         band = [c for c in scored if 0.9 * t <= c[2] <= 1.15 * t]

@@ -42,6 +42,7 @@ class Preset:
     description: str
     evidence: str           # a key of EVIDENCE
     evidence_note: str = ""
+    frames: int = 1         # video frames of the clip the preset was made for (1: an image)
 
     def __post_init__(self):
         if self.evidence not in EVIDENCE:
@@ -146,6 +147,32 @@ PRESETS.update({p.name: p for p in [
               speed="3.94x", versus="Chroma's 35 steps", group="chroma"),
 ]})
 
+
+def _video(name, model, resolution, frames, shift, steps, ends, fractions, factors, speed, versus, group):
+    """A video preset the analytic benchmark chose (bench/preset_search.py --which GROUP): solved on
+    the pipeline's fixed flow shift at its resolution; speed-ups with attention included."""
+    layout = Layout(steps=steps, ends=ends, factors=factors, fractions=fractions).with_base(shift, None)
+    return Preset(name=name, model=model, resolution=resolution, frames=frames, layout=layout, shifts=None, z=None,
+                  evidence="analytic benchmark",
+                  evidence_note=f"python bench/preset_search.py --which {group}; the benchmark measures images, so "
+                                "the time axis is not measured",
+                  description=f"{speed} fewer FLOPs than {versus} (cost model, attention included, "
+                              f"{resolution[0]}x{resolution[1]}, {frames} frames, flow shift {shift:g})")
+
+
+# Wan 2.1 (bench/preset_search.py --which wan-480p wan-720p; docs/video.md): "720p" is 704x1280,
+# since a 2x coarser first stage needs sides that are multiples of 32 pixels.
+PRESETS.update({p.name: p for p in [
+    _video("wan-480p-7x", "wan2.1-t2v-14b", (480, 832), 81, 3.0, (4, 3, 6), (0.3, 0.4, 1.0), (0.1, 1.0), (2, 2),
+           "6.81x", "Wan 2.1 14B's 50 steps", "wan-480p"),
+    _video("wan-480p-4x", "wan2.1-t2v-14b", (480, 832), 81, 3.0, (6, 7, 10), (0.3, 0.45, 1.0), (0.3, 1.0), (2, 2),
+           "3.73x", "Wan 2.1 14B's 50 steps", "wan-480p"),
+    _video("wan-720p-7x", "wan2.1-t2v-14b", (704, 1280), 81, 5.0, (5, 5, 5), (0.245, 0.375, 1.0), (0.2, 1.0),
+           (2, 2), "7.37x", "Wan 2.1 14B's 50 steps", "wan-720p"),
+    _video("wan-720p-4x", "wan2.1-t2v-14b", (704, 1280), 81, 5.0, (6, 7, 10), (0.205, 0.33, 1.0), (0.3, 1.0),
+           (2, 2), "3.90x", "Wan 2.1 14B's 50 steps", "wan-720p"),
+]})
+
 #: The preset a run takes when it names none, by model (:mod:`ralu_schedule.models`).
 DEFAULT_PRESETS = {
     "flux-dev": "flux-dev-7x", "flux-schnell": "flux-schnell-16x", "sd3-medium": "sd3-medium-7x",
@@ -154,6 +181,8 @@ DEFAULT_PRESETS = {
     "flux2-klein-base-9b": "flux2-klein-base-9b-7x", "flux2-klein-4b": "flux2-klein-4b-fast",
     "flux2-klein-9b": "flux2-klein-9b-fast", "qwen-image": "qwen-image-7x", "z-image": "z-image-7x",
     "z-image-turbo": "z-image-turbo-fast", "chroma": "chroma-7x",
+    "wan2.1-t2v-1.3b": "wan-480p-7x", "wan2.1-t2v-14b": "wan-480p-7x", "wan2.2-t2v-a14b": "wan-720p-7x",
+    "wan2.2-ti2v-5b": "wan-720p-7x",
 }
 
 PARAMETERS = ("default", "authors", "optimised")

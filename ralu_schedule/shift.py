@@ -139,14 +139,19 @@ class ShiftRule:
 
     @classmethod
     def from_scheduler_config(cls, config: Mapping, *, mu_rule: str = "linear") -> "ShiftRule":
-        """Read the rule from a diffusers ``FlowMatchEulerDiscreteScheduler`` config.
-        ``mu_rule``: how the pipeline computes ``mu`` for that scheduler (``"flux2"`` for the
-        FLUX.2 pipelines); used only when the config enables dynamic shifting, as the
-        scheduler ignores ``mu`` otherwise."""
+        """Read the rule from a diffusers ``FlowMatchEulerDiscreteScheduler`` config, or from a
+        multistep scheduler on flow sigmas (``UniPCMultistepScheduler`` or
+        ``DPMSolverMultistepScheduler`` with ``use_flow_sigmas``, as Wan ships), whose fixed
+        shift is its ``flow_shift``. ``mu_rule``: how the pipeline computes ``mu`` for that
+        scheduler (``"flux2"`` for the FLUX.2 pipelines); used only when the config enables
+        dynamic shifting, as the scheduler ignores ``mu`` otherwise."""
         get = config.get
+        shift = get("shift")
+        if shift is None:
+            shift = get("flow_shift", 1.0) if get("use_flow_sigmas", False) else 1.0
         return cls(
             dynamic=bool(get("use_dynamic_shifting", False)),
-            shift=float(get("shift", 1.0)),
+            shift=float(shift),
             base_shift=float(get("base_shift", 0.5) or 0.5),
             max_shift=float(get("max_shift", 1.15) or 1.15),
             base_seq_len=int(get("base_image_seq_len", 256) or 256),
@@ -186,6 +191,13 @@ SHIFT_RULES: dict[str, ShiftRule] = {
     # Chroma: FLUX.1's calculate_shift anchors, dynamic
     "chroma": ShiftRule(dynamic=True, shift=1.0, base_shift=0.5, max_shift=1.15, base_seq_len=256,
                         max_seq_len=4096),
+    # Wan: UniPC on flow sigmas with a fixed flow_shift, set for the resolution: the model cards'
+    # 3.0 at 480p and 5.0 at 720p for Wan 2.1 (the 1.3B model is a 480p model); Wan 2.2 A14B's
+    # original configuration samples at 12.0, TI2V-5B at 5.0. The presets carry their own.
+    "wan2.1-t2v-1.3b": ShiftRule(dynamic=False, shift=3.0),
+    "wan2.1-t2v-14b": ShiftRule(dynamic=False, shift=5.0),
+    "wan2.2-t2v-a14b": ShiftRule(dynamic=False, shift=12.0),
+    "wan2.2-ti2v-5b": ShiftRule(dynamic=False, shift=5.0),
 }
 
 
