@@ -42,7 +42,7 @@ from diffusers.hooks import TaylorSeerCacheConfig
 
 from ralu_schedule import Layout, preset
 from ralu_schedule.caching import TaylorSeerPolicy
-from ralu_schedule.cost import ModelSpec, TransformerSpec, VAEDecoderSpec, layout_cost
+from ralu_schedule.cost import CausalVAEDecoderSpec, ModelSpec, TransformerSpec, VAEDecoderSpec, layout_cost
 from ralu_schedule.models import MODEL_INFO
 from ralu_torch import RALU
 from ralu_torch.backends import backend_for
@@ -69,7 +69,11 @@ FAMILY_PROXIES = {
     "chroma": ("chroma", dict(num_layers=2, num_single_layers=4, attention_head_dim=64, num_attention_heads=4,
                               joint_attention_dim=512, axes_dims_rope=(8, 28, 28), approximator_hidden_dim=256,
                               approximator_layers=2), ["chroma-7x", "chroma-4x"]),
+    "wan": ("wan2.1-t2v-14b", dict(num_layers=4, attention_head_dim=64, num_attention_heads=4, ffn_dim=1024,
+                                   text_dim=512, freq_dim=256), ["wan-480p-7x", "wan-480p-4x"]),
 }
+#: video families: the clip's frames unless --frames says otherwise
+VIDEO_FRAMES = {"wan": 17}
 
 
 class Timers:
@@ -137,9 +141,19 @@ def model_spec(pipe, text_tokens: int) -> ModelSpec:
 
 
 def family_spec(pipe, text_tokens: int) -> ModelSpec:
-    """The cost model's view of a newer family's pipeline: its transformer's spec, no encoders or VAE."""
-    return ModelSpec(name=f"benchmarked {type(pipe).__name__}", transformer=backend_for(pipe).cost_spec(), encoders=(),
-                     vae=VAEDecoderSpec(channels=(0,)), text_tokens=text_tokens, t5_tokens=text_tokens)
+    """The cost model's view of a newer family's pipeline: its transformer's spec, no encoders or
+    VAE (a video pipeline: a zero-width VAE of its temporal compression)."""
+    be = backend_for(pipe)
+    temporal = getattr(be, "temporal", 1)
+    if temporal == 1:
+        vae = VAEDecoderSpec(channels=(0,))
+    else:                                            # the pipeline's own (small) causal VAE
+        v = pipe.vae.config
+        vae = CausalVAEDecoderSpec(base_dim=v.base_dim, z_dim=v.z_dim, dim_mult=tuple(v.dim_mult),
+                                   num_res_blocks=v.num_res_blocks,
+                                   temporal_upsample=tuple(reversed(v.temperal_downsample)))
+    return ModelSpec(name=f"benchmarked {type(pipe).__name__}", transformer=be.cost_spec(), encoders=(), vae=vae,
+                     text_tokens=text_tokens, t5_tokens=text_tokens, temporal=temporal)
 
 
 def build_family(family: str, model: str, device: str, dtype):
@@ -234,12 +248,18 @@ def main(argv=None):
     ap.add_argument("--stacked", action="store_true",
                     help="add RALU + TaylorSeer (diffusers, lite mode, interval 3, warm-up 2), flux-dev-10x, and a "
                          "4-step baseline next to flux-schnell-16x")
+    ap.add_argument("--frames", type=int, default=None,
+                    help="video families: the clip's frames, 4k + 1 (default: 17 for wan)")
     ap.add_argument("--taylorseer", action="store_true",
                     help="add one stacked configuration: the first preset with diffusers' TaylorSeer (as --stacked)")
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the transformer's blocks first (regional, dynamic shapes): every run, the "
                          "stock pipeline's and RALU's, then uses the compiled blocks; warm-ups pay the compiling")
     args = ap.parse_args(argv)
+    frames = args.frames or VIDEO_FRAMES.get(args.family)
+    if frames is not None and args.family not in VIDEO_FRAMES:
+        ap.error(f"--frames is for video families ({', '.join(VIDEO_FRAMES)}); {args.family} makes images")
+    clip = {} if frames is None else {"num_frames": frames}
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     cuda = torch.device(device).type == "cuda"
     dtype = getattr(torch, args.dtype or ("bfloat16" if cuda else "float32"))
@@ -280,7 +300,8 @@ def main(argv=None):
     kind = "FLUX" if flux else stock_name
     print(f"device: {device_name}{' (compiled blocks)' if args.compile else ''}; model: {args.model} {kind} ({sum(p.numel() for p in pipe.transformer.parameters()) / 1e6:.1f}M "
           f"transformer parameters), {str(dtype).replace('torch.', '')}, {text_tokens} text tokens"
-          + ("" if flux else "; FLOP ratio: the transformer's") + "\n")
+          + ("" if flux else "; FLOP ratio: the transformer's")
+          + ("" if frames is None else f"; clips of {frames} frames") + "\n")
     print(f"| size | batch | run | min s | median s | speed-up | FLOP ratio | wall / FLOP | per-image gain vs batch {args.batches[0]} |")
     print("|---|---|---|---|---|---|---|---|---|")
     breakdown = []
@@ -289,9 +310,9 @@ def main(argv=None):
         for batch in args.batches:
             emb = inputs(batch)
             gens = lambda: [torch.Generator(device).manual_seed(i) for i in range(batch)]  # noqa: E731
-            ralu_cost = {name: layout_cost(preset(name).layout, spec, (size, size), baseline_steps=args.baseline_steps)
+            ralu_cost = {name: layout_cost(preset(name).layout, spec, (size, size), frames=frames, baseline_steps=args.baseline_steps)
                          for name in presets}
-            step_tflops = layout_cost(Layout(steps=(1,), ends=(1.0,)), spec, (size, size)).transformer_tflops
+            step_tflops = layout_cost(Layout(steps=(1,), ends=(1.0,)), spec, (size, size), frames=frames).transformer_tflops
             runs = [(f"{stock_name} {args.baseline_steps} steps", args.baseline_steps, None)]
             for name, c in ralu_cost.items():
                 n_eq = max(1, round(c.transformer_tflops / step_tflops))
@@ -309,9 +330,9 @@ def main(argv=None):
                 if isinstance(name, tuple):              # stacked: RALU with a diffusers cache, counted
                     name, policy = name
                     ralu = RALU(pipe, name, cache=TaylorSeerCacheConfig(**TAYLORSEER_CONFIG))
-                    call = lambda ralu=ralu: ralu(**emb, height=size, width=size, generator=gens(),  # noqa: E731
+                    call = lambda ralu=ralu: ralu(**emb, height=size, width=size, **clip, generator=gens(),  # noqa: E731
                                                   output_type="latent")
-                    flops = layout_cost(preset(name).layout, spec, (size, size), baseline_steps=args.baseline_steps,
+                    flops = layout_cost(preset(name).layout, spec, (size, size), frames=frames, baseline_steps=args.baseline_steps,
                                         cache=policy)
                     best, median, parts = measure(call, args.repeats, timers, cuda)
                     pipe.transformer.disable_cache()
@@ -319,28 +340,28 @@ def main(argv=None):
                     continue
                 warmup = None
                 if name is None:
-                    call = lambda steps=steps: pipe(**emb, height=size, width=size, num_inference_steps=steps,  # noqa: E731
+                    call = lambda steps=steps: pipe(**emb, height=size, width=size, **clip, num_inference_steps=steps,  # noqa: E731
                                                     generator=gens(), output_type="latent")
-                    warmup = lambda: pipe(**emb, height=size, width=size, num_inference_steps=2,  # noqa: E731
+                    warmup = lambda: pipe(**emb, height=size, width=size, **clip, num_inference_steps=2,  # noqa: E731
                                           generator=gens(), output_type="latent")
-                    flops = layout_cost(Layout(steps=(steps,), ends=(1.0,)), spec, (size, size),
+                    flops = layout_cost(Layout(steps=(steps,), ends=(1.0,)), spec, (size, size), frames=frames,
                                         baseline_steps=args.baseline_steps)
                 else:
                     ralu = RALU(pipe, name)
                     timers.wrap(ralu, "select", "edge detection")
-                    call = lambda ralu=ralu: ralu(**emb, height=size, width=size, generator=gens(),  # noqa: E731
+                    call = lambda ralu=ralu: ralu(**emb, height=size, width=size, **clip, generator=gens(),  # noqa: E731
                                                   output_type="latent")
-                    flops = ralu_cost.get(name) or layout_cost(preset(name).layout, spec, (size, size),
+                    flops = ralu_cost.get(name) or layout_cost(preset(name).layout, spec, (size, size), frames=frames,
                                                                baseline_steps=args.baseline_steps)
                 best, median, parts = measure(call, args.repeats, timers, cuda, warmup)
                 rows[label] = (best, median, flops.speedup, parts)
             base = rows[runs[0][0]][0]
             if not flux:                                     # the transformer's FLOP ratio
-                base_tf = layout_cost(Layout(steps=(args.baseline_steps,), ends=(1.0,)), spec, (size, size)).transformer_tflops
+                base_tf = layout_cost(Layout(steps=(args.baseline_steps,), ends=(1.0,)), spec, (size, size), frames=frames).transformer_tflops
                 for label, steps, name in runs:
                     lay = Layout(steps=(steps,), ends=(1.0,)) if name is None else preset(name).layout
                     b, m, _, parts = rows[label]
-                    rows[label] = (b, m, base_tf / layout_cost(lay, spec, (size, size)).transformer_tflops, parts)
+                    rows[label] = (b, m, base_tf / layout_cost(lay, spec, (size, size), frames=frames).transformer_tflops, parts)
             for label, (best, median, ratio, parts) in rows.items():
                 per_image.setdefault(label, {})[batch] = best / batch
                 gain = ""

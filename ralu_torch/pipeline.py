@@ -31,7 +31,8 @@ CALLBACK_INPUTS = ("latents", "stage")
 
 @dataclass
 class RALUPipelineOutput(BaseOutput):
-    """``images`` as diffusers returns them; ``stage_tokens``: tokens per image in each stage;
+    """``images`` as diffusers returns them (for a video pipeline the clips, also as ``frames``,
+    the name WanPipeline's output gives them); ``stage_tokens``: tokens per image in each stage;
     ``transitions``: per-transition records (token sets, selections, decoded estimates) when
     the call asked for them with ``record_transitions=True``, else empty. ``stage_calls``: per
     stage, the transformer calls made and skipped and their TFLOPs."""
@@ -42,6 +43,10 @@ class RALUPipelineOutput(BaseOutput):
     schedule: Schedule | None = None
     stage_calls: list = field(default_factory=list)
     interrupted: bool = False
+
+    @property
+    def frames(self):
+        return self.images
 
 
 class RALU:
@@ -108,6 +113,11 @@ class RALU:
         _check_family(schedule, self.backend.name, allow_other_model)
         self._fixed, self._layout = _parse_schedule(schedule, parameters)
         transformer = self.backend.transformer
+        experts = getattr(self.backend, "experts", [transformer])
+        if len(experts) > 1 and (cache is not None or any(cache_config(m) is not None for m in experts)):
+            raise ValueError(f"{type(pipe).__name__} has {len(experts)} experts (transformer and transformer_2); RALU "
+                             "runs diffusers' caches on one transformer, so a cache here is refused rather than "
+                             "left on one expert only")
         if cache is not None:
             enable_cache(transformer, cache)
         elif cache_config(transformer) is not None:
@@ -153,25 +163,39 @@ class RALU:
     def layout(self) -> Layout:
         return self._fixed.layout if self._fixed is not None else self._layout
 
-    def schedule_for(self, height: int, width: int) -> Schedule:
-        """The schedule used at ``height x width`` (solved there if it is solved at call time)."""
+    def schedule_for(self, height: int, width: int, num_frames: int | None = None) -> Schedule:
+        """The schedule used at ``height x width`` (and ``num_frames`` for a video pipeline;
+        solved there if it is solved at call time)."""
         if self._fixed is not None:
             return self._fixed
-        gh, gw = self._grid(height, width)
+        gh, gw = self._grid(height, width, num_frames)
         rule = self.backend.shift_rule()
         h0 = rule(gh * gw, self._layout.total_steps)      # the pipeline's own shift for this many steps
         return _solve_cached(self._layout.with_base(h0, rule.terminal))
 
-    def _grid(self, height, width) -> tuple:
-        return token_grid(height, width, pixels_per_token=self.backend.pixels_per_token,
-                          downsampling=self.layout.downsampling)
+    def _grid(self, height, width, num_frames=None) -> tuple:
+        """Full-resolution tokens ``(rows, cols)``; a video's latent frames stacked along the rows."""
+        rows, cols = token_grid(height, width, pixels_per_token=self.backend.pixels_per_token,
+                                downsampling=self.layout.downsampling)
+        return (self._frames(num_frames) * rows, cols)
+
+    def _frames(self, num_frames) -> int:
+        """Latent frames of a call (1 for an image pipeline, which takes no ``num_frames``)."""
+        be = self.backend
+        if not hasattr(be, "latent_frames"):
+            if num_frames is not None:
+                raise ValueError(f"num_frames is for video pipelines (WanPipeline); {type(self.pipe).__name__} makes "
+                                 "images")
+            return 1
+        return be.latent_frames(be.default_num_frames if num_frames is None else num_frames)
 
     @torch.no_grad()
     def __call__(self, prompt=None, *, height: int | None = None, width: int | None = None,
                  guidance_scale: float | None = None, num_images_per_prompt: int = 1, generator=None,
                  max_sequence_length: int | None = None, output_type: str = "pil", return_dict: bool = True,
                  callback_on_step_end=None, callback_on_step_end_tensor_inputs=("latents",),
-                 joint_attention_kwargs=None, record_transitions: bool = False, latents=None, **prompt_kwargs):
+                 joint_attention_kwargs=None, record_transitions: bool = False, latents=None, num_frames=None,
+                 **prompt_kwargs):
         """Generate images. ``prompt_kwargs`` are the pipeline's own prompt arguments:
         FLUX ``prompt_2``, ``prompt_embeds``, ``pooled_prompt_embeds``, and for true CFG
         ``negative_prompt(_2)`` or ``negative_(pooled_)prompt_embeds`` with ``true_cfg_scale``
@@ -182,16 +206,20 @@ class RALU:
         (token sets, selection, decoded estimate); off by default, since the estimates would
         otherwise stay in memory for the whole run. ``latents``: the starting noise instead of
         drawing it, at the first stage's resolution: ``(B, 16, H/8/D, W/8/D)`` (``D`` the
-        layout's ``downsampling``: 2 for the presets), or FLUX's packed form of it."""
+        layout's ``downsampling``: 2 for the presets), or FLUX's packed form of it (a video
+        pipeline's clip ``(B, C, T, h/D, w/D)``). ``num_frames``: a video pipeline's frame count
+        (WanPipeline's rule: ``4 k + 1``, default 81); ``height`` and ``width`` default to the
+        pipeline's own (WanPipeline: 480 x 832)."""
         pipe, be = self.pipe, self.backend
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
-        default = be.default_size                     # only when not given: 0 is refused, not replaced
-        height = default if height is None else height
-        width = default if width is None else width
-        grid = self._grid(height, width)
+        height = be.default_height if height is None else height   # only when not given: 0 is refused, not replaced
+        width = be.default_width if width is None else width
+        grid = self._grid(height, width, num_frames)
+        if hasattr(be, "set_frames"):
+            be.set_frames(self._frames(num_frames))
         _check_memory(be, grid, num_images_per_prompt * _prompt_count(prompt, prompt_kwargs))
-        schedule = self.schedule_for(height, width)
+        schedule = self.schedule_for(height, width, num_frames)
         device = be.device
         steps_args = sorted(k for k in ("num_inference_steps", "sigmas", "timesteps") if k in prompt_kwargs)
         if steps_args:
@@ -258,7 +286,7 @@ class RALU:
                 res = sample(be, schedule, cond, batch=batch, grid=grid, generator=generator, upsample=self.upsample,
                              kept_noise=self.kept_noise, select=self.select, noise_sampler=self.noise_sampler,
                              solver=self.solver, callback=callback, progress=progress, record=record_transitions,
-                             scope=scope, latents=latents)
+                             scope=scope, latents=be.first_noise(latents))
         finally:
             self._current_timestep = pipe._current_timestep = None
         for st in counter.stages:
@@ -270,8 +298,7 @@ class RALU:
         if output_type == "latent":
             images = be.pipeline_latents(latents, grid)   # the form the pipeline itself returns
         else:
-            image = be.decode(unpack(latents, grid))
-            images = pipe.image_processor.postprocess(image, output_type=output_type)
+            images = be.postprocess(be.decode(unpack(latents, grid)), output_type)
         pipe.maybe_free_model_hooks()
         if not return_dict:
             return (images,)

@@ -92,7 +92,7 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
             scope.start_stage(k, calls[k], tokens.length)
         if sched is None:
             x, v = run_steps(backend, x, positions, sig, cond, stage=k, first_step=step, callback=callback, bar=bar,
-                             scope=scope)
+                             scope=scope, host=stage.sigmas)
         else:
             x, v = run_scheduler(backend, x, positions, sched, cond, generator, stage=k, first_step=step,
                                  callback=callback, bar=bar, scope=scope)
@@ -122,14 +122,16 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
     return result
 
 
-def run_steps(backend, x, positions, sig, cond, *, stage=0, first_step=0, callback=None, bar=None, scope=None):
+def run_steps(backend, x, positions, sig, cond, *, stage=0, first_step=0, callback=None, bar=None, scope=None,
+              host=None):
     """Euler steps over ``sig`` (the stage's sigmas on the device) at prepared ``positions``;
     returns the state and the last velocity. Nothing here synchronises with the host (the
     tests run it under :class:`ralu_torch.testing.HostSyncDetector`), so a step can be
-    captured in a CUDA graph."""
+    captured in a CUDA graph. ``host``: the same sigmas as Python numbers, for a backend
+    that picks its model by the noise level (``before_call``)."""
     v = None
     for i in range(len(sig) - 1):
-        v = _velocity(backend, x, positions, sig[i], cond, scope, i)
+        v = _velocity(backend, x, positions, sig[i], cond, scope, i, None if host is None else host[i])
         x = x + (sig[i + 1] - sig[i]) * v
         if callback is not None:
             x = callback(first_step + i, stage, sig[i], x)
@@ -140,7 +142,10 @@ def run_steps(backend, x, positions, sig, cond, *, stage=0, first_step=0, callba
     return x, v
 
 
-def _velocity(backend, x, positions, sigma, cond, scope, index):
+def _velocity(backend, x, positions, sigma, cond, scope, index, host_sigma=None):
+    hook = getattr(backend, "before_call", None)
+    if hook is not None:
+        hook(host_sigma)
     if scope is None:
         return backend.velocity(x, positions, sigma, cond)
     with scope.call(index, sigma):
@@ -154,9 +159,10 @@ def run_scheduler(backend, x, positions, sched, cond, generator, *, stage=0, fir
     own ``step``. Returns the state and the last velocity."""
     kwargs = {"generator": generator} if step_takes_generator(sched) else {}
     v = None
+    host = getattr(sched, "ralu_host_sigmas", None)
     for i, t in enumerate(sched.timesteps):
         sigma = sched.ralu_model_sigmas[i]
-        v = _velocity(backend, x, positions, sigma, cond, scope, i)
+        v = _velocity(backend, x, positions, sigma, cond, scope, i, None if host is None else host[i])
         x = sched.step(v, t, x, return_dict=False, **kwargs)[0]
         if callback is not None:
             x = callback(first_step + i, stage, sigma, x)

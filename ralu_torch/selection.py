@@ -16,6 +16,14 @@ shared with the cost model). Built-in policies, chosen by name:
   The count is the shared rule (nearest), which equals the authors' floor at the paper's
   resolution and can differ by one token elsewhere;
 - ``"random"``: a uniformly random choice from ``generator`` (an ablation baseline).
+
+Video (a clip's latent frames stacked along the token rows, :mod:`ralu_torch.backends.wan`):
+``estimate`` is the decoded clip ``(B, 3, frames, H, W)``. A token is a patch of one latent
+frame, and a latent frame stands for several video frames (Wan's VAE: the first latent frame
+for the first video frame, each later one for the next four), so the built-in policies score
+every video frame as an image and give a token the mean of its score over the video frames
+its latent frame stands for: the edge density of the space-time block it covers. The top
+fraction is then taken over the whole clip (:func:`clip_scores`).
 """
 
 from __future__ import annotations
@@ -63,6 +71,29 @@ def _frame_noise(tokens: TokenSet, generator, device) -> torch.Tensor:
     return draw((tokens.batch, *tokens.frame), generator, device)
 
 
+def clip_scores(estimate: torch.Tensor, score: Callable, tokens: TokenSet) -> torch.Tensor:
+    """Per-token scores on the coarsest grid, ``(B, rows, cols)``: ``score(images)`` of an image
+    estimate ``(B, 3, H, W)``; for a clip ``(B, 3, frames, H, W)``, each video frame scored as an
+    image and averaged over the frames each latent frame stands for (the first latent frame:
+    the first video frame; each later one: the next ``(frames - 1) / (latent frames - 1)``),
+    the latent frames stacked along the rows as the token grid stacks them."""
+    if estimate.dim() == 4:
+        return score(estimate)
+    B, C, n, H, W = estimate.shape
+    per_frame = score(estimate.transpose(1, 2).reshape(B * n, C, H, W))
+    rows, cols = per_frame.shape[-2:]
+    per_frame = per_frame.view(B, n, rows, cols)
+    latent = tokens.frame[0] // rows
+    if latent * rows != tokens.frame[0] or (latent == 1 and n != 1) or (latent > 1 and (n - 1) % (latent - 1)):
+        raise ValueError(f"a clip of {n} frames of {rows}x{cols} tokens does not fit a token grid of "
+                         f"{tokens.frame[0]}x{tokens.frame[1]}")
+    if latent == 1:
+        return per_frame[:, 0]
+    k = (n - 1) // (latent - 1)
+    later = per_frame[:, 1:].reshape(B, latent - 1, k, rows, cols).mean(dim=2)
+    return torch.cat([per_frame[:, :1], later], dim=1).reshape(B, latent * rows, cols)
+
+
 class EdgeSelection:
     """``"edges"``: kornia Canny edge density per token, gradient magnitude for ties."""
 
@@ -71,7 +102,8 @@ class EdgeSelection:
         self.thresholds = check_edge_thresholds(thresholds)
 
     def __call__(self, estimate, tokens, fraction, generator=None):
-        scores = token_scores(edge_map(estimate, self.thresholds), self.pixels_per_token)
+        scores = clip_scores(estimate, lambda im: token_scores(edge_map(im, self.thresholds), self.pixels_per_token),
+                             tokens)
         return select_top(tokens, scores, fraction)
 
 
@@ -87,7 +119,8 @@ class AuthorsSelection:
         self.pixels_per_token = pixels_per_token
 
     def __call__(self, estimate, tokens, fraction, generator=None):
-        counts = edge_counts(authors_edge_map(estimate), self.pixels_per_token).float()
+        counts = clip_scores(estimate, lambda im: edge_counts(authors_edge_map(im), self.pixels_per_token).float(),
+                             tokens)
         # sigmoid(noise) / 2 lies in (0, 1/2): it orders equal counts and never overrides a count
         tie = torch.sigmoid(_frame_noise(tokens, generator, counts.device)) / 2
         return select_top(tokens, counts + tie, fraction)

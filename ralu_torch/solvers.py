@@ -155,6 +155,7 @@ def install_sigmas(scheduler, set_timesteps, sigmas: np.ndarray, device=None) ->
     scheduler.sigmas = new_s.to(old_s.device)
     scheduler.timesteps = (model_s * scheduler.config.num_train_timesteps).to(old_t.device)
     scheduler.ralu_model_sigmas = model_s.to(device if device is not None else old_t.device)
+    scheduler.ralu_host_sigmas = model_s.tolist()          # the same, on the host (no device read later)
 
 
 def resolve_solver(solver, pipe_scheduler):

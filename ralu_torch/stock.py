@@ -70,8 +70,8 @@ def next_stage_latents(pipe, latents: torch.Tensor, transition: Transition, *, h
     """:func:`upsample_latents` on what ``pipe`` (any pipeline ``RALU`` runs) returned for
     ``output_type="latent"`` at ``height x width``: returns the next stage's ``latents=``, in
     the form that pipeline takes them (FLUX.1, Chroma and Qwen-Image packed tokens, SD3 and
-    Z-Image 4-D latents, FLUX.2 its patchified latent; FLUX.2 [klein]'s denormalised output
-    normalised again)::
+    Z-Image 4-D latents, FLUX.2 its patchified latent, Wan its 5-D clip; FLUX.2 [klein]'s
+    denormalised output normalised again)::
 
         out = pipe(..., height=h, width=w, num_inference_steps=n0, output_type="latent").images
         x = next_stage_latents(pipe, out, schedule.transitions[0], height=h, width=w, generator=g)
@@ -81,6 +81,9 @@ def next_stage_latents(pipe, latents: torch.Tensor, transition: Transition, *, h
 
     be = backend_for(pipe)
     grid = token_grid(height, width, pixels_per_token=be.pixels_per_token)
+    if hasattr(be, "set_frames") and latents.dim() == 5:          # a clip: its latent frames stacked on the rows
+        be.set_frames(latents.shape[2])
+        grid = (latents.shape[2] * grid[0], grid[1])
     tokens = be.from_pipeline_latents(latents, grid).float()
     x = upsample_latents(unpack(tokens, grid), transition, generator=generator, upsample=upsample,
                          kept_noise=kept_noise, noise_sampler=noise_sampler)

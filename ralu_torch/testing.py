@@ -167,7 +167,46 @@ SCHEDULERS = {
 
 #: Families :func:`tiny_pipeline` builds, by the name of the model variant they stand for.
 TINY_MODELS = ("flux-dev", "flux-schnell", "sd3-medium", "flux2-dev", "flux2-klein-4b", "flux2-klein-base-4b",
-               "qwen-image", "z-image-turbo", "z-image", "chroma")
+               "qwen-image", "z-image-turbo", "z-image", "chroma", "wan2.1-t2v-14b", "wan2.2-t2v-a14b")
+
+#: Wan's published scheduler: UniPC on flow sigmas with a fixed shift (the model cards: 3.0 at
+#: 480p, 5.0 at 720p for Wan 2.1; 12.0 for Wan 2.2 A14B)
+WAN_UNIPC = dict(prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000)
+
+
+def wan_pipeline(*, experts: int = 1, boundary_ratio: float = 0.875, scheduler: str = "euler", flow_shift: float = 3.0,
+                 seed: int = 0, device="cpu", dtype=torch.float32):
+    """A tiny ``WanPipeline`` without a text encoder (pass ``prompt_embeds``): two-block
+    ``WanTransformer3DModel`` expert(s) of Wan's layer types, a small ``AutoencoderKLWan``
+    (8x spatial, 4x temporal), and ``scheduler`` "euler" (``FlowMatchEulerDiscreteScheduler``
+    with ``shift=flow_shift``, what the one-stage parity tests compare against) or "unipc"
+    (Wan's published ``UniPCMultistepScheduler`` configuration). ``experts=2`` adds
+    ``transformer_2`` switched at ``boundary_ratio`` (Wan 2.2 A14B)."""
+    import diffusers as d
+
+    torch.manual_seed(seed)
+
+    def expert():
+        return d.WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                       in_channels=16, out_channels=16, text_dim=TINY_TEXT_DIM, freq_dim=32, ffn_dim=32,
+                                       num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+                                       rope_max_seq_len=64)
+
+    tr = expert()
+    tr2 = expert() if experts == 2 else None
+    vae = d.AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                             temperal_downsample=[False, True, True])
+    if scheduler == "euler":
+        sched = d.FlowMatchEulerDiscreteScheduler(shift=flow_shift)
+    elif scheduler == "unipc":
+        sched = d.UniPCMultistepScheduler(**WAN_UNIPC, flow_shift=flow_shift)
+    else:
+        raise ValueError(f"scheduler must be euler or unipc, got {scheduler!r}")
+    pipe = d.WanPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=sched, transformer=tr, transformer_2=tr2,
+                         boundary_ratio=boundary_ratio if experts == 2 else None)
+    pipe = pipe.to(device=device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def tiny_pipeline(model: str, *, seed: int = 0, device="cpu", dtype=torch.float32):
@@ -176,6 +215,9 @@ def tiny_pipeline(model: str, *, seed: int = 0, device="cpu", dtype=torch.float3
     family's published scheduler rule, and no text encoders (pass embeddings: :func:`tiny_inputs`)."""
     import diffusers as d
 
+    if model.startswith("wan"):
+        return wan_pipeline(experts=2 if model == "wan2.2-t2v-a14b" else 1, seed=seed, device=device, dtype=dtype,
+                            flow_shift=12.0 if model == "wan2.2-t2v-a14b" else 3.0)
     if model in ("flux-dev", "flux-schnell"):
         pipe = flux_pipeline(guidance_embeds=model == "flux-dev", seed=seed, device=device, dtype=dtype)
     elif model == "sd3-medium":
@@ -294,6 +336,13 @@ def tiny_inputs(pipe, batch: int = 1, *, guided: bool = False, text_tokens: int 
                        guidance_scale=4.0)
         else:
             out["guidance_scale"] = 0.0
+        return out
+    if name == "WanPipeline":
+        out = dict(prompt_embeds=rand(batch, text_tokens, cfg.text_dim))
+        if guided:
+            out.update(negative_prompt_embeds=rand(batch, text_tokens, cfg.text_dim), guidance_scale=4.0)
+        else:
+            out["guidance_scale"] = 1.0
         return out
     raise ValueError(f"no tiny inputs for {name}")
 

@@ -238,3 +238,32 @@ def test_latents_replace_the_first_noise_and_a_callback_interrupts(pipes, place)
 
     out = ralu(**inputs, generator=gens(1), callback_on_step_end=stop, **kw)
     assert out.interrupted and torch.isfinite(out.images).all() and out.images.device.type == device
+
+
+@pytest.mark.parametrize("place", DEVICES)
+def test_a_wan_clip_with_two_experts_is_wanpipeline(place):
+    """Wan 2.2's two experts, guided, a 9-frame clip: a one-stage layout is WanPipeline's run
+    on the same sigmas (its scheduler pinned to them, :func:`ralu_torch.stage_scheduler`)."""
+    from ralu_torch import stage_scheduler
+    from ralu_torch.testing import wan_pipeline
+
+    device, dtype = place
+    base = wan_pipeline(experts=2, flow_shift=12.0)
+    pipe = base if device == "cpu" and dtype == torch.float32 else copy.deepcopy(base).to(device, dtype)
+    kw = dict(height=64, width=96, num_frames=9, output_type="latent")
+
+    def both(p):
+        inputs = on(tiny_inputs(base, 2, guided=True), device, p.transformer.dtype)
+        ralu = RALU(p, ONE_STAGE)
+        sched, scheduler = ralu.schedule_for(64, 96, 9), p.scheduler
+        p.scheduler = stage_scheduler(scheduler, sched, 0)
+        try:
+            stock = p(**inputs, num_inference_steps=4, generator=gens(2), **kw).frames
+        finally:
+            p.scheduler = scheduler
+        return stock, ralu(**inputs, generator=gens(2), **kw).images
+
+    stock, ours = both(pipe)
+    stock32 = stock if dtype == torch.float32 else both(copy.deepcopy(base).to(device))[0]
+    assert ours.device.type == device
+    assert (ours.double() - stock.double()).abs().max().item() <= parity_tolerance(stock, stock32, dtype)

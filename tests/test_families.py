@@ -274,7 +274,7 @@ def test_unsupported_and_image_conditioned_pipelines_are_refused_by_name(pipes):
     pipe = pipes("qwen-image")
     edit = diffusers.QwenImageImg2ImgPipeline(**pipe.components)
     with pytest.raises(ValueError, match=f"RALU cannot run QwenImageImg2ImgPipeline: it runs the text-to-image "
-                                         f"pipelines {', '.join(SUPPORTED)}; load the text-to-image QwenImagePipeline"):
+                                         f"and text-to-video pipelines {', '.join(SUPPORTED)}; load the text-to-image QwenImagePipeline"):
         RALU(edit)
     with pytest.raises(ValueError, match="RALU does not take image= with Flux2Pipeline: reference images"):
         RALU(pipes("flux2-dev"), MIXED)(**tiny_inputs(pipes("flux2-dev")), image=[object()], height=128, width=128)

@@ -276,7 +276,7 @@ def test_pipelines_ralu_cannot_run_are_refused_at_construction(dev, cls):
     other = getattr(diffusers, cls).from_pipe(dev)
     from ralu_torch.backends.families import SUPPORTED
 
-    with pytest.raises(ValueError, match=re.escape(f"RALU cannot run {cls}: it runs the text-to-image pipelines "
+    with pytest.raises(ValueError, match=re.escape(f"RALU cannot run {cls}: it runs the text-to-image and text-to-video pipelines "
                                                    f"{', '.join(SUPPORTED)}; load the text-to-image FluxPipeline "
                                                    "instead")):
         RALU(other, "flux-dev-7x")

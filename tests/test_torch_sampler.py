@@ -158,7 +158,7 @@ def test_construction_errors(dev):
         RALU(dev, upsample="bicubic")
     with pytest.raises(ValueError, match="kept_noise must be one of exact, unit"):
         RALU(dev, kept_noise="none")
-    with pytest.raises(ValueError, match="RALU cannot run object: it runs the text-to-image pipelines"):
+    with pytest.raises(ValueError, match="RALU cannot run object: it runs the text-to-image and text-to-video pipelines"):
         RALU(object())
     # factor 4 needs sides in multiples of 64 pixels on FLUX
     r = RALU(dev, solve(Layout(steps=(2, 2), ends=(0.5, 1.0), factors=(4,))))

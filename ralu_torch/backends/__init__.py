@@ -20,8 +20,9 @@ from .families import SUPPORTED, family_of_pipeline, sibling_family
 
 def backend_for(pipe):
     """The backend for a diffusers pipeline instance: one of :data:`SUPPORTED` (or a subclass
-    of one). Image-conditioned siblings (Img2Img, Inpaint, Edit, Control, Kontext, ...) are
-    refused by name, with the text-to-image pipeline to load instead."""
+    of one). Image-conditioned siblings (Img2Img, Inpaint, Edit, Control, Kontext,
+    ImageToVideo, ...) are refused by name, with the text-to-image (or text-to-video) pipeline
+    to load instead."""
     for cls in type(pipe).__mro__:
         family = family_of_pipeline(cls.__name__)
         if family is not None:
@@ -29,5 +30,7 @@ def backend_for(pipe):
             return getattr(importlib.import_module(f"{__name__}.{module}"), name)(pipe)
     name = type(pipe).__name__
     family = sibling_family(name)
-    hint = f"; load the text-to-image {' or '.join(family.pipelines)} instead" if family else ""
-    raise ValueError(f"RALU cannot run {name}: it runs the text-to-image pipelines {', '.join(SUPPORTED)}{hint}")
+    kind = lambda f: "text-to-video" if f.video else "text-to-image"  # noqa: E731
+    hint = f"; load the {kind(family)} {' or '.join(family.pipelines)} instead" if family else ""
+    raise ValueError(f"RALU cannot run {name}: it runs the text-to-image and text-to-video pipelines "
+                     f"{', '.join(SUPPORTED)}{hint}")

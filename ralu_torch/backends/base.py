@@ -64,6 +64,10 @@ class SamplerBackend(Protocol):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Model-space latents ``(B, C, h, w)`` to images in ``[-1, 1]``."""
 
+    # Optional: ``before_call(sigma: float)``, the host value of the next call's sigma (read from
+    # the schedule, never from the device), for a backend whose model depends on the noise
+    # level (Wan 2.2's two experts).
+
 
 @runtime_checkable
 class PipelineBackend(SamplerBackend, Protocol):
@@ -274,6 +278,22 @@ class DiffusersBackend:
     def default_size(self) -> int:
         """The pipeline's image side when none is given."""
         return self.pipe.default_sample_size * self.pipe.vae_scale_factor
+
+    @property
+    def default_height(self) -> int:
+        return self.default_size
+
+    @property
+    def default_width(self) -> int:
+        return self.default_size
+
+    def first_noise(self, latents):
+        """The caller's ``latents=`` in the form the sampler takes (a video backend reshapes a clip)."""
+        return latents
+
+    def postprocess(self, decoded: torch.Tensor, output_type: str):
+        """Decoded images in ``[-1, 1]`` as the pipeline returns them for ``output_type``."""
+        return self.pipe.image_processor.postprocess(decoded, output_type=output_type)
 
     def shift_rule(self) -> ShiftRule:
         """The base shift rule of the pipeline's own scheduler config (and ``shift_terminal``)."""

@@ -30,6 +30,7 @@ class Family:
     cfg_threshold: float = 1.0  # "cfg": guidance is on when guidance_scale exceeds this
     guidance: str = ""          # how guidance works, in words
     extra_refused: dict = field(default_factory=dict)   # call arguments refused by name, with why
+    video: bool = False         # makes clips (num_frames), written as MP4 by ralu generate
 
     @property
     def models(self) -> tuple:
@@ -69,6 +70,16 @@ def _zimage_variant(read) -> str:
     return "z-image" if float(sched.get("shift", 3.0)) > 3.0 else "z-image-turbo"
 
 
+def _wan_variant(read) -> str:
+    tr = read("transformer")
+    if tr.get("in_channels", 16) == 48:
+        return "wan2.2-ti2v-5b"
+    if read("").get("boundary_ratio") is not None:
+        return "wan2.2-t2v-a14b"
+    return "wan2.1-t2v-1.3b" if tr.get("num_attention_heads", 40) * tr.get("attention_head_dim", 128) <= 1536 \
+        else "wan2.1-t2v-14b"
+
+
 FAMILIES = (
     Family("flux", "FLUX.1", ("FluxPipeline",), "flux:FluxBackend", ("Flux",), _flux_variant, negative="true-cfg",
            guidance="FLUX.1-dev's guidance is distilled into the model (guidance_scale); true CFG with a negative "
@@ -91,6 +102,10 @@ FAMILIES = (
                     "runs without: guidance_scale 0)"),
     Family("chroma", "Chroma", ("ChromaPipeline",), "chroma:ChromaBackend", ("Chroma",), lambda read: "chroma", negative="cfg",
            guidance="classifier-free guidance with guidance_scale > 1, a second call per step"),
+    Family("wan", "Wan", ("WanPipeline",), "wan:WanBackend", ("Wan",), _wan_variant, negative="cfg",
+           guidance="classifier-free guidance with guidance_scale > 1, a second call per step; Wan 2.2 A14B's "
+                    "low-noise expert guides with guidance_scale_2",
+           video=True),
 )
 
 BY_NAME = {f.name: f for f in FAMILIES}
@@ -126,7 +141,7 @@ def family_of_pipeline(class_name: str) -> Family | None:
 
 #: Words in the class names of pipelines that start from an image or add image conditioning.
 IMAGE_CONDITIONED = ("Img2Img", "Inpaint", "Edit", "Control", "Fill", "Kontext", "Redux", "Layered", "Omni", "KV",
-                     "PAG")
+                     "PAG", "ImageToVideo", "VideoToVideo", "VACE", "Animate", "S2V")
 
 
 def sibling_family(class_name: str) -> Family | None:
