@@ -15,13 +15,11 @@ from __future__ import annotations
 import argparse
 import time
 
-import torch
-
-from ralu_schedule import Layout, preset, solve
+from ralu_schedule import get_preset
 from ralu_schedule.export import model_evaluations
-from ralu_torch.backends.gaussian import GaussianBackend, GaussianField, TexturePatchField
-from ralu_torch.analysis.quality import (BANDS, configurations, flop_matched_steps, radial_log_ratio, region_metrics, run, selection_hit_rate,
-                                spectrum_metrics)
+from ralu_torch.analysis.quality import BANDS, ablation_configs, flop_matched_steps, radial_log_ratio
+from ralu_torch.evaluation.analytic import field_for, run_rows
+from ralu_torch.evaluation.configs import parse_config
 
 
 def main(argv=None):
@@ -44,13 +42,24 @@ def main(argv=None):
         solvers(args)
 
 
-def solver_schedulers() -> dict:
-    """Cost-model solver name -> the diffusers scheduler RALU steps with (None: built-in Euler)."""
-    from diffusers import DPMSolverMultistepScheduler, FlowMatchHeunDiscreteScheduler, UniPCMultistepScheduler
+def table(args):
+    """(label, configuration) rows of the ablation tables: the data, the baseline, then each
+    preset's ablations (None rows are the preset headings)."""
+    rows = [("exact data samples (sampling floor)", "exact"),
+            (f"baseline {args.baseline_steps} steps", f"baseline:{args.baseline_steps}")]
+    for name in args.presets:
+        rows.append((f"-- {name}", None))
+        rows += list(ablation_configs(name).items())
+    return rows
 
-    flow = dict(use_flow_sigmas=True, prediction_type="flow_prediction")
-    return {"euler": None, "heun": FlowMatchHeunDiscreteScheduler(),
-            "dpm-multistep": DPMSolverMultistepScheduler(**flow), "unipc": UniPCMultistepScheduler(**flow)}
+
+def rows_of(args, data: str, size: int):
+    """Each (label, Row) of the ablation table on ``data``, run by ralu eval's analytic code path."""
+    labelled = table(args)
+    configs = [parse_config(text) for _, text in labelled if text is not None]
+    runs = run_rows(configs, data, args.seeds, 0, size, args.exponent, texture_size=args.edged_size)
+    for label, text in labelled:
+        yield label, (None if text is None else next(runs))
 
 
 def baseline_steps_for(calls: int, solver: str) -> int:
@@ -64,8 +73,6 @@ def baseline_steps_for(calls: int, solver: str) -> int:
 def solvers(args):
     """Each solver with each preset, against full-resolution runs of the same solver with the
     same number of model evaluations and with the same FLOPs (cost model, 1024x1024)."""
-    field = GaussianField(height=args.size, width=args.size, exponent=args.exponent)
-    be = GaussianBackend(field)
     band_names = [f"{lo:g}-{hi:g}" for lo, hi in BANDS]
     print()
     print(f"Solvers: Gaussian field {args.size}x{args.size}, spectrum ~ |k|^-{args.exponent:g}; {args.seeds} seeds per "
@@ -75,19 +82,20 @@ def solvers(args):
     print("| preset | solver | run | model calls | FD x1e3 | " + " | ".join(band_names) + " | var |")
     print("|---|---|---|---:|---:|" + "---:|" * len(band_names) + "---:|")
     for name in args.presets:
-        sched = preset(name)
-        for label, scheduler in solver_schedulers().items():
-            calls = sum(model_evaluations(n, label) for n in sched.layout.steps)
+        layout = get_preset(name).layout
+        for label in ("euler", "heun", "dpm-multistep", "unipc"):
+            calls = sum(model_evaluations(n, label) for n in layout.steps)
             n = baseline_steps_for(calls, label)
             n_flops = baseline_steps_for(flop_matched_steps(name, solver=label), label)
-            rows = [("RALU", sched)] + [(f"{m} steps, full res., same {what}", solve(Layout(steps=(m,), ends=(1.0,))))
-                                        for m, what in ((n, "calls"), (n_flops, "FLOPs"))]
-            for run_name, s in rows:
-                c = sum(model_evaluations(k, label) for k in s.layout.steps)
-                x, _ = run(be, s, args.seeds, solver=scheduler)
-                m = spectrum_metrics(x, field)
-                print(f"| {name} | {label} | {run_name} | {c} | {1e3 * m['fd']:.2f} | "
-                      + " | ".join(f"{v:+.3f}" for v in m["bands"]) + f" | {m['var']:.3f} |")
+            runs = [("RALU", f"{name}+{label}")] + [(f"{m} steps, full res., same {what}", f"baseline:{m}+{label}")
+                                                    for m, what in ((n, "calls"), (n_flops, "FLOPs"))]
+            configs = [parse_config(text) for _, text in runs]
+            rows = run_rows(configs, "gaussian", args.seeds, 0, args.size, args.exponent)
+            for (run_name, _), row in zip(runs, rows):
+                m = row.metrics
+                c = sum(model_evaluations(k, label) for k in row.schedule.layout.steps)
+                print(f"| {name} | {label} | {run_name} | {c} | {m['fd']:.2f} | "
+                      + " | ".join(f"{m[f'band{k}']:+.3f}" for k in range(len(BANDS))) + f" | {m['var']:.3f} |")
 
 
 def edged(args):
@@ -95,11 +103,7 @@ def edged(args):
     n = args.edged_size
     if n % 8:
         raise SystemExit(f"--edged-size must be a multiple of 8, got {n}")
-    a, b = n // 8, n // 2     # four candidate regions of side 3n/8, one per quadrant
-    field = TexturePatchField(height=n, width=n, region=3 * n // 8, positions=((a, a), (a, b), (b, a), (b, b)),
-                              k0=1.0 / n)
-    be = GaussianBackend(field)
-    truth = region_metrics(field.sample(1024, torch.Generator().manual_seed(20_000)), field)
+    field = field_for("texture", texture_size=n)
     print()
     print(f"Texture-patch field {args.edged_size}x{args.edged_size}: smooth background (|k|^-3) plus a rough texture "
           f"(variance {field.texture_variance:g}) in one of {len(field.positions)} {field.region}x{field.region} "
@@ -110,55 +114,35 @@ def edged(args):
     print(f"'selected': share of tokens upsampled at the partial transition that lie in the textured region "
           f"(blind choice: {share:.3f})")
     print(f"{'configuration':<42} {'FD x1e3':>8} {'texture':>8} {'backgr.':>8} {'var':>6} {'selected':>9}")
-
-    def row(label, samples, result=None):
-        m = spectrum_metrics(samples, field)
-        r = region_metrics(samples, field)
-        lt = torch.log10(torch.tensor(r["texture"] / truth["texture"])).item()
-        lb = torch.log10(torch.tensor(r["background"] / truth["background"])).item()
-        hit = selection_hit_rate(result, samples, field) if result is not None else None
-        print(f"{label:<42} {1e3 * m['fd']:>8.2f} {lt:>+8.3f} {lb:>+8.3f} {m['var']:>6.3f} "
+    for label, row in rows_of(args, "texture", args.size):
+        if row is None:
+            print(label)
+            continue
+        m = row.metrics
+        hit = m["selected"]
+        print(f"{label:<42} {m['fd']:>8.2f} {m['texture']:>+8.3f} {m['background']:>+8.3f} {m['var']:>6.3f} "
               f"{'' if hit is None else f'{hit:.3f}':>9}")
-
-    row("exact data samples (sampling floor)", field.sample(args.seeds, torch.Generator().manual_seed(10_000)))
-    x, _ = run(be, solve(Layout(steps=(args.baseline_steps,), ends=(1.0,))), args.seeds)
-    row(f"baseline {args.baseline_steps} steps", x)
-    for name in args.presets:
-        print(f"-- {name}")
-        for label, (sched, opts) in configurations(name).items():
-            x, res = run(be, sched, args.seeds, **opts)
-            row(label, x, res)
 
 
 def stationary(args):
-    field = GaussianField(height=args.size, width=args.size, exponent=args.exponent)
-    be = GaussianBackend(field)
     band_names = [f"{lo:g}-{hi:g}" for lo, hi in BANDS]
+    field = field_for("gaussian", args.size, args.exponent)
     print(f"Gaussian field {args.size}x{args.size}, 3 channels, spectrum ~ |k|^-{args.exponent:g}; "
           f"{args.seeds} seeds per row; h0 = 3")
     print(f"{'configuration':<42} {'FD x1e3':>8} " + " ".join(f"{b:>10}" for b in band_names) + f" {'var':>6}")
-
-    def row(label, samples):
-        m = spectrum_metrics(samples, field)
-        print(f"{label:<42} {1e3 * m['fd']:>8.2f} " + " ".join(f"{v:>+10.3f}" for v in m["bands"])
-              + f" {m['var']:>6.3f}")
-        return m
-
     curves = {}
-    exact = field.sample(args.seeds, torch.Generator().manual_seed(10_000))
-    row("exact data samples (sampling floor)", exact)
-    base = solve(Layout(steps=(args.baseline_steps,), ends=(1.0,)))
     t0 = time.perf_counter()
-    x, _ = run(be, base, args.seeds)
-    row(f"baseline {args.baseline_steps} steps", x)
-    curves[f"baseline {args.baseline_steps} steps"] = radial_log_ratio(x, field)
-    for name in args.presets:
-        print(f"-- {name}")
-        for label, (sched, opts) in configurations(name).items():
-            x, _ = run(be, sched, args.seeds, **opts)
-            row(label, x)
-            if name == args.presets[0]:
-                curves[label] = radial_log_ratio(x, field)
+    preset = None
+    for label, row in rows_of(args, "gaussian", args.size):
+        if row is None:
+            print(label)
+            preset = label[3:]
+            continue
+        m = row.metrics
+        print(f"{label:<42} {m['fd']:>8.2f} " + " ".join(f"{m[f'band{k}']:>+10.3f}" for k in range(len(BANDS)))
+              + f" {m['var']:>6.3f}")
+        if (preset is None and label.startswith("baseline")) or preset == args.presets[0]:
+            curves[label] = radial_log_ratio(row.samples, field)
     print(f"(all rows: {time.perf_counter() - t0:.0f} s)")
     if args.plot:
         plot(curves, args.plot, args.presets[0])

@@ -63,8 +63,12 @@ def build_parser():
     g.add_argument("--select", choices=SELECTIONS, default=None,
                    help=f"which tokens a partial transition upsamples (default {SELECTIONS[0]}; authors: the paper "
                    "code's rule)")
-    g.add_argument("--height", type=int, default=None, help="default 1024")
-    g.add_argument("--width", type=int, default=None, help="default 1024")
+    g.add_argument("--height", type=int, default=None, help="default 1024 (Wan: 480; TI2V-5B: 704)")
+    g.add_argument("--width", type=int, default=None, help="default 1024 (Wan: 832; TI2V-5B: 1280)")
+    g.add_argument("--num-frames", type=int, default=None,
+                   help="video models (Wan): frames per clip, 4k + 1 (default the model's: 81, TI2V-5B 121)")
+    g.add_argument("--fps", type=float, default=None,
+                   help="video models: the MP4's frame rate (default the model's: 16, TI2V-5B 24)")
     g.add_argument("--seed", type=int, default=None, help="default 0")
     g.add_argument("--guidance-scale", type=float, default=None,
                    help="default: the pipeline's (FLUX.1 3.5, SD3 7.0, FLUX.2 4.0, Z-Image and Chroma 5.0)")
@@ -73,7 +77,7 @@ def build_parser():
     g.add_argument("--device", default=None, help="cuda, cpu, mps, ... (default: cuda if available)")
     g.add_argument("--dtype", choices=DTYPES, default=None, help="default: bfloat16 on cuda, else float32")
     g.add_argument("--out", default=None, help="one image: a file, or a directory to write image.png into "
-                   "(default image.png)")
+                   "(default image.png; a video model: clip.mp4, its recipe in clip.json beside it)")
     g.add_argument("--overwrite", action="store_true", help="replace existing images whose recipe differs")
     g.add_argument("--force", action="store_true", help="run a preset made for another model family")
     many = g.add_argument_group("many images")
@@ -99,6 +103,8 @@ def build_parser():
     i = sub.add_parser("info", help="print the recipe a PNG written by ralu generate carries")
     i.add_argument("image")
 
+    _eval_parser(sub)
+
     d = sub.add_parser("demo", help="RALU on the analytic Gaussian backend (no weights): writes a comparison figure")
     d.add_argument("--preset", default="flux-dev-7x", help=f"one of {', '.join(sorted(PRESETS))}")
     d.add_argument("--seeds", type=int, default=32)
@@ -106,6 +112,51 @@ def build_parser():
     d.add_argument("--out", default="ralu_demo.png", help="an image file, or a directory to write ralu_demo.png into")
     d.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     return parser
+
+
+def _eval_parser(sub) -> None:
+    from .evaluation.configs import DATA, DEFAULT_CLIP, DEFAULT_CLIP_IQA, METRICS
+
+    e = sub.add_parser("eval", help="generate, time and score several configurations on the same prompts and seeds "
+                       "(docs/eval.md)")
+    e.add_argument("--model", required=True, help="diffusers model id or local path (as ralu generate), or 'analytic' "
+                   "for the exact Gaussian backend (nothing downloaded)")
+    e.add_argument("--configs", nargs="+", default=None, metavar="CONFIG",
+                   help="baseline:STEPS, a preset or a schedule file, each optionally +CACHE (taylorseer:interval=3,"
+                        "warmup=2, fbcache:0.08, pab:2), +SOLVER (euler, heun, dpm-multistep, unipc), +OPTION "
+                        "(upsample:token, kept-noise:unit, parameters:optimised, select:authors); the first is the "
+                        "reference of paired metrics and speed-ups (required with a model)")
+    e.add_argument("--prompts", default=None, metavar="FILE",
+                   help="a prompt per line, or JSON lines with prompt, seed, size (default: the built-in list)")
+    e.add_argument("--out-dir", required=True, metavar="DIR",
+                   help="DIR/images/<configuration>/, DIR/eval.csv, eval.md, scores.csv, eval.png, contact_sheet.png")
+    e.add_argument("--height", type=int, default=None, help="default 1024 (analytic: the field's side, default 64)")
+    e.add_argument("--width", type=int, default=None, help="default 1024")
+    e.add_argument("--seed", type=int, default=0, help="image i gets seed SEED + i (default 0)")
+    e.add_argument("--num-images", type=int, default=None,
+                   help="images per prompt (default 1; analytic: seeds per row, default 128)")
+    e.add_argument("--batch-size", type=int, default=1, help="images per sampler call (default 1)")
+    e.add_argument("--dtype", choices=DTYPES, default=None, help="default: bfloat16 on cuda, else float32")
+    e.add_argument("--device", default=None, help="cuda, cpu, mps, ... (default: cuda if available)")
+    e.add_argument("--guidance-scale", type=float, default=None, help="default: the pipeline's")
+    e.add_argument("--max-sequence-length", type=int, default=None, help="default: the pipeline's")
+    e.add_argument("--metrics", nargs="+", default=None, metavar="METRIC",
+                   help=f"any of {', '.join(METRICS)} (default all; one whose model cannot load is skipped; the "
+                        "analytic backend has its own)")
+    e.add_argument("--clip-model", default=DEFAULT_CLIP, help=f"CLIP for the CLIP score (default {DEFAULT_CLIP})")
+    e.add_argument("--clip-iqa-model", default=DEFAULT_CLIP_IQA,
+                   help="CLIP for CLIP-IQA: clip_iqa (the paper's, needs piq; default) or a transformers CLIP")
+    e.add_argument("--repeats", type=int, default=3, help="timed calls per configuration (default 3)")
+    e.add_argument("--sheet", type=int, default=4, help="prompts on the contact sheet (default 4; 0: none)")
+    e.add_argument("--overwrite", action="store_true", help="replace existing images whose recipe differs")
+    e.add_argument("--force", action="store_true", help="run a preset made for another model family")
+    a = e.add_argument_group("analytic backend")
+    a.add_argument("--data", nargs="+", choices=DATA, default=list(DATA), help="default both")
+    a.add_argument("--exponent", type=float, default=2.0, help="the stationary field's spectrum exponent")
+    a.add_argument("--texture-size", type=int, default=32, help="the texture field's side (dense covariances)")
+    # what ralu generate's machinery reads and eval does not offer
+    e.set_defaults(true_cfg=None, negative_prompt=None, compile=False, offload="none", from_image=None, lora=[],
+                   num_frames=None, fps=None)
 
 
 def run_demo(args):
@@ -176,6 +227,11 @@ def main(argv=None) -> int:
             from .generate import generate
 
             generate(args)
+        elif args.command == "eval":
+            from .evaluation.run import evaluate
+
+            args.argv = list(sys.argv[1:] if argv is None else argv)
+            evaluate(args)
         elif args.command == "demo":
             run_demo(args)
         elif args.command == "info":

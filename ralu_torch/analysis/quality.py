@@ -24,9 +24,9 @@ import dataclasses
 import numpy as np
 import torch
 
-from ralu_schedule import Layout, Plan, Schedule, get_preset, preset, solve
+from ralu_schedule import Layout, Plan, Schedule, get_preset, solve
 from ralu_schedule.cost import get_model, layout_cost
-from ralu_schedule.layout import DEFAULT_BASE_SHIFT, Stage
+from ralu_schedule.layout import Stage
 
 from ..backends.gaussian import GaussianBackend, GaussianField
 from ..sampler import sample
@@ -71,24 +71,25 @@ def flop_matched_steps(name: str, model: str = "flux-dev", solver: str = "euler"
     return max(1, round((c.tflops - c.text_encoding_tflops - c.decode_tflops) / per_step))
 
 
-def configurations(name: str, base_shift: float = DEFAULT_BASE_SHIFT) -> dict:
-    """The ablation table for preset ``name``: label -> (schedule, sampler options)."""
-    authors = preset(name)
-    if not get_preset(name).has_authors_parameters:
-        authors = preset(name, "optimised")
-    ours = solve(authors.layout.with_base_shift(base_shift))
-    n_eq = flop_matched_steps(name)
-    return {
-        f"baseline {n_eq} steps (same FLOPs)": (solve(Layout(steps=(n_eq,), ends=(1.0,), base_shift=base_shift)), {}),
-        "naive late upsampling (no noise)": (without_reinjection(authors), {}),
-        "re-injection, uncorrelated noise": (uncorrelated_noise(authors), {}),
-        "correlated noise, no timestep matching": (unmatched_timesteps(authors), {}),
-        "RALU, authors' parameters": (authors, {}),
-        "RALU, re-optimised parameters": (ours, {}),
-        "RALU, token-repeat upsampling": (authors, {"upsample": "token"}),
-        "RALU, kept tokens variance 1 (authors)": (authors, {"kept_noise": "unit"}),
-        "RALU, mixed resolution off": (without_mixed_stage(authors), {}),
-    }
+#: The ablation table of a preset: row label -> ``ralu eval`` configuration ({name}: the preset,
+#: {n}: the full-resolution steps with its FLOPs), run by ``bench/quality.py`` and ``ralu eval``.
+ABLATION_TABLE = (
+    ("baseline {n} steps (same FLOPs)", "baseline:{n}"),
+    ("naive late upsampling (no noise)", "{name}+ablation:naive-upsampling"),
+    ("re-injection, uncorrelated noise", "{name}+ablation:uncorrelated-noise"),
+    ("correlated noise, no timestep matching", "{name}+ablation:unmatched-timesteps"),
+    ("RALU, authors' parameters", "{name}"),
+    ("RALU, re-optimised parameters", "{name}+parameters:optimised"),
+    ("RALU, token-repeat upsampling", "{name}+upsample:token"),
+    ("RALU, kept tokens variance 1 (authors)", "{name}+kept-noise:unit"),
+    ("RALU, mixed resolution off", "{name}+ablation:no-mixed-stage"),
+)
+
+
+def ablation_configs(name: str) -> dict:
+    """The ablation table for preset ``name``: label -> ``ralu eval`` configuration string."""
+    n = flop_matched_steps(name)
+    return {label.format(n=n): text.format(name=name, n=n) for label, text in ABLATION_TABLE}
 
 
 def spectrum_metrics(samples: torch.Tensor, field: GaussianField) -> dict:
