@@ -8,6 +8,7 @@ from pathlib import Path
 from ._errors import UsageError, brief
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".pdf", ".svg")
+VIDEO_SUFFIXES = (".mp4",)
 
 
 def output_path(out, default_name: str, *, overwrite: bool = False, suffixes=IMAGE_SUFFIXES) -> Path:
@@ -21,7 +22,8 @@ def output_path(out, default_name: str, *, overwrite: bool = False, suffixes=IMA
         path = path / default_name
     check_parent(path, f"cannot write {brief(str(path))}")
     if path.suffix.lower() not in suffixes:
-        raise UsageError(f"{brief(str(path))} needs an image extension, one of {', '.join(suffixes)}")
+        kind = "a video" if all(s in VIDEO_SUFFIXES for s in suffixes) else "an image"
+        raise UsageError(f"{brief(str(path))} needs {kind} extension, one of {', '.join(suffixes)}")
     if path.exists() and not overwrite:
         raise UsageError(f"{brief(str(path))} exists; pass --overwrite to replace it")
     return path

@@ -17,6 +17,7 @@ See ``docs/generate.md``.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -27,7 +28,7 @@ from pathlib import Path
 
 from ralu_schedule import token_grid
 from ralu_schedule._errors import UsageError, brief, check_finite
-from ralu_schedule._files import output_path
+from ralu_schedule._files import IMAGE_SUFFIXES, VIDEO_SUFFIXES, output_path
 from ralu_schedule.models import MODEL_INFO
 from ralu_schedule.presets import DEFAULT_PRESETS, PARAMETERS
 
@@ -35,14 +36,15 @@ from .backends.families import BY_NAME, FAMILIES, family_of_pipeline, read_pipel
 from .jobs import (MANIFEST, PART, SEED_LIMIT, DirectoryLock, Entry, Job, Plan, append_line, batches,
                    check_writable_dir, differences, lora_spec, merge_manifest, read_prompts)
 from .options import SELECTIONS, UPSAMPLE_MODES
-from .recipe import RECIPE_FORMAT, RECIPE_KEY, check_recipe, read_recipe
+from .recipe import RECIPE_FORMAT, RECIPE_KEY, check_recipe, read_recipe, sidecar
 from .schedules import _check_family, _parse_schedule
 from .sources import check_model, check_recipe_lora, pickle_files
 
 FROM_FIELDS = ("model", "prompt", "negative_prompt", "true_cfg", "seed", "height", "width", "guidance_scale",
-               "max_sequence_length", "dtype")
+               "max_sequence_length", "dtype", "num_frames", "fps")
+#: A video model's clips are MP4 files, their recipe in a JSON file beside each (``clip.json``).
 #: The flags whose change makes ``--from`` a new image rather than the recorded batch's member.
-BATCH_FIELDS = ("prompt", "negative_prompt", "seed", "height", "width")
+BATCH_FIELDS = ("prompt", "negative_prompt", "seed", "height", "width", "num_frames")
 
 
 class RunFailure(RuntimeError):
@@ -63,14 +65,10 @@ def generate(args) -> None:
         for path, _ in loras:
             check_recipe_lora(path, args.from_image)
 
-    # the images: the recipe's batch (a list), or a plan over the prompts, computed per image
-    if from_batch:
-        plan = [Job(index=k, prompt=m["prompt"], seed=m["seed"], height=args.height, width=args.width,
-                    negative_prompt=m.get("negative_prompt"), file="") for k, m in enumerate(from_batch["members"])]
-        entries = [Entry(prompt=j.prompt, seed=j.seed, negative_prompt=j.negative_prompt) for j in plan]
-    else:
-        entries = read_prompts(args.prompts) if args.prompts else [Entry(prompt=args.prompt)]
-        plan = Plan(entries, args.num_images or 1, args.seed, args.height, args.width, args.negative_prompt)
+    # the prompts and schedules; the sizes are checked here where given, and again with the model's own
+    entries = ([Entry(prompt=m["prompt"], seed=m["seed"], negative_prompt=m.get("negative_prompt"))
+                for m in from_batch["members"]] if from_batch
+               else read_prompts(args.prompts) if args.prompts else [Entry(prompt=args.prompt)])
     schedules = {}                     # a job's schedule (None: the run's) -> (fixed, layout, source)
     if recipe and not args.schedule and not args.preset:
         schedules[None] = _schedule_entry(recipe["schedule"], args.parameters, recipe.get("schedule_source", "recipe"))
@@ -81,27 +79,43 @@ def generate(args) -> None:
             schedules[e.schedule] = _schedule_entry(e.schedule, args.parameters, e.schedule,
                                                     where=f"{Path(args.prompts).name}:{e.line}")
     _check_sizes(entries, args, schedules)
+    # the images, computed per image when asked for (the seeds checked here; sizes once the model's are known)
+    plan = None if from_batch else Plan(entries, args.num_images or 1, args.seed, args.height, args.width,
+                                        args.negative_prompt)
 
-    # where each image goes; the model, checked on disk or in the hub cache
+    # where each image goes (a file name's kind checked again once the model's is known); the model
     if many:
         out_dir = Path(args.out_dir or ".")
         check_writable_dir(out_dir, create=False)
         holder = DirectoryLock(out_dir).holder()
         if holder is not None:         # checked again when the run takes the lock, after loading
             raise UsageError(_busy(out_dir, holder))
-        single = None
     else:
         out_dir = None
-        name = "compare.png" if args.compare else "image.png"
-        single = (from_batch["index"] if from_batch else 0, output_path(args.out or name, name, overwrite=True))
+        output_path(args.out or "image.png", "image.png", overwrite=True, suffixes=IMAGE_SUFFIXES + VIDEO_SUFFIXES)
     local_model = check_model(args.model)
 
-    # the model's family from its configs alone, before torch and any weights: the default preset, the checks
+    # the model's family from its configs alone, before torch and any weights: the default preset,
+    # the default size (and a video model's frames), the checks
     family, variant = _family(args.model, local_model)
+    video = family is not None and family.video
+    _defaults(args, variant, video)
+    if from_batch:
+        plan = [Job(index=k, prompt=e.prompt, seed=e.seed, height=args.height, width=args.width,
+                    negative_prompt=e.negative_prompt, file="") for k, e in enumerate(entries)]
+    else:
+        plan = dataclasses.replace(plan, height=args.height, width=args.width, suffix=".mp4" if video else ".png")
+    if not many:
+        kind = "clip" if video else "compare" if args.compare else "image"
+        name = f"{kind}.mp4" if video else f"{kind}.png"
+        path = output_path(args.out or name, name, overwrite=True, suffixes=VIDEO_SUFFIXES if video else IMAGE_SUFFIXES)
+        single = (from_batch["index"] if from_batch else 0, path)
+    else:
+        single = None
     default = DEFAULT_PRESETS[variant] if variant is not None else DEFAULT_PRESETS["flux-dev"]
     if None not in schedules:
         schedules[None] = _schedule_entry(default, args.parameters, default)
-        _check_sizes(entries, args, schedules)
+    _check_sizes(entries, args, schedules, _pixels_per_token(variant))
     if family is not None:
         _check_guidance_flags(family, entries, args)
         for fixed, _, source in schedules.values():
@@ -131,7 +145,7 @@ def generate(args) -> None:
     if todo == 0:
         if out_dir is not None and rank == 0 and out_dir.is_dir():
             merge_manifest(out_dir, resumed)
-        print(f"nothing to do: {len(done)} image(s) already there with the same recipe"
+        print(f"nothing to do: {len(done)} {_things(plan)} already there with the same recipe"
               + (f" ({out_dir / MANIFEST})" if out_dir is not None else f" ({single[1]})"))
         return
     mine = _share(pending, len(plan), rank, world) if state is not None else pending
@@ -161,10 +175,10 @@ def generate(args) -> None:
         state.wait_for_everyone()
     if out_dir is not None and rank == 0:
         lines = merge_manifest(out_dir, resumed)
-        print(f"wrote {todo} image(s) to {out_dir}" + (f" on {world} processes" if world > 1 else "")
+        print(f"wrote {todo} {_things(plan)} to {out_dir}" + (f" on {world} processes" if world > 1 else "")
               + f", skipped {len(done)} already there; {out_dir / MANIFEST}: {lines} line(s)")
     elif out_dir is not None:
-        print(f"process {rank}: wrote {written} image(s)")
+        print(f"process {rank}: wrote {written} {_things(plan)}")
     if lock is not None:
         lock.release()
 
@@ -277,10 +291,48 @@ def _from_recipe(args, recipe: dict):
         args.compile = True
     if args.model is None or (args.prompt is None and args.prompts is None):
         raise UsageError("generate needs --model and --prompt or --prompts (or --from IMAGE)")
-    args.height = 1024 if args.height is None else args.height
-    args.width = 1024 if args.width is None else args.width
     args.seed = 0 if args.seed is None else args.seed
     return batch
+
+
+def _things(plan) -> str:
+    """What the run writes, for its one-line reports: clips for a video model, else images."""
+    return "clip(s)" if plan.suffix in VIDEO_SUFFIXES else "image(s)"
+
+
+def _defaults(args, variant, video: bool) -> None:
+    """The model's own size where none is given (1024 x 1024 for the image families, Wan's
+    480 x 832), and a video model's frames and frame rate; ``--num-frames`` and ``--fps`` are
+    refused for an image model."""
+    from ralu_schedule.cost import MODELS
+
+    spec = MODELS.get(variant)
+    info = MODEL_INFO.get(variant)
+    if not video:
+        for flag, value in (("--num-frames", args.num_frames), ("--fps", args.fps)):
+            if value is not None:
+                raise UsageError(f"{flag} is for video models (Wan); {brief(args.model)} makes images")
+    elif args.compare:
+        raise UsageError("--compare puts two images side by side; for a video model run the baseline and RALU as "
+                         "two runs (or time them with bench/latency.py --family wan)")
+    height, width = spec.default_resolution if spec is not None and video else (1024, 1024)
+    args.height = height if args.height is None else args.height
+    args.width = width if args.width is None else args.width
+    if video:
+        frames = args.num_frames if args.num_frames is not None else spec.default_frames
+        spec.latent_frames(frames)                       # the VAE's 4k + 1 rule, one line if broken
+        args.num_frames = frames
+        args.fps = args.fps if args.fps is not None else info.fps
+        check_finite("--fps", args.fps)
+        if not args.fps > 0:
+            raise UsageError(f"--fps must be > 0, got {args.fps:g}")
+
+
+def _pixels_per_token(variant) -> int:
+    from ralu_schedule.cost import MODELS
+
+    spec = MODELS.get(variant)
+    return spec.transformer.pixels_per_token if spec is not None else 16
 
 
 def _check_flags(args, many: bool, world: int, recipe: dict) -> None:
@@ -415,14 +467,19 @@ def _check_guidance_flags(family, entries, args) -> None:
         raise UsageError(f"{where}{why}{hint}")
 
 
-def _check_sizes(entries, args, schedules: dict) -> None:
-    """Every prompt's size tiles into its schedule's coarsest tokens (per prompt: its images share it)."""
+def _check_sizes(entries, args, schedules: dict, pixels_per_token: int = 16) -> None:
+    """Every prompt's size tiles into its schedule's coarsest tokens (per prompt: its images share
+    it); before the model is known, only the sizes given (a model's tokens cover 16 pixels or
+    a multiple of 16, so nothing refused here would tile later)."""
     for e in entries:
         if e.schedule not in schedules:
             continue
+        height, width = e.height or args.height, e.width or args.width
+        if height is None or width is None:
+            continue
         fixed, layout, _ = schedules[e.schedule]
         try:
-            token_grid(e.height or args.height, e.width or args.width,
+            token_grid(height, width, pixels_per_token=pixels_per_token,
                        downsampling=(fixed.layout if fixed is not None else layout).downsampling, what="this schedule")
         except ValueError as err:
             if args.prompts and e.line is not None:
@@ -434,7 +491,8 @@ def _base_recipe(args, device: str, dtype_name: str, loras: list) -> dict:
     return {"format": RECIPE_FORMAT, "model": args.model, "true_cfg": args.true_cfg,
             "guidance_scale": args.guidance_scale, "max_sequence_length": args.max_sequence_length,
             "dtype": dtype_name, "device": device, "upsample": args.upsample, "select": args.select,
-            "parameters": args.parameters, "loras": loras, "compile": bool(args.compile)}
+            "parameters": args.parameters, "loras": loras, "compile": bool(args.compile),
+            **({} if args.num_frames is None else {"num_frames": args.num_frames, "fps": args.fps})}
 
 
 def _recipe(base: dict, job: Job, schedule) -> dict:
@@ -496,7 +554,8 @@ def _line_from_recipe(rec: dict) -> dict:
     return {"prompt": rec.get("prompt"), "negative_prompt": rec.get("negative_prompt"), "seed": rec.get("seed"),
             "width": rec.get("width"), "height": rec.get("height"), "model": rec.get("model"),
             "schedule": sched, "preset": (sched.get("info") or {}).get("preset"), "dtype": rec.get("dtype"),
-            "device": rec.get("device"), "loras": rec.get("loras"), "seconds": None, "tflops": None}
+            "device": rec.get("device"), "loras": rec.get("loras"), "seconds": None, "tflops": None,
+            **({"num_frames": rec["num_frames"], "fps": rec.get("fps")} if rec.get("num_frames") is not None else {})}
 
 
 def check_device(name):
@@ -608,6 +667,8 @@ def _call_args(args, group: list) -> dict:
         kw["negative_prompt"] = [j.negative_prompt for j in group]
     if args.true_cfg is not None:
         kw["true_cfg_scale"] = args.true_cfg
+    if args.num_frames is not None:
+        kw["num_frames"] = args.num_frames
     return kw
 
 
@@ -645,7 +706,11 @@ def _versions() -> dict:
 
 
 def _save(image, path: Path, recipe: dict) -> None:
-    """Under a temporary name in the same directory, then renamed: never half an image."""
+    """Under a temporary name in the same directory, then renamed: never half an image. A clip
+    (a list of frames) is an MP4 (diffusers' ``export_to_video``, imageio's ffmpeg) whose recipe
+    goes in a JSON file beside it, written first: a clip on disk always has its recipe."""
+    if isinstance(image, (list, tuple)):
+        return _save_clip(image, path, recipe)
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
 
@@ -663,6 +728,26 @@ def _save(image, path: Path, recipe: dict) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _save_clip(frames, path: Path, recipe: dict) -> None:
+    try:
+        from diffusers.utils import export_to_video
+        import imageio_ffmpeg  # noqa: F401
+    except ImportError:
+        raise UsageError("writing MP4 needs imageio and imageio-ffmpeg: pip install 'ralu[video]'") from None
+    side = sidecar(path)
+    tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")     # ffmpeg picks the container by suffix
+    try:
+        tmp_side.write_text(json.dumps(recipe))
+        os.replace(tmp_side, side)
+        export_to_video(list(frames), str(tmp), fps=recipe.get("fps") or 16)
+        os.replace(tmp, path)
+    finally:
+        for t in (tmp_side, tmp):
+            if t.exists():
+                t.unlink()
 
 
 # -- --compare ------------------------------------------------------------------------------------

@@ -153,6 +153,7 @@ class Plan:
     height: int
     width: int
     negative_prompt: str | None = None
+    suffix: str = ".png"            # ".mp4" for a video model's clips
 
     def __post_init__(self):
         object.__setattr__(self, "entries", tuple(self.entries))
@@ -184,8 +185,10 @@ class Plan:
         e = self.entries[i // self.num_images]
         return Job(index=i, prompt=e.prompt, seed=self._seed(i), height=e.height or self.height,
                    width=e.width or self.width, schedule=e.schedule,
-                   negative_prompt=e.negative_prompt or self.negative_prompt, file=IMAGE_NAME.format(index=i),
-                   line=e.line)
+                   negative_prompt=e.negative_prompt or self.negative_prompt, file=self.file(i), line=e.line)
+
+    def file(self, i: int) -> str:
+        return IMAGE_NAME.format(index=i)[:-len(".png")] + self.suffix
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
@@ -196,10 +199,10 @@ class Plan:
         if m is None:
             return None
         i = int(m.group(1))
-        return i if i < len(self) and IMAGE_NAME.format(index=i) == name else None
+        return i if i < len(self) and self.file(i) == name else None
 
 
-IMAGE_PATTERN = re.compile(r"(\d{5,})\.png")
+IMAGE_PATTERN = re.compile(r"(\d{5,})\.(?:png|mp4)")
 
 
 def plan_jobs(entries: list[Entry], *, num_images: int, seed: int, height: int, width: int,
@@ -225,7 +228,7 @@ def batches(jobs, size: int):
 #: all of them is this job done. Versions, timings and the batch it was drawn in are left out.
 IDENTITY = ("model", "prompt", "negative_prompt", "true_cfg", "seed", "height", "width", "guidance_scale",
             "max_sequence_length", "dtype", "device", "upsample", "select", "parameters", "schedule", "loras",
-            "compile")
+            "compile", "num_frames", "fps")
 
 
 def identity(recipe: dict) -> dict:

@@ -9,6 +9,7 @@ names load from safetensors only (:mod:`ralu_torch.sources`)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from ralu_schedule._errors import UsageError
 
@@ -16,10 +17,27 @@ RECIPE_KEY = "ralu"        # the PNG text chunk that carries an image's recipe (
 RECIPE_FORMAT = "ralu-image/1"
 
 
+def sidecar(path) -> Path:
+    """Where a clip's recipe lives: ``clip.json`` beside ``clip.mp4``."""
+    return Path(path).with_suffix(".json")
+
+
 def read_recipe(path) -> dict:
-    """The recipe a PNG written by ``ralu generate`` carries."""
+    """The recipe a PNG written by ``ralu generate`` carries (a clip's: the JSON file beside it)."""
     from PIL import Image, UnidentifiedImageError
 
+    if Path(path).suffix.lower() == ".mp4":
+        side = sidecar(path)
+        if not Path(path).is_file():
+            raise UsageError(f"cannot read clip {str(path)!r}: no such file")
+        try:
+            text = side.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise UsageError(f"{str(path)!r} carries no RALU recipe (ralu generate writes a clip's recipe to "
+                             f"{side.name} beside it)") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise UsageError(f"cannot read {str(side)!r}: {err}") from None
+        return _parse(text, path)
     try:
         with Image.open(path) as img:
             text = getattr(img, "text", {}).get(RECIPE_KEY)
@@ -27,6 +45,10 @@ def read_recipe(path) -> dict:
         raise UsageError(f"cannot read image {str(path)!r}: {err}") from None
     if text is None:
         raise UsageError(f"{str(path)!r} carries no RALU recipe (PNG files written by ralu generate do)")
+    return _parse(text, path)
+
+
+def _parse(text: str, path) -> dict:
     try:
         recipe = json.loads(text)
     except (json.JSONDecodeError, RecursionError):
@@ -47,7 +69,8 @@ def _is(value, kinds) -> bool:
 FIELDS = {"model": (str,), "prompt": (str,), "negative_prompt": (str,), "true_cfg": (int, float), "seed": (int,),
           "height": (int,), "width": (int,), "guidance_scale": (int, float), "max_sequence_length": (int,),
           "dtype": (str,), "upsample": (str,), "select": (str,), "parameters": (str,), "compile": (bool,),
-          "schedule": (dict,), "schedule_source": (str,), "loras": (list,), "batch": (dict,)}
+          "schedule": (dict,), "schedule_source": (str,), "loras": (list,), "batch": (dict,),
+          "num_frames": (int,), "fps": (int, float)}
 LONGEST = 100_000        # characters of any one string field
 
 

@@ -281,6 +281,24 @@ def chroma_pipeline_with_text(seed: int = 0):
     return full
 
 
+def wan_pipeline_with_text(seed: int = 0, experts: int = 1):
+    """The tiny ``WanPipeline`` (UniPC, Wan's published scheduler) with a tiny random UMT5 and a
+    word-level tokenizer: a whole pipeline that takes prompts and that
+    ``save_pretrained``/``from_pretrained`` round-trip (``ralu generate`` tests write clips with it)."""
+    from diffusers import WanPipeline
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    pipe = wan_pipeline(seed=seed, experts=experts, scheduler="unipc", flow_shift=3.0)
+    torch.manual_seed(seed + 1)
+    umt5 = UMT5EncoderModel(UMT5Config(vocab_size=20, d_model=TINY_TEXT_DIM, d_ff=37, d_kv=8, num_layers=1,
+                                       num_heads=2, pad_token_id=0, eos_token_id=2))
+    full = WanPipeline(tokenizer=word_tokenizer(512), text_encoder=umt5, vae=pipe.vae, scheduler=pipe.scheduler,
+                       transformer=pipe.transformer, transformer_2=pipe.transformer_2,
+                       boundary_ratio=pipe.config.boundary_ratio)
+    full.set_progress_bar_config(disable=True)
+    return full
+
+
 def tiny_inputs(pipe, batch: int = 1, *, guided: bool = False, text_tokens: int = 8, seed: int = 1) -> dict:
     """Prompt embeddings (and masks) that fit ``pipe``'s transformer, as its pipeline takes them;
     with ``guided``, negative embeddings and the guidance setting that turns them on (the

@@ -76,8 +76,8 @@ def _wan_variant(read) -> str:
         return "wan2.2-ti2v-5b"
     if read("").get("boundary_ratio") is not None:
         return "wan2.2-t2v-a14b"
-    return "wan2.1-t2v-1.3b" if tr.get("num_attention_heads", 40) * tr.get("attention_head_dim", 128) <= 1536 \
-        else "wan2.1-t2v-14b"
+    small = (tr.get("num_attention_heads"), tr.get("attention_head_dim"), tr.get("num_layers")) == (12, 128, 30)
+    return "wan2.1-t2v-1.3b" if small else "wan2.1-t2v-14b"      # the 1.3B by its published shape
 
 
 FAMILIES = (

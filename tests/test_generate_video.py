@@ -1,0 +1,88 @@
+"""``ralu generate`` with a video model (a tiny random Wan saved as from_pretrained reads it):
+MP4 clips with their recipe beside them, ``ralu info`` and ``--from`` (the same file, byte for
+byte), prompts files, manifest and resume, and the video flags' rules before torch."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ralu_torch.cli import main
+
+SMALL = ["--height", "64", "--width", "64", "--num-frames", "5", "--max-sequence-length", "16", "--device", "cpu"]
+
+
+@pytest.fixture(scope="module")
+def wan_dir(tmp_path_factory):
+    from ralu_torch.testing import wan_pipeline_with_text
+
+    path = tmp_path_factory.mktemp("tiny-wan")
+    wan_pipeline_with_text().save_pretrained(path)
+    return path
+
+
+def frames_of(path) -> list:
+    """The clip's frames, decoded by ffmpeg (imageio-ffmpeg), as (height, width, 3) arrays."""
+    import imageio_ffmpeg
+    import numpy as np
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    meta = next(reader)
+    w, h = meta["size"]
+    return [np.frombuffer(f, dtype=np.uint8).reshape(h, w, 3) for f in reader]
+
+
+def test_a_clip_is_an_mp4_with_its_recipe_and_from_makes_the_same_file(wan_dir, tmp_path, capsys):
+    out = tmp_path / "fox.mp4"
+    assert main(["generate", "--model", str(wan_dir), "--prompt", "a red fox", *SMALL, "--out", str(out)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fox.json", "fox.mp4"]
+    frames = frames_of(out)
+    assert len(frames) == 5 and frames[0].shape == (64, 64, 3)
+    recipe = json.loads((tmp_path / "fox.json").read_text())
+    assert (recipe["num_frames"], recipe["fps"], recipe["schedule_source"]) == (5, 16, "wan-480p-7x")
+    capsys.readouterr()
+    assert main(["info", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out)["prompt"] == "a red fox"
+    again = tmp_path / "again.mp4"
+    assert main(["generate", "--from", str(out), "--out", str(again)]) == 0
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_a_prompts_file_of_clips_resumes(wan_dir, tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text('a red fox\n{"prompt": "a blue bird", "seed": 7}\n')
+    args = ["generate", "--model", str(wan_dir), "--prompts", str(prompts), "--num-images", "2", *SMALL,
+            "--fps", "8", "--out-dir", str(tmp_path / "out")]
+    assert main(args) == 0
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["00000.json", "00000.mp4", "00001.json", "00001.mp4", "00002.json", "00002.mp4", "00003.json",
+                     "00003.mp4", "manifest.jsonl"]
+    lines = [json.loads(x) for x in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
+    assert [(r["file"], r["seed"], r["num_frames"], r["fps"]) for r in lines] == [
+        ("00000.mp4", 0, 5, 8), ("00001.mp4", 1, 5, 8), ("00002.mp4", 7, 5, 8), ("00003.mp4", 8, 5, 8)]
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "nothing to do: 4 clip(s) already there" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--num-frames", "8"], "frames must be 4k + 1 for wan2.1-t2v-14b"),
+    (["--out", "x.png"], "needs a video extension, one of .mp4"),
+    (["--compare"], "--compare puts two images side by side; for a video model"),
+    (["--fps", "0"], "--fps must be > 0, got 0"),
+])
+def test_video_flags_fail_before_torch(wan_dir, tmp_path, extra, message):
+    code = ("import sys; from ralu_torch.cli import main; r = main(sys.argv[1:]); "
+            "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(r)")
+    argv = ["generate", "--model", str(wan_dir), "--prompt", "a", "--height", "64", "--width", "64", *extra]
+    if "--out" not in extra:
+        argv += ["--out", str(tmp_path / "c.mp4")]
+    r = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+
+
+def test_video_flags_on_an_image_model_are_refused(model_dir, tmp_path, capsys):
+    assert main(["generate", "--model", str(model_dir), "--prompt", "a", "--num-frames", "5", "--out",
+                 str(tmp_path / "a.png")]) == 2
+    assert "--num-frames is for video models (Wan)" in capsys.readouterr().err
