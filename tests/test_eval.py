@@ -290,6 +290,21 @@ def test_a_cache_on_sd3_and_an_analytic_only_config_are_refused_in_one_line(tmp_
     assert "was made for flux-dev" in capsys.readouterr().err
 
 
+def test_a_video_model_is_refused_in_one_line_before_loading(tmp_path, capsys):
+    from ralu_torch.testing import wan_pipeline_with_text
+
+    wan = tmp_path / "wan"
+    wan_pipeline_with_text().save_pretrained(wan)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red fox\n")
+    capsys.readouterr()
+    assert main(["eval", "--model", str(wan), "--configs", "baseline:2", "wan-480p-7x", "--out-dir",
+                 str(tmp_path / "out"), "--prompts", str(prompts), *SMALL]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ralu: error:")]
+    assert len(errors) == 1 and "scores images" in errors[0] and "video model (wan)" in errors[0], errors
+    assert not (tmp_path / "out" / "images").exists()
+
+
 # -- the analytic backend ----------------------------------------------------------------------------
 
 def test_analytic_eval_is_the_quality_benchmark_code_path(tmp_path, capsys):

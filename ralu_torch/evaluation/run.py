@@ -123,6 +123,9 @@ def _prepare(args, configs):
     plan = Plan(entries, args.num_images or 1, args.seed, args.height, args.width, None)
     local = check_model(args.model)
     family, _ = _family(args.model, local)
+    if family is not None and family.video:
+        raise UsageError(f"ralu eval scores images and {brief(args.model)} is a video model ({family.name}); time "
+                         f"its clips with bench/latency.py --family {family.name} and make them with ralu generate")
     for c in configs:
         if c.kind == "baseline":
             continue
