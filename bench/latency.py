@@ -105,18 +105,6 @@ class Timers:
                 return original(*args, **kwargs)
         setattr(owner, attr, timed)
 
-    def hook_module(self, module, name):
-        """Time every forward of ``module`` (forward pre- and post-hooks)."""
-        def start(*_):
-            self._sync()
-            self._t0 = time.perf_counter()
-
-        def stop(*_):
-            self._sync()
-            self.total[name] += time.perf_counter() - self._t0
-        module.register_forward_pre_hook(start)
-        module.register_forward_hook(stop)
-
     def reset(self):
         self.total = dict.fromkeys(PARTS, 0.0)
 
@@ -287,9 +275,10 @@ def main(argv=None):
         backend_for(pipe).compile({})
     backend_cls = type(backend_for(pipe))
     timers = Timers(cuda)
-    timers.hook_module(pipe.transformer, "transformer")
+    # the transformer's part: the backend's velocity, every call of the sampler's model (Wan's
+    # runs the experts' blocks itself, so a hook on pipe.transformer would miss it)
     # output_type="latent" below: the backend's decode runs only for edge detection
-    for owner, attr, name in [(backend_cls, "decode", "edge decode"),
+    for owner, attr, name in [(backend_cls, "velocity", "transformer"), (backend_cls, "decode", "edge decode"),
                               (sampler, "reinjection_noise", "noise"), (sampler, "draw", "noise"),
                               (tokens_module.TokenSet, "upsample", "token bookkeeping"),
                               (sampler, "upsample_values", "token bookkeeping"),

@@ -348,6 +348,18 @@ def test_callbacks_see_the_familys_tensors_and_can_interrupt(pipes, model):
     assert torch.isfinite(out.images).all()
 
 
+@pytest.mark.parametrize("model", [*MODELS, "flux-dev", "sd3-medium", "wan2.1-t2v-14b", "wan2.2-t2v-a14b"])
+def test_the_compiled_blocks_are_every_repeated_block_of_the_model(model):
+    """What ``compile=`` compiles: every block in the transformer's module lists (each expert's
+    for Wan 2.2), once each, in the model's order; nothing else."""
+    pipe = tiny_pipeline(model)
+    transformers = [m for m in (pipe.transformer, getattr(pipe, "transformer_2", None)) if m is not None]
+    expected = [b for t in transformers for lst in t.children() if isinstance(lst, torch.nn.ModuleList)
+                for b in lst if "Block" in type(b).__name__]
+    blocks = backend_for(pipe).blocks()
+    assert len(expected) > 0 and [id(b) for b in blocks] == [id(b) for b in expected]
+
+
 @pytest.mark.parametrize("model", ["qwen-image", "z-image", "flux2-dev"])
 def test_compiled_blocks_give_the_eager_result(pipes, model):
     pipe = tiny_pipeline(model)               # its own: compiling changes the blocks in place

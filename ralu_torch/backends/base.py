@@ -260,6 +260,8 @@ class DiffusersBackend:
     #: the mu rule the pipeline applies to its scheduler (ralu_schedule.shift.MU_RULES)
     mu_rule: str = "linear"
     embedding_inputs: EmbeddingInputs = EmbeddingInputs({"prompt_embeds": 3})
+    #: the transformer's module lists of repeated blocks, in order (:meth:`blocks`)
+    block_lists: tuple = ("transformer_blocks",)
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -300,8 +302,9 @@ class DiffusersBackend:
         return ShiftRule.from_scheduler_config(self.pipe.scheduler.config, mu_rule=self.mu_rule)
 
     def blocks(self) -> list:
-        """The transformer's repeated blocks, which regional compilation compiles."""
-        return list(self.transformer.transformer_blocks)
+        """The transformer's repeated blocks, which regional compilation compiles: its module
+        lists named in ``block_lists``, in order."""
+        return [block for name in self.block_lists for block in getattr(self.transformer, name)]
 
     def compile(self, options: dict) -> None:
         """Compile every transformer block in place with ``torch.compile`` (dynamic shapes by

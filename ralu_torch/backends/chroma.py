@@ -14,9 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import (BranchConditioning, EmbeddingInputs, Guided, RotaryBackend, check_negative_batch, joint_kwargs,
-                   stock_timestep)
-from .flux import _probe, image_ids, per_image_tables
+from .base import BranchConditioning, EmbeddingInputs, Guided, check_negative_batch, joint_kwargs, stock_timestep
+from .flux import FluxLayout
 
 
 @dataclass
@@ -38,26 +37,13 @@ class ChromaInputs(BranchConditioning):
         return torch.cat([m, torch.ones(m.shape[0], image_tokens, device=m.device, dtype=torch.bool)], dim=1)
 
 
-class ChromaBackend(RotaryBackend):
+class ChromaBackend(FluxLayout):
     name = "chroma"
     default_guidance_scale = 5.0
-    default_max_sequence_length = 512
-    rotary_probe = _probe
     embedding_inputs = EmbeddingInputs({"prompt_embeds": 3, "prompt_attention_mask": 2, "negative_prompt_embeds": 3,
                                         "negative_prompt_attention_mask": 2},
                                        masks={"prompt_attention_mask": "prompt_embeds",
                                               "negative_prompt_attention_mask": "negative_prompt_embeds"})
-
-    def __init__(self, pipe):
-        super().__init__(pipe)
-        self.features = self.transformer.config.in_channels          # 64: 16 channels x 2 x 2
-        self.latent_channels = self.features // 4
-        self.pixels_per_token = pipe.vae_scale_factor * 2
-
-    def stock_processors(self) -> tuple:
-        from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
-
-        return (FluxAttnProcessor,)
 
     def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale, joint_attention_kwargs,
                device, prompt_embeds=None, prompt_attention_mask=None, negative_prompt=None,
@@ -81,16 +67,6 @@ class ChromaBackend(RotaryBackend):
             check_negative_batch(embeds, n_embeds)
             negative = ChromaInputs(n_embeds, n_ids, n_mask, joint_attention_kwargs)
         return Guided(positive, negative, float(guidance_scale), text_tokens=embeds.shape[1])
-
-    def blocks(self) -> list:
-        return list(self.transformer.transformer_blocks) + list(self.transformer.single_transformer_blocks)
-
-    def ids(self, pos: torch.Tensor, tokens) -> torch.Tensor:
-        return image_ids(pos)
-
-    def rotary(self, pos: torch.Tensor, tokens, cond) -> tuple:
-        ids = torch.stack([image_ids(p) for p in pos])
-        return per_image_tables(self.transformer.pos_embed, cond.positive.text_ids.float(), ids)
 
     def forward(self, x, ids, sigma, branch: ChromaInputs, rotary=None) -> torch.Tensor:
         dtype = branch.prompt_embeds.dtype

@@ -55,15 +55,15 @@ def _probe() -> bool:
     return rotary.probe_real(functools.partial(transformer_flux.apply_rotary_emb, sequence_dim=1))
 
 
-class FluxBackend(RotaryBackend):
-    name = "flux"
-    default_guidance_scale = 3.5
+class FluxLayout(RotaryBackend):
+    """FLUX.1's transformer as RALU sees it, whatever conditions it: 2x2-patch tokens of 16
+    latent channels, double- then single-stream blocks, ids ``(0, row, col)`` and per-image
+    rotary tables over text then image ids. FLUX.1 and Chroma (FLUX.1-schnell's architecture)
+    differ only in their conditioning and call."""
+
     default_max_sequence_length = 512
     rotary_probe = _probe
-    embedding_inputs = EmbeddingInputs(
-        {"prompt_embeds": 3, "pooled_prompt_embeds": 2, "negative_prompt_embeds": 3, "negative_pooled_prompt_embeds": 2},
-        requires={"prompt_embeds": ("pooled_prompt_embeds",),
-                  "negative_prompt_embeds": ("negative_pooled_prompt_embeds",)})
+    block_lists = ("transformer_blocks", "single_transformer_blocks")
 
     def __init__(self, pipe):
         super().__init__(pipe)
@@ -75,6 +75,22 @@ class FluxBackend(RotaryBackend):
         from diffusers.models.transformers.transformer_flux import FluxAttnProcessor
 
         return (FluxAttnProcessor,)
+
+    def ids(self, pos: torch.Tensor, tokens) -> torch.Tensor:
+        return image_ids(pos)
+
+    def rotary(self, pos: torch.Tensor, tokens, cond) -> tuple:
+        ids = torch.stack([image_ids(p) for p in pos])
+        return per_image_tables(self.transformer.pos_embed, cond.positive.text_ids.float(), ids)
+
+
+class FluxBackend(FluxLayout):
+    name = "flux"
+    default_guidance_scale = 3.5
+    embedding_inputs = EmbeddingInputs(
+        {"prompt_embeds": 3, "pooled_prompt_embeds": 2, "negative_prompt_embeds": 3, "negative_pooled_prompt_embeds": 2},
+        requires={"prompt_embeds": ("pooled_prompt_embeds",),
+                  "negative_prompt_embeds": ("negative_pooled_prompt_embeds",)})
 
     def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale, joint_attention_kwargs,
                device, prompt_2=None, prompt_embeds=None, pooled_prompt_embeds=None, negative_prompt=None,
@@ -104,16 +120,6 @@ class FluxBackend(RotaryBackend):
             check_negative_batch(embeds, n_embeds)
             negative = FluxInputs(n_embeds, n_pooled, n_ids, guidance, joint_attention_kwargs)
         return FluxGuided(positive, negative, float(true_cfg_scale), text_tokens=embeds.shape[1])
-
-    def blocks(self) -> list:
-        return list(self.transformer.transformer_blocks) + list(self.transformer.single_transformer_blocks)
-
-    def ids(self, pos: torch.Tensor, tokens) -> torch.Tensor:
-        return image_ids(pos)
-
-    def rotary(self, pos: torch.Tensor, tokens, cond) -> tuple:
-        ids = torch.stack([image_ids(p) for p in pos])
-        return per_image_tables(self.transformer.pos_embed, cond.positive.text_ids.float(), ids)
 
     def forward(self, x, ids, sigma, branch: FluxInputs, rotary=None) -> torch.Tensor:
         dtype = branch.prompt_embeds.dtype

@@ -56,6 +56,7 @@ class Flux2Backend(RotaryBackend):
     noise_layout = "patches"
     mu_rule = "flux2"
     rotary_probe = _probe
+    block_lists = ("transformer_blocks", "single_transformer_blocks")
     embedding_inputs = EmbeddingInputs({"prompt_embeds": 3, "negative_prompt_embeds": 3})
 
     def __init__(self, pipe):
@@ -105,9 +106,6 @@ class Flux2Backend(RotaryBackend):
             check_negative_batch(embeds, n_embeds)
             negative = Flux2Inputs(n_embeds, n_ids, None, joint_attention_kwargs)
         return Guided(positive, negative, float(guidance_scale), text_tokens=embeds.shape[1])
-
-    def blocks(self) -> list:
-        return list(self.transformer.transformer_blocks) + list(self.transformer.single_transformer_blocks)
 
     def ids(self, pos: torch.Tensor, tokens) -> torch.Tensor:
         return image_ids(pos)

@@ -156,6 +156,7 @@ class ZImageBackend(DiffusersBackend):
     default_guidance_scale = 5.0
     output_form = input_form = "latent"
     default_max_sequence_length = 512
+    block_lists = ("noise_refiner", "context_refiner", "layers")
     embedding_inputs = EmbeddingInputs({"prompt_embeds": "list", "negative_prompt_embeds": "list"})
 
     def __init__(self, pipe):
@@ -177,9 +178,6 @@ class ZImageBackend(DiffusersBackend):
     def default_size(self) -> int:
         return 1024                                            # ZImagePipeline's default side
 
-    def blocks(self) -> list:
-        tr = self.transformer
-        return list(tr.noise_refiner) + list(tr.context_refiner) + list(tr.layers)
 
     def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale, joint_attention_kwargs,
                device, prompt_embeds=None, negative_prompt=None, negative_prompt_embeds=None,
