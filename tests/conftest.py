@@ -22,3 +22,22 @@ def model_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("tiny-flux")
     tiny_flux_with_text().save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def watched_steps(monkeypatch):
+    """Run every stage's step loop under a host-sync detector; collect what it saw per stage."""
+    import ralu_torch.sampler as sampler_module
+    from ralu_torch.testing import HostSyncDetector
+
+    seen = []
+    original = sampler_module.run_steps
+
+    def watched(*args, **kwargs):
+        with HostSyncDetector() as sync:
+            out = original(*args, **kwargs)
+        seen.append(sync.ops)
+        return out
+
+    monkeypatch.setattr(sampler_module, "run_steps", watched)
+    return seen

@@ -1,6 +1,5 @@
 """The hand-written closed forms equal the sympy derivation."""
 
-import numpy as np
 import pytest
 import sympy as sp
 from hypothesis import given, settings, strategies as st

@@ -16,11 +16,10 @@ the families' real layer types and published scheduler rules (ralu_torch.testing
 import pytest
 import torch
 
-import ralu_torch.sampler as sampler_module
 from ralu_schedule import Layout, preset, solve
 from ralu_torch import RALU, next_stage_latents, stage_scheduler
 from ralu_torch.backends import backend_for
-from ralu_torch.testing import HostSyncDetector, tiny_inputs, tiny_pipeline
+from ralu_torch.testing import tiny_inputs, tiny_pipeline
 from ralu_torch.tokens import TokenSet
 
 MODELS = ["chroma", "flux2-dev", "flux2-klein-base-4b", "flux2-klein-4b", "qwen-image", "z-image", "z-image-turbo"]
@@ -186,21 +185,6 @@ def test_transformer_calls_per_step_are_the_stock_pipelines(pipes, model):
     assert len(calls) == per_step * MIXED.total_steps and set(calls) == set(stock)
     sel = out.transitions[0].selected
     assert any(not torch.equal(sel[0], sel[b]) for b in range(1, 4))     # the mixed stage really is mixed
-
-
-@pytest.fixture
-def watched_steps(monkeypatch):
-    seen = []
-    original = sampler_module.run_steps
-
-    def watched(*args, **kwargs):
-        with HostSyncDetector() as sync:
-            out = original(*args, **kwargs)
-        seen.append(sync.ops)
-        return out
-
-    monkeypatch.setattr(sampler_module, "run_steps", watched)
-    return seen
 
 
 @pytest.mark.parametrize("model", ["chroma", "flux2-klein-base-4b", "qwen-image", "z-image"])

@@ -81,22 +81,6 @@ def test_adapters_pass_stock_calls_through_unchanged():
     assert torch.equal(stock, again)
 
 
-@pytest.fixture
-def watched_steps(monkeypatch):
-    """Run every stage's step loop under a host-sync detector; collect what it saw per stage."""
-    seen = []
-    original = sampler_module.run_steps
-
-    def watched(*args, **kwargs):
-        with HostSyncDetector() as sync:
-            out = original(*args, **kwargs)
-        seen.append(sync.ops)
-        return out
-
-    monkeypatch.setattr(sampler_module, "run_steps", watched)
-    return seen
-
-
 def test_no_host_sync_in_flux_steps(watched_steps):
     RALU(tiny_flux(), "flux-dev-7x")(**embeds(2), height=256, width=256, generator=gens(2), output_type="latent")
     assert len(watched_steps) == 3 and watched_steps == [[], [], []]

@@ -20,7 +20,6 @@ import torch
 import torch.nn.functional as F
 
 from ..caches import model_call
-from ..tokens import unpack
 from .base import DiffusersBackend, EmbeddingInputs
 
 
