@@ -18,7 +18,9 @@ next) and within what is left of ``--budget`` seconds:
 3. the same at batch 1 with ``torch.compile`` of the transformer's blocks;
 4. peak memory of RALU against the stock pipeline (``bench/memory.py``);
 5. the largest new family that fits in the card's memory (FLUX.2 [dev], 32B parameters,
-   about 64 GiB in bfloat16; else Qwen-Image, 20B; else Chroma) at full size.
+   about 64 GiB in bfloat16; else Qwen-Image, 20B; else Chroma) at full size;
+6. Wan 2.1 14B's architecture on a 33-frame 512x512 clip against WanPipeline (last: the
+   first row the budget drops).
 
 On a machine without CUDA the same sections run on the CPU with a small proxy at 512x512
 (the test set is collected and reported as skipped), and the rows that need a GPU are listed
@@ -84,8 +86,12 @@ def sections(cuda: bool, memory_gib: float) -> list[tuple]:
                  120, None),
                 ("FLUX.2 latency (CPU proxy, 512x512)", py + ["bench/latency.py", "--family", "flux2", *proxy], 120,
                  None),
+                ("Wan latency (CPU proxy, 256x256, 9 frames)",
+                 py + ["bench/latency.py", "--family", "wan", "--model", "proxy", "--sizes", "256", "--frames", "9",
+                       "--batches", "1", "--repeats", "1"], 90, None),
                 ("FLUX.1-dev at full size (1024x1024, batch 1 and 4)", None, 0, "needs a GPU (12B parameters)"),
-                ("Largest new family at full size", None, 0, "needs a GPU (FLUX.2 [dev]: about 64 GiB)")]
+                ("Largest new family at full size", None, 0, "needs a GPU (FLUX.2 [dev]: about 64 GiB)"),
+                ("Wan 2.1 14B at full size", None, 0, "needs a GPU (14B parameters, about 28 GiB)")]
     full = ["--model", "full", "--sizes", "1024", "--repeats", "1"]
     fits = [(key, name) for key, name, _, need in FAMILIES if need <= memory_gib]
     family = (f"{fits[0][1]} latency (full size, bfloat16, 1024x1024)",
@@ -98,7 +104,10 @@ def sections(cuda: bool, memory_gib: float) -> list[tuple]:
              py + ["bench/latency.py", *full, "--batches", "1", "--compile"], 200, None),
             ("Peak memory (FLUX.1-dev, 1024x1024)", py + ["bench/memory.py", "--model", "full", "--sizes", "1024"],
              150, None),
-            family]
+            family,
+            ("Wan 2.1 14B latency (full size, bfloat16, 512x512, 33 frames)",
+             py + ["bench/latency.py", "--family", "wan", "--model", "full", "--sizes", "512", "--frames", "33",
+                   "--batches", "1", "--repeats", "1"], 200, None)]
 
 
 def keep(output: str) -> str:

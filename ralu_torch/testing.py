@@ -42,6 +42,9 @@ FULL_TRANSFORMERS = {
     "chroma": dict(num_layers=19, num_single_layers=38, num_attention_heads=24, attention_head_dim=128,
                    joint_attention_dim=4096, in_channels=64, axes_dims_rope=(16, 56, 56),
                    approximator_num_channels=64, approximator_hidden_dim=5120, approximator_layers=5),
+    # Wan-AI/Wan2.1-T2V-14B-Diffusers transformer/config.json; the rest WanTransformer3DModel's defaults
+    "wan2.1-t2v-14b": dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40,
+                           in_channels=16, out_channels=16),
 }
 
 TINY_TEXT_DIM = TINY_POOLED_DIM = 32

@@ -119,6 +119,7 @@ def test_vae_specs_say_what_is_wrong():
 # -- against torch's counter ------------------------------------------------------------------
 torch = pytest.importorskip("torch")
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from ralu_torch.testing import FULL_TRANSFORMERS  # noqa: E402
 
 # The published diffusers configs (Wan-AI/*-Diffusers transformer/config.json, as diffusers'
 # scripts/convert_wan_to_diffusers.py writes them); the rest are WanTransformer3DModel's defaults
@@ -126,8 +127,7 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 WAN_TRANSFORMERS = {
     "wan2.1-t2v-1.3b": dict(num_attention_heads=12, attention_head_dim=128, ffn_dim=8960, num_layers=30,
                             in_channels=16, out_channels=16),
-    "wan2.1-t2v-14b": dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40,
-                           in_channels=16, out_channels=16),
+    "wan2.1-t2v-14b": FULL_TRANSFORMERS["wan2.1-t2v-14b"],           # what bench/latency.py --model full builds
     "wan2.2-ti2v-5b": dict(num_attention_heads=24, attention_head_dim=128, ffn_dim=14336, num_layers=30,
                            in_channels=48, out_channels=48),
 }
