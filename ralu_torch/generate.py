@@ -320,7 +320,10 @@ def _defaults(args, variant, video: bool) -> None:
     args.width = width if args.width is None else args.width
     if video:
         frames = args.num_frames if args.num_frames is not None else spec.default_frames
-        spec.latent_frames(frames)                       # the VAE's 4k + 1 rule, one line if broken
+        try:
+            spec.latent_frames(frames)                   # the VAE's 4k + 1 rule, one line if broken
+        except ValueError as err:
+            raise UsageError(f"--num-frames: {err}") from None
         args.num_frames = frames
         args.fps = args.fps if args.fps is not None else info.fps
         check_finite("--fps", args.fps)

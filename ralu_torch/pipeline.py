@@ -395,8 +395,11 @@ def _check_memory(backend, grid, batch) -> None:
         except (ValueError, OSError, AttributeError):
             return
     if need > free:
-        raise ValueError(f"{grid[0] * backend.pixels_per_token}x{grid[1] * backend.pixels_per_token} pixels x {batch} "
-                         f"image(s) need about {need / 2**30:.1f} GiB for the sampler's latents alone; "
+        frames = getattr(backend, "frames", 1)          # a video backend stacks its latent frames on the rows
+        size = f"{grid[0] // frames * backend.pixels_per_token}x{grid[1] * backend.pixels_per_token} pixels"
+        what = (f"{batch} clip(s) of {frames} latent frames at {size}" if backend.output_form == "video"
+                else f"{size} x {batch} image(s)")
+        raise ValueError(f"{what} need about {need / 2**30:.1f} GiB for the sampler's latents alone; "
                          f"{free / 2**30:.1f} GiB are free on {device}")
 
 

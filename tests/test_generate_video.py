@@ -67,7 +67,9 @@ def test_a_prompts_file_of_clips_resumes(wan_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--num-frames", "8"], "frames must be 4k + 1 for wan2.1-t2v-14b"),
+    (["--num-frames", "8"], "--num-frames: frames must be 4k + 1 for wan2.1-t2v-14b"),
+    (["--num-frames", "0"], "--num-frames: frames must be an integer >= 1, got 0"),
+    (["--fps", "nan"], "--fps must be finite, got nan"),
     (["--out", "x.png"], "needs a video extension, one of .mp4"),
     (["--compare"], "--compare puts two images side by side; for a video model"),
     (["--fps", "0"], "--fps must be > 0, got 0"),
@@ -86,3 +88,10 @@ def test_video_flags_on_an_image_model_are_refused(model_dir, tmp_path, capsys):
     assert main(["generate", "--model", str(model_dir), "--prompt", "a", "--num-frames", "5", "--out",
                  str(tmp_path / "a.png")]) == 2
     assert "--num-frames is for video models (Wan)" in capsys.readouterr().err
+
+
+def test_a_clip_too_large_for_memory_is_one_line_in_frames_and_pixels(wan_dir, tmp_path, capsys):
+    assert main(["generate", "--model", str(wan_dir), "--prompt", "a", "--height", "64", "--width", "64",
+                 "--num-frames", "400000001", "--device", "cpu", "--out", str(tmp_path / "c.mp4")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ralu: error:")]
+    assert len(errors) == 1 and "1 clip(s) of 100000001 latent frames at 64x64 pixels need about" in errors[0], errors
