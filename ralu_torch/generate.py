@@ -44,6 +44,8 @@ FROM_FIELDS = ("model", "prompt", "negative_prompt", "true_cfg", "seed", "height
                "max_sequence_length", "dtype", "num_frames", "fps")
 #: A video model's clips are MP4 files, their recipe in a JSON file beside each (``clip.json``).
 #: The flags whose change makes ``--from`` a new image rather than the recorded batch's member.
+#: the frame rates a clip may be written at: both ends write an MP4 that ffmpeg reads back at that rate
+FPS_RANGE = (0.01, 480)
 BATCH_FIELDS = ("prompt", "negative_prompt", "seed", "height", "width", "num_frames")
 
 
@@ -256,10 +258,11 @@ def _write_images(args, plan, mine, ralus, target, wanted, out_dir, rank, world,
                             path.unlink(missing_ok=True)   # an image the manifest does not list is not left
                             raise
                 except OSError as err:
-                    where = f"{manifest}" if out_dir is not None else str(path)
-                    raise RunFailure(f"cannot write {path}: {err.strerror or err}; {written} image(s) of this run are "
-                                     f"written (listed in {where}), nothing partial is left; rerun the same command to "
-                                     "resume") from None
+                    reason = f"cannot write {path}: {err.strerror or err}"
+                    if out_dir is None:
+                        raise RunFailure(f"{reason}; nothing partial is left") from None
+                    raise RunFailure(f"{reason}; {written} {_things(plan)} of this run are written (listed in "
+                                     f"{manifest}), nothing partial is left; rerun the same command to resume") from None
                 written += 1
                 if manifest is None:
                     print(f"wrote {path} ({job.width}x{job.height}, tokens per stage {out.stage_tokens})")
@@ -327,8 +330,9 @@ def _defaults(args, variant, video: bool) -> None:
         args.num_frames = frames
         args.fps = args.fps if args.fps is not None else info.fps
         check_finite("--fps", args.fps)
-        if not args.fps > 0:
-            raise UsageError(f"--fps must be > 0, got {args.fps:g}")
+        if not FPS_RANGE[0] <= args.fps <= FPS_RANGE[1]:     # beyond, ffmpeg fails or writes a rate it reads back as 0
+            raise UsageError(f"--fps must be from {FPS_RANGE[0]:g} to {FPS_RANGE[1]:g} frames per second, got "
+                             f"{args.fps:g}")
 
 
 def _pixels_per_token(variant) -> int:
@@ -742,15 +746,25 @@ def _save_clip(frames, path: Path, recipe: dict) -> None:
     side = sidecar(path)
     tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")     # ffmpeg picks the container by suffix
+    done = False
     try:
         tmp_side.write_text(json.dumps(recipe))
-        os.replace(tmp_side, side)
-        export_to_video(list(frames), str(tmp), fps=recipe.get("fps") or 16)
+        try:
+            export_to_video(list(frames), str(tmp), fps=recipe.get("fps") or 16)
+        except OSError:
+            raise
+        except Exception as err:                       # imageio / ffmpeg: what they raise is theirs
+            said = " ".join(str(err).split())                # its message on one line, at most 200 characters
+            raise OSError(f"ffmpeg could not write the clip ({type(err).__name__}: {said[:200]})") from None
+        os.replace(tmp_side, side)                     # the recipe, then the clip: a clip is never without one
         os.replace(tmp, path)
+        done = True
     finally:
         for t in (tmp_side, tmp):
             if t.exists():
                 t.unlink()
+        if not done and not path.exists():
+            side.unlink(missing_ok=True)               # no recipe is left beside no clip
 
 
 # -- --compare ------------------------------------------------------------------------------------

@@ -72,7 +72,8 @@ def test_a_prompts_file_of_clips_resumes(wan_dir, tmp_path, capsys):
     (["--fps", "nan"], "--fps must be finite, got nan"),
     (["--out", "x.png"], "needs a video extension, one of .mp4"),
     (["--compare"], "--compare puts two images side by side; for a video model"),
-    (["--fps", "0"], "--fps must be > 0, got 0"),
+    (["--fps", "0"], "--fps must be from 0.01 to 480 frames per second, got 0"),
+    (["--fps", "1e308"], "--fps must be from 0.01 to 480 frames per second, got 1e+308"),
 ])
 def test_video_flags_fail_before_torch(wan_dir, tmp_path, extra, message):
     code = ("import sys; from ralu_torch.cli import main; r = main(sys.argv[1:]); "
@@ -95,3 +96,24 @@ def test_a_clip_too_large_for_memory_is_one_line_in_frames_and_pixels(wan_dir, t
                  "--num-frames", "400000001", "--device", "cpu", "--out", str(tmp_path / "c.mp4")]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ralu: error:")]
     assert len(errors) == 1 and "1 clip(s) of 100000001 latent frames at 64x64 pixels need about" in errors[0], errors
+
+
+def test_a_clip_ffmpeg_cannot_write_is_one_line_and_leaves_nothing(wan_dir, tmp_path, capsys, monkeypatch):
+    import diffusers.utils
+
+    def broken(frames, path, fps):
+        open(path, "wb").write(b"half a clip")
+        raise RuntimeError("Error opening input: Invalid argument")
+
+    monkeypatch.setattr(diffusers.utils, "export_to_video", broken)
+    assert main(["generate", "--model", str(wan_dir), "--prompt", "a", *SMALL, "--out", str(tmp_path / "c.mp4")]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ralu: error:")]
+    assert len(errors) == 1 and "ffmpeg could not write the clip (RuntimeError: Error opening input" in errors[0]
+    assert errors[0].endswith("nothing partial is left"), errors
+    assert list(tmp_path.iterdir()) == []
+    out_dir = tmp_path / "many"
+    assert main(["generate", "--model", str(wan_dir), "--prompt", "a", "--num-images", "2", *SMALL,
+                 "--out-dir", str(out_dir)]) == 1
+    err = capsys.readouterr().err
+    assert "0 clip(s) of this run are written (listed in" in err and "rerun the same command to resume" in err
+    assert not out_dir.exists()                        # made by the run, empty: removed

@@ -78,19 +78,30 @@ JSONS = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow
                      lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=8), kids, max_size=3),
                      max_leaves=8)
 FIELDS = st.sampled_from(["model", "prompt", "seed", "height", "width", "guidance_scale", "true_cfg", "dtype",
-                          "loras", "schedule", "batch", "negative_prompt", "compile", "parameters", "upsample"])
+                          "loras", "schedule", "batch", "negative_prompt", "compile", "parameters", "upsample",
+                          "num_frames", "fps"])
+
+
+def clip_with_recipe(path: Path, recipe) -> Path:
+    """A clip as ralu generate leaves it: the MP4 (here any bytes) and its recipe beside it."""
+    path.write_bytes(b"\x00\x00\x00\x18ftypmp42")
+    path.with_suffix(".json").write_text(recipe if isinstance(recipe, str) else json.dumps(recipe))
+    return path
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(fields=st.dictionaries(FIELDS, JSONS | st.just("x" * 200_000) | st.just("../../etc/passwd"), max_size=5))
-def test_hostile_recipes_give_one_line_never_a_traceback(tmp_path_factory, monkeypatch, capsys, fields):
+@given(fields=st.dictionaries(FIELDS, JSONS | st.just("x" * 200_000) | st.just("../../etc/passwd"), max_size=5),
+       suffix=st.sampled_from([".png", ".mp4"]))
+def test_hostile_recipes_give_one_line_never_a_traceback(tmp_path_factory, monkeypatch, capsys, fields, suffix):
+    """Images' recipes (a PNG text chunk) and clips' (the JSON beside the MP4) alike."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")              # a hub-like model name fails at once
     tmp = tmp_path_factory.mktemp("hostile")
-    path = png_with_recipe(tmp / "r.png", {"format": RECIPE_FORMAT, **fields})
+    write = png_with_recipe if suffix == ".png" else clip_with_recipe
+    path = write(tmp / f"r{suffix}", {"format": RECIPE_FORMAT, **fields})
     capsys.readouterr()
     assert main(["info", str(path)]) == 0
     json.loads(capsys.readouterr().out)
-    code = main(["generate", "--from", str(path), "--out", str(tmp / "o.png")])
+    code = main(["generate", "--from", str(path), "--out", str(tmp / f"o{suffix}")])
     assert code == 2
     one_line(capsys)
 
@@ -99,6 +110,15 @@ def test_deeply_nested_or_damaged_recipes_are_one_line(tmp_path, capsys):
     deep = png_with_recipe(tmp_path / "deep.png", "[" * 100_000 + "]" * 100_000)
     assert main(["info", str(deep)]) == 2
     assert "damaged RALU recipe" in one_line(capsys)
+    clip = clip_with_recipe(tmp_path / "deep.mp4", "[" * 100_000 + "]" * 100_000)
+    assert main(["info", str(clip)]) == 2
+    assert "damaged RALU recipe" in one_line(capsys)
+    clip.with_suffix(".json").write_bytes(b"\xff\xfe\x00bad")
+    assert main(["info", str(clip)]) == 2
+    assert "cannot read" in one_line(capsys)
+    clip.with_suffix(".json").unlink()
+    assert main(["info", str(clip)]) == 2
+    assert "carries no RALU recipe" in one_line(capsys)
 
 
 # -- huge counts: planning does not grow with the images asked for ---------------------------------
