@@ -114,8 +114,9 @@ TAYLORSEER_CONFIG = dict(cache_interval=3, disable_cache_before_step=2, use_lite
 TAYLORSEER = TaylorSeerPolicy(interval=3, warmup=2)
 
 
-def model_spec(pipe, text_tokens: int) -> ModelSpec:
-    """The cost model's view of the pipeline being timed (no text encoders: embeddings are given)."""
+def model_spec(pipe, text_tokens: int, cfg_batches: int = 1) -> ModelSpec:
+    """The cost model's view of the pipeline being timed (no text encoders: embeddings are given;
+    ``cfg_batches`` transformer calls per step)."""
     c = pipe.transformer.config
     tf = TransformerSpec(family="flux", double=c.num_layers, single=c.num_single_layers, heads=c.num_attention_heads,
                          head_dim=c.attention_head_dim, token_features=c.in_channels,
@@ -125,10 +126,10 @@ def model_spec(pipe, text_tokens: int) -> ModelSpec:
     vae = VAEDecoderSpec(latent_channels=v.latent_channels, channels=tuple(v.block_out_channels),
                          layers_per_block=v.layers_per_block, post_quant_conv=v.use_post_quant_conv)
     return ModelSpec(name="benchmarked FLUX", transformer=tf, encoders=(), vae=vae, text_tokens=text_tokens,
-                     t5_tokens=text_tokens)
+                     t5_tokens=text_tokens, cfg_batches=cfg_batches)
 
 
-def family_spec(pipe, text_tokens: int) -> ModelSpec:
+def family_spec(pipe, text_tokens: int, cfg_batches: int = 1) -> ModelSpec:
     """The cost model's view of a newer family's pipeline: its transformer's spec, no encoders or
     VAE (a video pipeline: a zero-width VAE of its temporal compression)."""
     be = backend_for(pipe)
@@ -141,7 +142,7 @@ def family_spec(pipe, text_tokens: int) -> ModelSpec:
                                    num_res_blocks=v.num_res_blocks,
                                    temporal_upsample=tuple(reversed(v.temperal_downsample)))
     return ModelSpec(name=f"benchmarked {type(pipe).__name__}", transformer=be.cost_spec(), encoders=(), vae=vae,
-                     text_tokens=text_tokens, t5_tokens=text_tokens, temporal=temporal)
+                     text_tokens=text_tokens, t5_tokens=text_tokens, temporal=temporal, cfg_batches=cfg_batches)
 
 
 def build_family(family: str, model: str, device: str, dtype):
@@ -238,6 +239,10 @@ def main(argv=None):
                          "4-step baseline next to flux-schnell-16x")
     ap.add_argument("--frames", type=int, default=None,
                     help="video families: the clip's frames, 4k + 1 (default: 17 for wan)")
+    ap.add_argument("--guided", action="store_true",
+                    help="with the family's guidance on (a negative prompt: FLUX.1's and Qwen-Image's true CFG, CFG "
+                         "elsewhere), as most runs of the guided models are: two transformer calls per step, the "
+                         "stock pipeline's and RALU's alike")
     ap.add_argument("--taylorseer", action="store_true",
                     help="add one stacked configuration: the first preset with diffusers' TaylorSeer (as --stacked)")
     ap.add_argument("--compile", action="store_true",
@@ -260,16 +265,19 @@ def main(argv=None):
         args.baseline_steps = 50 if flux else MODEL_INFO[FAMILY_PROXIES[args.family][0]].default_steps
     if flux:
         pipe, text_tokens = build(args.model, device, dtype)
-        spec = model_spec(pipe, text_tokens)
+        spec = model_spec(pipe, text_tokens, 2 if args.guided else 1)
         presets = args.presets or ["flux-dev-7x", "flux-dev-4x"]
         stock_name = "FluxPipeline"
-        inputs = lambda batch: prompt_embeds(pipe, batch=batch, text_tokens=text_tokens)  # noqa: E731
+        inputs = lambda batch: (tiny_inputs(pipe, batch, text_tokens=text_tokens, guided=True) if args.guided  # noqa: E731
+                                else prompt_embeds(pipe, batch=batch, text_tokens=text_tokens))
     else:
         pipe, text_tokens = build_family(args.family, args.model, device, dtype)
-        spec = family_spec(pipe, text_tokens)
+        spec = family_spec(pipe, text_tokens, 2 if args.guided else 1)
         presets = args.presets or FAMILY_PROXIES[args.family][2]
         stock_name = type(pipe).__name__
-        inputs = lambda batch: tiny_inputs(pipe, batch, text_tokens=text_tokens)  # noqa: E731
+        inputs = lambda batch: tiny_inputs(pipe, batch, text_tokens=text_tokens, guided=args.guided)  # noqa: E731
+    if args.guided and "negative_prompt_embeds" not in inputs(1):
+        ap.error(f"--guided: {stock_name} as built here takes no negative prompt (its guidance is distilled)")
     pipe.set_progress_bar_config(disable=True)
     if args.compile:
         backend_for(pipe).compile({})
@@ -290,7 +298,8 @@ def main(argv=None):
     print(f"device: {device_name}{' (compiled blocks)' if args.compile else ''}; model: {args.model} {kind} ({sum(p.numel() for p in pipe.transformer.parameters()) / 1e6:.1f}M "
           f"transformer parameters), {str(dtype).replace('torch.', '')}, {text_tokens} text tokens"
           + ("" if flux else "; FLOP ratio: the transformer's")
-          + ("" if frames is None else f"; clips of {frames} frames") + "\n")
+          + ("" if frames is None else f"; clips of {frames} frames")
+          + ("; guided (two calls per step)" if args.guided else "") + "\n")
     print(f"| size | batch | run | min s | median s | speed-up | FLOP ratio | wall / FLOP | per-image gain vs batch {args.batches[0]} |")
     print("|---|---|---|---|---|---|---|---|---|")
     breakdown = []

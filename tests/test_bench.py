@@ -42,6 +42,22 @@ def test_latency_tiny_stacked(capsys):
                         "RALU flux-dev-7x + TaylorSeer"]
 
 
+def test_latency_of_a_video_family_guided_times_its_transformer(capsys):
+    """--family wan --guided: the stock pipeline and RALU with CFG, the FLOP ratio priced with two
+    calls per step, and the breakdown's transformer part measured (Wan's backend runs its
+    experts' blocks itself, which a hook on pipe.transformer would not see)."""
+    out = run_script("latency.py", ["--family", "wan", "--model", "tiny", "--sizes", "64", "--batches", "1",
+                                    "--repeats", "1", "--frames", "5", "--presets", "wan-480p-7x", "--guided"], capsys)
+    assert "clips of 5 frames; guided (two calls per step)" in out
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| 64 |")]
+    assert [r[2] for r in rows] == ["WanPipeline 50 steps", "WanPipeline 8 steps (= wan-480p-7x FLOPs)",
+                                    "RALU wan-480p-7x", "RALU wan-480p-7x"]
+    assert float(rows[-1][3].rstrip("%")) > 0                 # the breakdown row: the transformer's share
+    with pytest.raises(SystemExit) as stop:                   # a distilled family has nothing to guide with
+        run_script("latency.py", ["--family", "flux2", "--model", "tiny", "--guided"], capsys)
+    assert stop.value.code == 2
+
+
 def test_memory_and_compile_benches_tiny(capsys):
     out = run_script("memory.py", ["--model", "tiny", "--sizes", "64"], capsys)
     row = [line for line in out.splitlines() if line.startswith("| 64 |")]
