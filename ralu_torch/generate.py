@@ -118,6 +118,8 @@ def generate(args) -> None:
     if None not in schedules:
         schedules[None] = _schedule_entry(default, args.parameters, default)
     _check_sizes(entries, args, schedules, _pixels_per_token(variant))
+    if video and family.position_limit is not None:
+        _check_clip_positions(family, variant, args.model, local_model, entries, args, _pixels_per_token(variant))
     if family is not None:
         _check_guidance_flags(family, entries, args)
         for fixed, _, source in schedules.values():
@@ -428,6 +430,17 @@ def _family(model: str, local=None):
     Z-Image-Turbo has a smaller shift): JSON files only, no weights and no torch (a local folder,
     the hub cache, or the hub). (None, None) for a pipeline no family runs: loading it then
     fails with the list of those RALU runs."""
+    read = _configs(model, local)
+    family = family_of_pipeline(str(read("").get("_class_name", "")))
+    if family is None:
+        return None, None
+    return family, family.variant(read)
+
+
+def _configs(model: str, local=None):
+    """``read(subfolder)``: the pipeline's config JSON of ``subfolder`` as a dict (``""``: its
+    ``model_index.json``; ``{}`` where absent); a pipeline without a readable model_index.json
+    is refused here."""
     if local is None and Path(model).is_dir():
         local = Path(model)
 
@@ -446,16 +459,31 @@ def _family(model: str, local=None):
     index = load("", "model_index.json")
     if not index:
         raise UsageError(f"cannot read model {brief(model)}: no readable model_index.json")
-    family = family_of_pipeline(str(index.get("_class_name", "")))
-    if family is None:
-        return None, None
 
     def read(subfolder: str) -> dict:
         if not subfolder:
             return dict(index)
         return load(subfolder, "scheduler_config.json" if subfolder == "scheduler" else "config.json")
 
-    return family, family.variant(read)
+    return read
+
+
+def _check_clip_positions(family, variant, model, local, entries, args, pixels_per_token: int) -> None:
+    """A clip whose latent frames, or rows or columns of tokens, exceed the transformer's rotary
+    table (its config's ``rope_max_seq_len`` positions per axis), refused before loading."""
+    from ralu_schedule.cost import MODELS
+
+    limit = family.position_limit(_configs(model, local))
+    spec = MODELS[variant]
+    frames = spec.latent_frames(args.num_frames)
+    for e in entries:
+        height, width = e.height or args.height, e.width or args.width
+        rows, cols = height // pixels_per_token, width // pixels_per_token
+        if max(frames, rows, cols) > limit:
+            where = f"{Path(args.prompts).name}:{e.line}: " if args.prompts and e.line else ""
+            raise UsageError(f"{where}a clip of {frames} latent frames of {rows}x{cols} tokens exceeds "
+                             f"{family.display}'s rotary table ({limit} positions per axis); at most "
+                             f"{spec.temporal * (limit - 1) + 1} frames and {limit * pixels_per_token} pixels a side")
 
 
 def _check_guidance_flags(family, entries, args) -> None:

@@ -70,6 +70,8 @@ def test_a_prompts_file_of_clips_resumes(wan_dir, tmp_path, capsys):
     (["--num-frames", "8"], "--num-frames: frames must be 4k + 1 for wan2.1-t2v-14b"),
     (["--num-frames", "0"], "--num-frames: frames must be an integer >= 1, got 0"),
     (["--fps", "nan"], "--fps must be finite, got nan"),
+    (["--num-frames", "10001"], "a clip of 2501 latent frames of 4x4 tokens exceeds Wan's rotary table (64 positions "
+                                "per axis); at most 253 frames and 1024 pixels a side"),
     (["--out", "x.png"], "needs a video extension, one of .mp4"),
     (["--compare"], "--compare puts two images side by side; for a video model"),
     (["--fps", "0"], "--fps must be from 0.01 to 480 frames per second, got 0"),
@@ -91,11 +93,18 @@ def test_video_flags_on_an_image_model_are_refused(model_dir, tmp_path, capsys):
     assert "--num-frames is for video models (Wan)" in capsys.readouterr().err
 
 
-def test_a_clip_too_large_for_memory_is_one_line_in_frames_and_pixels(wan_dir, tmp_path, capsys):
-    assert main(["generate", "--model", str(wan_dir), "--prompt", "a", "--height", "64", "--width", "64",
-                 "--num-frames", "400000001", "--device", "cpu", "--out", str(tmp_path / "c.mp4")]) == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ralu: error:")]
-    assert len(errors) == 1 and "1 clip(s) of 100000001 latent frames at 64x64 pixels need about" in errors[0], errors
+def test_a_clip_too_large_for_memory_is_named_in_clips_frames_and_pixels():
+    """The sampler's memory check speaks of a video backend's clips, not of one image as tall as
+    its stacked frames (a clip this long is first refused by the rotary table's limit)."""
+    from ralu_torch.backends import backend_for
+    from ralu_torch.pipeline import _check_memory
+    from ralu_torch.testing import wan_pipeline
+
+    be = backend_for(wan_pipeline())
+    be.set_frames(10**8)
+    with pytest.raises(ValueError, match=r"^1 clip\(s\) of 100000000 latent frames at 64x64 pixels need about "
+                                         r"[\d.]+ GiB for the sampler's latents alone"):
+        _check_memory(be, (4 * 10**8, 4), 1)
 
 
 def test_a_clip_ffmpeg_cannot_write_is_one_line_and_leaves_nothing(wan_dir, tmp_path, capsys, monkeypatch):
@@ -117,3 +126,13 @@ def test_a_clip_ffmpeg_cannot_write_is_one_line_and_leaves_nothing(wan_dir, tmp_
     err = capsys.readouterr().err
     assert "0 clip(s) of this run are written (listed in" in err and "rerun the same command to resume" in err
     assert not out_dir.exists()                        # made by the run, empty: removed
+
+
+def test_a_prompts_line_too_large_for_the_rotary_table_is_named_before_loading(wan_dir, tmp_path, capsys):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text('a red fox\n{"prompt": "a wide fox", "size": "1088x64"}\n')
+    assert main(["generate", "--model", str(wan_dir), "--prompts", str(prompts), *SMALL,
+                 "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("ralu: error: p.txt:2: a clip of 2 latent frames of 4x68 tokens exceeds Wan's rotary table (64 "
+                   "positions per axis); at most 253 frames and 1024 pixels a side"), err

@@ -31,6 +31,8 @@ class Family:
     guidance: str = ""          # how guidance works, in words
     extra_refused: dict = field(default_factory=dict)   # call arguments refused by name, with why
     video: bool = False         # makes clips (num_frames), written as MP4 by ralu generate
+    #: (read) -> the positions per axis of the transformer's rotary table, or None (no limit checked)
+    position_limit: Callable | None = None
 
     @property
     def models(self) -> tuple:
@@ -105,7 +107,7 @@ FAMILIES = (
     Family("wan", "Wan", ("WanPipeline",), "wan:WanBackend", ("Wan",), _wan_variant, negative="cfg",
            guidance="classifier-free guidance with guidance_scale > 1, a second call per step; Wan 2.2 A14B's "
                     "low-noise expert guides with guidance_scale_2",
-           video=True),
+           video=True, position_limit=lambda read: int(read("transformer").get("rope_max_seq_len", 1024))),
 )
 
 BY_NAME = {f.name: f for f in FAMILIES}
