@@ -79,15 +79,7 @@ def test_cost_cli_layout_and_errors(capsys):
 
 # -- against torch's counter ------------------------------------------------------------------
 torch = pytest.importorskip("torch")
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
-
-
-def counted(fn):
-    with FlopCounterMode(display=False) as fc:
-        fn()
-    per_op = {str(k): v for k, v in fc.get_flop_counts()["Global"].items()}
-    attention = sum(v for k, v in per_op.items() if "bmm" in k or "attention" in k)
-    return fc.get_total_flops(), fc.get_total_flops() - attention
+from tiny import counted  # noqa: E402
 
 
 def _flux(guidance):

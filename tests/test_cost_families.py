@@ -65,18 +65,9 @@ def test_specs_say_what_is_wrong():
 
 # -- against torch's counter ------------------------------------------------------------------
 torch = pytest.importorskip("torch")
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from tiny import counted  # noqa: E402
 
 from ralu_torch.testing import FULL_TRANSFORMERS  # noqa: E402
-
-
-def counted(fn):
-    """(all FLOPs, weight-layer FLOPs): attention is what the counter files under bmm / attention."""
-    with FlopCounterMode(display=False) as fc:
-        fn()
-    per_op = {str(k): v for k, v in fc.get_flop_counts()["Global"].items()}
-    attention = sum(v for k, v in per_op.items() if "bmm" in k or "attention" in k)
-    return fc.get_total_flops(), fc.get_total_flops() - attention
 
 
 def agrees(ours, fn, rel=0.005):

@@ -118,7 +118,7 @@ def test_vae_specs_say_what_is_wrong():
 
 # -- against torch's counter ------------------------------------------------------------------
 torch = pytest.importorskip("torch")
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from tiny import counted  # noqa: E402
 from ralu_torch.testing import FULL_TRANSFORMERS  # noqa: E402
 
 # The published diffusers configs (Wan-AI/*-Diffusers transformer/config.json, as diffusers'
@@ -137,17 +137,8 @@ WAN_VAES = {"wan2.1": ({}, WAN21_VAE),
                             is_residual=True, patch_size=2, scale_factor_spatial=16), WAN22_VAE)}
 
 
-def counted(fn):
-    """(all FLOPs, weight-layer FLOPs): attention is what the counter files under bmm / attention."""
-    with FlopCounterMode(display=False) as fc:
-        out = fn()
-    per_op = {str(k): v for k, v in fc.get_flop_counts()["Global"].items()}
-    attention = sum(v for k, v in per_op.items() if "bmm" in k or "attention" in k)
-    return fc.get_total_flops(), fc.get_total_flops() - attention, out
-
-
 def agrees(ours, fn, rel=0.005):
-    full, linear, out = counted(fn)
+    full, linear, out = counted(fn, result=True)
     assert ours.total("full") == pytest.approx(full, rel=rel)
     assert ours.total("paper") == pytest.approx(linear, rel=rel)
     assert ours.attention > 0

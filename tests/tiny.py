@@ -48,3 +48,17 @@ def tiny_sd3_with_text(seed=0):
                                     tokenizer_3=word_tokenizer(256))
     full.set_progress_bar_config(disable=True)
     return full
+
+
+def counted(fn, *, result: bool = False):
+    """torch's FLOP counter around ``fn()``: (all FLOPs, weight-layer FLOPs), and ``fn``'s result
+    with ``result``. Attention is what the counter files under bmm / attention (the cost model's
+    paper convention leaves it out)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as fc:
+        out = fn()
+    per_op = {str(k): v for k, v in fc.get_flop_counts()["Global"].items()}
+    attention = sum(v for k, v in per_op.items() if "bmm" in k or "attention" in k)
+    full = fc.get_total_flops()
+    return (full, full - attention, out) if result else (full, full - attention)
