@@ -332,6 +332,28 @@ def test_callbacks_see_the_familys_tensors_and_can_interrupt(pipes, model):
     assert torch.isfinite(out.images).all()
 
 
+#: the transformer config field that gives each family's text width (pooled: pooled_projection_dim)
+TEXT_WIDTH = {"flux-dev": "joint_attention_dim", "sd3-medium": "joint_attention_dim", "chroma": "joint_attention_dim",
+              "flux2-dev": "joint_attention_dim", "qwen-image": "joint_attention_dim", "z-image": "cap_feat_dim",
+              "wan2.1-t2v-14b": "text_dim"}
+
+
+@pytest.mark.parametrize("model", list(TEXT_WIDTH))
+def test_embeddings_of_another_width_are_refused_naming_the_transformers(model):
+    pipe = tiny_pipeline(model)
+    width = getattr(pipe.transformer.config, TEXT_WIDTH[model])
+    inputs = tiny_inputs(pipe, 1, guided=model != "flux2-dev")
+    for name in [k for k in inputs if k.endswith("prompt_embeds")]:
+        value = inputs[name]
+        wrong = [torch.zeros(v.shape[0], v.shape[1] + 1) for v in value] if isinstance(value, list) else \
+            torch.zeros(*value.shape[:-1], value.shape[-1] + 1)
+        expected = pipe.transformer.config.pooled_projection_dim if "pooled" in name else width
+        message = (rf"{name} must be \(tokens, {expected}\) tensors" if isinstance(value, list)
+                   else rf"{name} must have width {expected} \(its last dimension")
+        with pytest.raises(ValueError, match=message):
+            RALU(pipe, ONE_STAGE)(**{**inputs, name: wrong}, height=64, width=64)
+
+
 @pytest.mark.parametrize("model", [*MODELS, "flux-dev", "sd3-medium", "wan2.1-t2v-14b", "wan2.2-t2v-a14b"])
 def test_the_compiled_blocks_are_every_repeated_block_of_the_model(model):
     """What ``compile=`` compiles: every block in the transformer's module lists (each expert's

@@ -262,6 +262,8 @@ class DiffusersBackend:
     embedding_inputs: EmbeddingInputs = EmbeddingInputs({"prompt_embeds": 3})
     #: the transformer's module lists of repeated blocks, in order (:meth:`blocks`)
     block_lists: tuple = ("transformer_blocks",)
+    #: the transformer config's field giving the text embeddings' width (:meth:`embedding_widths`)
+    text_width_field: str = "joint_attention_dim"
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -328,9 +330,16 @@ class DiffusersBackend:
         return tokens if self.input_form == "packed" else unpack(tokens, grid)
 
     def embedding_widths(self) -> dict:
-        """The last dimension each embedding argument must have for this transformer."""
-        width = self.transformer.config.joint_attention_dim
-        return {"prompt_embeds": width, "negative_prompt_embeds": width}
+        """The last dimension each embedding argument must have for this transformer: the text
+        embeddings' (its config's ``text_width_field``), and the pooled ones' where the pipeline
+        takes them (``embedding_inputs``)."""
+        c = self.transformer.config
+        width = getattr(c, self.text_width_field)
+        widths = {"prompt_embeds": width, "negative_prompt_embeds": width}
+        for name in ("pooled_prompt_embeds", "negative_pooled_prompt_embeds"):
+            if name in self.embedding_inputs.forms:
+                widths[name] = c.pooled_projection_dim
+        return widths
 
     def cost_spec(self):
         """The cost model's description of this transformer (from its config)."""

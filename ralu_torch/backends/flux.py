@@ -129,11 +129,6 @@ class FluxBackend(FluxLayout):
                                 joint_attention_kwargs=joint_kwargs(branch.joint_attention_kwargs, rotary),
                                 return_dict=False)[0]
 
-    def embedding_widths(self) -> dict:
-        c = self.transformer.config
-        return {**super().embedding_widths(), "pooled_prompt_embeds": c.pooled_projection_dim,
-                "negative_pooled_prompt_embeds": c.pooled_projection_dim}
-
     def cost_spec(self):
         """The cost model's description of this transformer (from its config)."""
         from ralu_schedule.cost import TransformerSpec

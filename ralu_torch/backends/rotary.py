@@ -53,6 +53,11 @@ class PerImage:
         raise TypeError(f"a per-image rotary table supports unsqueeze(1) only, got unsqueeze({dim})")
 
 
+def _on_stock(name: str) -> property:
+    """An attribute of the wrapper that reads and writes the stock processor's ``name``."""
+    return property(lambda self: getattr(self.stock, name), lambda self, value: setattr(self.stock, name, value))
+
+
 class PerImageRotaryProcessor:
     """A stock attention processor that also accepts ``ralu_rotary`` (the module docstring)."""
 
@@ -61,21 +66,8 @@ class PerImageRotaryProcessor:
         self._rotary_index = _argument_index(type(stock), "image_rotary_emb")
 
     # diffusers sets these on processors (attention backend, context parallelism): keep them on the stock one
-    @property
-    def _attention_backend(self):
-        return self.stock._attention_backend
-
-    @_attention_backend.setter
-    def _attention_backend(self, value):
-        self.stock._attention_backend = value
-
-    @property
-    def _parallel_config(self):
-        return self.stock._parallel_config
-
-    @_parallel_config.setter
-    def _parallel_config(self, value):
-        self.stock._parallel_config = value
+    _attention_backend = _on_stock("_attention_backend")
+    _parallel_config = _on_stock("_parallel_config")
 
     def __call__(self, attn, *args, ralu_rotary=None, **kwargs):
         if ralu_rotary is not None:

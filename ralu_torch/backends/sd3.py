@@ -176,11 +176,6 @@ class SD3Backend(DiffusersBackend):
             v = uncond + cond.guidance_scale * (text - uncond)
         return v.float()
 
-    def embedding_widths(self) -> dict:
-        c = self.transformer.config
-        return {**super().embedding_widths(), "pooled_prompt_embeds": c.pooled_projection_dim,
-                "negative_pooled_prompt_embeds": c.pooled_projection_dim}
-
     def cost_spec(self):
         """The cost model's description of this transformer (from its config)."""
         from ralu_schedule.cost import TransformerSpec

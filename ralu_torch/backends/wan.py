@@ -114,6 +114,7 @@ class WanBackend(DiffusersBackend):
     default_guidance_scale = 5.0
     default_max_sequence_length = 512
     output_form = input_form = "video"
+    text_width_field = "text_dim"
     embedding_inputs = EmbeddingInputs({"prompt_embeds": 3, "negative_prompt_embeds": 3},
                                        requires={"negative_prompt_embeds": ("prompt_embeds",)})
     #: the clip's latent frames; ``RALU`` sets it for each call (:meth:`set_frames`)
@@ -294,10 +295,6 @@ class WanBackend(DiffusersBackend):
 
     def pipeline_input(self, tokens, grid):
         return self.pipeline_latents(tokens, grid)
-
-    def embedding_widths(self) -> dict:
-        width = self.transformer.config.text_dim
-        return {"prompt_embeds": width, "negative_prompt_embeds": width}
 
     def cost_spec(self):
         from ralu_schedule.cost import WanSpec

@@ -157,6 +157,7 @@ class ZImageBackend(DiffusersBackend):
     output_form = input_form = "latent"
     default_max_sequence_length = 512
     block_lists = ("noise_refiner", "context_refiner", "layers")
+    text_width_field = "cap_feat_dim"
     embedding_inputs = EmbeddingInputs({"prompt_embeds": "list", "negative_prompt_embeds": "list"})
 
     def __init__(self, pipe):
@@ -261,10 +262,6 @@ class ZImageBackend(DiffusersBackend):
         if cond.cfg_truncation <= 1:                       # no guidance once 1 - sigma exceeds the truncation
             guided = torch.where((1 - sigma) > cond.cfg_truncation, pos, guided)
         return guided
-
-    def embedding_widths(self) -> dict:
-        width = self.transformer.config.cap_feat_dim
-        return {"prompt_embeds": width, "negative_prompt_embeds": width}
 
     def cost_spec(self):
         from ralu_schedule.cost import ZImageSpec
