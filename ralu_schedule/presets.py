@@ -43,6 +43,8 @@ class Preset:
     evidence: str           # a key of EVIDENCE
     evidence_note: str = ""
     frames: int = 1         # video frames of the clip the preset was made for (1: an image)
+    shift: float | None = None   # the fixed base shift it was searched on (a video pipeline's flow_shift at
+                                 # its resolution); None: the model's shift rule at its resolution
 
     def __post_init__(self):
         if self.evidence not in EVIDENCE:
@@ -153,7 +155,7 @@ def _video(name, model, resolution, frames, shift, steps, ends, fractions, facto
     the pipeline's fixed flow shift at its resolution; speed-ups with attention included."""
     layout = Layout(steps=steps, ends=ends, factors=factors, fractions=fractions).with_base(shift, None)
     return Preset(name=name, model=model, resolution=resolution, frames=frames, layout=layout, shifts=None, z=None,
-                  evidence="analytic benchmark",
+                  shift=shift, evidence="analytic benchmark",
                   evidence_note=f"python bench/preset_search.py --which {group}; the benchmark measures images, so "
                                 "the time axis is not measured",
                   description=f"{speed} fewer FLOPs than {versus} (cost model, attention included, "
@@ -208,6 +210,8 @@ def preset(name: str, parameters: str = "default") -> Schedule:
     if parameters == "default":
         parameters = "authors" if p.has_authors_parameters else "optimised"
     if parameters == "optimised":
+        if p.shift is not None:                      # searched on a fixed shift: solved on it
+            return _solved(p.name, p.shift, p.layout.terminal)
         rule = shift_rule(p.model)
         return _solved(p.name, rule(p.tokens, p.layout.total_steps), rule.terminal)
     if not p.has_authors_parameters:

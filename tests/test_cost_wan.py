@@ -94,6 +94,19 @@ def test_clip_layout_stacks_latent_frames_and_decodes_the_clip():
     assert c.to_dict()["frames"] == 81 and "81 frames (21 latent)" in format_cost(c)
 
 
+@pytest.mark.parametrize("name, shift", [("wan-480p-7x", 3.0), ("wan-480p-4x", 3.0), ("wan-720p-7x", 5.0),
+                                         ("wan-720p-4x", 5.0)])
+def test_video_presets_are_solved_on_the_flow_shift_they_were_searched_on(name, shift):
+    """bench/preset_search.py searched each group on the model cards' fixed flow shift at its
+    resolution (3 at 480p, 5 at 720p); the preset is solved on that one, not on the model's
+    default rule (Wan 2.1 14B's is 5)."""
+    from ralu_schedule import preset
+
+    assert get_preset(name).shift == shift
+    assert preset(name).layout.base_shift == shift
+    assert preset(name, "optimised").layout.base_shift == shift
+
+
 def test_attention_share_grows_with_resolution_and_frames():
     def share(res, frames=81):
         return layout_cost(ONE_STAGE, "wan2.1-t2v-14b", res, frames=frames).baseline_attention_share
