@@ -239,8 +239,10 @@ def main(argv=None) -> int:
     except ValueError as err:              # UsageError included
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
-    except RuntimeError as err:            # a run that stopped part way (generate.RunFailure)
-        if type(err).__name__ != "RunFailure":
+    except RuntimeError as err:
+        from .generate import RunFailure   # torch-free module: importing it here costs nothing
+
+        if not isinstance(err, RunFailure):    # only a run that stopped part way is one line, exit 1
             raise
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 1

@@ -99,7 +99,8 @@ def generate(args) -> None:
 
     # the model's family from its configs alone, before torch and any weights: the default preset,
     # the default size (and a video model's frames), the checks
-    family, variant = _family(args.model, local_model)
+    configs = _configs(args.model, local_model)
+    family, variant = _family(args.model, local_model, configs)
     video = family is not None and family.video
     _defaults(args, variant, video)
     if from_batch:
@@ -117,9 +118,10 @@ def generate(args) -> None:
     default = DEFAULT_PRESETS[variant] if variant is not None else DEFAULT_PRESETS["flux-dev"]
     if None not in schedules:
         schedules[None] = _schedule_entry(default, args.parameters, default)
-    _check_sizes(entries, args, schedules, _pixels_per_token(variant))
+    pixels_per_token = _pixels_per_token(variant)
+    _check_sizes(entries, args, schedules, pixels_per_token)
     if video and family.position_limit is not None:
-        _check_clip_positions(family, variant, args.model, local_model, entries, args, _pixels_per_token(variant))
+        _check_clip_positions(family, variant, configs, entries, args, pixels_per_token)
     if family is not None:
         _check_guidance_flags(family, entries, args)
         for fixed, _, source in schedules.values():
@@ -167,7 +169,7 @@ def generate(args) -> None:
         return
     lock, created = _take_directory(out_dir, state, rank)
     try:
-        written, pending_seen = _write_images(args, plan, mine, ralus, target, wanted, out_dir, rank, world, many,
+        written = _write_images(args, plan, mine, ralus, target, wanted, out_dir, rank, world, many,
                                               device, todo, from_batch)
     except BaseException:
         if lock is not None:
@@ -271,7 +273,7 @@ def _write_images(args, plan, mine, ralus, target, wanted, out_dir, rank, world,
             bar.update(len(group))
     finally:
         bar.close()                                    # an error's line goes below the bar, not into it
-    return written, None
+    return written
 
 
 # -- the command line, before any weights -------------------------------------------------------
@@ -423,14 +425,15 @@ def _schedule_entry(arg, parameters: str, source, where: str | None = None):
     return fixed, layout, source
 
 
-def _family(model: str, local=None):
+def _family(model: str, local=None, read=None):
     """(the :class:`~ralu_torch.backends.families.Family`, the model variant) from the
     pipeline's ``model_index.json`` and the configs its family reads to tell its models apart
     (FLUX.1-schnell has no guidance embedding, FLUX.2 [klein] is distilled or not, 4B or 9B,
     Z-Image-Turbo has a smaller shift): JSON files only, no weights and no torch (a local folder,
     the hub cache, or the hub). (None, None) for a pipeline no family runs: loading it then
-    fails with the list of those RALU runs."""
-    read = _configs(model, local)
+    fails with the list of those RALU runs. ``read``: the pipeline's configs (:func:`_configs`),
+    where the caller has them already."""
+    read = read or _configs(model, local)
     family = family_of_pipeline(str(read("").get("_class_name", "")))
     if family is None:
         return None, None
@@ -468,12 +471,12 @@ def _configs(model: str, local=None):
     return read
 
 
-def _check_clip_positions(family, variant, model, local, entries, args, pixels_per_token: int) -> None:
+def _check_clip_positions(family, variant, read, entries, args, pixels_per_token: int) -> None:
     """A clip whose latent frames, or rows or columns of tokens, exceed the transformer's rotary
     table (its config's ``rope_max_seq_len`` positions per axis), refused before loading."""
     from ralu_schedule.cost import MODELS
 
-    limit = family.position_limit(_configs(model, local))
+    limit = family.position_limit(read)
     spec = MODELS[variant]
     frames = spec.latent_frames(args.num_frames)
     for e in entries:
@@ -544,7 +547,7 @@ def _done(plan, out_dir, single, target, wanted, overwrite: bool, compare: bool 
     done, found = set(), {}
     if out_dir is not None:
         names = [e.name for e in os.scandir(out_dir)] if out_dir.is_dir() else []
-        indices = sorted(i for i in map(_index_in(plan), names) if i is not None)
+        indices = sorted(i for i in map(plan.index_of, names) if i is not None)   # a directory: many images, a Plan
     else:
         indices = [single[0]] if single[1].exists() else []
     for i in indices:
@@ -573,14 +576,6 @@ def _done(plan, out_dir, single, target, wanted, overwrite: bool, compare: bool 
             raise UsageError(f"{brief(str(path))} exists with another recipe (it differs in {', '.join(diff)}); pass "
                              "--overwrite to replace it, or write elsewhere")
     return done, found
-
-
-def _index_in(plan):
-    """File name -> the index of the image ``plan`` writes under it (or None)."""
-    if isinstance(plan, Plan):
-        return plan.index_of
-    names = {job.file: job.index for job in plan}
-    return names.get
 
 
 def _line_from_recipe(rec: dict) -> dict:

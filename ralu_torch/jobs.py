@@ -9,7 +9,7 @@ file alone, so that a bad line, a name clash or an unwritable directory costs no
   run of 10^9 images costs no more to plan than one). Image ``i`` (counting from 0 over the
   whole run, ``--num-images`` per prompt, in file order) gets seed ``S + i`` for ``--seed S``;
   a line with its own ``"seed": s`` gives its ``k``-th image seed ``s + k``. Image ``i`` is
-  written to ``DIR/{i:05d}.png``. ``plan_jobs`` lists a small plan's jobs.
+  written to ``DIR/{i:05d}.png`` (``.mp4`` for clips).
 - ``identity``: what an image's recipe must say for an existing file to count as this job
   done (rerunning a command skips it), and ``manifest`` upkeep (``manifest.jsonl``, one JSON
   line per image, merged from every process's part at the end of a run).
@@ -30,7 +30,6 @@ MANIFEST = "manifest.jsonl"
 PART = "manifest.part-{rank}.jsonl"      # one per process of a multi-process run, merged at its end
 SEED_LIMIT = 2**63
 LINE_KEYS = ("prompt", "seed", "size", "width", "height", "schedule", "negative_prompt")
-IMAGE_NAME = "{index:05d}.png"
 
 
 @dataclass(frozen=True)
@@ -188,7 +187,7 @@ class Plan:
                    negative_prompt=e.negative_prompt or self.negative_prompt, file=self.file(i), line=e.line)
 
     def file(self, i: int) -> str:
-        return IMAGE_NAME.format(index=i)[:-len(".png")] + self.suffix
+        return f"{i:05d}{self.suffix}"
 
     def __iter__(self):
         return (self[i] for i in range(len(self)))
@@ -203,12 +202,6 @@ class Plan:
 
 
 IMAGE_PATTERN = re.compile(r"(\d{5,})\.(?:png|mp4)")
-
-
-def plan_jobs(entries: list[Entry], *, num_images: int, seed: int, height: int, width: int,
-              negative_prompt: str | None = None) -> list[Job]:
-    """Every job of a (small) plan, as a list; seeds as the module says."""
-    return list(Plan(entries, num_images, seed, height, width, negative_prompt))
 
 
 def batches(jobs, size: int):

@@ -17,7 +17,7 @@ from PIL import Image
 from ralu_schedule._errors import UsageError
 from ralu_torch import generate as gen_module
 from ralu_torch.cli import main
-from ralu_torch.jobs import (Entry, batches, lora_spec, merge_manifest, parse_size, plan_jobs, read_lines,
+from ralu_torch.jobs import (Entry, Plan, batches, lora_spec, merge_manifest, parse_size, read_lines,
                              read_prompts)
 
 PROMPTS = 'a red cat\n# a comment, then a blank line\n\n{"prompt": "a blue dog", "seed": 42, "size": "96x64"}\n' \
@@ -346,7 +346,7 @@ def test_two_accelerate_processes_split_a_prompts_file(model_dir, prompts, tmp_p
 
 def test_seeds_names_and_batches_are_planned_as_documented():
     entries = [Entry("a"), Entry("b", seed=100), Entry("c", width=96, height=64), Entry("d")]
-    jobs = plan_jobs(entries, num_images=2, seed=7, height=64, width=64)
+    jobs = list(Plan(entries, 2, 7, 64, 64))
     assert [j.seed for j in jobs] == [7, 8, 100, 101, 11, 12, 13, 14]
     assert [j.file for j in jobs] == [f"{i:05d}.png" for i in range(8)]
     # batches never mix sizes, and keep the order

@@ -30,6 +30,7 @@ import os
 from pathlib import Path
 
 from ralu_schedule._errors import UsageError, brief, check_finite
+from ralu_schedule.export import SOLVERS
 from ralu_schedule.presets import PARAMETERS
 
 from ..jobs import MANIFEST, SEED_LIMIT, Entry, Plan, batches, check_writable_dir, read_lines, read_prompts
@@ -41,8 +42,6 @@ from .prompts import PROMPTS
 
 TIMING = "timing.json"
 SCORES = "scores.csv"
-SOLVER_CLASSES = {"heun": "FlowMatchHeunDiscreteScheduler", "dpm-multistep": "DPMSolverMultistepScheduler",
-                  "unipc": "UniPCMultistepScheduler"}
 
 
 def evaluate(args, say=print) -> Path:
@@ -147,16 +146,14 @@ def _ralu(pipe, config: Config, force: bool):
 
     from ..pipeline import RALU
 
-    opts = config.ralu_options
     schedule = Layout(steps=(config.steps,), ends=(1.0,)) if config.kind == "baseline" else config.schedule
     solver = "scheduler"
     if config.solver == "euler":
         solver = "euler"
     elif config.solver is not None:
-        solver = getattr(diffusers, SOLVER_CLASSES[config.solver])
-    return RALU(pipe, schedule, parameters=opts.get("parameters", "default"), upsample=opts.get("upsample", "latent"),
-                kept_noise=opts.get("kept_noise", "exact"), select=opts.get("select", "edges"), solver=solver,
-                allow_other_model=force)
+        solver = getattr(diffusers, SOLVERS[config.solver])
+    # the options are RALU's own keywords (configs.OPTIONS); RALU's defaults stand for the rest
+    return RALU(pipe, schedule, **config.ralu_options, solver=solver, allow_other_model=force)
 
 
 @contextlib.contextmanager
