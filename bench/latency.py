@@ -324,6 +324,11 @@ def main(argv=None):
             elif args.taylorseer:
                 runs += [(f"RALU {presets[0]} + TaylorSeer", None, (presets[0], TAYLORSEER))]
             rows = {}
+            # the FLOP ratio beside each wall-time speed-up: FLUX's whole pipeline (the cost model's
+            # speed-up), a family's transformer alone (its spec has no encoders)
+            base_tf = layout_cost(Layout(steps=(args.baseline_steps,), ends=(1.0,)), spec, (size, size),
+                                  frames=frames).transformer_tflops
+            ratio_of = lambda flops: flops.speedup if flux else base_tf / flops.transformer_tflops  # noqa: E731
             for label, steps, name in runs:
                 if isinstance(name, tuple):              # stacked: RALU with a diffusers cache, counted
                     name, policy = name
@@ -334,7 +339,7 @@ def main(argv=None):
                                         cache=policy)
                     best, median, parts = measure(call, args.repeats, timers, cuda)
                     pipe.transformer.disable_cache()
-                    rows[label] = (best, median, flops.speedup, parts)
+                    rows[label] = (best, median, ratio_of(flops), parts)
                     continue
                 warmup = None
                 if name is None:
@@ -352,14 +357,8 @@ def main(argv=None):
                     flops = ralu_cost.get(name) or layout_cost(preset(name).layout, spec, (size, size), frames=frames,
                                                                baseline_steps=args.baseline_steps)
                 best, median, parts = measure(call, args.repeats, timers, cuda, warmup)
-                rows[label] = (best, median, flops.speedup, parts)
+                rows[label] = (best, median, ratio_of(flops), parts)
             base = rows[runs[0][0]][0]
-            if not flux:                                     # the transformer's FLOP ratio
-                base_tf = layout_cost(Layout(steps=(args.baseline_steps,), ends=(1.0,)), spec, (size, size), frames=frames).transformer_tflops
-                for label, steps, name in runs:
-                    lay = Layout(steps=(steps,), ends=(1.0,)) if name is None else preset(name).layout
-                    b, m, _, parts = rows[label]
-                    rows[label] = (b, m, base_tf / layout_cost(lay, spec, (size, size), frames=frames).transformer_tflops, parts)
             for label, (best, median, ratio, parts) in rows.items():
                 per_image.setdefault(label, {})[batch] = best / batch
                 gain = ""

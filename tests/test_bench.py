@@ -58,6 +58,15 @@ def test_latency_of_a_video_family_guided_times_its_transformer(capsys):
     assert stop.value.code == 2
 
 
+def test_latency_of_a_family_stacked_with_taylorseer_prices_the_cache(capsys):
+    out = run_script("latency.py", ["--family", "qwen-image", "--model", "tiny", "--sizes", "64", "--batches", "1",
+                                    "--repeats", "1", "--presets", "qwen-image-7x", "--taylorseer"], capsys)
+    ratio = {r[2]: float(r[6].rstrip("x")) for r in
+             ([c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| 64 |"))
+             if len(r) > 6 and r[6].endswith("x")}
+    assert ratio["RALU qwen-image-7x + TaylorSeer"] > ratio["RALU qwen-image-7x"] > 5
+
+
 def test_memory_and_compile_benches_tiny(capsys):
     out = run_script("memory.py", ["--model", "tiny", "--sizes", "64"], capsys)
     row = [line for line in out.splitlines() if line.startswith("| 64 |")]
