@@ -332,6 +332,28 @@ def test_callbacks_see_the_familys_tensors_and_can_interrupt(pipes, model):
     assert torch.isfinite(out.images).all()
 
 
+@pytest.mark.parametrize("model", ["z-image", "qwen-image", "chroma", "flux2-dev"])
+def test_a_lora_scale_is_applied_as_the_stock_pipeline_applies_it(model):
+    """``joint_attention_kwargs={"scale": s}`` scales a loaded adapter as the stock pipeline's
+    ``joint_attention_kwargs`` (FLUX.2, Qwen-Image: ``attention_kwargs``) does, including on
+    Z-Image, whose transformer RALU runs module by module."""
+    import inspect
+
+    from peft import LoraConfig
+
+    pipe = tiny_pipeline(model)                    # its own: the adapter changes it
+    pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"],
+                                            init_lora_weights=False))
+    kwarg = next(k for k in ("joint_attention_kwargs", "attention_kwargs")
+                 if k in inspect.signature(pipe.__call__).parameters)
+    inputs = {**tiny_inputs(pipe, 1), "height": 64, "width": 64, "output_type": "latent"}
+    stock = pipe(**inputs, **{kwarg: {"scale": 0.5}}, num_inference_steps=4, generator=gens(1)).images
+    ours = RALU(pipe, ONE_STAGE)(**inputs, joint_attention_kwargs={"scale": 0.5}, generator=gens(1)).images
+    full = RALU(pipe, ONE_STAGE)(**inputs, generator=gens(1)).images
+    assert (ours - stock).abs().max() < 1e-5
+    assert (ours - full).abs().max() > 1e-3         # the scale really changes the result
+
+
 #: the transformer config field that gives each family's text width (pooled: pooled_projection_dim)
 TEXT_WIDTH = {"flux-dev": "joint_attention_dim", "sd3-medium": "joint_attention_dim", "chroma": "joint_attention_dim",
               "flux2-dev": "joint_attention_dim", "qwen-image": "joint_attention_dim", "z-image": "cap_feat_dim",

@@ -104,6 +104,26 @@ def test_one_stage_layout_reproduces_sd3_pipeline(pipe, guidance_scale, size):
     assert np.abs(ours - ref).max() < 1e-5
 
 
+def test_a_lora_scale_is_applied_as_the_sd3_pipeline_applies_it():
+    """SD3's transformer runs module by module inside RALU, outside its forward's LoRA scaling:
+    ``joint_attention_kwargs={"scale": s}`` is applied around the call instead (and kept from
+    the blocks, as the stock forward does)."""
+    from peft import LoraConfig
+
+    pipe = sd3_pipeline()
+    pipe.set_progress_bar_config(disable=True)
+    pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"],
+                                            init_lora_weights=False))
+    n, e = 4, sd3_prompt_embeds(pipe)
+    kw = dict(**e, height=64, width=64, output_type="np")
+    ref = pipe(**kw, num_inference_steps=n, sigmas=np.linspace(1.0, 1 / n, n).tolist(), generator=gen(0),
+               joint_attention_kwargs={"scale": 0.5}).images
+    ralu = RALU(pipe, Layout(steps=(n,), ends=(1.0,)))
+    ours = ralu(**kw, generator=gen(0), joint_attention_kwargs={"scale": 0.5}).images
+    assert np.abs(ours - ref).max() < 1e-5
+    assert np.abs(ours - ralu(**kw, generator=gen(0)).images).max() > 1e-3
+
+
 @pytest.mark.parametrize("name", ["sd3-medium-7x", "sd3-medium-4x"])
 @pytest.mark.parametrize("batch", [1, 2])
 @pytest.mark.parametrize("guidance_scale", [1.0, 7.0])

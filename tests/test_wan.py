@@ -72,6 +72,22 @@ def test_one_stage_layout_is_wanpipeline(pipes, scheduler, experts, guided):
         assert (ours.images - stock).abs().max() < 1e-5, (scheduler, experts, guided, height, width, frames)
 
 
+def test_a_lora_scale_is_applied_as_wanpipeline_applies_it():
+    from peft import LoraConfig
+
+    pipe = wan_pipeline()                          # its own: the adapter changes it
+    pipe.transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v"],
+                                            init_lora_weights=False))
+    inputs = {**tiny_inputs(pipe, 1), "height": 64, "width": 64, "num_frames": 5}
+    ralu = RALU(pipe, ONE_STAGE)
+    sched = ralu.schedule_for(64, 64, 5)
+    stock = stock_on(pipe, sched, 0, **inputs, attention_kwargs={"scale": 0.5}, generator=gens(1))
+    ours = ralu(**inputs, joint_attention_kwargs={"scale": 0.5}, generator=gens(1), output_type="latent").images
+    full = ralu(**inputs, generator=gens(1), output_type="latent").images
+    assert (ours - stock).abs().max() < 1e-5
+    assert (ours - full).abs().max() > 1e-3
+
+
 def test_the_schedule_takes_wans_fixed_shift(pipes):
     """NT-matching solves with the scheduler's fixed shift (UniPC's flow_shift), whatever the size."""
     pipe = pipes("unipc")

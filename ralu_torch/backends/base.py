@@ -25,6 +25,7 @@ What the diffusers families share lives here once:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -238,6 +239,27 @@ class EmbeddingInputs:
         if isinstance(value, (list, tuple)):
             return [v for v in value for _ in range(n)]
         return value.repeat_interleave(n, dim=0)
+
+
+@contextlib.contextmanager
+def lora_scaled(model, attention_kwargs: dict | None):
+    """What diffusers' ``apply_lora_scale`` does around a transformer's ``forward``, for the
+    backends that run the transformer's modules themselves (SD3, Z-Image, Wan): its LoRA layers
+    scaled by ``attention_kwargs["scale"]`` for the call. Yields the kwargs without ``scale``,
+    which is what the blocks receive."""
+    kwargs = dict(attention_kwargs or {})
+    scale = kwargs.pop("scale", None)
+    if scale is not None:
+        from diffusers.utils import scale_lora_layers
+
+        scale_lora_layers(model, scale)
+    try:
+        yield kwargs or None
+    finally:
+        if scale is not None:
+            from diffusers.utils import unscale_lora_layers
+
+            unscale_lora_layers(model, scale)
 
 
 def check_negative_batch(positive: torch.Tensor, negative: torch.Tensor) -> None:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..caches import model_call
-from .base import DiffusersBackend, EmbeddingInputs
+from .base import DiffusersBackend, EmbeddingInputs, lora_scaled
 
 
 def sincos_table_embedding(rows: torch.Tensor, cols: torch.Tensor, dim: int, table_size: int,
@@ -168,9 +168,9 @@ class SD3Backend(DiffusersBackend):
         elif positions.shape[0] == 2 * xin.shape[0]:     # guidance cut off mid-stage (a callback)
             positions = positions[xin.shape[0]:]
         timestep = (sigma * 1000).expand(xin.shape[0]).to(dtype)   # SD3 takes t in [0, 1000]
-        with model_call(self.transformer, "cond"):                 # one call, as StableDiffusion3Pipeline names it
+        with model_call(self.transformer, "cond"), lora_scaled(self.transformer, cond.joint_attention_kwargs) as jak:
             v = forward_tokens(self.transformer, xin, positions, cond.prompt_embeds, cond.pooled_prompt_embeds,
-                               timestep, cond.joint_attention_kwargs)
+                               timestep, jak)          # one call, as StableDiffusion3Pipeline names it
         if cond.guided:
             uncond, text = v.chunk(2)
             v = uncond + cond.guidance_scale * (text - uncond)

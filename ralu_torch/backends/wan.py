@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from ralu_schedule._errors import check_finite
 
 from ..caches import model_call
-from .base import BranchConditioning, DiffusersBackend, EmbeddingInputs, Guided, check_negative_batch
+from .base import BranchConditioning, DiffusersBackend, EmbeddingInputs, Guided, check_negative_batch, lora_scaled
 
 PATCH = (1, 2, 2)
 #: ``WanRotaryPosEmbed``'s theta (the model builds it with the default and keeps no copy)
@@ -246,10 +246,9 @@ class WanBackend(DiffusersBackend):
         xin = x.to(dtype)
         t = (sigma * 1000).expand(x.shape[0])          # WanPipeline feeds the scheduler's timestep, 1000 sigma
         rotary = positions.rotary
-        lora = (cond.attention_kwargs or {}).get("scale")
         outputs = []
         for name, branch in cond.branches():
-            with model_call(model, name), _lora_scale(model, lora):
+            with model_call(model, name), lora_scaled(model, cond.attention_kwargs):
                 outputs.append(forward_tokens(model, xin, rotary, branch.prompt_embeds, t,
                                               self.expand_timesteps).float())
         return dataclasses.replace(cond, scale=scale).combine(outputs) if len(outputs) > 1 else outputs[0]
@@ -304,23 +303,3 @@ class WanBackend(DiffusersBackend):
                        ffn=c.ffn_dim, in_channels=c.in_channels, out_channels=c.out_channels, text_dim=c.text_dim,
                        freq_dim=c.freq_dim, expand_timesteps=self.expand_timesteps,
                        pixels_per_token=self.pixels_per_token)
-
-
-class _lora_scale:
-    """WanTransformer3DModel's ``attention_kwargs={"scale": s}``: LoRA layers scaled for the call."""
-
-    def __init__(self, model, scale):
-        self.model, self.scale = model, scale
-
-    def __enter__(self):
-        if self.scale is not None:
-            from diffusers.utils import scale_lora_layers
-
-            scale_lora_layers(self.model, self.scale)
-
-    def __exit__(self, *exc):
-        if self.scale is not None:
-            from diffusers.utils import unscale_lora_layers
-
-            unscale_lora_layers(self.model, self.scale)
-        return False

@@ -31,7 +31,7 @@ import torch
 from ralu_schedule._errors import check_finite
 
 from ..caches import model_call
-from .base import DiffusersBackend, EmbeddingInputs, batched_slice
+from .base import DiffusersBackend, EmbeddingInputs, batched_slice, lora_scaled
 
 PATCH, FRAME_PATCH = 2, 1
 
@@ -244,8 +244,8 @@ class ZImageBackend(DiffusersBackend):
         t = (1000 - (sigma * 1000).expand(x.shape[0])) / 1000                        # the model's time: 1 - sigma
         if cond.guided:
             xin, t = xin.repeat(2, 1, 1), t.repeat(2)
-        with model_call(self.transformer, "cond"):                                  # one call, as the pipeline makes
-            out = forward_tokens(self.transformer, xin, positions.freqs, cond.captions, t).float()
+        with model_call(self.transformer, "cond"), lora_scaled(self.transformer, cond.joint_attention_kwargs):
+            out = forward_tokens(self.transformer, xin, positions.freqs, cond.captions, t).float()   # one call
         if cond.guided:
             pos, neg = out.chunk(2)
             out = self._guide(pos, neg, sigma, cond)
