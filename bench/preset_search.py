@@ -34,6 +34,7 @@ import math
 
 from ralu_schedule import Layout, preset, shift_rule, solve
 from ralu_schedule.cost import layout_cost
+from ralu_schedule.shift import shift_map, unshift_map
 from ralu_schedule.models import MODEL_INFO
 from ralu_torch.analysis.quality import run, spectrum_metrics
 from ralu_torch.backends.gaussian import GaussianBackend, GaussianField
@@ -165,17 +166,16 @@ GROUPS = {
 def transferred_ends(ends, source: float, h0: float) -> tuple:
     """Ends with the same share of a base sampler's steps before them under shift ``h0`` as
     under ``source`` (``F_h0^-1(F_source(e))``), rounded to 0.005."""
-    q = [source * e / (1 + (source - 1) * e) for e in ends[:-1]]
-    return tuple(round(x / (h0 - (h0 - 1) * x) / 0.005) * 0.005 for x in q) + (1.0,)
+    return tuple(round(unshift_map(shift_map(e, source), h0) / 0.005) * 0.005 for e in ends[:-1]) + (1.0,)
 
 
 def family_layout(model, steps, ends, fractions=None, factors=None, shift=None):
     """A layout solved for ``model``'s own base sampler at 1024x1024 with as many steps (or on a
     fixed ``shift``: a video group's flow shift at its resolution)."""
-    rule = shift_rule(model)
     lay = Layout(steps=steps, ends=ends, fractions=fractions, factors=factors)
     if shift is not None:
         return lay.with_base(shift, None)
+    rule = shift_rule(model)
     return lay.with_base(rule(4096, lay.total_steps), rule.terminal)
 
 
