@@ -42,7 +42,7 @@ from diffusers.hooks import TaylorSeerCacheConfig
 
 from ralu_schedule import Layout, preset
 from ralu_schedule.caching import TaylorSeerPolicy
-from ralu_schedule.cost import CausalVAEDecoderSpec, ModelSpec, TransformerSpec, VAEDecoderSpec, layout_cost
+from ralu_schedule.cost import CausalVAEDecoderSpec, ModelSpec, VAEDecoderSpec, layout_cost
 from ralu_schedule.models import MODEL_INFO
 from ralu_torch import RALU
 from ralu_torch.backends import backend_for
@@ -117,11 +117,7 @@ TAYLORSEER = TaylorSeerPolicy(interval=3, warmup=2)
 def model_spec(pipe, text_tokens: int, cfg_batches: int = 1) -> ModelSpec:
     """The cost model's view of the pipeline being timed (no text encoders: embeddings are given;
     ``cfg_batches`` transformer calls per step)."""
-    c = pipe.transformer.config
-    tf = TransformerSpec(family="flux", double=c.num_layers, single=c.num_single_layers, heads=c.num_attention_heads,
-                         head_dim=c.attention_head_dim, token_features=c.in_channels,
-                         context_dim=c.joint_attention_dim, pooled_dim=c.pooled_projection_dim,
-                         guidance_embeds=c.guidance_embeds)
+    tf = backend_for(pipe).cost_spec()
     v = pipe.vae.config
     vae = VAEDecoderSpec(latent_channels=v.latent_channels, channels=tuple(v.block_out_channels),
                          layers_per_block=v.layers_per_block, post_quant_conv=v.use_post_quant_conv)
