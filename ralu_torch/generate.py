@@ -830,16 +830,23 @@ def _compare(args, pipe, ralu, job: Job, path: Path, recipe: dict, device: str) 
     print(f"speed-up {base_s / seconds:.2f}x in time, {base_tf / ralu_tf:.2f}x in TFLOPs; wrote {path}")
 
 
+def _font(size: int):
+    """PIL's default font at ``size`` pixels (Pillow < 10.1: its fixed bitmap font)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:
+        return ImageFont.load_default()
+
+
 def _side_by_side(images, captions):
     """The images in a row, each with its caption lines under it (panels widen for long captions)."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
     w, h = images[0].size
     size = max(10, w // 32)
-    try:
-        font = ImageFont.load_default(size=size)
-    except TypeError:                              # Pillow < 10.1: the fixed bitmap font
-        font = ImageFont.load_default()
+    font = _font(size)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     gap, line = max(4, w // 64), int(size * 1.4)
     panel = max(w, max(int(probe.textlength(t, font=font)) for lines in captions for t in lines) + 2 * gap)

@@ -104,10 +104,12 @@ def plot(path: Path, points: list[dict], metrics: list, title: str) -> bool:
 def contact_sheet(path: Path, rows: list[tuple], thumb: int = 256) -> None:
     """``rows``: ``(prompt, [(image path, caption lines)])``: a row of thumbnails per prompt,
     the prompt above it, each thumbnail's caption under it."""
-    from PIL import Image, ImageDraw, ImageFont
+    from PIL import Image, ImageDraw
 
-    from ..generate import _side_by_side
+    from ..generate import _font, _side_by_side
 
+    size = max(10, thumb // 20)
+    font = _font(size)
     strips = []
     for prompt, cells in rows:
         images = []
@@ -117,11 +119,6 @@ def contact_sheet(path: Path, rows: list[tuple], thumb: int = 256) -> None:
                 scale = thumb / max(im.size)
                 images.append(im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale)))))
         strip = _side_by_side(images, [lines for _, lines in cells])
-        size = max(10, thumb // 20)
-        try:
-            font = ImageFont.load_default(size=size)
-        except TypeError:                          # Pillow < 10.1: the fixed bitmap font
-            font = ImageFont.load_default()
         head = int(size * 1.8)
         framed = Image.new("RGB", (strip.width, strip.height + head), "white")
         ImageDraw.Draw(framed).text((4, 2), prompt[:200], fill="black", font=font)
