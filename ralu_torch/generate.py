@@ -167,26 +167,39 @@ def generate(args) -> None:
     if args.compare:
         _compare(args, pipe, ralus[None], first, single[1], wanted(first), device)
         return
-    lock, created = _take_directory(out_dir, state, rank)
-    try:
-        written = _write_images(args, plan, mine, ralus, target, wanted, out_dir, rank, world, many,
-                                              device, todo, from_batch)
-    except BaseException:
-        if lock is not None:
-            lock.release()
-        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()                            # nothing written: leave no empty directory behind
-        raise
-    if state is not None:
-        state.wait_for_everyone()
-    if out_dir is not None and rank == 0:
-        lines = merge_manifest(out_dir, resumed)
+    written, lines = _write_locked(args, plan, mine, ralus, target, wanted, out_dir, state, rank, world, many, device,
+                                   todo, from_batch, resumed)
+    if lines is not None:
         print(f"wrote {todo} {_things(plan)} to {out_dir}" + (f" on {world} processes" if world > 1 else "")
               + f", skipped {len(done)} already there; {out_dir / MANIFEST}: {lines} line(s)")
     elif out_dir is not None:
         print(f"process {rank}: wrote {written} {_things(plan)}")
-    if lock is not None:
-        lock.release()
+
+
+def _write_locked(args, plan, mine, ralus, target, wanted, out_dir, state, rank, world, many, device, todo,
+                  from_batch, resumed) -> tuple:
+    """This process's images (:func:`_write_images`) under ``out_dir``'s lock, then, once every
+    process is done, the manifest merged by the first: (images written, manifest lines, None
+    on the other processes and without a directory). On failure the lock is released and a
+    directory this run made and left empty is removed."""
+    lock, created = _take_directory(out_dir, state, rank)
+    try:
+        written = _write_images(args, plan, mine, ralus, target, wanted, out_dir, rank, world, many, device, todo,
+                                from_batch)
+        if state is not None:
+            state.wait_for_everyone()
+        lines = merge_manifest(out_dir, resumed) if out_dir is not None and rank == 0 else None
+    except BaseException:
+        if lock is not None:
+            lock.release()
+            lock = None
+        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
+            out_dir.rmdir()                            # nothing written: leave no empty directory behind
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+    return written, lines
 
 
 def _share(pending, total: int, rank: int, world: int):

@@ -216,7 +216,7 @@ def _evaluate_model(args, configs, out: Path, say) -> Path:
 def _generate(args, plan, ralu, wanted, out_dir: Path, state, rank, world, device, say) -> None:
     """One configuration's images: ``ralu generate``'s resume check, process split, directory
     lock, batched writing and manifest, in that order."""
-    from ..generate import _check_agreement, _done, _line_from_recipe, _share, _take_directory, _write_images
+    from ..generate import _check_agreement, _done, _line_from_recipe, _share, _write_locked
     from ..jobs import merge_manifest
 
     target = lambda job: out_dir / job.file  # noqa: E731
@@ -233,16 +233,9 @@ def _generate(args, plan, ralu, wanted, out_dir: Path, state, rank, world, devic
         return
     pending = (job for job in plan if job.index not in done)
     mine = _share(pending, len(plan), rank, world) if state is not None else pending
-    lock, _ = _take_directory(out_dir, state, rank)
-    try:
-        _write_images(args, plan, mine, {None: ralu}, target, wanted, out_dir, rank, world, True, device, todo, None)
-    finally:
-        if lock is not None:
-            lock.release()
-    if state is not None:
-        state.wait_for_everyone()
+    _, lines = _write_locked(args, plan, mine, {None: ralu}, target, wanted, out_dir, state, rank, world, True, device,
+                             todo, None, resumed)
     if rank == 0:
-        lines = merge_manifest(out_dir, resumed)
         say(f"  wrote {todo} image(s), skipped {len(done)} already there; {lines} manifest line(s)")
 
 
