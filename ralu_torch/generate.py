@@ -359,14 +359,9 @@ def _pixels_per_token(variant) -> int:
     return spec.transformer.pixels_per_token if spec is not None else 16
 
 
-def _check_flags(args, many: bool, world: int, recipe: dict) -> None:
-    if args.prompts is not None and args.prompt is not None and not recipe:
-        raise UsageError("give --prompt or --prompts, not both")
-    if recipe and (many or args.compare):
-        raise UsageError("--from regenerates one image into --out; leave out --prompts, --num-images, --out-dir "
-                         "and --compare")
-    if args.out is not None and many:
-        raise UsageError("--out names one image; with --prompts, --num-images or --out-dir the images go to --out-dir")
+def check_run_flags(args) -> None:
+    """The flags ``ralu generate`` and ``ralu eval`` share: image count, batch size, seed,
+    text length and guidance scale."""
     if args.num_images is not None and args.num_images < 1:
         raise UsageError(f"--num-images must be >= 1, got {args.num_images}")
     if args.max_sequence_length is not None and args.max_sequence_length < 1:
@@ -377,6 +372,17 @@ def _check_flags(args, many: bool, world: int, recipe: dict) -> None:
         raise UsageError(f"--seed must lie in [0, 2**63), got {args.seed}")
     if args.guidance_scale is not None:
         check_finite("--guidance-scale", args.guidance_scale)
+
+
+def _check_flags(args, many: bool, world: int, recipe: dict) -> None:
+    if args.prompts is not None and args.prompt is not None and not recipe:
+        raise UsageError("give --prompt or --prompts, not both")
+    if recipe and (many or args.compare):
+        raise UsageError("--from regenerates one image into --out; leave out --prompts, --num-images, --out-dir "
+                         "and --compare")
+    if args.out is not None and many:
+        raise UsageError("--out names one image; with --prompts, --num-images or --out-dir the images go to --out-dir")
+    check_run_flags(args)
     if args.true_cfg is not None:
         check_finite("--true-cfg", args.true_cfg)
     if args.compare and many:

@@ -29,11 +29,11 @@ import math
 import os
 from pathlib import Path
 
-from ralu_schedule._errors import UsageError, brief, check_finite
+from ralu_schedule._errors import UsageError, brief
 from ralu_schedule.export import SOLVERS
 from ralu_schedule.presets import PARAMETERS
 
-from ..jobs import MANIFEST, SEED_LIMIT, Entry, Plan, batches, check_writable_dir, read_lines, read_prompts
+from ..jobs import MANIFEST, Entry, Plan, batches, check_writable_dir, read_lines, read_prompts
 from ..options import SELECTIONS, UPSAMPLE_MODES
 from . import report
 from .configs import Config, parse_configs
@@ -74,20 +74,13 @@ def _check_flags(args, configs) -> None:
         if c.kind == "exact" or c.ablation is not None:
             what = "exact (the data themselves)" if c.kind == "exact" else f"ablation:{c.ablation}"
             raise UsageError(f"configuration {brief(c.label)}: {what} runs on --model analytic only")
-    if args.num_images is not None and args.num_images < 1:
-        raise UsageError(f"--num-images must be >= 1, got {args.num_images}")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    from ..generate import check_run_flags
+
+    check_run_flags(args)
     if args.repeats < 1:
         raise UsageError(f"--repeats must be >= 1, got {args.repeats}")
     if args.sheet < 0:
         raise UsageError(f"--sheet must be >= 0, got {args.sheet}")
-    if not 0 <= args.seed < SEED_LIMIT:
-        raise UsageError(f"--seed must lie in [0, 2**63), got {args.seed}")
-    if args.max_sequence_length is not None and args.max_sequence_length < 1:
-        raise UsageError(f"--max-sequence-length must be >= 1, got {args.max_sequence_length}")
-    if args.guidance_scale is not None:
-        check_finite("--guidance-scale", args.guidance_scale)
 
 
 def _entries(args) -> list[Entry]:
