@@ -165,6 +165,15 @@ class Guided:
             out.append(("uncond", self.negative))
         return out
 
+    def run(self, transformer, call, prefix: str = "") -> torch.Tensor:
+        """``call(branch)`` for each branch, inside the transformer's cache context of that
+        branch's name, in float32, combined."""
+        outputs = []
+        for name, branch in self.branches():
+            with model_call(transformer, prefix + name):
+                outputs.append(call(branch).float())
+        return self.combine(outputs)
+
     def combine(self, outputs: list) -> torch.Tensor:
         if self.negative is None:
             return outputs[0]
@@ -448,11 +457,7 @@ class RotaryBackend(DiffusersBackend):
         return self._guided(x, positions.ids, sigma, cond, positions.rotary)
 
     def _guided(self, x, ids, sigma, cond, rotary, prefix=""):
-        outputs = []
-        for name, branch in cond.branches():
-            with model_call(self.transformer, prefix + name):
-                outputs.append(self.forward(x, ids, sigma, branch, rotary).float())
-        return cond.combine(outputs)
+        return cond.run(self.transformer, lambda branch: self.forward(x, ids, sigma, branch, rotary), prefix)
 
 
 def joint_kwargs(kwargs: dict | None, rotary) -> dict | None:

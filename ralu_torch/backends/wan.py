@@ -40,7 +40,6 @@ import torch.nn.functional as F
 
 from ralu_schedule._errors import check_finite
 
-from ..caches import model_call
 from .base import BranchConditioning, DiffusersBackend, EmbeddingInputs, Guided, check_negative_batch, lora_scaled
 
 PATCH = (1, 2, 2)
@@ -245,13 +244,10 @@ class WanBackend(DiffusersBackend):
         dtype = model.dtype
         xin = x.to(dtype)
         t = (sigma * 1000).expand(x.shape[0])          # WanPipeline feeds the scheduler's timestep, 1000 sigma
-        rotary = positions.rotary
-        outputs = []
-        for name, branch in cond.branches():
-            with model_call(model, name), lora_scaled(model, cond.attention_kwargs):
-                outputs.append(forward_tokens(model, xin, rotary, branch.prompt_embeds, t,
-                                              self.expand_timesteps).float())
-        return dataclasses.replace(cond, scale=scale).combine(outputs) if len(outputs) > 1 else outputs[0]
+        with lora_scaled(model, cond.attention_kwargs):
+            return dataclasses.replace(cond, scale=scale).run(
+                model, lambda branch: forward_tokens(model, xin, positions.rotary, branch.prompt_embeds, t,
+                                                     self.expand_timesteps))
 
     # -- latents and video ------------------------------------------------------------------------
     def _clip(self, latents: torch.Tensor) -> torch.Tensor:
