@@ -27,12 +27,11 @@ import functools
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ralu_schedule import ShiftRule
 from ralu_schedule.layout import DEFAULT_BASE_SHIFT
 
-from ..tokens import latent_index, raster_latent, to_latent, tokens_from_latent
+from ..tokens import latent_index, latent_tokens, raster_latent, to_latent, tokens_from_latent
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,10 +242,7 @@ class GaussianBackend:
             lat = raster_latent(x, tokens, S)
             return tokens_from_latent(self.field.velocity(lat, sigma, S).float(), tokens, S)
         v_full = self.field.velocity(to_latent(x, tokens, index), sigma, 1).float()
-        out = torch.zeros_like(x)
-        for S in sizes:                                       # pool the velocity back per token size
-            out = torch.where((tokens.size == S)[..., None], tokens_from_latent(F.avg_pool2d(v_full, S), tokens, S), out)
-        return out
+        return latent_tokens(v_full, tokens, sizes)          # pooled back per token size
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         img = latents / 3.0
