@@ -94,7 +94,7 @@ def format_schedule(s: Schedule) -> str:
         lines += ["", f"{'trans':>5} {'at e':>7} {'restart s':>9} {'a':>7} {'b':>7} {'c':>8} "
                       f"{'Z':>7} {'factor':>6} {'fraction':>8}"]
         for i, t in enumerate(s.transitions, 1):
-            lines.append(f"{i:>5} {t.at:>7.4f} {t.restart:>9.4f} {t.a:>7.4f} {t.b:>7.4f} {t.c:>8.5f} "
+            lines.append(f"{i:>5} {t.at:>7.4f} {t.restart:>9.4g} {t.a:>7.4g} {t.b:>7.4f} {t.c:>8.4g} "
                          f"{t.c ** -0.5:>7.3f} {t.factor:>6} {t.fraction:>8.3g}")
     return "\n".join(lines)
 

@@ -40,6 +40,13 @@ DEFAULT_BASE_SHIFT = 3.0
 MAX_STAGES = 8
 MAX_STEPS = 1000
 
+#: Largest upsampling factor per axis (documented in docs/schedule.md). A factor ``f`` needs a
+#: full-resolution latent of at least ``f`` tokens per side (``16 f`` pixels for FLUX), so
+#: 65536 is beyond any image; below it the solver's box ``Z in [f, 50 f]`` and ``c = 1/Z^2``
+#: stay far inside double precision (they overflow near ``f = 1e152``), and every factor in
+#: ``[2, MAX_FACTOR]`` solves (``tests/test_matching.py`` draws them).
+MAX_FACTOR = 65536
+
 
 def upsample_count(remaining: int, fraction: float) -> int:
     """How many of ``remaining`` low-resolution blocks a transition upsamples: all of them
@@ -102,6 +109,9 @@ class Layout:
         if len(fractions) != k:
             raise ValueError(f"fractions must have one entry per transition ({k}), got {fmt(fractions)}")
         factors = tuple(check_positive_int("each factor", f, minimum=2) for f in factors)
+        if any(f > MAX_FACTOR for f in factors):
+            raise ValueError(f"each factor must be at most {MAX_FACTOR} (a factor f needs a latent of at least "
+                             f"f tokens per side), got {brief(max(factors))}")
         fractions = tuple(check_finite("each fraction", r) for r in fractions)
         if any(not 0.0 < r <= 1.0 for r in fractions):
             raise ValueError(f"fractions must lie in (0, 1], got {fmt(fractions)}")
