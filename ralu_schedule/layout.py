@@ -396,6 +396,8 @@ class Schedule:
 
     @classmethod
     def load(cls, path) -> "Schedule":
+        if not str(path).strip():           # Path("") is the current directory
+            raise ValueError(f"schedule file name is empty, got {brief(str(path))}; give the path of a JSON schedule file")
         try:
             text = Path(path).read_text()
         except (OSError, UnicodeDecodeError) as err:
