@@ -35,8 +35,9 @@ FORMAT = "ralu-schedule/1"
 DEFAULT_BASE_SHIFT = 3.0
 
 #: Limits checked before any work (documented in docs/schedule.md): stages of a layout, and
-#: steps in all. Solving takes about 6 s at 8 stages on a 2-core CPU and grows faster than
-#: linearly beyond; no published schedule uses more than 3 stages or 50 steps.
+#: steps in all. The solver's work grows with the stages (an 8-stage layout took 8.3 s of CPU
+#: time, measured on a loaded 2-core machine); no published schedule uses more than 3 stages
+#: or 50 steps.
 MAX_STAGES = 8
 MAX_STEPS = 1000
 

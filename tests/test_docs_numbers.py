@@ -297,3 +297,49 @@ $ ralu-schedule preset a-7x --format sigmas
     assert mismatches(qs[1], "275 630\n") == []                       # 21 and 30: in the command
     assert mismatches(qs[3], "x\n1.0, 0.5\n0.0\n") == [] and mismatches(qs[3], "1.0, 0.25\n") == ["1.0, 0.5"]
     assert not printed("3.1", "3.14") and not printed("12.5", "112.5") and printed("1024x1024", "1024x1024 px")
+
+
+# -- time estimates: measured, or not given ---------------------------------------------------------
+
+_WORD_NUMBER = r"(?:a|an|one|two|three|four|five|six|seven|eight|nine|ten|twenty|thirty|half an|a half)"
+#: "about a minute", "under 8 minutes", "(about 20 s)", "instant", "in seconds", "a few minutes"
+TIME_ESTIMATE = re.compile(
+    r"\b(?:about|around|roughly|approximately|nearly|almost|under|less than|some|several|a few)\s+"
+    rf"(?:{_WORD_NUMBER}\s+(?:and a half\s+)?(?:seconds?|minutes?|hours?)\b|\d[\d.,]*\s*(?:s|sec|seconds?|min|minutes?|h|hours?)\b)"
+    r"|\binstant(?:ly)?\b|\bin (?:seconds|minutes|hours)\b|\ba few (?:seconds|minutes|hours)\b", re.I)
+
+
+def time_estimates(text: str) -> list:
+    """Sentences of ``text`` that estimate how long something takes without saying it was measured."""
+    sentences = re.split(r"(?<=[.!?:;])\s+(?=[A-Z`(\[])|\n\s*\n", text)
+    return [" ".join(s.split()) for s in sentences if TIME_ESTIMATE.search(s) and "measured" not in s]
+
+
+def bench_prose(path: Path) -> str:
+    """The docstrings and comments of a bench script."""
+    import ast
+    import io
+    import tokenize
+
+    source = path.read_text()
+    docs = [ast.get_docstring(n) for n in ast.walk(ast.parse(source))
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and ast.get_docstring(n)]
+    comments = [t.string for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT]
+    return "\n\n".join(docs + comments)
+
+
+def test_time_estimates_in_docs_and_benchmarks_are_measured():
+    """Issue 27: "about a minute" for bench/quality.py, which took 9.5. A time in docs/ or in a
+    benchmark's docstrings and comments is a measurement that says so (and on what), or absent."""
+    found = [f"docs/{p.name}: {s}" for p in sorted((ROOT / "docs").glob("*.md")) for s in time_estimates(p.read_text())]
+    found += [f"bench/{p.name}: {s}" for p in sorted((ROOT / "bench").glob("*.py")) for s in time_estimates(bench_prose(p))]
+    assert not found, "time estimates not said to be measured:\n" + "\n".join(found)
+
+
+def test_the_time_estimate_check_reads_prose():
+    assert time_estimates("python bench/quality.py   # the full table (about a minute here)")
+    assert time_estimates("It finishes in about two minutes on a 2-core machine. Another.")
+    assert time_estimates("    python bench/compose.py   # (instant)\n")
+    assert time_estimates("runs (about 20 s) here") and time_estimates("under 8 minutes on an H100")
+    assert not time_estimates("It took 8.3 s of CPU time (measured on a loaded 2-core machine).")
+    assert not time_estimates("costs about as much as two steps; does not answer within 5 seconds")
