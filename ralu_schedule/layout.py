@@ -35,10 +35,18 @@ FORMAT = "ralu-schedule/1"
 DEFAULT_BASE_SHIFT = 3.0
 
 #: Limits checked before any work (documented in docs/schedule.md): stages of a layout, and
-#: steps in all. Solving takes about 6 s at 8 stages on a 2-core CPU and grows faster than
-#: linearly beyond; no published schedule uses more than 3 stages or 50 steps.
+#: steps in all. The solver's work grows with the stages (an 8-stage layout took 8.3 s of CPU
+#: time, measured on a loaded 2-core machine); no published schedule uses more than 3 stages
+#: or 50 steps.
 MAX_STAGES = 8
 MAX_STEPS = 1000
+
+#: Largest upsampling factor per axis (documented in docs/schedule.md). A factor ``f`` needs a
+#: full-resolution latent of at least ``f`` tokens per side (``16 f`` pixels for FLUX), so
+#: 65536 is beyond any image; below it the solver's box ``Z in [f, 50 f]`` and ``c = 1/Z^2``
+#: stay far inside double precision (they overflow near ``f = 1e152``), and every factor in
+#: ``[2, MAX_FACTOR]`` solves (``tests/test_matching.py`` draws them).
+MAX_FACTOR = 65536
 
 
 def upsample_count(remaining: int, fraction: float) -> int:
@@ -102,6 +110,9 @@ class Layout:
         if len(fractions) != k:
             raise ValueError(f"fractions must have one entry per transition ({k}), got {fmt(fractions)}")
         factors = tuple(check_positive_int("each factor", f, minimum=2) for f in factors)
+        if any(f > MAX_FACTOR for f in factors):
+            raise ValueError(f"each factor must be at most {MAX_FACTOR} (a factor f needs a latent of at least "
+                             f"f tokens per side), got {brief(max(factors))}")
         fractions = tuple(check_finite("each fraction", r) for r in fractions)
         if any(not 0.0 < r <= 1.0 for r in fractions):
             raise ValueError(f"fractions must lie in (0, 1], got {fmt(fractions)}")
@@ -386,6 +397,8 @@ class Schedule:
 
     @classmethod
     def load(cls, path) -> "Schedule":
+        if not str(path).strip():           # Path("") is the current directory
+            raise ValueError(f"schedule file name is empty, got {brief(str(path))}; give the path of a JSON schedule file")
         try:
             text = Path(path).read_text()
         except (OSError, UnicodeDecodeError) as err:
