@@ -45,7 +45,8 @@ def build_parser():
                    "FLUX.2 [dev] or [klein], Qwen-Image, Z-Image(-Turbo), Chroma (docs/backends.md)")
     g.add_argument("--prompt", default=None)
     g.add_argument("--from", dest="from_image", default=None, metavar="IMAGE",
-                   help="regenerate a PNG written by ralu generate from its recipe (other flags override it)")
+                   help="regenerate an image (or clip) written by ralu generate from its recipe (other flags "
+                        "override it)")
     g.add_argument("--negative-prompt", default=None,
                    help="guides as the pipeline does: SD3, Chroma (guidance > 1) and Z-Image (guidance > 0) by CFG; "
                         "FLUX.1 and Qwen-Image by true CFG with --true-cfg > 1; FLUX.2 takes none")

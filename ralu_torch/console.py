@@ -33,7 +33,8 @@ LINE_INTERVAL = 30.0
 NOTICES = {
     "torchao": lambda m: m.startswith("Failed to load ") and ".so" in m,
     "torch.utils._pytree": lambda m: "register_constant() on Enum subclasses is deprecated" in m,
-    "diffusers.quantizers.torchao.torchao_quantizer": lambda m: m.startswith("Unable to import `torchao` Tensor objects"),
+    "diffusers.quantizers.torchao.torchao_quantizer":
+        lambda m: m.startswith("Unable to import `torchao` Tensor objects"),
     "transformers.utils.import_utils": lambda m: "requires torchvision (not installed); falling back to" in m,
 }
 

@@ -61,6 +61,8 @@ def generate(args) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     many = args.prompts is not None or (args.num_images or 1) > 1 or args.out_dir is not None
     _check_flags(args, many, world, recipe)
+    if args.schedule:
+        check_path(args.schedule, "--schedule")
     loras = [list(lora_spec(s)) for s in args.lora] if args.lora else recipe.get("loras") or []
     untrusted_loras = not args.lora and bool(loras)
     if untrusted_loras:
@@ -113,8 +115,8 @@ def generate(args) -> None:
     if not many:
         kind = "clip" if video else "compare" if args.compare else "image"
         name = f"{kind}.mp4" if video else f"{kind}.png"
-        path = output_path(args.out or name, name, overwrite=True, suffixes=VIDEO_SUFFIXES if video else image_suffixes(),
-                           needs=_formats(image=not video, video=video))
+        path = output_path(args.out or name, name, overwrite=True,
+                           suffixes=VIDEO_SUFFIXES if video else image_suffixes(), needs=_formats(not video, video))
         if video:
             check_path(sidecar(path), "--out", names=[TEMPORARY_NAME])     # the recipe beside the clip
         single = (from_batch["index"] if from_batch else 0, path)
@@ -180,8 +182,9 @@ def generate(args) -> None:
     written, lines = _write_locked(args, plan, mine, ralus, target, wanted, out_dir, state, rank, world, many, device,
                                    todo, from_batch, resumed)
     if lines is not None:
-        _console.current().result(f"wrote {todo} {_things(plan)} to {out_dir}" + (f" on {world} processes" if world > 1 else "")
-              + f", skipped {len(done)} already there; {out_dir / MANIFEST}: {lines} line(s)")
+        _console.current().result(f"wrote {todo} {_things(plan)} to {out_dir}"
+                                  + (f" on {world} processes" if world > 1 else "")
+                                  + f", skipped {len(done)} already there; {out_dir / MANIFEST}: {lines} line(s)")
     elif out_dir is not None:
         _console.current().result(f"process {rank}: wrote {written} {_things(plan)}")
 
