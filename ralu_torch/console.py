@@ -3,9 +3,10 @@ but errors and the lines that say something to the user.
 
 - **Dependency notices** that say nothing to the user are filtered for the run: torchao's
   import-time notices (CUDA-only kernel libraries that do not load on a machine without CUDA,
-  torch's deprecation of how it registers enums, diffusers' note on torchao's tensor classes)
-  and transformers' note that an image processor falls back to its PIL version without
-  torchvision. RALU uses none of them; each filter matches one logger and one message.
+  torch's deprecation of how it registers enums, diffusers' note on torchao's tensor classes),
+  transformers' note that an image processor falls back to its PIL version without
+  torchvision, and a deprecation diffusers warns of in its own Chroma code. RALU uses none of
+  them; each filter matches one logger (or warning category) and one message.
 - **One progress display per run**: diffusers' and transformers' weight-loading bars and the
   pipeline's own step bars are off; the run's :class:`Progress` replaces them. On a terminal it
   is one bar (the run's images, advanced step by step); anywhere else (a file, a pipe, a
@@ -39,6 +40,11 @@ NOTICES = {
 }
 
 
+#: Python warnings a library raises from its own code, which the user cannot act on: diffusers'
+#: Chroma transformer imports a class diffusers itself deprecates.
+WARNINGS = ((FutureWarning, r"`FluxPosEmbed` is deprecated"),)
+
+
 class _Notice(logging.Filter):
     def __init__(self, matches):
         super().__init__()
@@ -60,14 +66,13 @@ class Console:
     result, e.g. a table) and :meth:`result` (stdout, the final line), :meth:`progress`.
     ``quiet``: only :meth:`result` prints."""
 
-    def __init__(self, quiet: bool = False, stream=None):
+    def __init__(self, quiet: bool = False):
         self.quiet = quiet
-        self._stream = stream
         self._stack = None                 # a command's: what it undoes when it ends (session)
 
     @property
     def stream(self):
-        return self._stream if self._stream is not None else sys.stderr    # looked up when used (tests swap it)
+        return sys.stderr                  # looked up when used, not when made (a test may swap it)
 
     @property
     def terminal(self) -> bool:
@@ -120,6 +125,9 @@ def session(quiet: bool = False):
     try:
         with contextlib.ExitStack() as stack:
             console._stack = stack
+            stack.enter_context(warnings.catch_warnings())
+            for category, message in WARNINGS:
+                warnings.filterwarnings("ignore", message=message, category=category)
             hub = _hub_bars_off()
             if hub is not None:
                 stack.callback(_set_hub_bars, hub)          # last out: after transformers' own restore

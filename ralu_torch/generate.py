@@ -164,7 +164,7 @@ def generate(args) -> None:
         if out_dir is not None and rank == 0 and out_dir.is_dir():
             merge_manifest(out_dir, resumed)
         _console.current().result(f"nothing to do: {len(done)} {_things(plan)} already there with the same recipe"
-              + (f" ({out_dir / MANIFEST})" if out_dir is not None else f" ({single[1]})"))
+                                  + (f" ({out_dir / MANIFEST})" if out_dir is not None else f" ({single[1]})"))
         return
     mine = _share(pending, len(plan), rank, world) if state is not None else pending
     first = next(mine, None)
@@ -350,7 +350,8 @@ def _unit(plan) -> str:
 def _check_recipe_fits(path: Path, recipe: dict, schedule) -> None:
     """An image whose recipe its format cannot hold (a JPEG's EXIF segment holds 64 KB: a prompt
     of tens of thousands of characters) is refused before loading: the recipe as it will be
-    written, its schedule solved as the run will solve it, the versions at their longest."""
+    written, its schedule solved as the run will solve it, with room for the versions and
+    ``--compare``'s timings."""
     if path.suffix.lower() in VIDEO_SUFFIXES or not needs_room(path):
         return
     fixed, layout, _ = schedule
@@ -359,7 +360,7 @@ def _check_recipe_fits(path: Path, recipe: dict, schedule) -> None:
 
         fixed = solve(layout)
     save_options(path, {**recipe, "schedule": fixed.to_dict(), "guidance_used": 0.0,
-                        "versions": dict.fromkeys(("ralu", "diffusers", "torch"), "0" * 32)})
+                        "versions": dict.fromkeys(("ralu", "diffusers", "torch"), "0" * 32), "room": "0" * 400})
 
 
 def _defaults(args, variant, video: bool) -> None:

@@ -156,6 +156,18 @@ def test_notices_are_filtered_for_a_command_only(logger):
     assert not [f for f in log.filters if isinstance(f, console_module._Notice)]
 
 
+def test_library_warnings_the_user_cannot_act_on_are_filtered_for_a_command_only():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with console_module.session():
+            warnings.warn("`FluxPosEmbed` is deprecated and will be removed in version 1.0.0.", FutureWarning)
+            warnings.warn("something else", FutureWarning)
+        warnings.warn("`FluxPosEmbed` is deprecated and will be removed in version 1.0.0.", FutureWarning)
+    assert [str(w.message)[:14] for w in seen] == ["something else", "`FluxPosEmbed`"]
+
+
 def test_a_command_leaves_the_libraries_progress_bars_as_it_found_them(model_dir, tmp_path, capsys):
     import diffusers.utils.logging as dlog
     import transformers.utils.logging as tlog

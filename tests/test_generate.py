@@ -145,6 +145,9 @@ def test_from_regenerates_a_batched_image_bit_for_bit(model_dir, prompts, tmp_pa
     assert main(["generate", "--from", str(out / "00003.png"), "--out", str(again)]) == 0
     assert np.array_equal(pixels(out / "00003.png"), pixels(again))
     assert Image.open(again).size == (96, 64)
+    capsys.readouterr()
+    assert main(["generate", "--from", str(out / "00003.png"), "--out", str(again)]) == 0     # resumes: done
+    assert capsys.readouterr().out == f"nothing to do: 1 image(s) already there with the same recipe ({again})\n"
 
 
 @pytest.mark.parametrize("text, msg", [
