@@ -19,8 +19,9 @@ VIDEO_SUFFIXES = (".mp4",)
 TEXT_ENCODING = "utf-8-sig"
 
 #: Bytes of names a command may write below an output directory it is given: ``ralu eval``'s
-#: ``images/<configuration>/.<file>.<pid>.tmp`` is the deepest (a configuration's folder name
-#: is at most 69 bytes), ``ralu generate``'s manifest parts and temporary files are shorter.
+#: ``/images/<configuration>/`` and a temporary name (:func:`temporary`, at most 35 bytes)
+#: is the deepest, 113 bytes (a configuration's folder name is at most 69); ``ralu generate``'s
+#: manifest parts, lock and temporary files are shorter.
 BELOW_OUTPUT_DIR = 160
 
 #: Used where the system cannot say (no ``pathconf``): Linux's values.
