@@ -104,6 +104,15 @@ def test_a_terminal_gets_one_bar_and_nothing_else(model_dir, tmp_path, monkeypat
     assert capsys.readouterr().out.startswith("wrote 3 image(s) to ")
 
 
+def test_a_log_gets_a_step_line_at_most_every_interval(model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(console_module, "LINE_INTERVAL", 0.0)       # every step: a long image, in short
+    assert main(["generate", "--model", str(model_dir), "--prompt", "a cat", "--out", str(tmp_path / "a.png"),
+                 *SMALL]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert [_times(line) for line in lines[1:]] == [f"ralu: image 1/1, step {k}/10, T" for k in range(1, 11)] + \
+        [f"ralu: image 1/1 done ({tmp_path / 'a.png'}), T"]
+
+
 def test_quiet_prints_the_result_line_only(model_dir, tmp_path, capsys):
     assert main(["generate", "--model", str(model_dir), "--prompt", "a cat", "--out", str(tmp_path / "a.png"),
                  "--quiet", *SMALL]) == 0
