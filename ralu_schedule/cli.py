@@ -12,8 +12,9 @@ import argparse
 import json
 import sys
 
-from ._errors import MissingDependency, UsageError
+from ._errors import UsageError
 from ._files import output_path
+from ._main import run_main
 from .caching import CACHES, parse_cache
 from .cost import CONVENTIONS, MODELS, format_cost, layout_cost
 from .export import FORMATS, SOLVERS, export
@@ -284,21 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    try:
+    def body():
         args = build_parser().parse_args(argv)
         args.func(args)
-    except ValueError as err:              # UsageError included
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    except MissingDependency as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:
-        return 0
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    return 0
+
+    return run_main(PROG, body)
 
 
 if __name__ == "__main__":

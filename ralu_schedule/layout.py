@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ._errors import brief, check_finite, check_positive_int, check_sequence, check_shift, fmt
+from ._files import read_text
 from .distributions import ShiftedTime, StretchedTime
 from .metric import paper_metric
 from .reinjection import Reinjection, check_correlation, reinjection
@@ -400,7 +401,7 @@ class Schedule:
         if not str(path).strip():           # Path("") is the current directory
             raise ValueError(f"schedule file name is empty, got {brief(str(path))}; give the path of a JSON schedule file")
         try:
-            text = Path(path).read_text()
+            text = read_text(path)
         except (OSError, UnicodeDecodeError) as err:
             why = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
             raise ValueError(f"cannot read schedule file {brief(str(path))}: {why}") from None

@@ -187,7 +187,7 @@ def test_ralu_cli_without_traceback_or_warnings(tmp_path, model_dir):
                       (["generate", "--model", "x", "--prompt", "p", "--out", "/nonexistent/dir/x.png"],
                        "directory '/nonexistent/dir' does not exist"),
                       (["generate", "--model", "x", "--prompt", "p", "--out", str(tmp_path / "noext")],
-                       "needs an image extension"),
+                       "needs one of the extensions ralu generate writes"),
                       (["generate", "--model", "x", "--prompt", "p", "--schedule", "nope.json"],
                        "schedule file 'nope.json' does not exist")]:
         if "cuda" in argv and torch.cuda.is_available():
