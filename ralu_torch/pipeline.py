@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ from .caches import CallCounter, StageScope, cache_config, check_cache, check_ca
 from .options import KEPT_NOISE, OUTPUT_TYPES
 from .sampler import sample
 from .schedules import _check_family, _parse_schedule
-from .selection import check_edge_thresholds, selection_policy
+from .selection import ConditionSelection, check_edge_thresholds, selection_policy
 from .solvers import resolve_solver, stage_scheduler
 from .tokens import check_mode, unpack
 
@@ -104,6 +105,9 @@ class RALU:
         self.kept_noise = kept_noise
         check_edge_thresholds(edge_thresholds)          # checked whichever policy is chosen
         self.select = selection_policy(select, self.backend.pixels_per_token, edge_thresholds)
+        if isinstance(self.select, ConditionSelection) and not getattr(self.backend, "conditioned", False):
+            raise ValueError(f"select='condition' takes its edges from the image a pipeline is conditioned on; "
+                             f"{type(pipe).__name__} has none (use 'edges', the decoded estimate's)")
         if noise_sampler is not None and not callable(noise_sampler):
             raise ValueError(f"noise_sampler must be a callable (shape, generator, device) -> tensor, "
                              f"got {type(noise_sampler).__name__}")
@@ -237,12 +241,18 @@ class RALU:
         if guidance_scale is not None:
             check_finite("guidance_scale", guidance_scale)
         _check_generator(generator)
+        # what an image-conditioned backend's encode also needs of the call (it names them): the output
+        # size, the frame count, the generator and whether latents= replace the first noise
+        call = {"height": height, "width": width, "generator": generator, "latents": latents,
+                "num_frames": getattr(be, "default_num_frames", None) if num_frames is None else num_frames}
+        takes = inspect.signature(be.encode).parameters
         try:
             cond = be.encode(prompt=prompt, num_images_per_prompt=num_images_per_prompt,
                              max_sequence_length=(be.default_max_sequence_length if max_sequence_length is None
                                                   else check_positive_int("max_sequence_length", max_sequence_length)),
                              guidance_scale=be.default_guidance_scale if guidance_scale is None else guidance_scale,
-                             joint_attention_kwargs=joint_attention_kwargs, device=device, **prompt_kwargs)
+                             joint_attention_kwargs=joint_attention_kwargs, device=device, **prompt_kwargs,
+                             **{k: v for k, v in call.items() if k in takes})
         except TypeError as err:
             if "unexpected keyword argument" not in str(err):
                 raise
@@ -278,13 +288,14 @@ class RALU:
                    **getattr(pipe, "_progress_bar_config", {})}
             return tqdm(total=total, **cfg)
 
+        select = self.select.bind(cond) if isinstance(self.select, ConditionSelection) else self.select
         self._interrupt = pipe._interrupt = False
         counter = CallCounter(be.transformer, measure=cache_config(be.transformer) is not None)
         scope = StageScope(be.transformer, owner=self, pipe=pipe, counter=counter)
         try:
             with counter:
                 res = sample(be, schedule, cond, batch=batch, grid=grid, generator=generator, upsample=self.upsample,
-                             kept_noise=self.kept_noise, select=self.select, noise_sampler=self.noise_sampler,
+                             kept_noise=self.kept_noise, select=select, noise_sampler=self.noise_sampler,
                              solver=self.solver, callback=callback, progress=progress, record=record_transitions,
                              scope=scope, latents=be.first_noise(latents))
         finally:
@@ -294,7 +305,8 @@ class RALU:
         if not bool(torch.isfinite(res.latents).all()):        # one host read per call: never a black image
             raise ValueError("the sampler produced non-finite latents (NaN or inf); check the model's dtype "
                              "(float16 overflows in FLUX) and the inputs")
-        latents = res.latents.to(be.dtype)
+        finish = getattr(be, "finish", None)              # a condition the pipeline writes into its result
+        latents = (res.latents if finish is None else finish(res.latents, cond)).to(be.dtype)
         if output_type == "latent":
             images = be.pipeline_latents(latents, grid)   # the form the pipeline itself returns
         else:
