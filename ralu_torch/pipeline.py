@@ -67,8 +67,10 @@ class RALU:
     ``kept_noise``: ``"exact"`` (variance ``1 - c`` for tokens not upsampled at a
     transition; default) or ``"unit"`` (the authors' variance 1).
     ``select``: which tokens a partial transition upsamples: ``"edges"`` (default),
-    ``"authors"`` (the authors' OpenCV rule, for reproducing the paper), ``"random"``, or a
-    callable ``(estimate, tokens, fraction, generator) -> mask`` (:mod:`ralu_torch.selection`).
+    ``"authors"`` (the authors' OpenCV rule, for reproducing the paper), ``"random"``,
+    ``"condition"`` (an image-conditioned pipeline: the condition image's edges, found before the
+    first step, no decode at transitions), or a callable ``(estimate, tokens, fraction,
+    generator) -> mask`` (:mod:`ralu_torch.selection`).
     ``noise_sampler``: a callable ``(shape, generator, device) -> tensor`` of standard
     normals for the sampler's noise (default: diffusers' ``randn_tensor`` with ``generator``).
     ``solver``: how each stage integrates: ``"scheduler"`` (default) uses the class of
@@ -213,7 +215,11 @@ class RALU:
         layout's ``downsampling``: 2 for the presets), or FLUX's packed form of it (a video
         pipeline's clip ``(B, C, T, h/D, w/D)``). ``num_frames``: a video pipeline's frame count
         (WanPipeline's rule: ``4 k + 1``, default 81); ``height`` and ``width`` default to the
-        pipeline's own (WanPipeline: 480 x 832)."""
+        pipeline's own (WanPipeline: 480 x 832). Image-conditioned pipelines take their own
+        condition arguments the same way: FluxFillPipeline ``image`` and ``mask_image``,
+        FluxControlPipeline ``control_image``, WanImageToVideoPipeline ``image`` (and
+        ``last_image`` for Wan 2.1's first-last-frame model), resized to ``height x width`` by the
+        pipeline's own processors (docs/conditioned-concat.md)."""
         pipe, be = self.pipe, self.backend
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
