@@ -495,3 +495,11 @@ def image_size(value) -> tuple:
         return image_shape("mask_image", value, mask=True)[2:]
     except ValueError:
         return (16, 16)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_conditioned_backends_conform_to_the_contract(pipes, model):
+    from ralu_torch import PipelineBackend, SamplerBackend
+
+    be = backend_for(pipes(model))
+    assert isinstance(be, PipelineBackend) and isinstance(be, SamplerBackend) and be.conditioned
