@@ -1,9 +1,10 @@
 """The model families RALU runs, declared once each, without torch (the command line reads
 them before loading anything).
 
-A :class:`Family` names its text-to-image pipelines and their backend class, the class-name
-prefixes of its image-conditioned siblings (refused by name: they start from an image or add
-reference tokens that RALU's low-resolution stages do not model), how its guidance and
+A :class:`Family` names its text-to-image pipelines and their backend class, the
+image-conditioned pipelines it runs with theirs (``conditioned``), the class-name prefixes of
+its other image-conditioned siblings (refused by name; inpainting and ControlNet pipelines with
+the reason, :data:`REFUSED`), how its guidance and
 negative prompts work, which of the shared command-line flags apply, and how to tell its
 models apart from their configs (FLUX.1-dev from schnell, FLUX.2 [klein] distilled from base
 and 4B from 9B, Z-Image-Turbo from Z-Image). Everything per family that ``RALU`` and
