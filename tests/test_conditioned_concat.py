@@ -5,7 +5,7 @@ Wan 2.2 I2V A14B (two experts) and Wan 2.2 TI2V-5B (``expand_timesteps``).
 
 - a one-stage schedule is the stock pipeline (1e-5, float32, CPU) at two sizes and batch 2 with
   the pipeline's guidance (Wan: classifier-free; FLUX Fill: its default 30), Wan 2.2 I2V with
-  both experts called across the boundary;
+  both experts called across the boundary (and a last frame, as FLF2V);
 - a 3-stage layout (coarse, mixed, full) at batch 2 makes the stock number of transformer calls
   per step, ends finite, and hooks on the transformer input show the condition at every stage
   as the rule lays it out: each token the stock's full-resolution condition averaged over the
@@ -78,7 +78,7 @@ def inputs(pipe, model, height, width, batch=2):
         out.update(control_image=image)
     else:
         out.update(image=image, num_frames=5)
-        if model == "wan2.1-flf2v":
+        if model in ("wan2.1-flf2v", "wan2.2-i2v-a14b"):       # the first and last frames given
             out["last_image"] = tiny_image(height, width, seed=4)
     return out
 
