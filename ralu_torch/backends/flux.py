@@ -203,9 +203,14 @@ class FluxConcatBackend(FluxBackend):
                              f"values per token ({self.features} latent + {self.condition_features} condition); this "
                              f"transformer takes {width} (load the {self.pipeline_name} model's transformer)")
 
-    def text(self, **kwargs) -> FluxConditioned:
-        """The prompt's conditioning as FluxPipeline encodes it (these pipelines have no true CFG)."""
-        guided = FluxBackend.encode(self, **kwargs)
+    #: the arguments of ``encode`` that are the prompt's (FluxPipeline's, without its true CFG)
+    TEXT = ("prompt", "prompt_2", "prompt_embeds", "pooled_prompt_embeds", "num_images_per_prompt",
+            "max_sequence_length", "guidance_scale", "joint_attention_kwargs", "device")
+
+    def text(self, args: dict) -> FluxConditioned:
+        """The prompt's conditioning as FluxPipeline encodes it, from ``encode``'s arguments ``args``
+        (these pipelines have no true CFG)."""
+        guided = FluxBackend.encode(self, **{k: args[k] for k in self.TEXT})
         return FluxConditioned(**{f.name: getattr(guided, f.name) for f in dataclasses.fields(guided)})
 
     def prepare(self, tokens, cond: FluxConditioned) -> ConcatPositions:
@@ -245,10 +250,7 @@ class FluxFillBackend(FluxConcatBackend):
         masks = check_mask("mask_image", mask_image, shape)
         if 1 not in (shape[0], masks) and shape[0] != masks:
             raise ValueError(f"got {shape[0]} images and {masks} masks; give as many of each, or one of either")
-        cond = self.text(prompt=prompt, prompt_2=prompt_2, prompt_embeds=prompt_embeds,
-                         pooled_prompt_embeds=pooled_prompt_embeds, num_images_per_prompt=num_images_per_prompt,
-                         max_sequence_length=max_sequence_length, guidance_scale=guidance_scale,
-                         joint_attention_kwargs=joint_attention_kwargs, device=device)
+        cond = self.text(locals())
         batch, dtype = cond.batch, cond.prompt_embeds.dtype
         check_batch("image", shape[0], batch)
         check_batch("mask_image", masks, batch)
@@ -292,10 +294,7 @@ class FluxControlBackend(FluxConcatBackend):
             count = control_image.shape[0]
         else:
             count = check_image("control_image", control_image, pipeline=name)[0]
-        cond = self.text(prompt=prompt, prompt_2=prompt_2, prompt_embeds=prompt_embeds,
-                         pooled_prompt_embeds=pooled_prompt_embeds, num_images_per_prompt=num_images_per_prompt,
-                         max_sequence_length=max_sequence_length, guidance_scale=guidance_scale,
-                         joint_attention_kwargs=joint_attention_kwargs, device=device)
+        cond = self.text(locals())
         batch = cond.batch
         if count not in (1, batch // num_images_per_prompt):
             raise ValueError(f"got {count} control images for {batch // num_images_per_prompt} prompts; give one, or "
