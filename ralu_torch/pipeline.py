@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ from .caches import CallCounter, StageScope, cache_config, check_cache, check_ca
 from .options import KEPT_NOISE, OUTPUT_TYPES
 from .sampler import sample
 from .schedules import _check_family, _parse_schedule
-from .selection import check_edge_thresholds, selection_policy
+from .selection import ConditionSelection, check_edge_thresholds, selection_policy
 from .solvers import resolve_solver, stage_scheduler
 from .tokens import check_mode, unpack
 
@@ -66,8 +67,10 @@ class RALU:
     ``kept_noise``: ``"exact"`` (variance ``1 - c`` for tokens not upsampled at a
     transition; default) or ``"unit"`` (the authors' variance 1).
     ``select``: which tokens a partial transition upsamples: ``"edges"`` (default),
-    ``"authors"`` (the authors' OpenCV rule, for reproducing the paper), ``"random"``, or a
-    callable ``(estimate, tokens, fraction, generator) -> mask`` (:mod:`ralu_torch.selection`).
+    ``"authors"`` (the authors' OpenCV rule, for reproducing the paper), ``"random"``,
+    ``"condition"`` (an image-conditioned pipeline: the condition image's edges, found before the
+    first step, no decode at transitions), or a callable ``(estimate, tokens, fraction,
+    generator) -> mask`` (:mod:`ralu_torch.selection`).
     ``noise_sampler``: a callable ``(shape, generator, device) -> tensor`` of standard
     normals for the sampler's noise (default: diffusers' ``randn_tensor`` with ``generator``).
     ``solver``: how each stage integrates: ``"scheduler"`` (default) uses the class of
@@ -104,6 +107,9 @@ class RALU:
         self.kept_noise = kept_noise
         check_edge_thresholds(edge_thresholds)          # checked whichever policy is chosen
         self.select = selection_policy(select, self.backend.pixels_per_token, edge_thresholds)
+        if isinstance(self.select, ConditionSelection) and not getattr(self.backend, "conditioned", False):
+            raise ValueError(f"select='condition' takes its edges from the image a pipeline is conditioned on; "
+                             f"{type(pipe).__name__} has none (use 'edges', the decoded estimate's)")
         if noise_sampler is not None and not callable(noise_sampler):
             raise ValueError(f"noise_sampler must be a callable (shape, generator, device) -> tensor, "
                              f"got {type(noise_sampler).__name__}")
@@ -209,7 +215,11 @@ class RALU:
         layout's ``downsampling``: 2 for the presets), or FLUX's packed form of it (a video
         pipeline's clip ``(B, C, T, h/D, w/D)``). ``num_frames``: a video pipeline's frame count
         (WanPipeline's rule: ``4 k + 1``, default 81); ``height`` and ``width`` default to the
-        pipeline's own (WanPipeline: 480 x 832)."""
+        pipeline's own (WanPipeline: 480 x 832). Image-conditioned pipelines take their own
+        condition arguments the same way: FluxFillPipeline ``image`` and ``mask_image``,
+        FluxControlPipeline ``control_image``, WanImageToVideoPipeline ``image`` (and
+        ``last_image`` for Wan 2.1's first-last-frame model), resized to ``height x width`` by the
+        pipeline's own processors (docs/conditioned-concat.md)."""
         pipe, be = self.pipe, self.backend
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
@@ -237,12 +247,18 @@ class RALU:
         if guidance_scale is not None:
             check_finite("guidance_scale", guidance_scale)
         _check_generator(generator)
+        # what an image-conditioned backend's encode also needs of the call (it names them): the output
+        # size, the frame count, the generator and whether latents= replace the first noise
+        call = {"height": height, "width": width, "generator": generator, "latents": latents,
+                "num_frames": getattr(be, "default_num_frames", None) if num_frames is None else num_frames}
+        takes = inspect.signature(be.encode).parameters
         try:
             cond = be.encode(prompt=prompt, num_images_per_prompt=num_images_per_prompt,
                              max_sequence_length=(be.default_max_sequence_length if max_sequence_length is None
                                                   else check_positive_int("max_sequence_length", max_sequence_length)),
                              guidance_scale=be.default_guidance_scale if guidance_scale is None else guidance_scale,
-                             joint_attention_kwargs=joint_attention_kwargs, device=device, **prompt_kwargs)
+                             joint_attention_kwargs=joint_attention_kwargs, device=device, **prompt_kwargs,
+                             **{k: v for k, v in call.items() if k in takes})
         except TypeError as err:
             if "unexpected keyword argument" not in str(err):
                 raise
@@ -278,13 +294,14 @@ class RALU:
                    **getattr(pipe, "_progress_bar_config", {})}
             return tqdm(total=total, **cfg)
 
+        select = self.select.bind(cond) if isinstance(self.select, ConditionSelection) else self.select
         self._interrupt = pipe._interrupt = False
         counter = CallCounter(be.transformer, measure=cache_config(be.transformer) is not None)
         scope = StageScope(be.transformer, owner=self, pipe=pipe, counter=counter)
         try:
             with counter:
                 res = sample(be, schedule, cond, batch=batch, grid=grid, generator=generator, upsample=self.upsample,
-                             kept_noise=self.kept_noise, select=self.select, noise_sampler=self.noise_sampler,
+                             kept_noise=self.kept_noise, select=select, noise_sampler=self.noise_sampler,
                              solver=self.solver, callback=callback, progress=progress, record=record_transitions,
                              scope=scope, latents=be.first_noise(latents))
         finally:
@@ -294,7 +311,8 @@ class RALU:
         if not bool(torch.isfinite(res.latents).all()):        # one host read per call: never a black image
             raise ValueError("the sampler produced non-finite latents (NaN or inf); check the model's dtype "
                              "(float16 overflows in FLUX) and the inputs")
-        latents = res.latents.to(be.dtype)
+        finish = getattr(be, "finish", None)              # a condition the pipeline writes into its result
+        latents = (res.latents if finish is None else finish(res.latents, cond)).to(be.dtype)
         if output_type == "latent":
             images = be.pipeline_latents(latents, grid)   # the form the pipeline itself returns
         else:

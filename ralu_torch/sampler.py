@@ -189,7 +189,11 @@ def apply_transition(x, tokens: TokenSet, mask, tr, generator, *, noise=draw, up
 
 def _select(backend, policy, x1_hat, tokens: TokenSet, fraction: float, generator):
     """Decode the clean estimate at the coarsest resolution present and let the policy pick
-    ``fraction`` of its low-resolution tokens; returns (mask, decoded estimate)."""
+    ``fraction`` of its low-resolution tokens; returns (mask, decoded estimate). A policy that
+    says it reads no estimate (``needs_estimate = False``: the condition's edges) is spared the
+    decode and gets ``None``."""
+    if not getattr(policy, "needs_estimate", True):
+        return check_mask(policy(None, tokens, fraction, generator), tokens, fraction), None
     D = tokens.coarsest
     if tokens.uniform:          # every token at the coarsest size: its latent directly, no full-size round trip
         coarse_latent = raster_latent(x1_hat, tokens, D)

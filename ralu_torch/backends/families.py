@@ -1,9 +1,10 @@
 """The model families RALU runs, declared once each, without torch (the command line reads
 them before loading anything).
 
-A :class:`Family` names its text-to-image pipelines and their backend class, the class-name
-prefixes of its image-conditioned siblings (refused by name: they start from an image or add
-reference tokens that RALU's low-resolution stages do not model), how its guidance and
+A :class:`Family` names its text-to-image pipelines and their backend class, the
+image-conditioned pipelines it runs with theirs (``conditioned``), the class-name prefixes of
+its other image-conditioned siblings (refused by name; inpainting and ControlNet pipelines with
+the reason, :data:`REFUSED`), how its guidance and
 negative prompts work, which of the shared command-line flags apply, and how to tell its
 models apart from their configs (FLUX.1-dev from schnell, FLUX.2 [klein] distilled from base
 and 4B from 9B, Z-Image-Turbo from Z-Image). Everything per family that ``RALU`` and
@@ -33,6 +34,8 @@ class Family:
     video: bool = False         # makes clips (num_frames), written as MP4 by ralu generate
     #: (read) -> the positions per axis of the transformer's rotary table, or None (no limit checked)
     position_limit: Callable | None = None
+    #: the image-conditioned pipelines RALU runs, each with its backend ("module:Class")
+    conditioned: dict = field(default_factory=dict)
 
     @property
     def models(self) -> tuple:
@@ -85,7 +88,8 @@ def _wan_variant(read) -> str:
 FAMILIES = (
     Family("flux", "FLUX.1", ("FluxPipeline",), "flux:FluxBackend", ("Flux",), _flux_variant, negative="true-cfg",
            guidance="FLUX.1-dev's guidance is distilled into the model (guidance_scale); true CFG with a negative "
-                    "prompt and true_cfg_scale > 1 adds a second call per step"),
+                    "prompt and true_cfg_scale > 1 adds a second call per step",
+           conditioned={"FluxFillPipeline": "flux:FluxFillBackend", "FluxControlPipeline": "flux:FluxControlBackend"}),
     Family("sd3", "SD3", ("StableDiffusion3Pipeline",), "sd3:SD3Backend", ("StableDiffusion3",), _sd3_variant,
            negative="cfg", guidance="classifier-free guidance with guidance_scale > 1, both halves in one call"),
     Family("flux2", "FLUX.2", ("Flux2Pipeline", "Flux2KleinPipeline"), "flux2:Flux2Backend", ("Flux2",), _flux2_variant,
@@ -107,7 +111,8 @@ FAMILIES = (
     Family("wan", "Wan", ("WanPipeline",), "wan:WanBackend", ("Wan",), _wan_variant, negative="cfg",
            guidance="classifier-free guidance with guidance_scale > 1, a second call per step; Wan 2.2 A14B's "
                     "low-noise expert guides with guidance_scale_2",
-           video=True, position_limit=lambda read: int(read("transformer").get("rope_max_seq_len", 1024))),
+           video=True, position_limit=lambda read: int(read("transformer").get("rope_max_seq_len", 1024)),
+           conditioned={"WanImageToVideoPipeline": "wan:WanImageToVideoBackend"}),
 )
 
 BY_NAME = {f.name: f for f in FAMILIES}
@@ -133,6 +138,17 @@ def default_preset(family: Family, read) -> str:
     return DEFAULT_PRESETS[family.variant(read)]
 
 
+def backend_path(class_name: str) -> str | None:
+    """``"module:Class"`` of the backend that runs pipeline ``class_name`` (text-to-image or
+    image-conditioned), else None."""
+    for f in FAMILIES:
+        if class_name in f.pipelines:
+            return f.backend
+        if class_name in f.conditioned:
+            return f.conditioned[class_name]
+    return None
+
+
 def family_of_pipeline(class_name: str) -> Family | None:
     """The family whose text-to-image pipelines include ``class_name``, else None."""
     for f in FAMILIES:
@@ -144,6 +160,24 @@ def family_of_pipeline(class_name: str) -> Family | None:
 #: Words in the class names of pipelines that start from an image or add image conditioning.
 IMAGE_CONDITIONED = ("Img2Img", "Inpaint", "Edit", "Control", "Fill", "Kontext", "Redux", "Layered", "Omni", "KV",
                      "PAG", "ImageToVideo", "VideoToVideo", "VACE", "Animate", "S2V")
+
+
+#: Kinds of image-conditioned pipelines that stay refused, by a word of their class names, with why.
+REFUSED = {
+    "ControlNet": "a ControlNet is a second network whose residuals are added to the transformer's blocks token by "
+                  "token; RALU would have to run it on every stage's mixed-resolution tokens, which it does not. "
+                  "FLUX.1 Canny and Depth run as FluxControlPipeline (the control image's latents concatenated to "
+                  "the input)",
+    "Inpaint": "an inpainting pipeline pastes the source image, noised with its first noise to each step's level, "
+               "back outside the mask after every step; RALU re-draws noise at each transition and runs coarse "
+               "stages, where neither that noise nor the pasted latents exist. FLUX.1 Fill runs as FluxFillPipeline "
+               "(the mask and masked image are model inputs)",
+}
+
+
+def refusal(class_name: str) -> str | None:
+    """Why a pipeline of a refused kind (:data:`REFUSED`) does not run, else None."""
+    return next((why for word, why in REFUSED.items() if word in class_name), None)
 
 
 def sibling_family(class_name: str) -> Family | None:

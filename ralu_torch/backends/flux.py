@@ -15,8 +15,12 @@ import torch
 
 from ralu_schedule._errors import check_finite
 
+from .conditions import check_batch, check_generators, check_image, check_mask
+
+from ..tokens import latent_tokens, unpack
 from . import rotary
-from .base import (BranchConditioning, EmbeddingInputs, Guided, RotaryBackend, check_negative_batch, joint_kwargs,
+from .base import (BranchConditioning, EmbeddingInputs, Guided, RotaryBackend, RotaryPositions, check_negative_batch,
+                   joint_kwargs,
                    stock_timestep)
 
 
@@ -67,7 +71,8 @@ class FluxLayout(RotaryBackend):
 
     def __init__(self, pipe):
         super().__init__(pipe)
-        self.features = self.transformer.config.in_channels          # 64: 16 channels x 2 x 2
+        c = self.transformer.config                                   # 64: 16 channels x 2 x 2 (a Fill or
+        self.features = c.out_channels or c.in_channels                # Control model takes more in)
         self.latent_channels = self.features // 4
         self.pixels_per_token = pipe.vae_scale_factor * 2             # 16
 
@@ -151,3 +156,157 @@ class FluxGuided(Guided):
         super().update(values)
         if "pooled_prompt_embeds" in values:
             self.positive = dataclasses.replace(self.positive, pooled_prompt_embeds=values["pooled_prompt_embeds"])
+
+
+# -- channel-concatenated conditions: FluxFillPipeline, FluxControlPipeline ------------------------------------
+@dataclass
+class FluxConditioned(FluxGuided):
+    """FLUX conditioning with condition latents concatenated to every step's latents:
+    ``condition``, the full-resolution condition latent ``(B, C, H/8, W/8)`` (float32; packed, it
+    is what the stock pipeline concatenates), or ``deferred``, the call that makes it once the
+    sampler has drawn its first noise (FluxFillPipeline samples the masked image's latents from
+    the generator after its noise); ``selection_pixels``: the condition image at the output size
+    in ``[-1, 1]`` (``select="condition"``), or None where the condition came as latents."""
+
+    condition: torch.Tensor | None = None
+    deferred: object = None
+    selection_pixels: torch.Tensor | None = None
+
+    def ready(self) -> torch.Tensor:
+        if self.condition is None:
+            self.condition, self.deferred = self.deferred(), None
+        return self.condition
+
+
+@dataclass
+class ConcatPositions(RotaryPositions):
+    """A stage's rotary positions and its condition tokens ``(B, L, condition features)``."""
+
+    condition: torch.Tensor | None = None
+
+
+class FluxConcatBackend(FluxBackend):
+    """A FLUX.1 model whose input is the latent's tokens followed by condition tokens (``in_channels =
+    64 + condition features``). A stage's tokens read the full-resolution condition by the one rule,
+    :func:`~ralu_torch.tokens.latent_tokens` (each token: the condition pooled over the cells it
+    covers); steps concatenate them to the state as the pipeline concatenates its packed ones."""
+
+    conditioned = True
+    pipeline_name = ""
+    condition_features = 0          # the condition's values per token (the pipeline's own)
+
+    def __init__(self, pipe):
+        super().__init__(pipe)
+        width = self.transformer.config.in_channels
+        if width != self.features + self.condition_features:
+            raise ValueError(f"{self.pipeline_name} gives its transformer {self.features + self.condition_features} "
+                             f"values per token ({self.features} latent + {self.condition_features} condition); this "
+                             f"transformer takes {width} (load the {self.pipeline_name} model's transformer)")
+
+    #: the arguments of ``encode`` that are the prompt's (FluxPipeline's, without its true CFG)
+    TEXT = ("prompt", "prompt_2", "prompt_embeds", "pooled_prompt_embeds", "num_images_per_prompt",
+            "max_sequence_length", "guidance_scale", "joint_attention_kwargs", "device")
+
+    def text(self, args: dict) -> FluxConditioned:
+        """The prompt's conditioning as FluxPipeline encodes it, from ``encode``'s arguments ``args``
+        (these pipelines have no true CFG)."""
+        guided = FluxBackend.encode(self, **{k: args[k] for k in self.TEXT})
+        return FluxConditioned(**{f.name: getattr(guided, f.name) for f in dataclasses.fields(guided)})
+
+    def prepare(self, tokens, cond: FluxConditioned) -> ConcatPositions:
+        pos = super().prepare(tokens, cond)
+        return ConcatPositions(pos.ids, pos.rotary, pos.per_image, condition=latent_tokens(cond.ready(), tokens))
+
+    def velocity(self, x, positions: ConcatPositions, sigma, cond) -> torch.Tensor:
+        return super().velocity(torch.cat([x, positions.condition], dim=-1), positions, sigma, cond)
+
+
+class FluxFillBackend(FluxConcatBackend):
+    """``FluxFillPipeline`` (FLUX.1 Fill): the masked image's latents (64 values per token) and the
+    mask (256: the 8 x 8 pixels of each latent pixel's 2 x 2 patch) after the latent; guidance 30 by
+    default, as the pipeline. At a coarse token the mask reads the fraction of its pixels masked (the
+    rule pools it: see docs/conditioned-concat.md)."""
+
+    pipeline_name = "FluxFillPipeline"
+    default_guidance_scale = 30.0
+    condition_features = 64 + 256
+
+    def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale, joint_attention_kwargs,
+               device, prompt_2=None, prompt_embeds=None, pooled_prompt_embeds=None, image=None, mask_image=None,
+               masked_image_latents=None, strength=1.0, height=None, width=None, generator=None,
+               latents=None) -> FluxConditioned:
+        """As FluxFillPipeline at ``strength`` 1: the image encoded first (its draw from the generator
+        precedes the noise's, so a seed gives the stock noise), the masked image's latents and the
+        mask made by its ``prepare_mask_latents`` after the sampler's first noise."""
+        pipe, name = self.pipe, self.pipeline_name
+        if masked_image_latents is not None:
+            raise ValueError(f"{name} refuses image= with masked_image_latents= and cannot run without image=, so "
+                             "masked_image_latents= cannot be used; give image= and mask_image=")
+        strength = check_finite("strength", strength)
+        if strength != 1.0:
+            raise ValueError(f"{name} with strength < 1 starts from the noised image (img2img), which RALU does not "
+                             f"run for a fill model; strength must be 1 (the default), got {strength:g}")
+        shape = check_image("image", image, pipeline=name)
+        masks = check_mask("mask_image", mask_image, shape)
+        if 1 not in (shape[0], masks) and shape[0] != masks:
+            raise ValueError(f"got {shape[0]} images and {masks} masks; give as many of each, or one of either")
+        cond = self.text(locals())
+        batch, dtype = cond.batch, cond.prompt_embeds.dtype
+        check_batch("image", shape[0], batch)
+        check_batch("mask_image", masks, batch)
+        check_generators(generator, batch)
+        init = pipe.image_processor.preprocess(image, height=height, width=width).to(dtype=torch.float32)
+        mask = pipe.mask_processor.preprocess(mask_image, height=height, width=width)
+        if latents is None:                       # the stock draws the image's latents here (unused at strength 1)
+            pipe._encode_vae_image(init.to(device=device, dtype=dtype), generator)
+        masked = (init * (1 - mask)).to(device=device, dtype=dtype)
+        grid = (height // self.pixels_per_token, width // self.pixels_per_token)
+
+        def condition():
+            m, lat = pipe.prepare_mask_latents(mask, masked, batch // num_images_per_prompt, pipe.latent_channels,
+                                               num_images_per_prompt, height, width, dtype, device, generator)
+            return unpack(torch.cat((lat, m), dim=-1).float(), grid)
+
+        cond.deferred = condition
+        cond.selection_pixels = masked.float().repeat(batch // masked.shape[0], 1, 1, 1)
+        return cond
+
+
+class FluxControlBackend(FluxConcatBackend):
+    """``FluxControlPipeline`` (FLUX.1 Canny/Depth): the control image's latents (64 values per
+    token) after the latent; ``control_image`` a picture (encoded by the VAE, sampled from the
+    generator before the noise, as the pipeline) or packed latents ``(B, L, 64)`` at the output size."""
+
+    pipeline_name = "FluxControlPipeline"
+    condition_features = 64
+
+    def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale, joint_attention_kwargs,
+               device, prompt_2=None, prompt_embeds=None, pooled_prompt_embeds=None, control_image=None, height=None,
+               width=None, generator=None) -> FluxConditioned:
+        pipe, name = self.pipe, self.pipeline_name
+        grid = (height // self.pixels_per_token, width // self.pixels_per_token)
+        packed = isinstance(control_image, torch.Tensor) and control_image.dim() == 3
+        if packed:
+            want = (grid[0] * grid[1], self.features)
+            if tuple(control_image.shape[1:]) != want:
+                raise ValueError(f"control_image as packed latents must be (batch, {want[0]}, {want[1]}) at "
+                                 f"{height}x{width}, got {tuple(control_image.shape)}")
+            count = control_image.shape[0]
+        else:
+            count = check_image("control_image", control_image, pipeline=name)[0]
+        cond = self.text(locals())
+        batch = cond.batch
+        if count not in (1, batch // num_images_per_prompt):
+            raise ValueError(f"got {count} control images for {batch // num_images_per_prompt} prompts; give one, or "
+                             "one per prompt")
+        check_generators(generator, batch)
+        image = pipe.prepare_image(image=control_image, width=width, height=height, batch_size=batch,
+                                   num_images_per_prompt=num_images_per_prompt, device=device, dtype=pipe.vae.dtype)
+        if packed:
+            cond.condition = unpack(image.float(), grid)
+            return cond
+        vae = pipe.vae.config                     # the pipeline's own encoding of the control image
+        latent = pipe.vae.encode(image).latent_dist.sample(generator=generator)
+        cond.condition = ((latent - vae.shift_factor) * vae.scaling_factor).float()
+        cond.selection_pixels = image.float()
+        return cond
