@@ -76,7 +76,10 @@ def _schedule_from(args) -> Schedule:
         return Schedule.load(args.schedule)
     if args.steps is None or args.ends is None:
         raise UsageError("name a preset, a --schedule file, or a layout with --steps and --ends")
-    return solve(_layout_from(args), method=args.method, per_transition=args.per_transition,
+    layout = _layout_from(args)
+    if getattr(args, "strength", None) is not None:
+        layout = layout.for_strength(args.strength)
+    return solve(layout, method=args.method, per_transition=args.per_transition,
                  bounds=Bounds(shift=tuple(args.shift_bounds), z=args.z_bounds))
 
 
@@ -84,7 +87,8 @@ def format_schedule(s: Schedule) -> str:
     lay = s.layout
     name = s.info.get("preset", "schedule")
     extra = f" ({s.info['parameters']} parameters)" if "parameters" in s.info else ""
-    lines = [f"{name}{extra}: {lay.num_stages} stages, {lay.total_steps} steps, base shift h0 = "
+    start = f", starting at t = {lay.start:.4f}" if lay.start else ""
+    lines = [f"{name}{extra}: {lay.num_stages} stages, {lay.total_steps} steps{start}, base shift h0 = "
              f"{lay.base_shift:.4g}, paper metric (JSD) = {s.jsd:.4f}", "",
              f"{'stage':>5} {'start':>7} {'end':>7} {'steps':>5} {'shift':>7}  timesteps t"]
     for i, st in enumerate(s.stages, 1):
@@ -176,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("solve", help="solve (c, h_k) for a layout")
     _add_layout_args(p)
     _add_solver_args(p)
+    p.add_argument("--strength", type=float, default=None,
+                   help="start from an image at this strength, in (0, 1]: the layout (ends on the full range) moves "
+                        "onto the range an image-to-image pipeline covers and all its steps run there")
     _add_format_args(p)
     p.set_defaults(func=_cmd_solve)
 
