@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import importlib
 
-from .families import SUPPORTED, family_of_pipeline, sibling_family
+from .families import SUPPORTED, conditioned_pipeline, family_of_pipeline, sibling_family
 
 
 def backend_for(pipe):
     """The backend for a diffusers pipeline instance: one of :data:`SUPPORTED` (or a subclass
-    of one). Image-conditioned siblings (Img2Img, Inpaint, Edit, Control, Kontext,
-    ImageToVideo, ...) are refused by name, with the text-to-image (or text-to-video) pipeline
-    to load instead."""
+    of one), or an image-conditioned pipeline of a family's ``conditioned`` table
+    (``FluxImg2ImgPipeline``, ...). Other image-conditioned siblings (Inpaint, Edit, Control,
+    Kontext, ImageToVideo, ...) are refused by name, with the text-to-image (or text-to-video)
+    pipeline to load instead."""
     for cls in type(pipe).__mro__:
         family = family_of_pipeline(cls.__name__)
-        if family is not None:
-            module, _, name = family.backend.partition(":")
+        conditioned = conditioned_pipeline(cls.__name__)
+        if family is not None or conditioned is not None:
+            path = family.backend if family is not None else conditioned[1].backend
+            module, _, name = path.partition(":")
             return getattr(importlib.import_module(f"{__name__}.{module}"), name)(pipe)
     name = type(pipe).__name__
     family = sibling_family(name)

@@ -16,6 +16,7 @@ import torch
 from ralu_schedule._errors import check_finite
 
 from . import rotary
+from .img2img import ImageStart
 from .base import (BranchConditioning, EmbeddingInputs, Guided, RotaryBackend, check_negative_batch, joint_kwargs,
                    stock_timestep)
 
@@ -151,3 +152,8 @@ class FluxGuided(Guided):
         super().update(values)
         if "pooled_prompt_embeds" in values:
             self.positive = dataclasses.replace(self.positive, pooled_prompt_embeds=values["pooled_prompt_embeds"])
+
+
+class FluxImg2ImgBackend(ImageStart, FluxBackend):
+    """``FluxImg2ImgPipeline``: FLUX.1 from an image (:mod:`.img2img`), its defaults (guidance
+    7.0, strength 0.6), the image encoded by the pipeline's ``_encode_vae_image``."""
