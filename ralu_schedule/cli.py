@@ -45,7 +45,7 @@ OUT = _text("an image file such as density.png, or a directory")
 LAYOUT_OPTIONS = {"steps": "--steps", "ends": "--ends", "fractions": "--fractions", "factor": "--factor",
                   "base_shift": "--base-shift"}
 SOLVER_OPTIONS = {"method": "--method", "per_transition": "--per-transition", "shift_bounds": "--shift-bounds",
-                  "z_bounds": "--z-bounds"}
+                  "z_bounds": "--z-bounds", "strength": "--strength"}
 
 
 def _given(args, options: dict) -> list:
@@ -136,7 +136,10 @@ def _schedule_from(args) -> Schedule:
         return preset(args.preset, "default" if args.parameters is None else args.parameters)
     if kind == "schedule":
         return Schedule.load(args.schedule)
-    return solve(_layout_from(args), method=METHODS[0] if args.method is None else args.method, per_transition=args.per_transition,
+    layout = _layout_from(args)
+    if getattr(args, "strength", None) is not None:
+        layout = layout.for_strength(args.strength)
+    return solve(layout, method=METHODS[0] if args.method is None else args.method, per_transition=args.per_transition,
                  bounds=Bounds(shift=tuple(DEFAULT_SHIFT_BOUNDS if args.shift_bounds is None else args.shift_bounds), z=args.z_bounds))
 
 
@@ -144,7 +147,8 @@ def format_schedule(s: Schedule) -> str:
     lay = s.layout
     name = s.info.get("preset", "schedule")
     extra = f" ({s.info['parameters']} parameters)" if "parameters" in s.info else ""
-    lines = [f"{name}{extra}: {lay.num_stages} stages, {lay.total_steps} steps, base shift h0 = "
+    start = f", starting at t = {lay.start:.4f}" if lay.start else ""
+    lines = [f"{name}{extra}: {lay.num_stages} stages, {lay.total_steps} steps{start}, base shift h0 = "
              f"{lay.base_shift:.4g}, paper metric (JSD) = {s.jsd:.4f}", "",
              f"{'stage':>5} {'start':>7} {'end':>7} {'steps':>5} {'shift':>7}  timesteps t"]
     for i, st in enumerate(s.stages, 1):
@@ -240,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("solve", help="solve (c, h_k) for a layout")
     _add_layout_args(p)
     _add_solver_args(p)
+    p.add_argument("--strength", type=float, default=None,
+                   help="start from an image at this strength, in (0, 1]: the layout (ends on the full range) moves "
+                        "onto the range an image-to-image pipeline covers and all its steps run there")
     _add_format_args(p)
     p.set_defaults(func=_cmd_solve)
 

@@ -268,7 +268,7 @@ def test_fuzz_sampler_arguments(dev, height, width, guidance, n, name):
 
 
 # -- the diffusers call (issue 13's API part) ----------------------------------------------------
-@pytest.mark.parametrize("cls", ["FluxImg2ImgPipeline", "FluxInpaintPipeline", "FluxKontextPipeline"])
+@pytest.mark.parametrize("cls", ["FluxInpaintPipeline", "FluxKontextPipeline"])
 def test_pipelines_ralu_cannot_run_are_refused_at_construction(dev, cls):
     import diffusers
 

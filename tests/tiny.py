@@ -62,3 +62,38 @@ def counted(fn, *, result: bool = False):
     attention = sum(v for k, v in per_op.items() if "bmm" in k or "attention" in k)
     full = fc.get_total_flops()
     return (full, full - attention, out) if result else (full, full - attention)
+
+
+#: The pipelines that start from an image (or a clip) RALU runs, by the tiny model of
+#: ralu_torch.testing.tiny_pipeline they are built on.
+IMG2IMG = {"FluxImg2ImgPipeline": "flux-dev", "StableDiffusion3Img2ImgPipeline": "sd3-medium",
+           "QwenImageImg2ImgPipeline": "qwen-image", "ZImageImg2ImgPipeline": "z-image",
+           "ChromaImg2ImgPipeline": "chroma", "WanVideoToVideoPipeline": "wan2.1-t2v-14b"}
+
+
+def tiny_img2img(name: str, scheduler: str = "euler"):
+    """``(pipeline, text-to-image pipeline)``: the tiny ``name`` (one of :data:`IMG2IMG`) on the
+    components of its family's tiny text-to-X pipeline (Wan: ``scheduler`` "euler" or "unipc")."""
+    import diffusers
+
+    from ralu_torch.testing import tiny_pipeline, wan_pipeline
+
+    if name == "WanVideoToVideoPipeline":
+        t2v = wan_pipeline(scheduler=scheduler)
+        pipe = diffusers.WanVideoToVideoPipeline(tokenizer=None, text_encoder=None, vae=t2v.vae,
+                                                 scheduler=t2v.scheduler, transformer=t2v.transformer)
+        base = t2v
+    else:
+        base = tiny_pipeline(IMG2IMG[name])
+        pipe = getattr(diffusers, name).from_pipe(base)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, base
+
+
+def pictures(n: int, height: int, width: int, seed: int = 0) -> list:
+    """``n`` random RGB PIL images (frames) of ``height x width``."""
+    import numpy as np
+    import PIL.Image
+
+    rng = np.random.default_rng(seed)
+    return [PIL.Image.fromarray((rng.random((height, width, 3)) * 255).astype("uint8")) for _ in range(n)]

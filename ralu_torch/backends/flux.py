@@ -19,6 +19,7 @@ from .conditions import check_batch, check_generators, check_image, check_mask
 
 from ..tokens import latent_tokens, unpack
 from . import rotary
+from .img2img import ImageStart
 from .base import (BranchConditioning, EmbeddingInputs, Guided, RotaryBackend, RotaryPositions, check_negative_batch,
                    joint_kwargs,
                    stock_timestep)
@@ -310,3 +311,8 @@ class FluxControlBackend(FluxConcatBackend):
         cond.condition = ((latent - vae.shift_factor) * vae.scaling_factor).float()
         cond.selection_pixels = image.float()
         return cond
+
+
+class FluxImg2ImgBackend(ImageStart, FluxBackend):
+    """``FluxImg2ImgPipeline``: FLUX.1 from an image (:mod:`.img2img`), its defaults (guidance
+    7.0, strength 0.6), the image encoded by the pipeline's ``_encode_vae_image``."""

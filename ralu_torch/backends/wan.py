@@ -43,6 +43,7 @@ from ralu_schedule._errors import check_finite
 from ..tokens import latent_tokens, pack
 from .base import BranchConditioning, DiffusersBackend, EmbeddingInputs, Guided, check_negative_batch, lora_scaled
 from .conditions import check_image
+from .img2img import ImageStart
 
 PATCH = (1, 2, 2)
 #: ``WanRotaryPosEmbed``'s theta (the model builds it with the default and keeps no copy)
@@ -282,12 +283,16 @@ class WanBackend(DiffusersBackend):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Stacked latents ``(B, C, T h, w)`` to the video ``(B, 3, frames, H, W)`` in ``[-1, 1]``, as
         WanPipeline decodes (its per-channel mean and standard deviation undone first)."""
-        cfg = self.vae.config
         clip = self._clip(latents).to(self.vae.dtype)
-        shape = (1, cfg.z_dim, 1, 1, 1)
-        mean = torch.tensor(cfg.latents_mean, device=clip.device, dtype=clip.dtype).view(shape)
-        std = torch.tensor(cfg.latents_std, device=clip.device, dtype=clip.dtype).view(shape)
+        mean, std = self.latent_moments(clip)
         return self.vae.decode(clip * std + mean, return_dict=False)[0]
+
+    def latent_moments(self, like: torch.Tensor) -> tuple:
+        """The VAE's per-channel latent mean and deviation ``(1, C, 1, 1, 1)``, on ``like``'s device and dtype."""
+        cfg = self.vae.config
+        shape = (1, cfg.z_dim, 1, 1, 1)
+        return tuple(torch.tensor(v, device=like.device, dtype=like.dtype).view(shape)
+                     for v in (cfg.latents_mean, cfg.latents_std))
 
     def postprocess(self, video: torch.Tensor, output_type: str):
         return self.pipe.video_processor.postprocess_video(video, output_type=output_type)
@@ -443,3 +448,66 @@ class WanImageToVideoBackend(WanBackend):
             return x
         keep = pack(cond.keep)
         return (1 - keep) * pack(cond.condition) + keep * x
+
+
+class WanVideoToVideoBackend(ImageStart, WanBackend):
+    """``WanVideoToVideoPipeline``: Wan from a clip (:mod:`.img2img`), strength 0.8 and guidance 5.0
+    by default, 480 x 832. The pipeline resizes every frame to the run's size, encodes each clip
+    with the VAE's mode (no generator) and normalises it by the VAE's per-channel mean and
+    deviation; it does not repeat clips over the batch (one clip, or one per generated clip), and
+    cuts its grid with ``int(steps * strength)`` kept steps (``video2video`` rounding)."""
+
+    start_argument = "video"
+    strength_rounding = "video2video"
+    latents_as_input = False
+
+    def check_form(self, video) -> None:
+        import numpy as np
+        import PIL.Image
+
+        if isinstance(video, PIL.Image.Image) or (isinstance(video, (np.ndarray, torch.Tensor)) and video.ndim <= 3):
+            raise ValueError(f"{self.pipeline_name} starts from a video, got one image; give a list of frames "
+                             "(video=[image] for a one-frame clip), a (frames, ...) array or a (batch, frames, ...) one")
+        if isinstance(video, list) and not video:
+            raise ValueError("video= is an empty list; give the frames to start from")
+        frames = [f for clip in (video if isinstance(video, list) else [video])
+                  for f in (clip if isinstance(clip, list) else [clip])]
+        bad = next((f.mode for f in frames if isinstance(f, PIL.Image.Image) and f.mode != "RGB"), None)
+        if bad is not None:
+            raise ValueError(f"{self.pipeline_name} encodes RGB frames, got a PIL image of mode {bad!r}; convert each "
+                             "frame with frame.convert('RGB')")
+
+    def preprocess(self, video, height, width):
+        height = self.default_height if height is None else height
+        width = self.default_width if width is None else width
+        try:
+            pixels = self.pipe.video_processor.preprocess_video(video, height=height, width=width)
+        except ValueError as err:
+            raise ValueError(f"{self.pipeline_name} cannot read video=: {err}") from None
+        frames, t = pixels.shape[2], self.temporal
+        if (frames - 1) % t:
+            lower = (frames - 1) // t * t + 1
+            raise ValueError(f"a video of {frames} frames: {self.pipeline_name} encodes {t} k + 1 frames (its VAE keeps "
+                             f"the first and compresses the rest {t}x in time) and would drop the last "
+                             f"{frames - lower}; give {lower} or {lower + t} frames")
+        return pixels.to(dtype=torch.float32), height, width, frames
+
+    def check_count(self, n: int, batch: int, generator) -> None:
+        if n not in (1, batch):
+            raise ValueError(f"{n} videos cannot start {batch} generated clips: {self.pipeline_name} takes one video, or "
+                             f"one per generated clip ({batch})")
+        super().check_count(n, batch, generator)
+
+    @property
+    def start_dtype(self) -> torch.dtype:
+        return self.vae.dtype
+
+    def vae_latents(self, pixels: torch.Tensor, generator) -> torch.Tensor:
+        from diffusers.pipelines.wan.pipeline_wan_video2video import retrieve_latents
+
+        latents = torch.cat([retrieve_latents(self.vae.encode(c[None]), sample_mode="argmax") for c in pixels]).float()
+        mean, std = self.latent_moments(latents)
+        return (latents - mean) * (1.0 / std)          # as the pipeline: times the reciprocal
+
+    def start_latent(self, latents: torch.Tensor) -> torch.Tensor:
+        return self._stacked(latents)
