@@ -150,3 +150,224 @@ def test_texture_draws_gathered_in_chunks_are_the_same_bit_for_bit(n, monkeypatc
     chunks = gaussian._chunks(n, 3)
     assert [lo for lo, _ in chunks][0] == 0 and chunks[-1][1] == n and all(hi - lo >= min(n, 2) for lo, hi in chunks)
     assert all(a[1] == b[0] for a, b in zip(chunks, chunks[1:]))
+
+
+# -- the flags, on both kinds of run -------------------------------------------------------------------
+
+ANALYTIC = ["--model", "analytic", "--configs", "baseline:2", "exact", "--num-images", "3", "--height", "16",
+            "--data", "gaussian"]
+
+
+def refused(argv, out: Path, capsys) -> str:
+    """``ralu eval argv`` exits 2 with one error line, and has made no folder."""
+    capsys.readouterr()
+    assert main(["eval", *argv, "--out-dir", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ralu: error:"), err
+    assert not out.exists()
+    return err[0]
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--exponent", "nan"], "--exponent must be finite"),
+    (["--exponent", "inf"], "--exponent must be finite"),
+    (["--exponent", "1e300"], "--exponent must lie in [-4, 4]"),
+    (["--data", "gaussian", "texture", "--texture-size", "8"], "--texture-size must be a multiple of 8 from 16"),
+    (["--data", "gaussian", "texture", "--texture-size", "1024"], "--texture-size must be a multiple of 8 from 16"),
+    (["--num-images", "1000000000"], "must be at most 2^24"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--seed", "-3"], "--seed must lie in [0, 2**63)"),
+    (["--guidance-scale", "nan"], "--guidance-scale must be finite"),
+    (["--max-sequence-length", "0"], "--max-sequence-length must be >= 1"),
+    (["--repeats", "0"], "--repeats must be >= 1"),
+    (["--sheet", "-1"], "--sheet must be >= 0"),
+    (["--guidance-scale", "5"], "--guidance-scale is for a diffusers model only"),
+    (["--batch-size", "4"], "--batch-size is for a diffusers model only"),
+    (["--device", "cpu"], "--device is for a diffusers model only"),
+    (["--data", "gaussian", "gaussian"], "--data: gaussian given twice"),
+    (["--configs", "baseline:4", "baseline:04"], "is the same as 'baseline:4' (both are baseline:4)"),
+])
+def test_an_analytic_flag_out_of_range_or_unread_is_one_line_and_no_folder(tmp_path, capsys, flags, says):
+    assert says in refused(ANALYTIC + flags, tmp_path / "out", capsys)
+
+
+@pytest.mark.parametrize("flag, value", [("--exponent", "3"), ("--height", "32")])
+def test_a_flag_of_the_stationary_field_is_refused_without_it(tmp_path, capsys, flag, value):
+    argv = ["--model", "analytic", "--configs", "baseline:2", "exact", "--data", "texture", flag, value]
+    assert f"{flag} is the gaussian data set's and --data is texture" in refused(argv, tmp_path / "out", capsys)
+
+
+@pytest.mark.parametrize("flags, says", [
+    (["--metrics", "psnr", "psnr"], "--metrics: psnr given twice"),
+    (["--metrics", "psnr,psnr"], "unknown metric 'psnr,psnr'"),
+    (["--exponent", "3"], "--exponent is for --model analytic only"),
+    (["--data", "texture"], "--data is for --model analytic only"),
+    (["--configs", "flux-dev-7x+fbcache:0.05", "flux-dev-7x+fbcache"], "is the same as"),
+])
+def test_a_model_flag_repeated_or_unread_is_one_line_before_the_model_is_read(tmp_path, capsys, flags, says):
+    argv = ["--model", str(tmp_path / "no-model"), "--configs", "baseline:2", "flux-dev-7x", *flags]
+    assert says in refused(argv, tmp_path / "out", capsys)
+
+
+def test_the_unread_flags_defaults_are_the_command_lines():
+    from ralu_torch.cli import build_parser
+    from ralu_torch.evaluation.run import ANALYTIC_ONLY, MODEL_ONLY
+
+    args = build_parser().parse_args(["eval", "--model", "m", "--out-dir", "d"])
+    assert {k: getattr(args, k) for k in {**MODEL_ONLY, **ANALYTIC_ONLY}} == {**MODEL_ONLY, **ANALYTIC_ONLY}
+
+
+FLOATS = st.sampled_from(["nan", "inf", "-inf", "1e300", "-1e300", "-4.0001", "4.5", "-4", "4", "0", "2", "-1.5"])
+FLAG_VALUES = {
+    "--exponent": FLOATS,
+    "--height": st.sampled_from(["-4", "0", "12", "16", "18", "20", "1000000"]),
+    "--num-images": st.sampled_from(["-1", "0", "1", "2", "4", "1000000000"]),
+    "--seed": st.sampled_from(["-5", "0", "7", str(2**63 - 1), str(2**63), str(2**70)]),
+    "--texture-size": st.sampled_from(["0", "8", "12", "16", "24", "72"]),
+    "--guidance-scale": FLOATS,
+    "--batch-size": st.sampled_from(["0", "1", "2"]),
+    "--repeats": st.sampled_from(["0", "3", "4"]),
+    "--width": st.sampled_from(["16", "20"]),
+}
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.sampled_from([["gaussian"], ["texture"], ["gaussian", "texture"]]),
+       flags=st.dictionaries(st.sampled_from(sorted(FLAG_VALUES)), st.just(None), max_size=2).flatmap(
+           lambda d: st.fixed_dictionaries({k: FLAG_VALUES[k] for k in d})))
+def test_analytic_numbers_fuzzed_run_with_every_value_finite_or_are_refused_in_one_line(tmp_path_factory, capsys,
+                                                                                          data, flags):
+    """Whatever numbers the analytic backend's flags get: refused in one line with no folder
+    made, or a table whose every metric is a finite number (never a blank table)."""
+    import csv
+
+    out = tmp_path_factory.mktemp("fuzz") / "out"
+    argv = ["eval", "--model", "analytic", "--configs", "baseline:2", "exact", "--data", *data,
+            *(["--num-images", "2"] if "--num-images" not in flags else []),
+            *(["--height", "16"] if "--height" not in flags and "gaussian" in data else []),
+            *(["--texture-size", "16"] if "--texture-size" not in flags and "texture" in data else []),
+            *(x for kv in flags.items() for x in kv), "--out-dir", str(out)]
+    capsys.readouterr()
+    try:
+        rc = main(argv)
+    except SystemExit as exit_:        # argparse's own refusals go through main too; nothing else may exit
+        rc = exit_.code
+    err = capsys.readouterr().err.strip().splitlines()
+    if rc == 2:
+        assert len(err) == 1 and err[0].startswith("ralu: error:"), (argv, err)
+        assert not out.exists(), argv
+        return
+    assert rc == 0, (argv, err)
+    with open(out / "eval.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["data"] for r in rows} == set(data) and len(rows) == 2 * len(data)
+    for r in rows:
+        keys = ["fd", "var"] + (["band0", "band1", "band2", "band3"] if r["data"] == "gaussian" else
+                                ["texture", "background"])
+        assert all(r[k] != "" and math.isfinite(float(r[k])) for k in keys), (argv, r)
+
+
+# -- canonical names in the tables ---------------------------------------------------------------------
+
+def test_the_tables_name_each_configuration_by_its_canonical_form(tmp_path, capsys):
+    import csv
+
+    out = tmp_path / "out"
+    assert main(["eval", "--model", "analytic", "--configs", "baseline:02", "flux-dev-7x+upsample:latent",
+                 "--num-images", "2", "--height", "16", "--data", "gaussian", "--out-dir", str(out)]) == 0
+    with open(out / "eval.csv", newline="") as f:
+        assert [r["configuration"] for r in csv.DictReader(f)] == ["baseline:2", "flux-dev-7x"]
+    md = (out / "eval.md").read_text()
+    assert "| baseline:2 |" in md and "| flux-dev-7x |" in md and "baseline:02" not in md.split("```")[2]
+
+
+# -- the output folder -----------------------------------------------------------------------------------
+
+def test_a_failed_run_removes_what_it_made_and_nothing_else(tmp_path):
+    from ralu_torch.evaluation.results import Folder
+
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="mid-run"):
+        with Folder(out, {"r": 1}, ["eval.md"], False).writing("images") as folder:
+            folder.stage("eval.md").write_text("half")
+            raise RuntimeError("mid-run")
+    assert not out.exists()                                   # made by the run and left empty: removed
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(RuntimeError, match="mid-run"):
+        with Folder(out, {"r": 1}, ["eval.md"], False).writing("images") as folder:
+            folder.stage("eval.md").write_text("half")
+            raise RuntimeError("mid-run")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]   # the folder was there: kept, with its file
+
+
+def test_the_analytic_backend_resumes_refuses_and_overwrites(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["eval", "--model", "analytic", "--configs", "baseline:2", "exact", "--num-images", "2", "--height", "16",
+            "--data", "gaussian", "--out-dir", str(out)]
+    out.mkdir()
+    (out / "eval.md").write_text("# hand-written\n")
+    capsys.readouterr()
+    assert main(argv) == 2 and "exists and was not written by ralu eval" in capsys.readouterr().err
+    assert (out / "eval.md").read_text() == "# hand-written\n"
+    assert main(argv + ["--overwrite"]) == 0
+    written = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert set(written) == {"eval.md", "eval.csv", "eval.png", "eval.json"}
+    capsys.readouterr()
+    assert main(argv) == 0 and "nothing to do" in capsys.readouterr().out          # the same recipe: kept as it is
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == written
+    assert main(argv[:-2] + ["--seed", "1", "--out-dir", str(out)]) == 2
+    assert "another ralu eval (it differs in seed)" in capsys.readouterr().err
+    (out / "eval.json").write_text("{")
+    assert main(argv) == 2 and "eval.json' is damaged (not valid JSON" in capsys.readouterr().err
+
+
+# -- the metric models with no network ---------------------------------------------------------------------
+
+def test_default_metrics_offline_are_one_line_each_with_one_look_at_the_hub(model_dir, tmp_path, capsys, caplog,
+                                                                              monkeypatch, record_property):
+    """The network blocked (every name lookup and connection refused, counted): one request to the
+    hub, no retries, one line per metric skipped, and the run ends with the others. The seconds
+    the metrics took to load go to the test's report (``record_property``), not into an assertion."""
+    import socket
+
+    import ralu_torch.evaluation.metrics as metrics_module
+
+    tried = []
+
+    def no_network(*args, **kwargs):
+        tried.append(args[:2])
+        raise socket.gaierror(socket.EAI_NONAME, "the network is blocked by the test")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    monkeypatch.setattr(socket.socket, "connect", lambda self, *a: no_network(*a))
+    monkeypatch.setattr(socket.socket, "connect_ex", lambda self, *a: no_network(*a))
+    loading = []
+    original = metrics_module.load_metrics
+
+    def timed(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            loading.append(time.perf_counter() - start)
+
+    monkeypatch.setattr("ralu_torch.evaluation.run.load_metrics", timed)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red cat\n")
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert main(["eval", "--model", str(model_dir), "--configs", "baseline:2", "flux-dev-7x", "--prompts", str(prompts),
+                 "--out-dir", str(out), "--height", "64", "--width", "64", "--max-sequence-length", "16",
+                 "--device", "cpu", "--repeats", "1"]) == 0               # the default metrics, the default CLIP
+    captured = capsys.readouterr()
+    record_property("metric_loading_seconds", round(loading[0], 3))
+    said = captured.out + captured.err + "\n".join(r.getMessage() for r in caplog.records)
+    assert "Retry" not in said and "retry" not in said.lower(), said
+    assert len(tried) == 1, tried                                       # the hub, asked once
+    clip = [line for line in captured.out.splitlines() if line.startswith("CLIP score: skipped")]
+    assert len(clip) == 1 and "openai/clip-vit-large-patch14 is not in the local cache and the hub cannot be " \
+                              "reached" in clip[0] and "blocked by the test" in clip[0], clip
+    skipped = [line for line in captured.out.splitlines() if ": skipped, " in line]
+    assert len(skipped) == len({line.split(":")[0] for line in skipped})            # one line per metric
+    assert (out / "eval.md").is_file() and "PSNR" in (out / "eval.md").read_text()
