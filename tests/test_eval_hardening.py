@@ -3,9 +3,7 @@ configuration's spellings and defaults, repeated options, numeric flags out of r
 backend, damaged and foreign files in the output folder, a folder of earlier results, refused
 runs that must leave nothing behind, and the metric models offline."""
 
-import json
 import math
-import os
 import re
 import time
 from pathlib import Path

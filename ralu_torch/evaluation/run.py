@@ -3,10 +3,13 @@ side, scored, summarised.
 
 The order of work:
 
-1. the flags, the configurations, the prompts and the model's family are checked before any
-   weights load (as ``ralu generate`` checks them, with its functions);
+1. the flags (:func:`check_flags`, one check for a model and the analytic backend), the
+   configurations, the prompts, the model's family and the output folder (its earlier
+   results: :class:`~ralu_torch.evaluation.results.Folder`) are checked before any weights
+   load (as ``ralu generate`` checks them, with its functions);
 2. the pipeline loads once; each configuration gets its RALU (a baseline is the one-stage
-   layout, which equals the stock pipeline) and its cache, enabled only while it runs;
+   layout, which equals the stock pipeline) and its cache, enabled only while it runs; only
+   then is the output folder made;
 3. each configuration's images go to ``DIR/images/<configuration>/`` through ``ralu
    generate``'s machinery: the same file names, seeds, recipes and manifest, batches,
    resuming (a rerun makes only what is missing), and under ``accelerate launch`` the images
@@ -17,7 +20,8 @@ The order of work:
 5. it scores every image (:mod:`ralu_torch.evaluation.metrics`; paired metrics against the
    first configuration, the reference), and writes ``DIR/scores.csv`` (per image),
    ``DIR/eval.csv`` and ``DIR/eval.md`` (per configuration: speed-ups, each metric's mean
-   over prompts with its 95% interval), ``DIR/eval.png`` and ``DIR/contact_sheet.png``.
+   over prompts with its 95% interval), ``DIR/eval.png`` and ``DIR/contact_sheet.png``, and
+   records what it wrote in ``DIR/eval.json``.
 """
 
 from __future__ import annotations
