@@ -322,24 +322,31 @@ def test_the_analytic_backend_resumes_refuses_and_overwrites(tmp_path, capsys):
 
 # -- the metric models with no network ---------------------------------------------------------------------
 
-def test_default_metrics_offline_are_one_line_each_with_one_look_at_the_hub(model_dir, tmp_path, capsys, caplog,
-                                                                              monkeypatch, record_property):
-    """The network blocked (every name lookup and connection refused, counted): one request to the
-    hub, no retries, one line per metric skipped, and the run ends with the others. The seconds
-    the metrics took to load go to the test's report (``record_property``), not into an assertion."""
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every name lookup and connection refused, as with no network; the attempts, counted."""
     import socket
-
-    import ralu_torch.evaluation.metrics as metrics_module
 
     tried = []
 
-    def no_network(*args, **kwargs):
+    def refuse(*args, **kwargs):
         tried.append(args[:2])
         raise socket.gaierror(socket.EAI_NONAME, "the network is blocked by the test")
 
-    monkeypatch.setattr(socket, "getaddrinfo", no_network)
-    monkeypatch.setattr(socket.socket, "connect", lambda self, *a: no_network(*a))
-    monkeypatch.setattr(socket.socket, "connect_ex", lambda self, *a: no_network(*a))
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", lambda self, *a: refuse(*a))
+    monkeypatch.setattr(socket.socket, "connect_ex", lambda self, *a: refuse(*a))
+    return tried
+
+
+def test_default_metrics_offline_are_one_line_each_with_one_look_at_the_hub(model_dir, tmp_path, capsys, caplog,
+                                                                              monkeypatch, record_property, no_network):
+    """The network blocked: one request to the hub, no retries, one line per metric skipped, and
+    the run ends with the others. The seconds the metrics took to load go to the test's report
+    (``record_property``), not into an assertion."""
+    import ralu_torch.evaluation.metrics as metrics_module
+
+    tried = no_network
     loading = []
     original = metrics_module.load_metrics
 
@@ -369,3 +376,24 @@ def test_default_metrics_offline_are_one_line_each_with_one_look_at_the_hub(mode
     skipped = [line for line in captured.out.splitlines() if ": skipped, " in line]
     assert len(skipped) == len({line.split(":")[0] for line in skipped})            # one line per metric
     assert (out / "eval.md").is_file() and "PSNR" in (out / "eval.md").read_text()
+
+
+def test_a_metric_model_in_the_local_cache_loads_with_the_hub_unreachable(tmp_path, monkeypatch, no_network):
+    """A hub id whose files were cached before loads from the cache (huggingface_hub's layout)."""
+    from huggingface_hub import constants
+    from test_eval import tiny_clip
+
+    from ralu_torch.evaluation.configs import DEFAULT_CLIP
+    from ralu_torch.evaluation.metrics import MetricModels, load_metrics
+
+    revision = "0" * 40
+    repo = tmp_path / f"models--{DEFAULT_CLIP.replace('/', '--')}"
+    model, processor = tiny_clip()
+    model.save_pretrained(repo / "snapshots" / revision)
+    processor.save_pretrained(repo / "snapshots" / revision)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+    said = []
+    loaded = load_metrics(["clip-score"], MetricModels(), say=said.append)
+    assert [m.name for m in loaded] == ["clip-score"] and not said and len(no_network) == 1

@@ -209,7 +209,7 @@ def recipe_of(args, configs, entries, device: str, dtype_name: str) -> dict:
             "guidance_scale": args.guidance_scale, "max_sequence_length": args.max_sequence_length,
             "metrics": metrics, "clip_model": source_name(args.clip_model) if "clip-score" in metrics else None,
             "clip_iqa_model": source_name(args.clip_iqa_model) if "clip-iqa" in metrics else None,
-            "repeats": args.repeats, "sheet": args.sheet, "force": args.force}
+            "repeats": args.repeats, "sheet": args.sheet}
 
 
 def _evaluate_model(args, configs, out: Path, say) -> Path:
