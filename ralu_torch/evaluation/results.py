@@ -181,8 +181,12 @@ class Folder:
         """After the last commit: files an earlier ralu eval wrote here that this run neither
         wrote again nor reused (``keep``) are removed (a contact sheet now turned off): they
         would describe other results."""
-        for name in self.earlier:
-            if name not in self._committed and name not in keep:
+        for name, written in self.earlier.items():
+            if name in self._committed:
+                continue
+            if name in keep:
+                self.files[name] = written                  # reused: this run's result now, recorded as such
+            else:
                 (self.out / name).unlink(missing_ok=True)
                 self.files.pop(name, None)
         self._write_record()

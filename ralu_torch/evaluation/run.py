@@ -223,6 +223,8 @@ def _evaluate_model(args, configs, out: Path, say) -> Path:
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
     device = str(state.device) if state is not None else check_device(args.device)
     dtype_name = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
+    if out.is_dir():
+        check_writable_dir(out / "images", flag="--out-dir's images folder", create=False)
     # every process reads the folder (the same answer on each): a conflict stops them all before loading
     folder = Folder(out, recipe_of(args, configs, entries, device, dtype_name), REPORTS, args.overwrite)
 
