@@ -419,3 +419,19 @@ def test_a_metric_model_in_the_local_cache_loads_with_the_hub_unreachable(tmp_pa
     said = []
     loaded = load_metrics(["clip-score"], MetricModels(), say=said.append)
     assert [m.name for m in loaded] == ["clip-score"] and not said and len(no_network) == 1
+
+
+def test_an_analytic_result_deleted_is_made_again_and_a_directory_in_its_place_is_refused(tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["eval", "--model", "analytic", "--configs", "baseline:2", "exact", "--num-images", "2", "--height", "16",
+            "--data", "gaussian", "--out-dir", str(out)]
+    assert main(argv) == 0
+    png = (out / "eval.png").read_bytes()
+    (out / "eval.png").unlink()
+    capsys.readouterr()
+    assert main(argv) == 0 and "nothing to do" not in capsys.readouterr().out     # the record lists it: made again
+    assert (out / "eval.png").read_bytes() == png
+    (out / "eval.md").unlink()
+    (out / "eval.md").mkdir()
+    assert main(argv + ["--overwrite"]) == 2
+    assert "eval.md' is a directory, where ralu eval writes its eval.md" in capsys.readouterr().err

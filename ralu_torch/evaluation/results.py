@@ -102,13 +102,16 @@ class Folder:
         self._check()
 
     def _check(self) -> None:
+        for name in (*self.names, RECORD):
+            if (self.out / name).is_dir():          # not even --overwrite replaces a directory
+                raise UsageError(f"{brief(str(self.out / name))} is a directory, where ralu eval writes its {name}; "
+                                 "move it, or write elsewhere")
         present = [n for n in self.names if (self.out / n).exists()]
         if not present:
             return
         record, why = _read_record(self.out / RECORD) if (self.out / RECORD).exists() else (None, None)
         if record is not None:
-            self.earlier = {n: d for n, d in record["files"].items()
-                            if n in present and (self.out / n).is_file() and digest(self.out / n) == d}
+            self.earlier = {n: d for n, d in record["files"].items() if n in present and digest(self.out / n) == d}
         same = record is not None and record["recipe"] == self.recipe
         if self.overwrite:
             self.files = dict(self.earlier) if same else {}
@@ -135,7 +138,7 @@ class Folder:
                              f"written by it: {RECORD} records another file); pass --overwrite to replace it, or write "
                              "elsewhere")
         self.files = dict(self.earlier)
-        self.resumed = set(self.files) == set(present)
+        self.resumed = set(record["files"]) == set(self.earlier)      # nothing it lists is missing
 
     @contextlib.contextmanager
     def writing(self, *subdirs):
