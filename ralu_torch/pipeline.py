@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from dataclasses import dataclass, field
 
@@ -87,13 +88,24 @@ class RALU:
     ``compile``: ``True`` or a dict of ``torch.compile`` options compiles the transformer's
     blocks in place (regional compilation; ``dynamic=True`` unless the dict says otherwise),
     once, here; the pipeline's own calls then use the compiled blocks too.
+    ``references``: for pipelines with reference images (``FluxKontextPipeline``,
+    ``QwenImageEditPipeline``, ``QwenImageEditPlusPipeline``, ``Flux2Pipeline``/``Flux2KleinPipeline``
+    with ``image=``): ``"full"`` (default) gives every stage the references at full resolution,
+    as the stock pipeline does; ``"stage"`` reads them at each stage's resolution
+    (:mod:`ralu_torch.backends.references`, docs/conditioned-references.md).
     """
 
     def __init__(self, pipe, schedule=None, *, parameters: str = "default", upsample: str = "latent",
                  kept_noise: str = "exact", select="edges", edge_thresholds=(0.1, 0.2), noise_sampler=None,
-                 solver="scheduler", cache=None, compile=False, allow_other_model: bool = False):
+                 solver="scheduler", cache=None, compile=False, allow_other_model: bool = False, references=None):
         self.pipe = pipe
         self.backend = backend_for(pipe)
+        if references is not None:
+            if not hasattr(self.backend, "set_references"):
+                raise ValueError(f"references= is for pipelines that take reference images (FluxKontextPipeline, "
+                                 f"QwenImageEditPipeline, QwenImageEditPlusPipeline, Flux2Pipeline, "
+                                 f"Flux2KleinPipeline); {type(pipe).__name__} takes none")
+            self.backend.set_references(references)
         if schedule is None:
             schedule = default_preset(BY_NAME[self.backend.name], read_pipeline_config(pipe))
         if parameters not in PARAMETERS:
@@ -213,6 +225,10 @@ class RALU:
         pipe, be = self.pipe, self.backend
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        if hasattr(be, "set_layout"):       # what encode checks reference images against, before any model runs
+            be.set_layout(self.layout)
+        if hasattr(be, "call_size"):        # a pipeline that sizes its output from its inputs (max_area, an image)
+            height, width = be.call_size(prompt, height, width, prompt_kwargs)
         height = be.default_height if height is None else height   # only when not given: 0 is refused, not replaced
         width = be.default_width if width is None else width
         grid = self._grid(height, width, num_frames)
@@ -242,7 +258,9 @@ class RALU:
                              max_sequence_length=(be.default_max_sequence_length if max_sequence_length is None
                                                   else check_positive_int("max_sequence_length", max_sequence_length)),
                              guidance_scale=be.default_guidance_scale if guidance_scale is None else guidance_scale,
-                             joint_attention_kwargs=joint_attention_kwargs, device=device, **prompt_kwargs)
+                             joint_attention_kwargs=joint_attention_kwargs, device=device, **prompt_kwargs,
+                             **({"generator": generator} if "generator" in inspect.signature(be.encode).parameters
+                                else {}))
         except TypeError as err:
             if "unexpected keyword argument" not in str(err):
                 raise

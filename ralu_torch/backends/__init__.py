@@ -26,7 +26,7 @@ def backend_for(pipe):
     for cls in type(pipe).__mro__:
         family = family_of_pipeline(cls.__name__)
         if family is not None:
-            module, _, name = family.backend.partition(":")
+            module, _, name = family.backend_of(cls.__name__).partition(":")
             return getattr(importlib.import_module(f"{__name__}.{module}"), name)(pipe)
     name = type(pipe).__name__
     family = sibling_family(name)

@@ -1,9 +1,10 @@
 """The model families RALU runs, declared once each, without torch (the command line reads
 them before loading anything).
 
-A :class:`Family` names its text-to-image pipelines and their backend class, the class-name
-prefixes of its image-conditioned siblings (refused by name: they start from an image or add
-reference tokens that RALU's low-resolution stages do not model), how its guidance and
+A :class:`Family` names its pipelines and their backend class (``backends`` names the class of
+a pipeline that needs another: FLUX.1 Kontext, Qwen-Image-Edit), the class-name prefixes of its
+image-conditioned siblings (refused by name unless listed: they start from an image or add
+conditions that RALU's low-resolution stages do not model), how its guidance and
 negative prompts work, which of the shared command-line flags apply, and how to tell its
 models apart from their configs (FLUX.1-dev from schnell, FLUX.2 [klein] distilled from base
 and 4B from 9B, Z-Image-Turbo from Z-Image). Everything per family that ``RALU`` and
@@ -22,7 +23,7 @@ from ralu_schedule.models import MODEL_INFO
 class Family:
     name: str
     display: str                # how messages name the family
-    pipelines: tuple            # text-to-image pipeline class names RALU runs
+    pipelines: tuple            # pipeline class names RALU runs
     backend: str                # "module:Class" under ralu_torch.backends
     siblings: tuple             # class-name prefixes of the family's other pipelines (refused by name)
     variant: Callable           # (read) -> model name; read(subfolder) is a config dict ({} if absent)
@@ -33,6 +34,12 @@ class Family:
     video: bool = False         # makes clips (num_frames), written as MP4 by ralu generate
     #: (read) -> the positions per axis of the transformer's rotary table, or None (no limit checked)
     position_limit: Callable | None = None
+    #: pipeline class name -> "module:Class" of its backend, where it is not ``backend``
+    backends: dict = field(default_factory=dict)
+
+    def backend_of(self, pipeline: str) -> str:
+        """The "module:Class" of the backend that runs ``pipeline`` (one of :attr:`pipelines`)."""
+        return self.backends.get(pipeline, self.backend)
 
     @property
     def models(self) -> tuple:
@@ -52,7 +59,14 @@ class Family:
 
 
 def _flux_variant(read) -> str:
+    if read("").get("_class_name") == "FluxKontextPipeline":
+        return "flux-kontext-dev"
     return "flux-dev" if read("transformer").get("guidance_embeds", True) else "flux-schnell"
+
+
+def _qwen_variant(read) -> str:
+    return {"QwenImageEditPipeline": "qwen-image-edit",
+            "QwenImageEditPlusPipeline": "qwen-image-edit-2509"}.get(read("").get("_class_name"), "qwen-image")
 
 
 def _sd3_variant(read) -> str:
@@ -83,21 +97,23 @@ def _wan_variant(read) -> str:
 
 
 FAMILIES = (
-    Family("flux", "FLUX.1", ("FluxPipeline",), "flux:FluxBackend", ("Flux",), _flux_variant, negative="true-cfg",
+    Family("flux", "FLUX.1", ("FluxPipeline", "FluxKontextPipeline"), "flux:FluxBackend", ("Flux",), _flux_variant,
+           negative="true-cfg",
            guidance="FLUX.1-dev's guidance is distilled into the model (guidance_scale); true CFG with a negative "
-                    "prompt and true_cfg_scale > 1 adds a second call per step"),
+                    "prompt and true_cfg_scale > 1 adds a second call per step",
+           backends={"FluxKontextPipeline": "flux:FluxKontextBackend"}),
     Family("sd3", "SD3", ("StableDiffusion3Pipeline",), "sd3:SD3Backend", ("StableDiffusion3",), _sd3_variant,
            negative="cfg", guidance="classifier-free guidance with guidance_scale > 1, both halves in one call"),
     Family("flux2", "FLUX.2", ("Flux2Pipeline", "Flux2KleinPipeline"), "flux2:Flux2Backend", ("Flux2",), _flux2_variant,
            negative="none",
            guidance="FLUX.2 [dev]'s guidance is distilled into the model; FLUX.2 [klein] base guides with an empty "
-                    "negative prompt when guidance_scale > 1 (a second call per step), the distilled [klein] does not",
-           extra_refused={"image": "reference images add conditioning tokens that RALU's low-resolution stages do "
-                                   "not model"}),
-    Family("qwen-image", "Qwen-Image", ("QwenImagePipeline",), "qwenimage:QwenImageBackend", ("QwenImage",),
-           lambda read: "qwen-image", negative="true-cfg",
+                    "negative prompt when guidance_scale > 1 (a second call per step), the distilled [klein] does not"),
+    Family("qwen-image", "Qwen-Image", ("QwenImagePipeline", "QwenImageEditPipeline", "QwenImageEditPlusPipeline"),
+           "qwenimage:QwenImageBackend", ("QwenImage",), _qwen_variant, negative="true-cfg",
            guidance="true CFG with a negative prompt and true_cfg_scale > 1 (a second call per step), rescaled per "
-                    "token to the conditional velocity's norm"),
+                    "token to the conditional velocity's norm",
+           backends={"QwenImageEditPipeline": "qwenimage:QwenImageEditBackend",
+                     "QwenImageEditPlusPipeline": "qwenimage:QwenImageEditBackend"}),
     Family("z-image", "Z-Image", ("ZImagePipeline",), "zimage:ZImageBackend", ("ZImage",), _zimage_variant, negative="cfg",
            cfg_threshold=0.0,
            guidance="classifier-free guidance with guidance_scale > 0, both halves in one call (Z-Image-Turbo "
@@ -134,7 +150,7 @@ def default_preset(family: Family, read) -> str:
 
 
 def family_of_pipeline(class_name: str) -> Family | None:
-    """The family whose text-to-image pipelines include ``class_name``, else None."""
+    """The family whose pipelines include ``class_name``, else None."""
     for f in FAMILIES:
         if class_name in f.pipelines:
             return f
