@@ -57,12 +57,12 @@ def call(name, pipe, size=None, batch=2):
         sizes = [(128, 128), (64, 96)]
     elif name == "qwen-edit":    # one reference for both prompts; true CFG; references about 1024x1024 pixels
         inputs = reference_inputs(pipe, batch, guided=True)
-        inputs.update(image=picture(104, 160))
-        sizes = [(256, 256), (192, 256)]
+        inputs.update(image=picture(112, 144))
+        sizes = [(512, 512), (384, 512)]
     elif name == "qwen-edit-plus":    # its rule: one prompt per call, so two images of it; two references
         inputs = reference_inputs(pipe, 1, guided=True)
-        inputs.update(image=[picture(104, 160), picture(64, 64, 1)], num_images_per_prompt=batch)
-        sizes = [(256, 256), (192, 256)]
+        inputs.update(image=[picture(112, 144), picture(64, 64, 1)], num_images_per_prompt=batch)
+        sizes = [(512, 512), (384, 512)]
     else:                        # FLUX.2: two references of their own sizes; [klein] base guides
         inputs = reference_inputs(pipe, batch, guided=True)
         inputs.update(image=[picture(64, 96), picture(96, 64, 1)])
@@ -193,3 +193,122 @@ def check_mixed_tables(pipe, qwen, c, L, R):
     for b in range(cos.shape[0]):
         torch.testing.assert_close(cos[b, T + L:], stock_cos, rtol=0, atol=1e-6)
         torch.testing.assert_close(sin[b, T + L:], stock_sin, rtol=0, atol=1e-6)
+
+
+# -- the pipelines' own sizing rules -----------------------------------------------------------
+class Stop(Exception):
+    pass
+
+
+def stock_prepared(pipe, monkeypatch, **inputs):
+    """What the stock pipeline hands its ``prepare_latents`` (the preprocessed reference, and the
+    output height and width it settled on), stopped there: no model runs."""
+    got = {}
+
+    def capture(image, batch_size, num_channels_latents, height, width, *args, **kwargs):
+        got.update(image=image, height=height, width=width)
+        raise Stop
+
+    monkeypatch.setattr(pipe, "prepare_latents", capture)
+    with pytest.raises(Stop):
+        pipe(**inputs, num_inference_steps=2)
+    monkeypatch.undo()
+    return got
+
+
+@pytest.mark.parametrize("size, kwargs", [((None, None), {}), ((128, 128), {"max_area": 128 * 128}),
+                                          ((64, 160), {"max_area": 96 * 96}), ((200, 120), {"max_area": 30000}),
+                                          ((96, 128), {})])
+def test_kontext_sizes_its_output_and_reference_as_the_pipeline(pipes, monkeypatch, size, kwargs):
+    """``max_area`` (default 1024 x 1024) with the requested aspect ratio, and ``_auto_resize``
+    (default on: the reference at the nearest preferred Kontext resolution), read from the stock
+    pipeline's own decision; the reference tensor RALU encodes is the one the pipeline encodes."""
+    from ralu_torch.backends import backend_for
+
+    pipe = pipes("kontext")
+    be = backend_for(pipe)
+    image = picture(72, 200)
+    inputs = {**reference_inputs(pipe, 1), "image": image, "height": size[0], "width": size[1], **kwargs}
+    stock = stock_prepared(pipe, monkeypatch, **inputs)
+    assert be.call_size(None, size[0], size[1], inputs) == (stock["height"], stock["width"])
+    for auto in (True, False):
+        stock = stock_prepared(pipe, monkeypatch, **{**inputs, "_auto_resize": auto})
+        ours = be._preprocess(image, auto)
+        assert ours.shape == stock["image"].shape and torch.equal(ours, stock["image"])
+    assert stock["image"].shape[-2:] == (64, 192)                       # no auto resize: 72 x 200 floored to 16
+
+
+
+# -- bad input: one line, before any model runs ------------------------------------------------
+def _two_prompts(pipe):
+    return reference_inputs(pipe, 2, guided=True)
+
+
+BAD = [
+    ("flux2-dev", {"references": "stage"}, lambda p: {**reference_inputs(p, 2), "image": [picture(80, 64)]},
+     r"reference image 1 has 5x4 tokens, which a stage of 1/2 resolution cannot tile"),
+    ("kontext", {"references": "stage"},
+     lambda p: {**_two_prompts(p), "image": picture(80, 96), "_auto_resize": False, "max_area": 128 * 128},
+     r"reference image 1 has 5x6 tokens"),
+    ("flux2-dev", {}, lambda p: {**reference_inputs(p, 2), "image": [picture(64, 64), picture(32, 96)]},
+     r"Flux2Pipeline cannot take reference image 2: .*64"),
+    ("flux2-dev", {}, lambda p: {**reference_inputs(p, 2), "image": torch.rand(1, 3, 64, 64)},
+     r"Flux2Pipeline cannot take reference image 1: Image must be a PIL.Image.Image"),
+    ("kontext", {}, lambda p: {**_two_prompts(p), "image": [picture(64, 64, k) for k in range(3)],
+                               "max_area": 128 * 128},
+     r"FluxKontextPipeline repeats its batch of images to the 2 outputs .* got 3"),
+    ("kontext", {}, lambda p: {**_two_prompts(p), "image": picture(64, 64), "max_area": 0},
+     r"max_area must be a positive number of pixels, got 0"),
+    ("kontext", {}, lambda p: {**_two_prompts(p), "image": "photo.png", "max_area": 128 * 128},
+     r"FluxKontextPipeline takes image= as a PIL image.* got str"),
+    ("qwen-edit", {}, lambda p: _two_prompts(p), r"QwenImageEditPipeline needs image= \(the image to edit\)"),
+    ("qwen-edit", {}, lambda p: {**_two_prompts(p), "image": torch.rand(1, 3, 64, 64)},
+     r"QwenImageEditPipeline takes image= as a PIL image or a list of them .* got Tensor"),
+    ("qwen-edit-plus", {}, lambda p: {**_two_prompts(p), "image": picture(64, 64)},
+     r"QwenImageEditPlusPipeline takes one prompt per call \(its own rule\), got 2"),
+    ("qwen-edit", {}, lambda p: {**_two_prompts(p), "image": [picture(64, 64, k) for k in range(3)]},
+     r"QwenImageEditPipeline repeats its batch of images to the 2 outputs"),
+]
+
+
+@pytest.mark.parametrize("name, options, inputs, match", BAD, ids=[f"{b[0]}-{b[3][:24]}" for b in BAD])
+def test_bad_input_is_refused_before_any_model_runs(pipes, name, options, inputs, match):
+    pipe = pipes(name)
+    seen, handle = watch(pipe)
+    encodes = []
+    encode = pipe.vae.encode
+    pipe.vae.encode = lambda *a, **k: encodes.append(1) or encode(*a, **k)
+    try:
+        with pytest.raises(ValueError, match=match) as err:
+            RALU(pipe, MIXED, **options)(**inputs(pipe), generator=gens(2), output_type="latent")
+    finally:
+        handle.remove()
+        pipe.vae.encode = encode
+    assert "\n" not in str(err.value) and not seen and not encodes
+
+
+def test_reference_modes_are_checked_and_only_where_there_are_references(pipes):
+    from ralu_torch.testing import tiny_pipeline
+
+    with pytest.raises(ValueError, match=r"references must be one of full, stage .*got 'half'"):
+        RALU(pipes("kontext"), MIXED, references="half")
+    with pytest.raises(ValueError, match="references= is for pipelines that take reference images .* QwenImagePipeline "
+                                         "takes none"):
+        RALU(tiny_pipeline("qwen-image"), MIXED, references="stage")
+
+
+@pytest.mark.parametrize("mode", ["full", "stage"])
+def test_stage_calls_price_the_reference_tokens(pipes, mode):
+    """``stage_calls`` TFLOPs count the references each stage's calls carry: all of them in
+    ``"full"``, a quarter at half resolution in ``"stage"`` (the cost model's price of a call of
+    generated plus reference tokens, true CFG's two calls, both images)."""
+    from ralu_torch.backends import backend_for
+
+    pipe = pipes("kontext")
+    inputs, _ = call("kontext", pipe)
+    out = RALU(pipe, MIXED, references=mode)(**inputs, generator=gens(2), output_type="latent")
+    spec, refs = backend_for(pipe).cost_spec(), 6 * 8                 # the 96 x 128 reference: 6 x 8 tokens
+    for st, L, D in zip(out.stage_calls, out.stage_tokens, (2, 2, 1)):
+        R = refs if mode == "full" else refs // D ** 2
+        price = st.executed * 2 * 2 * spec.forward(L + R, 8).total("paper") / 1e12
+        assert st.tflops == pytest.approx(price, rel=1e-9), (mode, L)

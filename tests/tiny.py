@@ -80,8 +80,8 @@ def tiny_kontext(seed=0):
 def tiny_qwen_edit(plus=False, seed=0):
     """A tiny ``QwenImageEditPipeline`` (``plus``: ``QwenImageEditPlusPipeline``, 2509): the tiny
     Qwen-Image transformer, no text encoder or processor (pass ``prompt_embeds``), and a small
-    Qwen-Image VAE that downsamples 16x (32 pixels per token). The pipelines resize every reference
-    to about 1024 x 1024 pixels; at 16x that is about 1024 reference tokens, at the family's 8x 4096,
+    Qwen-Image VAE that downsamples 32x (64 pixels per token). The pipelines resize every reference
+    to about 1024 x 1024 pixels; at 32x that is about 256 reference tokens, at the family's 8x 4096,
     too slow for a CPU test of every stage."""
     import diffusers as d
 
@@ -89,8 +89,8 @@ def tiny_qwen_edit(plus=False, seed=0):
 
     base = tiny_pipeline("qwen-image", seed=seed)
     torch.manual_seed(seed + 3)
-    vae = d.AutoencoderKLQwenImage(base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1, 1], num_res_blocks=1,
-                                   temperal_downsample=[False, True, True, False])
+    vae = d.AutoencoderKLQwenImage(base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1, 1, 1], num_res_blocks=1,
+                                   temperal_downsample=[False, True, True, False, False])
     cls = d.QwenImageEditPlusPipeline if plus else d.QwenImageEditPipeline
     pipe = cls(scheduler=base.scheduler, vae=vae, text_encoder=None, tokenizer=None, processor=None,
                transformer=base.transformer)
