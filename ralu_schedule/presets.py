@@ -101,14 +101,19 @@ PRESETS.update({p.name: p for p in [
 
 
 
-def _searched(name, model, steps, ends, fractions, factors, speed, versus, group):
+#: What the analytic benchmark does not see of the image-conditioned models (their presets' evidence note).
+_REFERENCE_NOTE = ("; priced with the reference at full resolution in every call (RALU's default references='full'); "
+                   "the benchmark has no reference image")
+
+
+def _searched(name, model, steps, ends, fractions, factors, speed, versus, group, note=""):
     """A preset the analytic benchmark chose (bench/preset_search.py --which GROUP): solved for
     its model's own base sampler at 1024x1024 when used (``parameters="default"``)."""
     rule = shift_rule(model)
     layout = Layout(steps=steps, ends=ends, factors=factors, fractions=fractions)
     layout = layout.with_base(rule(4096, layout.total_steps), rule.terminal)
     return Preset(name=name, model=model, resolution=(1024, 1024), layout=layout, shifts=None, z=None,
-                  evidence="analytic benchmark", evidence_note=f"python bench/preset_search.py --which {group}",
+                  evidence="analytic benchmark", evidence_note=f"python bench/preset_search.py --which {group}{note}",
                   description=f"{speed} fewer FLOPs than {versus} (cost model, 1024x1024)")
 
 
@@ -149,6 +154,28 @@ PRESETS.update({p.name: p for p in [
               speed="3.94x", versus="Chroma's 35 steps", group="chroma"),
 ]})
 
+# The editing models (bench/preset_search.py --which flux-kontext qwen-image-edit; docs/conditioned-references.md):
+# priced with a 1024x1024 reference at full resolution in every call; Qwen-Image-Edit-2509 takes Qwen-Image-Edit's
+# layouts (the search chose them for Qwen-Image-Edit, as FLUX.2 [klein] base takes [dev]'s).
+_QWEN_EDIT_7X = dict(steps=(3, 2, 4), ends=(0.39, 0.55, 1.0), fractions=(0.2, 1.0), factors=(2, 2))
+_QWEN_EDIT_4X = dict(steps=(4, 4, 6), ends=(0.3, 0.45, 1.0), fractions=(0.3, 1.0), factors=(2, 2))
+PRESETS.update({p.name: p for p in [
+    _searched("flux-kontext-dev-7x", "flux-kontext-dev", steps=(2, 1, 2), ends=(0.3, 0.45, 1.0), fractions=(0.1, 1.0),
+              factors=(2, 2), speed="6.76x", versus="FLUX.1 Kontext [dev]'s 28 steps", group="flux-kontext",
+              note=_REFERENCE_NOTE),
+    _searched("flux-kontext-dev-4x", "flux-kontext-dev", steps=(3, 2, 4), ends=(0.3, 0.45, 1.0), fractions=(0.2, 1.0),
+              factors=(2, 2), speed="3.72x", versus="FLUX.1 Kontext [dev]'s 28 steps", group="flux-kontext",
+              note=_REFERENCE_NOTE),
+    _searched("qwen-image-edit-7x", "qwen-image-edit", **_QWEN_EDIT_7X, speed="6.41x",
+              versus="Qwen-Image-Edit's 50 steps", group="qwen-image-edit", note=_REFERENCE_NOTE),
+    _searched("qwen-image-edit-4x", "qwen-image-edit", **_QWEN_EDIT_4X, speed="4.14x",
+              versus="Qwen-Image-Edit's 50 steps", group="qwen-image-edit", note=_REFERENCE_NOTE),
+    _searched("qwen-image-edit-2509-7x", "qwen-image-edit-2509", **_QWEN_EDIT_7X, speed="6.69x",
+              versus="Qwen-Image-Edit-2509's 50 steps", group="qwen-image-edit", note=_REFERENCE_NOTE),
+    _searched("qwen-image-edit-2509-4x", "qwen-image-edit-2509", **_QWEN_EDIT_4X, speed="4.29x",
+              versus="Qwen-Image-Edit-2509's 50 steps", group="qwen-image-edit", note=_REFERENCE_NOTE),
+]})
+
 
 def _video(name, model, resolution, frames, shift, steps, ends, fractions, factors, speed, versus, group):
     """A video preset the analytic benchmark chose (bench/preset_search.py --which GROUP): solved on
@@ -185,6 +212,8 @@ DEFAULT_PRESETS = {
     "z-image-turbo": "z-image-turbo-fast", "chroma": "chroma-7x",
     "wan2.1-t2v-1.3b": "wan-480p-7x", "wan2.1-t2v-14b": "wan-480p-7x", "wan2.2-t2v-a14b": "wan-720p-7x",
     "wan2.2-ti2v-5b": "wan-720p-7x",
+    "flux-kontext-dev": "flux-kontext-dev-7x", "qwen-image-edit": "qwen-image-edit-7x",
+    "qwen-image-edit-2509": "qwen-image-edit-2509-7x",
 }
 
 PARAMETERS = ("default", "authors", "optimised")

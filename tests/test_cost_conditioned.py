@@ -220,3 +220,35 @@ def test_wan_i2v_transformer_against_flop_counter():
     assert math.isclose(MODELS["wan2.2-i2v-a14b"].transformer.forward(4096, 512).total(),
                         MODELS["wan2.1-t2v-14b"].transformer.forward(4096, 512).total()
                         + 2 * 4096 * (36 - 16) * 4 * 5120)          # only the patch embedding grows
+
+
+def test_every_conditioned_model_has_presets_at_about_4x_and_7x_and_a_default():
+    """Registered as the other families' (the analytic search's evidence label), each priced by
+    the cost model at its speed-up against the model's stock run (references at full
+    resolution, the default); ``RALU(pipe)`` finds the default by the pipeline's configs."""
+    from ralu_schedule import DEFAULT_PRESETS, PRESETS
+    from ralu_torch.backends.families import BY_NAME, default_preset
+
+    for name in CONDITIONED:
+        mine = {n: p for n, p in PRESETS.items() if p.model == name}
+        assert DEFAULT_PRESETS[name] in mine and DEFAULT_PRESETS[name].endswith("-7x"), name
+        for suffix, (lo, hi) in (("-7x", (6.3, 8.05)), ("-4x", (3.6, 4.6))):
+            (key, p), = [(n, p) for n, p in mine.items() if n.endswith(suffix)]
+            assert p.evidence == "analytic benchmark" and "preset_search.py --which" in p.evidence_note
+            convention = "full" if p.frames > 1 else "paper"        # video presets: named with attention included
+            c = layout_cost(p.layout, name, p.resolution, baseline_steps=MODEL_INFO[name].default_steps,
+                            frames=p.frames if p.frames > 1 else None, convention=convention)
+            assert lo <= c.speedup <= hi and f"{c.speedup:.2f}x" in p.description, (key, c.speedup)
+    configs = {   # what ralu generate and RALU read before and after loading: the pipeline's class and its configs
+        "flux-kontext-dev": ("flux", {"": {"_class_name": "FluxKontextPipeline"}}),
+        "qwen-image-edit": ("qwen-image", {"": {"_class_name": "QwenImageEditPipeline"}}),
+        "qwen-image-edit-2509": ("qwen-image", {"": {"_class_name": "QwenImageEditPlusPipeline"}}),
+        "wan2.1-i2v-14b-480p": ("wan", {"": {"_class_name": "WanImageToVideoPipeline"},
+                                        "transformer": {"in_channels": 36, "image_dim": 1280}}),
+        "wan2.2-i2v-a14b": ("wan", {"": {"_class_name": "WanImageToVideoPipeline", "boundary_ratio": 0.9},
+                                    "transformer": {"in_channels": 36}}),
+        "wan2.2-ti2v-5b-i2v": ("wan", {"": {"_class_name": "WanImageToVideoPipeline", "expand_timesteps": True},
+                                       "transformer": {"in_channels": 48}}),
+    }
+    for model, (family, read) in configs.items():
+        assert default_preset(BY_NAME[family], lambda sub: read.get(sub, {})) == DEFAULT_PRESETS[model], model

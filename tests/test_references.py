@@ -312,3 +312,12 @@ def test_stage_calls_price_the_reference_tokens(pipes, mode):
         R = refs if mode == "full" else refs // D ** 2
         price = st.executed * 2 * 2 * spec.forward(L + R, 8).total("paper") / 1e12
         assert st.tflops == pytest.approx(price, rel=1e-9), (mode, L)
+
+
+def test_editing_models_take_their_own_default_presets(pipes):
+    from ralu_schedule import get_preset
+
+    for name, preset_name in [("kontext", "flux-kontext-dev-7x"), ("qwen-edit", "qwen-image-edit-7x"),
+                              ("qwen-edit-plus", "qwen-image-edit-2509-7x"), ("flux2-dev", "flux2-dev-7x")]:
+        ralu = RALU(pipes(name))
+        assert ralu._fixed.info["preset"] == preset_name and ralu.layout == get_preset(preset_name).layout

@@ -31,6 +31,7 @@ def backend_for(pipe):
     name = type(pipe).__name__
     family = sibling_family(name)
     kind = lambda f: "text-to-video" if f.video else "text-to-image"  # noqa: E731
-    hint = f"; load the {kind(family)} {' or '.join(family.pipelines)} instead" if family else ""
+    plain = [p for p in family.pipelines if p not in family.backends] if family else []     # its text-to-X ones
+    hint = f"; load the {kind(family)} {' or '.join(plain)} instead" if family else ""
     raise ValueError(f"RALU cannot run {name}: it runs the text-to-image and text-to-video pipelines "
                      f"{', '.join(SUPPORTED)}{hint}")

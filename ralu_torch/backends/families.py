@@ -88,12 +88,25 @@ def _zimage_variant(read) -> str:
 
 def _wan_variant(read) -> str:
     tr = read("transformer")
+    if read("").get("_class_name") == "WanImageToVideoPipeline":
+        return _wan_i2v_variant(read, tr)
     if tr.get("in_channels", 16) == 48:
         return "wan2.2-ti2v-5b"
     if read("").get("boundary_ratio") is not None:
         return "wan2.2-t2v-a14b"
     small = (tr.get("num_attention_heads"), tr.get("attention_head_dim"), tr.get("num_layers")) == (12, 128, 30)
     return "wan2.1-t2v-1.3b" if small else "wan2.1-t2v-14b"      # the 1.3B by its published shape
+
+
+def _wan_i2v_variant(read, tr) -> str:
+    """WanImageToVideoPipeline's models: TI2V-5B (expand_timesteps, 48 channels), Wan 2.2 I2V A14B (two
+    experts), else Wan 2.1 I2V 14B, whose 480P and 720P checkpoints share one configuration: the 480p model,
+    the pipeline's default size (its 720p preset is named by hand)."""
+    if read("").get("expand_timesteps") or tr.get("in_channels") == 48:
+        return "wan2.2-ti2v-5b-i2v"
+    if read("").get("boundary_ratio") is not None:
+        return "wan2.2-i2v-a14b"
+    return "wan2.1-i2v-14b-480p"
 
 
 FAMILIES = (
