@@ -111,9 +111,10 @@ def _emit(args, schedule: Schedule):
 def _cmd_preset(args):
     if args.list:
         width = max(map(len, PRESETS))
-        print(f"{'preset':<{width}}  {'model':<19}  {'evidence':<18}  description")
+        mw = max(len(p.model) for p in PRESETS.values())
+        print(f"{'preset':<{width}}  {'model':<{mw}}  {'evidence':<18}  description")
         for name, p in sorted(PRESETS.items()):
-            print(f"{name:<{width}}  {p.model:<19}  {p.evidence:<18}  {p.description}")
+            print(f"{name:<{width}}  {p.model:<{mw}}  {p.evidence:<18}  {p.description}")
         print()
         for kind, meaning in EVIDENCE.items():
             print(f"{kind}: {meaning}")

@@ -202,6 +202,28 @@ PRESETS.update({p.name: p for p in [
            (2, 2), "3.90x", "Wan 2.1 14B's 50 steps", "wan-720p"),
 ]})
 
+# Wan image-to-video (bench/preset_search.py --which wan21-i2v-480p wan21-i2v-720p wan22-i2v-a14b wan22-ti2v-5b-i2v;
+# docs/cost.md): the text-to-video search's candidates and flow shifts, priced on the image-to-video models (the
+# conditioning video's VAE encode and CLIP included); for Wan 2.1 I2V it chose the text-to-video presets' layouts.
+PRESETS.update({p.name: p for p in [
+    _video("wan21-i2v-480p-7x", "wan2.1-i2v-14b-480p", (480, 832), 81, 3.0, (4, 3, 6), (0.3, 0.4, 1.0), (0.1, 1.0),
+           (2, 2), "6.77x", "Wan 2.1 I2V 14B 480p's 50 steps", "wan21-i2v-480p"),
+    _video("wan21-i2v-480p-4x", "wan2.1-i2v-14b-480p", (480, 832), 81, 3.0, (6, 7, 10), (0.3, 0.45, 1.0), (0.3, 1.0),
+           (2, 2), "3.71x", "Wan 2.1 I2V 14B 480p's 50 steps", "wan21-i2v-480p"),
+    _video("wan21-i2v-720p-7x", "wan2.1-i2v-14b-720p", (704, 1280), 81, 5.0, (5, 5, 5), (0.245, 0.375, 1.0),
+           (0.2, 1.0), (2, 2), "7.34x", "Wan 2.1 I2V 14B 720p's 50 steps", "wan21-i2v-720p"),
+    _video("wan21-i2v-720p-4x", "wan2.1-i2v-14b-720p", (704, 1280), 81, 5.0, (6, 7, 10), (0.205, 0.33, 1.0),
+           (0.3, 1.0), (2, 2), "3.89x", "Wan 2.1 I2V 14B 720p's 50 steps", "wan21-i2v-720p"),
+    _video("wan22-i2v-a14b-7x", "wan2.2-i2v-a14b", (480, 832), 81, 5.0, (4, 4, 4), (0.245, 0.375, 1.0), (0.2, 1.0),
+           (2, 2), "6.84x", "Wan 2.2 I2V A14B's 40 steps", "wan22-i2v-a14b"),
+    _video("wan22-i2v-a14b-4x", "wan2.2-i2v-a14b", (480, 832), 81, 5.0, (5, 6, 8), (0.205, 0.33, 1.0), (0.3, 1.0),
+           (2, 2), "3.65x", "Wan 2.2 I2V A14B's 40 steps", "wan22-i2v-a14b"),
+    _video("wan22-ti2v-5b-i2v-7x", "wan2.2-ti2v-5b-i2v", (704, 1280), 121, 5.0, (4, 4, 4), (0.245, 0.375, 1.0),
+           (0.2, 1.0), (2, 2), "6.39x", "Wan 2.2 TI2V-5B's 50 steps from an image", "wan22-ti2v-5b-i2v"),
+    _video("wan22-ti2v-5b-i2v-4x", "wan2.2-ti2v-5b-i2v", (704, 1280), 121, 5.0, (10, 10), (0.375, 1.0), (1.0,),
+           (2,), "3.86x", "Wan 2.2 TI2V-5B's 50 steps from an image", "wan22-ti2v-5b-i2v"),
+]})
+
 #: The preset a run takes when it names none, by model (:mod:`ralu_schedule.models`).
 DEFAULT_PRESETS = {
     "flux-dev": "flux-dev-7x", "flux-schnell": "flux-schnell-16x", "sd3-medium": "sd3-medium-7x",
@@ -214,6 +236,8 @@ DEFAULT_PRESETS = {
     "wan2.2-ti2v-5b": "wan-720p-7x",
     "flux-kontext-dev": "flux-kontext-dev-7x", "qwen-image-edit": "qwen-image-edit-7x",
     "qwen-image-edit-2509": "qwen-image-edit-2509-7x",
+    "wan2.1-i2v-14b-480p": "wan21-i2v-480p-7x", "wan2.1-i2v-14b-720p": "wan21-i2v-720p-7x",
+    "wan2.2-i2v-a14b": "wan22-i2v-a14b-7x", "wan2.2-ti2v-5b-i2v": "wan22-ti2v-5b-i2v-7x",
 }
 
 PARAMETERS = ("default", "authors", "optimised")

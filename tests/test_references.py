@@ -321,3 +321,46 @@ def test_editing_models_take_their_own_default_presets(pipes):
                               ("qwen-edit-plus", "qwen-image-edit-2509-7x"), ("flux2-dev", "flux2-dev-7x")]:
         ralu = RALU(pipes(name))
         assert ralu._fixed.info["preset"] == preset_name and ralu.layout == get_preset(preset_name).layout
+
+
+def test_no_host_sync_inside_a_stage_with_references(pipes, watched_steps):
+    pipe = pipes("kontext")
+    inputs, _ = call("kontext", pipe)
+    RALU(pipe, MIXED, references="stage")(**inputs, generator=gens(2), output_type="latent")
+    assert watched_steps == [[], [], []]
+
+
+# -- the rule, on any grid -----------------------------------------------------------------------
+from hypothesis import given, strategies as st  # noqa: E402
+
+
+@given(st.lists(st.tuples(st.integers(1, 4), st.integers(1, 4)), min_size=1, max_size=3),
+       st.sampled_from([1, 2, 4]), st.sampled_from(["full", "stage"]), st.integers(0, 2 ** 16))
+def test_a_stage_reads_every_reference_by_the_rule(blocks, D, mode, seed):
+    """For references of any token grid a stage of side ``D`` tiles (``blocks`` of ``D x D``
+    tokens per side), ``References.at`` gives the stock tokens and ids under ``"full"`` and,
+    under ``"stage"``, each reference's latent average-pooled by ``D`` with the stock ids of
+    each block's top-left token, row and column over ``D``; Qwen-style references (no ids) get
+    their frame over ``D``."""
+    from ralu_torch.backends.references import References
+    from ralu_torch.tokens import TokenSet
+
+    g = torch.Generator().manual_seed(seed)
+    grids = [(r * D, c * D) for r, c in blocks]
+    tokens = [torch.randn(2, r * c, 8, generator=g) for r, c in grids]
+    ids = []
+    for k, (r, c) in enumerate(grids):                              # stock-style ids (10 + 10 k, row, col, 0)
+        rr, cc = torch.meshgrid(torch.arange(r).float(), torch.arange(c).float(), indexing="ij")
+        ids.append(torch.stack([torch.full_like(rr, 10 + 10 * k), rr, cc, torch.zeros_like(rr)], -1).view(-1, 4))
+    stage = TokenSet.regular(2, (4 * D, 4 * D), D)                  # a stage whose coarsest tokens have side D
+    for refs in (References(tokens, grids, ids, mode), References(tokens, grids, [None] * len(grids), mode)):
+        got = refs.at(stage)
+        size = D if mode == "stage" else 1
+        torch.testing.assert_close(got.tokens, pooled(torch.cat(tokens, 1), grids, size) if size > 1
+                                   else torch.cat(tokens, 1), rtol=0, atol=1e-6)
+        if refs.ids[0] is None:
+            assert got.ids == [(r // size, c // size) for r, c in grids]
+        else:
+            torch.testing.assert_close(torch.cat(got.ids), top_left_ids(torch.cat(ids), grids, size) if size > 1
+                                       else torch.cat(ids), rtol=0, atol=0)
+        assert got.count == sum(r * c for r, c in grids) // size ** 2

@@ -210,12 +210,15 @@ class QwenImageEditBackend(ReferenceBackend, QwenImageBackend):
                              f"got {type(bad if images else image).__name__}")
         return images
 
-    def _dimensions(self, img, area: int) -> tuple:
-        """``(width, height)`` of ``img`` scaled to ``area`` pixels, as the pipeline's module computes them."""
+    def _dimensions(self, img, area: str) -> tuple:
+        """``(width, height)`` of ``img`` scaled to the pipeline's ``area`` (``"vae"``: about 1024 x
+        1024 pixels, Edit Plus's ``VAE_IMAGE_SIZE``; ``"condition"``: what Edit Plus shows the text
+        encoder, ``CONDITION_IMAGE_SIZE``), by the pipeline module's own ``calculate_dimensions``."""
         import importlib
 
         module = importlib.import_module(type(self.pipe).__module__)
-        return tuple(module.calculate_dimensions(area, img.size[0] / img.size[1])[:2])
+        pixels = getattr(module, "CONDITION_IMAGE_SIZE" if area == "condition" else "VAE_IMAGE_SIZE", 1024 * 1024)
+        return tuple(module.calculate_dimensions(pixels, img.size[0] / img.size[1])[:2])
 
     def call_size(self, prompt, height, width, kwargs) -> tuple:
         """The pipeline's output size: ``height``/``width`` where given, else the (last, for Edit
@@ -227,7 +230,7 @@ class QwenImageEditBackend(ReferenceBackend, QwenImageBackend):
         if self.plus and prompts > 1:
             raise ValueError(f"{type(self.pipe).__name__} takes one prompt per call (its own rule), got {prompts}; "
                              "give one prompt, and num_images_per_prompt for more images")
-        calc_width, calc_height = self._dimensions(images[-1] if self.plus else images[0], 1024 * 1024)
+        calc_width, calc_height = self._dimensions(images[-1] if self.plus else images[0], "vae")
         multiple = self.pipe.vae_scale_factor * 2
         height = calc_height if height is None else height
         width = calc_width if width is None else width
@@ -242,11 +245,11 @@ class QwenImageEditBackend(ReferenceBackend, QwenImageBackend):
         images = self._images(image)
         multiple = pipe.vae_scale_factor * 2
         if self.plus:
-            vae_sizes = [self._dimensions(im, 1024 * 1024) for im in images]
-            prompt_image = [pipe.image_processor.resize(im, *self._dimensions(im, 384 * 384)[::-1]) for im in images]
+            vae_sizes = [self._dimensions(im, "vae") for im in images]
+            prompt_image = [pipe.image_processor.resize(im, *self._dimensions(im, "condition")[::-1]) for im in images]
             vae_images = [pipe.image_processor.preprocess(im, h, w).unsqueeze(2) for im, (w, h) in zip(images, vae_sizes)]
         else:
-            w, h = self._dimensions(images[0], 1024 * 1024)
+            w, h = self._dimensions(images[0], "vae")
             vae_sizes = [(w, h)]
             prompt_image = pipe.image_processor.resize(image, h, w)
             vae_images = pipe.image_processor.preprocess(prompt_image, h, w).unsqueeze(2)
