@@ -203,10 +203,12 @@ class Stop(Exception):
 def stock_prepared(pipe, monkeypatch, **inputs):
     """What the stock pipeline hands its ``prepare_latents`` (the preprocessed reference, and the
     output height and width it settled on), stopped there: no model runs."""
-    got = {}
+    import inspect
 
-    def capture(image, batch_size, num_channels_latents, height, width, *args, **kwargs):
-        got.update(image=image, height=height, width=width)
+    got, signature = {}, inspect.signature(pipe.prepare_latents)
+
+    def capture(*args, **kwargs):
+        got.update(signature.bind(*args, **kwargs).arguments)
         raise Stop
 
     monkeypatch.setattr(pipe, "prepare_latents", capture)
@@ -364,3 +366,50 @@ def test_a_stage_reads_every_reference_by_the_rule(blocks, D, mode, seed):
             torch.testing.assert_close(torch.cat(got.ids), top_left_ids(torch.cat(ids), grids, size) if size > 1
                                        else torch.cat(ids), rtol=0, atol=0)
         assert got.count == sum(r * c for r, c in grids) // size ** 2
+
+
+@pytest.mark.parametrize("name, image", [("qwen-edit", picture(90, 200)), ("qwen-edit-plus", [picture(64, 64), picture(90, 200)]),
+                                         ("flux2-dev", [picture(80, 112), picture(64, 64)])])
+def test_edit_pipelines_size_their_output_by_the_image_as_the_pipeline(pipes, monkeypatch, name, image):
+    """Without height and width, Qwen-Image-Edit makes an image of its (Edit Plus: last) image's
+    size at about 1024 x 1024 pixels, FLUX.2 of its first reference's: RALU's size is the stock
+    pipeline's own decision."""
+    from ralu_torch.backends import backend_for
+
+    pipe = pipes(name)
+    inputs = {**reference_inputs(pipe, 1), "image": image}
+    stock = stock_prepared(pipe, monkeypatch, **inputs)
+    assert backend_for(pipe).call_size(None, None, None, inputs) == (stock["height"], stock["width"])
+
+
+@pytest.mark.parametrize("name", ["qwen-edit", "qwen-edit-plus"])
+def test_the_text_encoder_sees_the_image_the_pipeline_shows_it(pipes, monkeypatch, name):
+    """Qwen2.5-VL encodes the prompt with the image: RALU hands the pipeline's ``encode_prompt``
+    the image the stock pipeline hands it (Edit: the reference at its VAE size; Edit Plus: each
+    at 384 x 384 pixels of area), for the negative prompt too."""
+    import numpy as np
+
+    pipe = pipes(name)
+    seen = []
+    encode = pipe.encode_prompt
+
+    def recorded(*args, **kwargs):
+        image = kwargs.get("image")
+        seen.append([np.asarray(im) for im in (image if isinstance(image, list) else [image])])
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(pipe, "encode_prompt", recorded)
+    inputs, _ = call(name, pipe)
+    pipe(**inputs, num_inference_steps=1, generator=gens(2), output_type="latent")
+    stock = list(seen)
+    seen.clear()
+    RALU(pipe, Layout(steps=(1,), ends=(1.0,)))(**inputs, generator=gens(2), output_type="latent")
+    assert len(seen) == len(stock) == 2                                 # the prompt and the negative prompt
+    for ours, theirs in zip(seen, stock):
+        assert [a.shape for a in ours] == [b.shape for b in theirs] and all(
+            np.array_equal(a, b) for a, b in zip(ours, theirs))
+    if name == "qwen-edit-plus":                                        # each at 384 x 384 pixels of area
+        from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import CONDITION_IMAGE_SIZE, calculate_dimensions
+
+        sizes = [calculate_dimensions(CONDITION_IMAGE_SIZE, im.size[0] / im.size[1])[::-1] for im in inputs["image"]]
+        assert [a.shape[:2] for a in stock[0]] == sizes and CONDITION_IMAGE_SIZE == 384 * 384
