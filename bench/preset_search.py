@@ -288,8 +288,8 @@ def family_table(group, seeds, size):
     if skipped:
         print()
         pixels = MODELS[model].transformer.pixels_per_token
-        print(f"Not tiling {resolution[0]}x{resolution[1]} (its sides are not multiples of {pixels} pixels x their first "
-              f"stage's downsampling): " + "; ".join(f"`{x}`" for x in skipped))
+        print(f"Not tiling {resolution[0]}x{resolution[1]} (its sides are not multiples of {pixels} pixels x their "
+              f"first stage's downsampling): " + "; ".join(f"`{x}`" for x in skipped))
     chosen = {}
     for t in targets:
         band = [c for c in scored if 0.9 * t <= c[2] <= 1.15 * t]

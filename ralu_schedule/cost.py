@@ -782,7 +782,8 @@ class ModelSpec:
 
     def __post_init__(self):
         if self.condition is not None and self.condition not in self.CONDITIONS:
-            raise ValueError(f"{self.name}: condition must be one of {', '.join(self.CONDITIONS)}, got {self.condition!r}")
+            raise ValueError(f"{self.name}: condition must be one of {', '.join(self.CONDITIONS)}, "
+                             f"got {self.condition!r}")
         check_positive_int("temporal", self.temporal)
         check_positive_int("default frames", self.default_frames)
         if self.is_video:
@@ -943,16 +944,20 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
               diffusers_id="black-forest-labs/FLUX.2-dev", references=_FLUX2_REFERENCE,
               notes=f"guidance-distilled (guidance embedder, no CFG); Mistral {_PADDED_512}"),
     ModelSpec(name="flux2-klein-4b", transformer=_FLUX2_KLEIN_4B, encoders=(QWEN3_4B,), vae=VAE_32,
-              text_tokens=512, t5_tokens=512, references=_FLUX2_REFERENCE, diffusers_id="black-forest-labs/FLUX.2-klein-4B",
+              text_tokens=512, t5_tokens=512, references=_FLUX2_REFERENCE,
+              diffusers_id="black-forest-labs/FLUX.2-klein-4B",
               notes=f"step-distilled, no CFG; Qwen3 {_PADDED_512}"),
     ModelSpec(name="flux2-klein-9b", transformer=_FLUX2_KLEIN_9B, encoders=(QWEN3_8B,), vae=VAE_32,
-              text_tokens=512, t5_tokens=512, references=_FLUX2_REFERENCE, diffusers_id="black-forest-labs/FLUX.2-klein-9B",
+              text_tokens=512, t5_tokens=512, references=_FLUX2_REFERENCE,
+              diffusers_id="black-forest-labs/FLUX.2-klein-9B",
               notes=f"step-distilled, no CFG; Qwen3 {_PADDED_512}"),
     ModelSpec(name="flux2-klein-base-4b", transformer=_FLUX2_KLEIN_4B, encoders=(QWEN3_4B,), vae=VAE_32,
-              text_tokens=512, t5_tokens=512, cfg_batches=2, references=_FLUX2_REFERENCE, diffusers_id="black-forest-labs/FLUX.2-klein-base-4B",
+              text_tokens=512, t5_tokens=512, cfg_batches=2, references=_FLUX2_REFERENCE,
+              diffusers_id="black-forest-labs/FLUX.2-klein-base-4B",
               notes=f"CFG with the empty negative prompt, also encoded; Qwen3 {_PADDED_512}"),
     ModelSpec(name="flux2-klein-base-9b", transformer=_FLUX2_KLEIN_9B, encoders=(QWEN3_8B,), vae=VAE_32,
-              text_tokens=512, t5_tokens=512, cfg_batches=2, references=_FLUX2_REFERENCE, diffusers_id="black-forest-labs/FLUX.2-klein-base-9B",
+              text_tokens=512, t5_tokens=512, cfg_batches=2, references=_FLUX2_REFERENCE,
+              diffusers_id="black-forest-labs/FLUX.2-klein-base-9B",
               notes=f"CFG with the empty negative prompt, also encoded; Qwen3 {_PADDED_512}"),
     ModelSpec(name="qwen-image", transformer=QwenImageSpec(layers=60, heads=24, head_dim=128),
               encoders=(QWEN2_5_VL_7B,), vae=QWEN_IMAGE_VAE, text_tokens=_PROMPT + 5, t5_tokens=_PROMPT + 5,

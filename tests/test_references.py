@@ -310,10 +310,10 @@ def test_stage_calls_price_the_reference_tokens(pipes, mode):
     inputs, _ = call("kontext", pipe)
     out = RALU(pipe, MIXED, references=mode)(**inputs, generator=gens(2), output_type="latent")
     spec, refs = backend_for(pipe).cost_spec(), 6 * 8                 # the 96 x 128 reference: 6 x 8 tokens
-    for st, L, D in zip(out.stage_calls, out.stage_tokens, (2, 2, 1)):
+    for calls, L, D in zip(out.stage_calls, out.stage_tokens, (2, 2, 1)):
         R = refs if mode == "full" else refs // D ** 2
-        price = st.executed * 2 * 2 * spec.forward(L + R, 8).total("paper") / 1e12
-        assert st.tflops == pytest.approx(price, rel=1e-9), (mode, L)
+        price = calls.executed * 2 * 2 * spec.forward(L + R, 8).total("paper") / 1e12
+        assert calls.tflops == pytest.approx(price, rel=1e-9), (mode, L)
 
 
 def test_editing_models_take_their_own_default_presets(pipes):
@@ -368,7 +368,8 @@ def test_a_stage_reads_every_reference_by_the_rule(blocks, D, mode, seed):
         assert got.count == sum(r * c for r, c in grids) // size ** 2
 
 
-@pytest.mark.parametrize("name, image", [("qwen-edit", picture(90, 200)), ("qwen-edit-plus", [picture(64, 64), picture(90, 200)]),
+@pytest.mark.parametrize("name, image", [("qwen-edit", picture(90, 200)),
+                                         ("qwen-edit-plus", [picture(64, 64), picture(90, 200)]),
                                          ("flux2-dev", [picture(80, 112), picture(64, 64)])])
 def test_edit_pipelines_size_their_output_by_the_image_as_the_pipeline(pipes, monkeypatch, name, image):
     """Without height and width, Qwen-Image-Edit makes an image of its (Edit Plus: last) image's
@@ -409,7 +410,8 @@ def test_the_text_encoder_sees_the_image_the_pipeline_shows_it(pipes, monkeypatc
         assert [a.shape for a in ours] == [b.shape for b in theirs] and all(
             np.array_equal(a, b) for a, b in zip(ours, theirs))
     if name == "qwen-edit-plus":                                        # each at 384 x 384 pixels of area
-        from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import CONDITION_IMAGE_SIZE, calculate_dimensions
+        from diffusers.pipelines.qwenimage.pipeline_qwenimage_edit_plus import (CONDITION_IMAGE_SIZE,
+                                                                                calculate_dimensions)
 
         sizes = [calculate_dimensions(CONDITION_IMAGE_SIZE, im.size[0] / im.size[1])[::-1] for im in inputs["image"]]
         assert [a.shape[:2] for a in stock[0]] == sizes and CONDITION_IMAGE_SIZE == 384 * 384

@@ -234,7 +234,8 @@ class FluxKontextBackend(ReferenceBackend, FluxBackend):
                              f"{type(first).__name__} {tuple(getattr(first, 'shape', ()))}") from None
         aspect_ratio = image_width / image_height
         if auto_resize:
-            _, image_width, image_height = min((abs(aspect_ratio - w / h), w, h) for w, h in PREFERRED_KONTEXT_RESOLUTIONS)
+            _, image_width, image_height = min((abs(aspect_ratio - w / h), w, h)
+                                               for w, h in PREFERRED_KONTEXT_RESOLUTIONS)
         multiple = self.pipe.vae_scale_factor * 2
         image_width, image_height = image_width // multiple * multiple, image_height // multiple * multiple
         if not image_width or not image_height:

@@ -247,7 +247,8 @@ class QwenImageEditBackend(ReferenceBackend, QwenImageBackend):
         if self.plus:
             vae_sizes = [self._dimensions(im, "vae") for im in images]
             prompt_image = [pipe.image_processor.resize(im, *self._dimensions(im, "condition")[::-1]) for im in images]
-            vae_images = [pipe.image_processor.preprocess(im, h, w).unsqueeze(2) for im, (w, h) in zip(images, vae_sizes)]
+            vae_images = [pipe.image_processor.preprocess(im, h, w).unsqueeze(2)
+                          for im, (w, h) in zip(images, vae_sizes)]
         else:
             w, h = self._dimensions(images[0], "vae")
             vae_sizes = [(w, h)]
