@@ -7,6 +7,7 @@ commands carry the marker; the quality benchmark's tables (minutes per run) are 
 by hand with the command printed beside them.
 """
 
+import functools
 import re
 import shlex
 import subprocess
@@ -41,7 +42,9 @@ def quoted() -> list:
     return cases
 
 
+@functools.lru_cache(maxsize=None)
 def run(command: str) -> str:
+    """What ``command`` prints, run once per test process (several tables may quote one command)."""
     argv = shlex.split(command)
     exe = {"python": [sys.executable], "ralu-schedule": [sys.executable, "-m", "ralu_schedule.cli"],
            "ralu": [sys.executable, "-m", "ralu_torch"]}[argv[0]]
