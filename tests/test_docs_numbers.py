@@ -178,9 +178,9 @@ def quoted() -> list:
     return cases
 
 
-@functools.cache
+@functools.lru_cache(maxsize=None)
 def run(command: str) -> str:
-    """What ``command`` prints (run once per test session)."""
+    """What ``command`` prints, run once per test process (several tables may quote one command)."""
     argv = shlex.split(command)
     exe = {"python": [sys.executable], "ralu-schedule": [sys.executable, "-m", "ralu_schedule.cli"],
            "ralu": [sys.executable, "-m", "ralu_torch"]}[argv[0]]

@@ -324,6 +324,7 @@ def free_port():
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_accelerate_processes_split_a_prompts_file(model_dir, prompts, tmp_path, capsys):
     """``accelerate launch --multi_gpu`` starts its processes with torch's launcher; on this
     CPU-only machine they run on the CPU over gloo (``accelerate launch --cpu`` would start one)."""

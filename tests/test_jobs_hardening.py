@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from profiles import examples
 from ralu_torch import RALU
 from ralu_torch import generate as gen_module
 from ralu_torch.generation import write as write_module
@@ -90,7 +91,7 @@ def clip_with_recipe(path: Path, recipe) -> Path:
     return path
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@examples(60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fields=st.dictionaries(FIELDS, JSONS | st.just("x" * 200_000) | st.just("../../etc/passwd"), max_size=5),
        suffix=st.sampled_from([".png", ".mp4"]))
 def test_hostile_recipes_give_one_line_never_a_traceback(tmp_path_factory, monkeypatch, capsys, fields, suffix):
