@@ -1,0 +1,60 @@
+"""Differential testing of RALU against every stock pipeline it runs (the harness: tests/differential.py).
+
+The property: RALU with a one-stage schedule equal to the stock call's sigmas returns what the
+stock pipeline returns (payload type, dtype, shape, values within 1e-5 relative), or both
+refuse (any exception from the stock pipeline, a ``ValueError`` from RALU), or RALU's refusal
+is a row of :data:`REFUSALS` (a named choice, documented in docs/verification.md), or RALU takes
+an input in a form of :data:`EXTENSIONS` and returns what the stock pipeline returns on the
+same values in its own form. The cases below are instances the harness found, each once a
+divergence.
+"""
+
+import pytest
+
+from differential import AtStep, Case, Listed, Pipes, Rand, check, run
+
+#: Where RALU refuses what the stock pipeline runs: (pipeline or "*", argument) -> (reason, pattern
+#: of RALU's message). Every reason is stated in docs/verification.md (test below).
+REFUSALS = {}
+
+#: Inputs RALU takes in a form the stock pipeline does not: (pipeline or "*", argument) -> what
+#: RALU does with it. The harness gives the stock pipeline the same values in its own form and
+#: checks that RALU returns what it returns.
+EXTENSIONS = {
+    ("*", "latents"): "the first noise in RALU's other form of it as well as the pipeline's own",
+}
+
+
+def extension_inputs(case, call, ctx):
+    """The stock pipeline's arguments for a RALU call: the same values in the stock's form, and
+    the :data:`EXTENSIONS` rows that took another form."""
+    return dict(call), ()
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    return Pipes()
+
+
+def outcome(pipes, case):
+    """Which branch of the property held for ``case`` (it fails the test if none did)."""
+    return check(case, run(pipes, case, extension_inputs), REFUSALS)
+
+
+def zimage(call, steps=3, **kw):
+    """A guided Z-Image case: two prompts of different caption lengths and their negatives."""
+    call = {"prompt_embeds": Listed((Rand((3, 32), 1), Rand((5, 32), 2))),
+            "negative_prompt_embeds": Listed((Rand((4, 32), 3), Rand((1, 32), 4))), "guidance_scale": 3.0,
+            "height": 32, "width": 48, "output_type": "latent", **call}
+    return Case("z-image", steps, call, images=2, **kw)
+
+
+@pytest.mark.parametrize("value", [True, False, 1.0, 0.25])
+def test_zimage_cfg_normalization_is_the_bool_the_pipeline_documents(pipes, value):
+    """ZImagePipeline documents ``cfg_normalization`` as a bool (``True``: the guided velocity's
+    norm capped at the positive's); RALU refused it as not a real number."""
+    assert outcome(pipes, zimage({"cfg_normalization": value})) == "same"
+
+
+def test_zimage_cfg_truncation_none_turns_truncation_off(pipes):
+    assert outcome(pipes, zimage({"cfg_truncation": None})) == "same"
