@@ -58,3 +58,26 @@ def test_zimage_cfg_normalization_is_the_bool_the_pipeline_documents(pipes, valu
 
 def test_zimage_cfg_truncation_none_turns_truncation_off(pipes):
     assert outcome(pipes, zimage({"cfg_truncation": None})) == "same"
+
+
+@pytest.mark.parametrize("steps, step, nudge, width", [(2, 1, 0, "f64"), (3, 2, -1, "f64"), (1, 0, -1, "f64"),
+                                                       (5, 3, -1, "f32")])
+def test_zimage_cfg_truncation_on_the_step_grid_is_the_pipelines(pipes, steps, step, nudge, width):
+    """ZImagePipeline drops guidance where ``(1000 - t) / 1000`` (float32, its timesteps') exceeds
+    ``cfg_truncation`` (compared in float64); RALU compared ``1 - sigma`` in float32, which
+    switched guidance at another step for a truncation on (or a float step off) the grid."""
+    case = zimage({"cfg_truncation": AtStep("t_norm", step, nudge, width)}, steps=steps)
+    assert outcome(pipes, case) == "same"
+
+
+@pytest.mark.parametrize("steps, step, nudge, width", [(2, 1, 0, "f32"), (3, 1, 1, "f32"), (4, 2, -1, "f64")])
+def test_wan_expert_boundary_on_the_step_grid_is_the_pipelines(pipes, steps, step, nudge, width):
+    """WanPipeline picks the high-noise expert where its float32 timestep ``t >= boundary_ratio *
+    1000`` (in float32); RALU compared ``sigma * 1000`` in float64, another expert for a boundary
+    on (or a float step off) the timestep grid."""
+    call = {"prompt_embeds": Rand((1, 3, 32), 1), "negative_prompt_embeds": Rand((1, 2, 32), 2),
+            "guidance_scale": 4.0, "guidance_scale_2": 2.0, "height": 32, "width": 32, "num_frames": 5,
+            "output_type": "latent"}
+    case = Case("wan2.2-t2v-a14b", steps, call, images=1,
+                config={"boundary_ratio": AtStep("boundary", step, nudge, width)})
+    assert outcome(pipes, case) == "same"

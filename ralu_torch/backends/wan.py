@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -136,8 +137,8 @@ class WanBackend(DiffusersBackend):
         self.temporal = pipe.vae_scale_factor_temporal
         self.pixels_per_token = pipe.vae_scale_factor_spatial * PATCH[1]
         ratio = pipe.config.get("boundary_ratio")
-        self.boundary = None if ratio is None or len(experts) < 2 else (
-            float(ratio) * pipe.scheduler.config.num_train_timesteps)
+        self.boundary = None if ratio is None or len(experts) < 2 else (       # as WanPipeline computes it
+            ratio * pipe.scheduler.config.num_train_timesteps)
         self.expand_timesteps = bool(pipe.config.get("expand_timesteps", False))
         self._sigma = None
 
@@ -232,7 +233,10 @@ class WanBackend(DiffusersBackend):
         if self._sigma is None:
             raise ValueError("a two-expert Wan pipeline needs each call's sigma on the host (the sampler's "
                              "before_call)")
-        high = self._sigma * self.pipe.scheduler.config.num_train_timesteps >= self.boundary
+        # WanPipeline's rule in its arithmetic: the scheduler's float32 timestep t = sigma * num_train_timesteps
+        # against the boundary as torch compares a float32 tensor with a Python float: in float32 (on the host)
+        t = np.float32(self._sigma) * np.float32(self.pipe.scheduler.config.num_train_timesteps)
+        high = bool(t >= np.float32(self.boundary))
         return (self.transformer, cond.scale) if high else (self.transformer_2, cond.scale_2)
 
     @property

@@ -18,7 +18,8 @@ rotary tables evaluated at explicit positions. What differs from the other famil
   formula evaluated at each token's (possibly fractional) position;
 - guidance: classifier-free guidance when ``guidance_scale > 0``, both halves in one call
   (positive first), ``pos + g (pos - neg)``, with the pipeline's ``cfg_truncation`` (no
-  guidance once ``1 - sigma`` exceeds it; ``None``: never) and
+  guidance once the model's time ``(1000 - t) / 1000`` exceeds it, compared as the pipeline
+  compares it: that float32 value against the option in float64; ``None``: never) and
   ``cfg_normalization`` (documented as a bool: ``True`` caps the guided velocity's norm at the
   positive's, a number at that multiple of it; ``False`` or 0: no cap), both without a host
   synchronisation.
@@ -264,7 +265,10 @@ class ZImageBackend(DiffusersBackend):
             norm = torch.linalg.vector_norm(guided, dim=(1, 2), keepdim=True)
             guided = torch.where(norm > keep, guided * (keep / norm), guided)
         if cond.cfg_truncation is not None and cond.cfg_truncation <= 1:
-            guided = torch.where((1 - sigma) > cond.cfg_truncation, pos, guided)
+            # no guidance once (1000 - t) / 1000 exceeds the truncation, in the pipeline's arithmetic: t = 1000
+            # sigma and that time in float32 (its timesteps'), compared in float64 (its .tolist() against a float)
+            t_norm = (1000 - sigma * 1000) / 1000
+            guided = torch.where(t_norm.double() > cond.cfg_truncation, pos, guided)
         return guided
 
     def cost_spec(self):
