@@ -239,8 +239,7 @@ class RALU:
         _check_generator(generator)
         try:
             cond = be.encode(prompt=prompt, num_images_per_prompt=num_images_per_prompt,
-                             max_sequence_length=(be.default_max_sequence_length if max_sequence_length is None
-                                                  else check_positive_int("max_sequence_length", max_sequence_length)),
+                             max_sequence_length=_max_sequence_length(be, max_sequence_length),
                              guidance_scale=be.default_guidance_scale if guidance_scale is None else guidance_scale,
                              joint_attention_kwargs=joint_attention_kwargs, device=device, **prompt_kwargs)
         except TypeError as err:
@@ -317,6 +316,12 @@ def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec, widt
     or a list of 2-D tensors, one per image), which need which, and the masks' embeddings."""
     n = check_positive_int("num_images_per_prompt", num_images_per_prompt)
     given = {k: kwargs[k] for k in spec.forms if kwargs.get(k) is not None}
+    texts = {"prompt": prompt, **{k: kwargs.get(k) for k in ("prompt_2", "prompt_3", "negative_prompt",
+                                                               "negative_prompt_2", "negative_prompt_3")}}
+    for name, value in texts.items():        # the stock pipelines' rule: text or its embeddings, not both
+        embeds = "negative_prompt_embeds" if name.startswith("negative") else "prompt_embeds"
+        if value is not None and embeds in given:
+            raise ValueError(f"give {name} or {embeds}, not both")
     if not given:
         if prompt is None:
             raise ValueError(f"give a prompt (a string or a list of them) or {spec.describe()}")
@@ -331,7 +336,8 @@ def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec, widt
     for k, needs in spec.requires.items():
         missing = [m for m in needs if k in given and m not in given]
         if missing:
-            raise ValueError(f"{k} need {' and '.join(missing)} (the embeddings of the same prompts)")
+            what = "attention mask" if all(m in spec.masks for m in missing) else "embeddings"
+            raise ValueError(f"{k} need {' and '.join(missing)} (the {what} of the same prompts)")
     batches = {k: len(v) for k, v in given.items()}
     if len(set(batches.values())) > 1:
         raise ValueError("prompt embeddings must share one batch size, got "
@@ -339,6 +345,20 @@ def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec, widt
     if n > 1:
         kwargs = {**kwargs, **{k: spec.repeat(v, n) for k, v in given.items()}}
     return kwargs, 1
+
+
+def _max_sequence_length(backend, value) -> int:
+    """The call's ``max_sequence_length``: the pipeline's default, or a positive integer up to
+    the pipeline's own limit (FluxPipeline, StableDiffusion3Pipeline and ChromaPipeline: 512;
+    QwenImagePipeline: 1024)."""
+    if value is None:
+        return backend.default_max_sequence_length
+    value = check_positive_int("max_sequence_length", value)
+    limit = backend.max_sequence_length_limit
+    if limit is not None and value > limit:
+        raise ValueError(f"max_sequence_length cannot be greater than {limit} for {type(backend.pipe).__name__} "
+                         f"(its text encoder's limit), got {value}")
+    return value
 
 
 def _check_callback_output(out, current: dict) -> dict:

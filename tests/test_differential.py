@@ -11,7 +11,7 @@ divergence.
 
 import pytest
 
-from differential import AtStep, Case, Listed, Pipes, Rand, check, run
+from differential import AtStep, Case, Listed, Mask, Pipes, Rand, check, run
 
 #: Where RALU refuses what the stock pipeline runs: (pipeline or "*", argument) -> (reason, pattern
 #: of RALU's message). Every reason is stated in docs/verification.md (test below).
@@ -81,3 +81,41 @@ def test_wan_expert_boundary_on_the_step_grid_is_the_pipelines(pipes, steps, ste
     case = Case("wan2.2-t2v-a14b", steps, call, images=1,
                 config={"boundary_ratio": AtStep("boundary", step, nudge, width)})
     assert outcome(pipes, case) == "same"
+
+
+def flux(call, model="flux-dev", images=1, **kw):
+    call = {"prompt_embeds": Rand((images, 4, 32), 1), "pooled_prompt_embeds": Rand((images, 32), 2), "height": 32,
+            "width": 48, "output_type": "latent", **call}
+    return Case(model, 2, call, images=images, **kw)
+
+
+STOCK_RULES = {   # inputs the stock pipelines refuse by their own rules, which RALU ran
+    "chroma embeddings without their mask": Case(
+        "chroma", 2, {"prompt_embeds": Rand((1, 4, 32), 1), "height": 32, "width": 32, "output_type": "latent"}, 1),
+    "a negative without its mask": Case(
+        "chroma", 2, {"prompt_embeds": Rand((1, 4, 32), 1), "prompt_attention_mask": Mask(1, 4),
+                      "negative_prompt_embeds": Rand((1, 4, 32), 2), "guidance_scale": 4.0, "height": 32,
+                      "width": 32, "output_type": "latent"}, 1),
+    "a prompt with its embeddings": flux({"prompt": "a photo of a cat"}),
+    "a prompt with its embeddings (Qwen-Image)": Case(
+        "qwen-image", 2, {"prompt": "a cat", "prompt_embeds": Rand((1, 4, 32), 1), "height": 32, "width": 32}, 1),
+    "true CFG on embeddings of another length": flux({"negative_prompt_embeds": Rand((1, 6, 32), 3),
+                                                      "negative_pooled_prompt_embeds": Rand((1, 32), 4),
+                                                      "true_cfg_scale": 2.0}),
+    "SD3 negatives of another length": Case(
+        "sd3-medium", 2, {"prompt_embeds": Rand((1, 4, 32), 1), "pooled_prompt_embeds": Rand((1, 32), 2),
+                          "negative_prompt_embeds": Rand((1, 6, 32), 3), "negative_pooled_prompt_embeds":
+                          Rand((1, 32), 4), "guidance_scale": 4.0, "height": 32, "width": 32}, 1),
+    "max_sequence_length over FLUX's 512": flux({"max_sequence_length": 513}),
+    "max_sequence_length over Qwen-Image's 1024": Case(
+        "qwen-image", 2, {"prompt_embeds": Rand((1, 4, 32), 1), "max_sequence_length": 1025, "height": 32,
+                          "width": 32}, 1),
+}
+
+
+@pytest.mark.parametrize("what", list(STOCK_RULES))
+def test_what_the_stock_pipeline_refuses_ralu_refuses(pipes, what):
+    """Each was run by RALU (or failed inside torch): embeddings without the mask ChromaPipeline
+    requires (run unmasked), a prompt together with its embeddings (the prompt ignored), true CFG
+    or SD3's guidance on a negative of another shape, a ``max_sequence_length`` over the limit."""
+    assert outcome(pipes, STOCK_RULES[what]) == "both refuse"

@@ -277,6 +277,14 @@ def check_negative_batch(positive: torch.Tensor, negative: torch.Tensor) -> None
                          "give one negative prompt per prompt, or one for all")
 
 
+def check_same_shape(pipeline: str, positive: torch.Tensor | None, negative: torch.Tensor | None) -> None:
+    """FluxPipeline's and StableDiffusion3Pipeline's rule for embeddings passed directly: a
+    negative the shape of the positive (they batch or compare them token by token)."""
+    if positive is not None and negative is not None and positive.shape != negative.shape:
+        raise ValueError(f"prompt_embeds and negative_prompt_embeds must have the same shape ({pipeline}'s rule), "
+                         f"got {tuple(positive.shape)} and {tuple(negative.shape)}")
+
+
 class DiffusersBackend:
     """Device, dtype, scheduler shift rule, compilation, decode and pricing, shared by every
     diffusers family."""
@@ -295,6 +303,8 @@ class DiffusersBackend:
     block_lists: tuple = ("transformer_blocks",)
     #: the transformer config's field giving the text embeddings' width (:meth:`embedding_widths`)
     text_width_field: str = "joint_attention_dim"
+    #: the largest ``max_sequence_length`` the pipeline takes (its ``check_inputs``), or None
+    max_sequence_length_limit: int | None = None
 
     def __init__(self, pipe):
         self.pipe = pipe

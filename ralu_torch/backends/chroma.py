@@ -40,8 +40,11 @@ class ChromaInputs(BranchConditioning):
 class ChromaBackend(FluxLayout):
     name = "chroma"
     default_guidance_scale = 5.0
+    # ChromaPipeline refuses embeddings without their mask (it masks the T5 padding)
     embedding_inputs = EmbeddingInputs({"prompt_embeds": 3, "prompt_attention_mask": 2, "negative_prompt_embeds": 3,
                                         "negative_prompt_attention_mask": 2},
+                                       requires={"prompt_embeds": ("prompt_attention_mask",),
+                                                 "negative_prompt_embeds": ("negative_prompt_attention_mask",)},
                                        masks={"prompt_attention_mask": "prompt_embeds",
                                               "negative_prompt_attention_mask": "negative_prompt_embeds"})
 

@@ -16,8 +16,8 @@ import torch
 from ralu_schedule._errors import check_finite
 
 from . import rotary
-from .base import (BranchConditioning, EmbeddingInputs, Guided, RotaryBackend, check_negative_batch, joint_kwargs,
-                   stock_timestep)
+from .base import (BranchConditioning, EmbeddingInputs, Guided, RotaryBackend, check_negative_batch, check_same_shape,
+                   joint_kwargs, stock_timestep)
 
 
 @dataclass
@@ -62,6 +62,7 @@ class FluxLayout(RotaryBackend):
     differ only in their conditioning and call."""
 
     default_max_sequence_length = 512
+    max_sequence_length_limit = 512
     rotary_probe = _probe
     block_lists = ("transformer_blocks", "single_transformer_blocks")
 
@@ -114,6 +115,7 @@ class FluxBackend(FluxLayout):
         positive = FluxInputs(embeds, pooled, text_ids, guidance, joint_attention_kwargs)
         negative = None
         if true_cfg_scale > 1 and has_negative:
+            check_same_shape(type(self.pipe).__name__, prompt_embeds, negative_prompt_embeds)
             n_embeds, n_pooled, n_ids = enc(prompt=negative_prompt, prompt_2=negative_prompt_2,
                                             prompt_embeds=negative_prompt_embeds,
                                             pooled_prompt_embeds=negative_pooled_prompt_embeds)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..caches import model_call
-from .base import DiffusersBackend, EmbeddingInputs, lora_scaled
+from .base import DiffusersBackend, EmbeddingInputs, check_same_shape, lora_scaled
 
 
 def sincos_table_embedding(rows: torch.Tensor, cols: torch.Tensor, dim: int, table_size: int,
@@ -116,6 +116,7 @@ class SD3Backend(DiffusersBackend):
     default_guidance_scale = 7.0
     output_form = input_form = "latent"
     default_max_sequence_length = 256
+    max_sequence_length_limit = 512
     embedding_inputs = EmbeddingInputs(
         {"prompt_embeds": 3, "pooled_prompt_embeds": 2, "negative_prompt_embeds": 3, "negative_pooled_prompt_embeds": 2},
         requires={"prompt_embeds": ("pooled_prompt_embeds",),
@@ -136,6 +137,7 @@ class SD3Backend(DiffusersBackend):
                device, prompt_2=None, prompt_3=None, negative_prompt=None, negative_prompt_2=None,
                negative_prompt_3=None, prompt_embeds=None, negative_prompt_embeds=None, pooled_prompt_embeds=None,
                negative_pooled_prompt_embeds=None, clip_skip=None) -> SD3Conditioning:
+        check_same_shape(type(self.pipe).__name__, prompt_embeds, negative_prompt_embeds)
         guided = guidance_scale > 1.0
         lora_scale = (joint_attention_kwargs or {}).get("scale")
         pe, npe, pooled, npooled = self.pipe.encode_prompt(
