@@ -119,3 +119,24 @@ def test_what_the_stock_pipeline_refuses_ralu_refuses(pipes, what):
     requires (run unmasked), a prompt together with its embeddings (the prompt ignored), true CFG
     or SD3's guidance on a negative of another shape, a ``max_sequence_length`` over the limit."""
     assert outcome(pipes, STOCK_RULES[what]) == "both refuse"
+
+
+FAILED_INSIDE = {   # inputs that failed inside torch or diffusers (each a RuntimeError, IndexError, ...)
+    "integer embeddings": flux({"prompt_embeds": Rand((1, 4, 32), 1, "int64")}, model="flux-schnell"),
+    "integer Qwen-Image embeddings": Case(
+        "qwen-image", 2, {"prompt_embeds": Rand((1, 4, 32), 1, "int64"), "height": 32, "width": 32}, 1),
+    "FLUX.2 embeddings of no tokens": Case(
+        "flux2-dev", 2, {"prompt_embeds": Rand((1, 0, 32), 1), "height": 32, "width": 32}, 1),
+    "a Z-Image caption of no tokens": Case(
+        "z-image", 2, {"prompt_embeds": Listed((Rand((0, 32), 1),)), "guidance_scale": 0.0, "height": 32,
+                       "width": 32}, 1),
+    "an integer Chroma mask": Case(
+        "chroma", 2, {"prompt_embeds": Rand((1, 4, 32), 1), "prompt_attention_mask": Mask(1, 4, 1, "int64"),
+                      "guidance_scale": 1.0, "height": 32, "width": 32}, 1),
+}
+
+
+@pytest.mark.parametrize("what", list(FAILED_INSIDE))
+def test_integer_or_empty_embeddings_are_one_clear_value_error(pipes, what):
+    """The stock pipeline fails on these too; RALU's refusal is a ValueError naming the input."""
+    assert outcome(pipes, FAILED_INSIDE[what]) == "both refuse"

@@ -207,11 +207,17 @@ class EmbeddingInputs:
     to its form, a number of tensor dimensions (batch first) or ``"list"`` (a list of 2-D
     ``(tokens, width)`` tensors, one per image, as Z-Image takes them); ``requires`` maps a
     name to those it cannot go without; ``masks`` maps a mask to the embeddings it masks (its
-    shape is theirs without the width)."""
+    shape is theirs without the width); ``bool_masks``: masks must be boolean (a pipeline whose
+    attention takes them as they are: an integer mask fails inside torch there).
+
+    Embeddings must be floating-point and hold at least one image and one token: integer or
+    empty ones would fail inside torch or diffusers (or, for some pipelines, condition on
+    nothing), so they are refused here by name."""
 
     forms: dict
     requires: dict = dataclasses.field(default_factory=dict)
     masks: dict = dataclasses.field(default_factory=dict)
+    bool_masks: bool = False
 
     def describe(self) -> str:
         first = next(iter(self.forms))
@@ -219,13 +225,16 @@ class EmbeddingInputs:
         return first + (f" with {' and '.join(needs)}" if needs else "")
 
     def check(self, name: str, value, width: int | None = None) -> None:
-        """``value`` has ``name``'s form and, where ``width`` is given, that last dimension."""
+        """``value`` has ``name``'s form, a floating-point (masks: boolean where ``bool_masks``)
+        dtype, at least one image and token, and, where ``width`` is given, that last dimension."""
         form = self.forms[name]
         if form == "list":
             if not isinstance(value, (list, tuple)) or not value or not all(
                     isinstance(v, torch.Tensor) and v.dim() == 2 for v in value):
                 raise ValueError(f"{name} must be a list of 2-D (tokens, width) tensors, one per image, got "
-                                 f"{type(value).__name__}")
+                                 f"{type(value).__name__}{' (empty)' if isinstance(value, (list, tuple)) else ''}")
+            for v in value:
+                self._check_values(name, v)
             bad = next((tuple(v.shape) for v in value if width is not None and v.shape[-1] != width), None)
             if bad is not None:
                 raise ValueError(f"{name} must be (tokens, {width}) tensors for this transformer, got one of {bad}")
@@ -233,9 +242,20 @@ class EmbeddingInputs:
         if not isinstance(value, torch.Tensor) or value.dim() != form:
             raise ValueError(f"{name} must be a {form}-D tensor (batch first), got "
                              f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}")
+        self._check_values(name, value)
         if width is not None and value.shape[-1] != width:
             raise ValueError(f"{name} must have width {width} (its last dimension, the transformer's "
                              f"{'pooled ' if 'pooled' in name else ''}text width), got {tuple(value.shape)}")
+
+    def _check_values(self, name: str, value: torch.Tensor) -> None:
+        """Non-empty; embeddings floating-point, masks boolean where the pipeline needs it."""
+        if name in self.masks:
+            if self.bool_masks and value.dtype != torch.bool:
+                raise ValueError(f"{name} must be a boolean tensor (True for the tokens to attend to), got {value.dtype}")
+        elif not value.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got {value.dtype}")
+        if 0 in value.shape[:-1] or (name in self.masks and 0 in value.shape):
+            raise ValueError(f"{name} must hold at least one image and one token, got shape {tuple(value.shape)}")
 
     def check_masks(self, given: dict) -> None:
         for mask, embeds in self.masks.items():

@@ -46,7 +46,8 @@ class ChromaBackend(FluxLayout):
                                        requires={"prompt_embeds": ("prompt_attention_mask",),
                                                  "negative_prompt_embeds": ("negative_prompt_attention_mask",)},
                                        masks={"prompt_attention_mask": "prompt_embeds",
-                                              "negative_prompt_attention_mask": "negative_prompt_embeds"})
+                                              "negative_prompt_attention_mask": "negative_prompt_embeds"},
+                                       bool_masks=True)
 
     def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale, joint_attention_kwargs,
                device, prompt_embeds=None, prompt_attention_mask=None, negative_prompt=None,
