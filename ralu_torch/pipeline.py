@@ -234,6 +234,10 @@ class RALU:
         prompt_kwargs, num_images_per_prompt = _check_prompt_inputs(prompt, prompt_kwargs, num_images_per_prompt,
                                                                     be.embedding_inputs, be.embedding_widths(),
                                                                     be.dtype, be.device)
+        texts = [k for k in ("prompt", "prompt_2", "prompt_3", "negative_prompt", "negative_prompt_2",
+                             "negative_prompt_3") if (prompt if k == "prompt" else prompt_kwargs.get(k)) is not None]
+        if texts:
+            be.require_text_encoder(" and ".join(texts))
         if guidance_scale is not None:
             check_finite("guidance_scale", guidance_scale)
         _check_generator(generator)

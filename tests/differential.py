@@ -343,7 +343,8 @@ def same(ours, stock, tolerance: float, where: str = "images") -> None:
             same(a, b, tolerance, f"{where}[{i}]")
         return
     if isinstance(stock, PIL.Image.Image):
-        assert (ours.size, ours.mode) == (stock.size, stock.mode), f"{where}: {ours.size} {ours.mode}, stock {stock.size} {stock.mode}"
+        assert (ours.size, ours.mode) == (stock.size, stock.mode), \
+            f"{where}: {ours.size} {ours.mode}, stock {stock.size} {stock.mode}"
         diff = np.abs(np.asarray(ours, dtype=np.int16) - np.asarray(stock, dtype=np.int16)).max()
         assert diff <= (1 if tolerance <= TOLERANCE else 255 * tolerance), f"{where}: pixels differ by {diff}"
         return

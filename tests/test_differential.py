@@ -140,3 +140,23 @@ FAILED_INSIDE = {   # inputs that failed inside torch or diffusers (each a Runti
 def test_integer_or_empty_embeddings_are_one_clear_value_error(pipes, what):
     """The stock pipeline fails on these too; RALU's refusal is a ValueError naming the input."""
     assert outcome(pipes, FAILED_INSIDE[what]) == "both refuse"
+
+
+NO_TEXT_ENCODER = {   # the tiny pipelines have none: each failed inside diffusers (AttributeError, TypeError)
+    "a FLUX.1 prompt": Case("flux-dev", 2, {"prompt": "a photo of a cat", "height": 32, "width": 32}, 1),
+    "an SD3 prompt": Case("sd3-medium", 2, {"prompt": "a cat", "guidance_scale": 1.0, "height": 32, "width": 32}, 1),
+    "FLUX.2 [klein] base's empty negative": Case(
+        "flux2-klein-base-4b", 2, {"prompt_embeds": Rand((1, 4, 32), 1), "guidance_scale": 4.0, "height": 32,
+                                   "width": 32}, 1),
+    "Chroma's empty negative": Case(
+        "chroma", 2, {"prompt_embeds": Rand((1, 4, 32), 1), "prompt_attention_mask": Mask(1, 4),
+                      "guidance_scale": 4.0, "height": 32, "width": 32}, 1),
+    "SD3's empty negative": Case(
+        "sd3-medium", 2, {"prompt_embeds": Rand((1, 4, 32), 1), "pooled_prompt_embeds": Rand((1, 32), 2),
+                          "guidance_scale": 4.0, "height": 32, "width": 32}, 1),
+}
+
+
+@pytest.mark.parametrize("what", list(NO_TEXT_ENCODER))
+def test_text_to_encode_without_a_text_encoder_is_one_clear_value_error(pipes, what):
+    assert outcome(pipes, NO_TEXT_ENCODER[what]) == "both refuse"

@@ -251,7 +251,8 @@ class EmbeddingInputs:
         """Non-empty; embeddings floating-point, masks boolean where the pipeline needs it."""
         if name in self.masks:
             if self.bool_masks and value.dtype != torch.bool:
-                raise ValueError(f"{name} must be a boolean tensor (True for the tokens to attend to), got {value.dtype}")
+                raise ValueError(f"{name} must be a boolean tensor (True for the tokens to attend to), got "
+                                 f"{value.dtype}")
         elif not value.is_floating_point():
             raise ValueError(f"{name} must be a floating-point tensor, got {value.dtype}")
         if 0 in value.shape[:-1] or (name in self.masks and 0 in value.shape):
@@ -297,6 +298,10 @@ def check_negative_batch(positive: torch.Tensor, negative: torch.Tensor) -> None
                          "give one negative prompt per prompt, or one for all")
 
 
+#: What guidance encodes when no negative prompt is given (:meth:`DiffusersBackend.require_text_encoder`).
+EMPTY_NEGATIVE = "the empty negative prompt that guidance uses"
+
+
 def check_same_shape(pipeline: str, positive: torch.Tensor | None, negative: torch.Tensor | None) -> None:
     """FluxPipeline's and StableDiffusion3Pipeline's rule for embeddings passed directly: a
     negative the shape of the positive (they batch or compare them token by token)."""
@@ -325,6 +330,8 @@ class DiffusersBackend:
     text_width_field: str = "joint_attention_dim"
     #: the largest ``max_sequence_length`` the pipeline takes (its ``check_inputs``), or None
     max_sequence_length_limit: int | None = None
+    #: the components a prompt's encoding needs (:meth:`require_text_encoder`)
+    text_encoders: tuple = ("text_encoder", "tokenizer")
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -389,6 +396,14 @@ class DiffusersBackend:
 
     def pipeline_input(self, tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
         return tokens if self.input_form == "packed" else unpack(tokens, grid)
+
+    def require_text_encoder(self, what: str) -> None:
+        """Refuse to encode ``what`` (a prompt, the empty negative prompt guidance uses) on a
+        pipeline loaded without the components that encode it, which would fail inside diffusers."""
+        missing = [name for name in self.text_encoders if getattr(self.pipe, name, None) is None]
+        if missing:
+            raise ValueError(f"this {type(self.pipe).__name__} has no {' and '.join(missing)}, so it cannot encode "
+                             f"{what}; pass the embeddings instead (or load the pipeline with its text encoders)")
 
     def embedding_widths(self) -> dict:
         """The last dimension each embedding argument must have for this transformer: the text

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import BranchConditioning, EmbeddingInputs, Guided, check_negative_batch, joint_kwargs, stock_timestep
+from .base import (EMPTY_NEGATIVE, BranchConditioning, EmbeddingInputs, Guided, check_negative_batch, joint_kwargs,
+                   stock_timestep)
 from .flux import FluxLayout
 
 
@@ -58,6 +59,8 @@ class ChromaBackend(FluxLayout):
         if not guided and (negative_prompt is not None or negative_prompt_embeds is not None):
             raise ValueError(f"a negative prompt on Chroma needs guidance_scale > 1 (classifier-free guidance), got "
                              f"{guidance_scale:g}; without it the negative prompt would be ignored")
+        if guided and negative_prompt is None and negative_prompt_embeds is None:
+            self.require_text_encoder(EMPTY_NEGATIVE)
         lora_scale = (joint_attention_kwargs or {}).get("scale")
         embeds, text_ids, mask, n_embeds, n_ids, n_mask = self.pipe.encode_prompt(
             prompt=prompt, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,

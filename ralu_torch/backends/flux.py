@@ -88,6 +88,7 @@ class FluxLayout(RotaryBackend):
 class FluxBackend(FluxLayout):
     name = "flux"
     default_guidance_scale = 3.5
+    text_encoders = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
     embedding_inputs = EmbeddingInputs(
         {"prompt_embeds": 3, "pooled_prompt_embeds": 2, "negative_prompt_embeds": 3, "negative_pooled_prompt_embeds": 2},
         requires={"prompt_embeds": ("pooled_prompt_embeds",),

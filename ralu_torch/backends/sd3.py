@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..caches import model_call
-from .base import DiffusersBackend, EmbeddingInputs, check_same_shape, lora_scaled
+from .base import EMPTY_NEGATIVE, DiffusersBackend, EmbeddingInputs, check_same_shape, lora_scaled
 
 
 def sincos_table_embedding(rows: torch.Tensor, cols: torch.Tensor, dim: int, table_size: int,
@@ -117,6 +117,7 @@ class SD3Backend(DiffusersBackend):
     output_form = input_form = "latent"
     default_max_sequence_length = 256
     max_sequence_length_limit = 512
+    text_encoders = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")   # T5 is optional (zeros)
     embedding_inputs = EmbeddingInputs(
         {"prompt_embeds": 3, "pooled_prompt_embeds": 2, "negative_prompt_embeds": 3, "negative_pooled_prompt_embeds": 2},
         requires={"prompt_embeds": ("pooled_prompt_embeds",),
@@ -139,6 +140,8 @@ class SD3Backend(DiffusersBackend):
                negative_pooled_prompt_embeds=None, clip_skip=None) -> SD3Conditioning:
         check_same_shape(type(self.pipe).__name__, prompt_embeds, negative_prompt_embeds)
         guided = guidance_scale > 1.0
+        if guided and negative_prompt_embeds is None and negative_prompt is None:
+            self.require_text_encoder(EMPTY_NEGATIVE)
         lora_scale = (joint_attention_kwargs or {}).get("scale")
         pe, npe, pooled, npooled = self.pipe.encode_prompt(
             prompt=prompt, prompt_2=prompt_2, prompt_3=prompt_3, device=device,

@@ -41,7 +41,8 @@ import torch.nn.functional as F
 
 from ralu_schedule._errors import check_finite
 
-from .base import BranchConditioning, DiffusersBackend, EmbeddingInputs, Guided, check_negative_batch, lora_scaled
+from .base import (EMPTY_NEGATIVE, BranchConditioning, DiffusersBackend, EmbeddingInputs, Guided, check_negative_batch,
+                   lora_scaled)
 
 PATCH = (1, 2, 2)
 #: ``WanRotaryPosEmbed``'s theta (the model builds it with the default and keeps no copy)
@@ -185,9 +186,8 @@ class WanBackend(DiffusersBackend):
         if not guided and (negative_prompt is not None or negative_prompt_embeds is not None):
             raise ValueError(f"a negative prompt on Wan needs guidance_scale > 1 (classifier-free guidance), got "
                              f"{guidance_scale:g}; without it the negative prompt would be ignored")
-        if guided and prompt_embeds is not None and negative_prompt_embeds is None and self.pipe.text_encoder is None:
-            raise ValueError("prompt_embeds with guidance_scale > 1 need negative_prompt_embeds (this pipeline has no "
-                             "text encoder for the empty negative prompt)")
+        if guided and negative_prompt is None and negative_prompt_embeds is None:
+            self.require_text_encoder(EMPTY_NEGATIVE)
         if prompt_embeds is None or (guided and negative_prompt_embeds is None):
             if isinstance(negative_prompt, str) and isinstance(prompt, list):
                 negative_prompt = [negative_prompt] * len(prompt)
