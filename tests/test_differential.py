@@ -15,7 +15,12 @@ from differential import AtStep, Case, Listed, Mask, Pipes, Rand, check, run
 
 #: Where RALU refuses what the stock pipeline runs: (pipeline or "*", argument) -> (reason, pattern
 #: of RALU's message). Every reason is stated in docs/verification.md (test below).
-REFUSALS = {}
+REFUSALS = {
+    ("WanPipeline", "latents"): (
+        "latents of another shape than height, width and num_frames give: WanPipeline runs at the latents' own "
+        "shape and ignores those arguments; RALU refuses the contradiction",
+        r"latents must be (a clip of \d+ latent frames|the first stage's noise)"),
+}
 
 #: Inputs RALU takes in a form the stock pipeline does not: (pipeline or "*", argument) -> what
 #: RALU does with it. The harness gives the stock pipeline the same values in its own form and
@@ -160,3 +165,13 @@ NO_TEXT_ENCODER = {   # the tiny pipelines have none: each failed inside diffuse
 @pytest.mark.parametrize("what", list(NO_TEXT_ENCODER))
 def test_text_to_encode_without_a_text_encoder_is_one_clear_value_error(pipes, what):
     assert outcome(pipes, NO_TEXT_ENCODER[what]) == "both refuse"
+
+
+def test_a_clip_of_another_frame_count_is_refused_not_reshaped(pipes):
+    """A 9-frame call (3 latent frames of 4 x 6) given a 1-frame clip of 12 x 6: RALU stacked it
+    into the call's clip (its rows are the stacked frames' rows) where WanPipeline runs a 1-frame
+    clip; now it is refused, a documented row of the refusal table."""
+    call = {"prompt_embeds": Rand((1, 3, 32), 1), "guidance_scale": 1.0, "height": 32, "width": 48,
+            "num_frames": 9, "output_type": "latent"}
+    case = Case("wan2.1-t2v-14b", 2, call, images=1, latents="frames")
+    assert outcome(pipes, case) == "refused: latents"

@@ -264,8 +264,13 @@ class WanBackend(DiffusersBackend):
         return clip.reshape(B, C, T * h, w)
 
     def first_noise(self, latents):
-        """The caller's ``latents=`` in WanPipeline's clip form ``(B, C, T, h, w)`` as the stacked latent."""
+        """The caller's ``latents=`` in WanPipeline's clip form ``(B, C, T, h, w)`` as the stacked latent.
+        A clip of another frame count is refused, not reshaped: stacked, ``(T', h')`` with
+        ``T' h' = T h`` would pass for the call's clip."""
         if isinstance(latents, torch.Tensor) and latents.dim() == 5:
+            if latents.shape[2] != self.frames:
+                raise ValueError(f"latents must be a clip of {self.frames} latent frames (the call's num_frames), got "
+                                 f"{tuple(latents.shape)} ({latents.shape[2]} frames)")
             return self._stacked(latents)
         return latents
 
