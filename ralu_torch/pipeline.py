@@ -297,7 +297,7 @@ class RALU:
         if not bool(torch.isfinite(res.latents).all()):        # one host read per call: never a black image
             raise ValueError("the sampler produced non-finite latents (NaN or inf); check the model's dtype "
                              "(float16 overflows in FLUX) and the inputs")
-        latents = res.latents.to(be.dtype)
+        latents = res.latents.to(be.latents_dtype)      # the pipeline's own: returned, and decoded from
         if output_type == "latent":
             images = be.pipeline_latents(latents, grid)   # the form the pipeline itself returns
         else:

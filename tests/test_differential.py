@@ -175,3 +175,15 @@ def test_a_clip_of_another_frame_count_is_refused_not_reshaped(pipes):
             "num_frames": 9, "output_type": "latent"}
     case = Case("wan2.1-t2v-14b", 2, call, images=1, latents="frames")
     assert outcome(pipes, case) == "refused: latents"
+
+
+@pytest.mark.parametrize("model, call", [
+    ("z-image", {"prompt_embeds": Listed((Rand((3, 32), 1),)), "guidance_scale": 0.0}),
+    ("wan2.1-t2v-14b", {"prompt_embeds": Rand((1, 3, 32), 1), "guidance_scale": 1.0, "num_frames": 5}),
+])
+def test_latents_come_out_in_the_pipelines_dtype(pipes, model, call):
+    """ZImagePipeline keeps its latents in float32 with bfloat16 weights, and RALU returned them in
+    bfloat16 (and decoded those); WanPipeline's start in float32 but its scheduler's steps return
+    the model's bfloat16, as RALU's do."""
+    case = Case(model, 2, {**call, "height": 32, "width": 32, "output_type": "latent"}, images=1, dtype="bfloat16")
+    assert outcome(pipes, case) == "same"

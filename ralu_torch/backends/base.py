@@ -86,6 +86,11 @@ class PipelineBackend(SamplerBackend, Protocol):
     def shift_rule(self) -> ShiftRule:
         """The base shift rule of the pipeline's scheduler (``h0`` at a token count)."""
 
+    @property
+    def latents_dtype(self) -> torch.dtype:
+        """The dtype of the pipeline's final latents: what it returns for ``output_type="latent"``
+        and decodes from."""
+
     def pipeline_latents(self, tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
         """Final raster-order tokens in the form the pipeline returns for ``output_type="latent"``."""
 
@@ -345,6 +350,13 @@ class DiffusersBackend:
     @property
     def dtype(self) -> torch.dtype:
         return self.transformer.dtype
+
+    @property
+    def latents_dtype(self) -> torch.dtype:
+        """The transformer's: the pipelines run their latents in the embeddings' dtype (FLUX.1, SD3,
+        FLUX.2, Chroma, Qwen-Image), or their scheduler's steps return the model output's (Wan);
+        Z-Image keeps its latents in float32."""
+        return self.dtype
 
     @property
     def default_size(self) -> int:

@@ -182,6 +182,10 @@ class ZImageBackend(DiffusersBackend):
     def default_size(self) -> int:
         return 1024                                            # ZImagePipeline's default side
 
+    @property
+    def latents_dtype(self) -> torch.dtype:
+        return torch.float32                                   # ZImagePipeline's latents, whatever the weights
+
 
     def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale, joint_attention_kwargs,
                device, prompt_embeds=None, negative_prompt=None, negative_prompt_embeds=None,
