@@ -121,7 +121,7 @@ class RALU:
         if cache is not None:
             enable_cache(transformer, cache)
         elif cache_config(transformer) is not None:
-            check_cache(cache_config(transformer))
+            check_cache(cache_config(transformer), transformer)
         self._guidance_scale = None
         self._num_timesteps = None
         self._current_timestep = None
@@ -253,7 +253,7 @@ class RALU:
         batch = cond.batch
 
         if cache_config(be.transformer) is not None:
-            check_cache(cache_config(be.transformer))
+            check_cache(cache_config(be.transformer), be.transformer)
             check_cache_for_run(cache_config(be.transformer), schedule.plan)
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
