@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ralu_schedule import Plan, Schedule
 from ralu_schedule.layout import check_schedule_finite
 
-from .noise import draw, reinjection_noise
+from .noise import check_generators, draw, reinjection_noise
 from .selection import check_mask, selection_policy
 from .solvers import stage_scheduler, step_takes_generator
 from .tokens import (TokenSet, check_mode, child_source, noise_shape, noise_tokens, pack, raster_latent, to_latent,
@@ -60,6 +60,7 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
     each model call, and can interrupt the run after any step; an interrupted run returns
     its current state painted on the full-resolution grid (``interrupted=True``)."""
     check_mode(upsample)
+    check_generators(generator, batch)          # whether or not caller latents leave it unused
     plan = schedule.plan if isinstance(schedule, Schedule) else schedule
     if not isinstance(plan, Plan):
         raise ValueError(f"schedule must be a ralu_schedule.Schedule or Plan, got {type(schedule).__name__}")

@@ -20,6 +20,10 @@ REFUSALS = {
         "latents of another shape than height, width and num_frames give: WanPipeline runs at the latents' own "
         "shape and ignores those arguments; RALU refuses the contradiction",
         r"latents must be (a clip of \d+ latent frames|the first stage's noise)"),
+    ("*", "generator"): (
+        "a list of generators of another length than the images: refused even where caller latents leave it unused "
+        "(most stock pipelines then ignore it; Flux2KleinPipeline refuses it too)",
+        r"got \d+ generators for a batch of \d+ images"),
 }
 
 #: Inputs RALU takes in a form the stock pipeline does not: (pipeline or "*", argument) -> what
@@ -187,3 +191,13 @@ def test_latents_come_out_in_the_pipelines_dtype(pipes, model, call):
     the model's bfloat16, as RALU's do."""
     case = Case(model, 2, {**call, "height": 32, "width": 32, "output_type": "latent"}, images=1, dtype="bfloat16")
     assert outcome(pipes, case) == "same"
+
+
+def test_a_generator_list_of_another_length_is_refused_with_caller_latents_too(pipes):
+    """Flux2KleinPipeline refuses it whether or not latents are given; RALU, which draws nothing
+    in a one-stage run from caller latents, ran. Now refused everywhere (FluxPipeline, which
+    ignores the list then, is a row of the refusal table)."""
+    klein = Case("flux2-klein-4b", 2, {"prompt_embeds": Rand((1, 4, 32), 1), "height": 32, "width": 32,
+                                       "output_type": "latent"}, images=1, generator="short", latents="stock")
+    assert outcome(pipes, klein) == "both refuse"
+    assert outcome(pipes, flux({}, generator="short", latents="stock")) == "refused: generator"
