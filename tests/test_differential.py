@@ -201,3 +201,29 @@ def test_a_generator_list_of_another_length_is_refused_with_caller_latents_too(p
                                        "output_type": "latent"}, images=1, generator="short", latents="stock")
     assert outcome(pipes, klein) == "both refuse"
     assert outcome(pipes, flux({}, generator="short", latents="stock")) == "refused: generator"
+
+
+def sd3(call, steps=4, **kw):
+    call = {"prompt_embeds": Rand((1, 4, 32), 1), "pooled_prompt_embeds": Rand((1, 32), 2),
+            "negative_prompt_embeds": Rand((1, 4, 32), 3), "negative_pooled_prompt_embeds": Rand((1, 32), 4),
+            "guidance_scale": 4.0, "height": 32, "width": 48, "output_type": "latent", **call}
+    return Case("sd3-medium", steps, call, images=1, **kw)
+
+
+@pytest.mark.parametrize("steps, start, stop", [(4, 0.01, 0.2), (4, 0.0, 1.0), (4, 0.25, 0.75), (5, 0.2, 0.8),
+                                                (3, 1 / 3, 1.0)])
+def test_sd3_skip_layer_guidance_is_the_pipelines(pipes, steps, start, stop):
+    """StableDiffusion3Pipeline's skip-layer guidance (a call with blocks skipped, at the steps
+    ``i`` with ``steps * start < i < steps * stop``, windows whose ends fall on step indices among
+    them); RALU refused ``skip_guidance_layers``."""
+    case = sd3({"skip_guidance_layers": [1], "skip_layer_guidance_start": start, "skip_layer_guidance_stop": stop,
+                "skip_layer_guidance_scale": 2.8}, steps=steps)
+    assert outcome(pipes, case) == "same"
+
+
+def test_sd3_skip_layer_guidance_changes_the_result(pipes):
+    """The window above is not empty: the skipped-block call moves the velocity."""
+    with_skip = run(pipes, sd3({"skip_guidance_layers": [1], "skip_layer_guidance_start": 0.0,
+                                "skip_layer_guidance_stop": 1.0}), extension_inputs).ralu.images
+    plain = run(pipes, sd3({}), extension_inputs).ralu.images
+    assert (with_skip - plain).abs().max() > 1e-3

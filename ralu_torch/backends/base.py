@@ -65,9 +65,10 @@ class SamplerBackend(Protocol):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Model-space latents ``(B, C, h, w)`` to images in ``[-1, 1]``."""
 
-    # Optional: ``before_call(sigma: float)``, the host value of the next call's sigma (read from
-    # the schedule, never from the device), for a backend whose model depends on the noise
-    # level (Wan 2.2's two experts).
+    # Optional: ``before_call(sigma: float, step: int, steps: int)``: the next call's sigma, its
+    # index among the run's model calls and the run's step count, all host values (read from the
+    # schedule, never from the device), for a backend whose call depends on the noise level (Wan
+    # 2.2's two experts) or on the step (SD3's skip-layer guidance window).
 
 
 @runtime_checkable

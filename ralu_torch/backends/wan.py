@@ -222,7 +222,7 @@ class WanBackend(DiffusersBackend):
         cos, sin = rope_tables(self.transformer.rope, frame, (r - frame * rows).float() / D, c.float() / D)
         return WanPositions((cos[:, :, None, :], sin[:, :, None, :]))
 
-    def before_call(self, sigma: float) -> None:
+    def before_call(self, sigma: float, step=None, steps=None) -> None:
         """The host value of the next call's sigma (from the schedule: no device read), which
         picks the expert as WanPipeline does (``t >= boundary``: the high-noise one)."""
         self._sigma = sigma
