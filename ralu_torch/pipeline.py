@@ -234,8 +234,7 @@ class RALU:
         prompt_kwargs, num_images_per_prompt = _check_prompt_inputs(prompt, prompt_kwargs, num_images_per_prompt,
                                                                     be.embedding_inputs, be.embedding_widths(),
                                                                     be.dtype, be.device)
-        texts = [k for k in ("prompt", "prompt_2", "prompt_3", "negative_prompt", "negative_prompt_2",
-                             "negative_prompt_3") if (prompt if k == "prompt" else prompt_kwargs.get(k)) is not None]
+        texts = _texts(prompt, prompt_kwargs)
         if texts:
             be.require_text_encoder(" and ".join(texts))
         if guidance_scale is not None:
@@ -320,11 +319,9 @@ def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec, widt
     or a list of 2-D tensors, one per image), which need which, and the masks' embeddings."""
     n = check_positive_int("num_images_per_prompt", num_images_per_prompt)
     given = {k: kwargs[k] for k in spec.forms if kwargs.get(k) is not None}
-    texts = {"prompt": prompt, **{k: kwargs.get(k) for k in ("prompt_2", "prompt_3", "negative_prompt",
-                                                               "negative_prompt_2", "negative_prompt_3")}}
-    for name, value in texts.items():        # the stock pipelines' rule: text or its embeddings, not both
+    for name in _texts(prompt, kwargs):      # the stock pipelines' rule: text or its embeddings, not both
         embeds = "negative_prompt_embeds" if name.startswith("negative") else "prompt_embeds"
-        if value is not None and embeds in given:
+        if embeds in given:
             raise ValueError(f"give {name} or {embeds}, not both")
     if not given:
         if prompt is None:
@@ -349,6 +346,16 @@ def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec, widt
     if n > 1:
         kwargs = {**kwargs, **{k: spec.repeat(v, n) for k, v in given.items()}}
     return kwargs, 1
+
+
+#: The pipelines' text arguments: each refused together with its embeddings, each encoded by text encoders.
+TEXT_ARGUMENTS = ("prompt", "prompt_2", "prompt_3", "negative_prompt", "negative_prompt_2", "negative_prompt_3")
+
+
+def _texts(prompt, kwargs) -> dict:
+    """The text arguments of a call that are given, by name."""
+    values = {"prompt": prompt, **{k: kwargs.get(k) for k in TEXT_ARGUMENTS[1:]}}
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _max_sequence_length(backend, value) -> int:
