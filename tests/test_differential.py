@@ -9,35 +9,127 @@ same values in its own form. The cases below are instances the harness found, ea
 divergence.
 """
 
-import pytest
+import os
+import re
+from pathlib import Path
 
-from differential import AtStep, Case, Listed, Mask, Pipes, Rand, check, run
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+from differential import MODELS, STRATEGIES, AtStep, Case, Listed, Mask, Pipes, Rand, check, run
+
+#: Examples per pipeline: a bounded number in CI, more on demand (RALU_DIFFERENTIAL_EXAMPLES=500).
+EXAMPLES = int(os.environ.get("RALU_DIFFERENTIAL_EXAMPLES", "15"))
 
 #: Where RALU refuses what the stock pipeline runs: (pipeline or "*", argument) -> (reason, pattern
-#: of RALU's message). Every reason is stated in docs/verification.md (test below).
+#: of RALU's message). Every row is documented in docs/verification.md (test below).
 REFUSALS = {
+    ("*", "height"): (
+        "a height or width off the pipeline's grid, or 0: FLUX.1, FLUX.2, Chroma and Qwen-Image round it down "
+        "with a warning, and 0 means the default size to every pipeline but Wan; RALU changes no size silently",
+        r"height and width must be positive multiples of \d+ pixels"),
+    ("*", "width"): ("as height", r"height and width must be positive multiples of \d+ pixels"),
+    ("*", "negative_prompt_embeds"): (
+        "a negative prompt its guidance would ignore (FLUX.1 and Qwen-Image: true_cfg_scale <= 1; Chroma and "
+        "Wan: guidance_scale <= 1; Z-Image: guidance_scale <= 0; distilled FLUX.2 [klein] and Flux2Pipeline "
+        "always): the stock pipelines drop it, with a warning or silently",
+        r"a negative prompt on .* needs|negative_prompt_embeds would be ignored"),
+    ("*", "max_sequence_length"): (
+        "max_sequence_length below 1: the stock pipelines do not look at it when given embeddings",
+        r"max_sequence_length must be an integer >= 1"),
+    ("*", "guidance_scale"): (
+        "a guidance scale that is not finite (inf, nan): the stock pipelines return non-finite images",
+        r"guidance_scale must be finite"),
+    ("*", "true_cfg_scale"): ("as guidance_scale", r"true_cfg_scale must be finite"),
+    ("WanPipeline", "guidance_scale_2"): ("as guidance_scale", r"guidance_scale_2 must be finite"),
+    ("*", "prompt_embeds"): (
+        "embeddings of no tokens: FluxPipeline, StableDiffusion3Pipeline, ChromaPipeline and WanPipeline run "
+        "them (an image conditioned on nothing), the others fail inside torch",
+        r"prompt_embeds must hold at least one image and one token"),
+    ("ZImagePipeline", "prompt_embeds"): (
+        "integer embeddings: ZImagePipeline's caption norm and WanPipeline's cast to the transformer's dtype take "
+        "them as floats; the other pipelines fail on them, and RALU refuses them everywhere",
+        r"prompt_embeds must be a floating-point tensor"),
+    ("WanPipeline", "prompt_embeds"): ("as ZImagePipeline", r"prompt_embeds must be a floating-point tensor"),
+    ("StableDiffusion3Pipeline", "mu"): (
+        "mu, the dynamic shift: a RALU run's sigmas are its schedule's (solved from the pipeline's own shift rule)",
+        r"does not take 'mu'"),
+    ("StableDiffusion3Pipeline", "latents"): (
+        "latents of another size than height and width give: StableDiffusion3Pipeline, Flux2Pipeline and "
+        "Flux2KleinPipeline run at the latents' own size and ignore height and width; RALU refuses the "
+        "contradiction", r"latents must be the first stage's noise"),
+    ("Flux2Pipeline", "latents"): ("as StableDiffusion3Pipeline", r"latents must be the first stage's noise"),
+    ("Flux2KleinPipeline", "latents"): ("as StableDiffusion3Pipeline", r"latents must be the first stage's noise"),
     ("WanPipeline", "latents"): (
-        "latents of another shape than height, width and num_frames give: WanPipeline runs at the latents' own "
-        "shape and ignores those arguments; RALU refuses the contradiction",
+        "latents of another shape than height, width and num_frames give: WanPipeline runs the latents' own clip "
+        "and ignores those arguments; RALU refuses the contradiction",
         r"latents must be (a clip of \d+ latent frames|the first stage's noise)"),
+    ("WanPipeline", "num_frames"): (
+        "num_frames off the VAE's 4 k + 1 rule: WanPipeline rounds it down with a warning; RALU says which "
+        "counts are allowed", r"num_frames must be 4 k \+ 1"),
+    ("ZImagePipeline", "prompt"): (
+        "a prompt with its embeddings: ZImagePipeline ignores the prompt (the other pipelines refuse both)",
+        r"give prompt or prompt_embeds, not both"),
+    ("ZImagePipeline", "negative_prompt_embeds"): (
+        "more negative captions than prompts: ZImagePipeline drops the extra ones",
+        r"prompt embeddings must share one batch size"),
     ("*", "generator"): (
-        "a list of generators of another length than the images: refused even where caller latents leave it unused "
-        "(most stock pipelines then ignore it; Flux2KleinPipeline refuses it too)",
+        "a list of generators of another length than the images: refused even where caller latents leave it "
+        "unused (most stock pipelines then ignore it; Flux2KleinPipeline refuses it too)",
         r"got \d+ generators for a batch of \d+ images"),
 }
 
 #: Inputs RALU takes in a form the stock pipeline does not: (pipeline or "*", argument) -> what
 #: RALU does with it. The harness gives the stock pipeline the same values in its own form and
-#: checks that RALU returns what it returns.
+#: checks that RALU returns what it returns. Documented in docs/verification.md (test below).
 EXTENSIONS = {
-    ("*", "latents"): "the first noise in RALU's other form of it as well as the pipeline's own",
+    ("*", "latents"): (
+        "the first noise in RALU's other form as well as the pipeline's own: the 4-D latent for the packed "
+        "pipelines (FLUX.1, Chroma, Qwen-Image), packed tokens for SD3, Z-Image and FLUX.2, the frames stacked on "
+        "the rows for Wan"),
+    ("*", "prompt_embeds"): (
+        "embeddings of another floating-point dtype than the transformer's, cast to it (the stock pipelines "
+        "run their latents in the embeddings' dtype and fail in the first matmul)"),
+    ("*", "num_images_per_prompt"): (
+        "with embeddings, each prompt's embeddings (and masks) repeated for its images: FluxPipeline, "
+        "StableDiffusion3Pipeline, ChromaPipeline and WanPipeline repeat only what they encode themselves and "
+        "fail on the batch mismatch, and QwenImagePipeline repeats a mask of several prompts in another order "
+        "than their embeddings (it tiles the masks but interleaves the embeddings)"),
+}
+
+#: The pipelines of the ``num_images_per_prompt`` extension, and when it applies to each.
+REPEATS = {
+    "FluxPipeline": lambda call: True, "StableDiffusion3Pipeline": lambda call: True,
+    "ChromaPipeline": lambda call: True, "WanPipeline": lambda call: True,
+    "QwenImagePipeline": lambda call: any(k.endswith("_mask") and len(call[k]) > 1 for k in call),
 }
 
 
 def extension_inputs(case, call, ctx):
     """The stock pipeline's arguments for a RALU call: the same values in the stock's form, and
     the :data:`EXTENSIONS` rows that took another form."""
-    return dict(call), ()
+    stock, used = dict(call), []
+    embeds = [k for k in call if "prompt_embeds" in k or k.endswith("attention_mask")]
+
+    def cast(value):
+        tensors = value if isinstance(value, list) else [value]
+        if not all(t.is_floating_point() and t.dtype != ctx.dtype for t in tensors):
+            return value
+        out = [t.to(ctx.dtype) for t in tensors]
+        return out if isinstance(value, list) else out[0]
+
+    for k in embeds:
+        if "mask" not in k and cast(call[k]) is not call[k]:
+            stock[k] = cast(call[k])
+            used.append("prompt_embeds")
+    n = call.get("num_images_per_prompt", 1)
+    repeat = REPEATS.get(case.pipeline)
+    if isinstance(n, int) and n > 1 and repeat is not None and repeat(call) and "prompt_embeds" in call:
+        for k in embeds:
+            stock[k] = stock[k].repeat_interleave(n, dim=0)
+        stock["num_images_per_prompt"] = 1
+        used.append("num_images_per_prompt")
+    return stock, tuple(dict.fromkeys(used))
 
 
 @pytest.fixture(scope="module")
@@ -227,3 +319,32 @@ def test_sd3_skip_layer_guidance_changes_the_result(pipes):
                                 "skip_layer_guidance_stop": 1.0}), extension_inputs).ralu.images
     plain = run(pipes, sd3({}), extension_inputs).ralu.images
     assert (with_skip - plain).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_one_stage_ralu_is_the_stock_pipeline_on_drawn_calls(pipes, model):
+    """The property, on calls drawn from the stock ``__call__`` (tests/differential.py: each
+    pipeline's strategy says what it draws)."""
+    @settings(max_examples=EXAMPLES, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(STRATEGIES[model])
+    def holds(case):
+        check(case, run(pipes, case, extension_inputs), REFUSALS)
+
+    holds()
+
+
+def test_every_deliberate_difference_is_documented():
+    """Each row of the refusal and extension tables appears in docs/verification.md as a table
+    row ``| pipeline | argument | ... |``."""
+    page = (Path(__file__).parent.parent / "docs" / "verification.md").read_text()
+    rows = {tuple(cell.strip(" `") for cell in line.strip("|").split("|")[:2])
+            for line in page.splitlines() if line.startswith("|")}
+    missing = [key for key in [*REFUSALS, *EXTENSIONS] if key not in rows]
+    assert not missing, f"not in docs/verification.md's tables: {missing}"
+
+
+def test_a_zero_size_is_refused_not_replaced_by_the_default(pipes):
+    """StableDiffusion3Pipeline (like most) runs ``height=0`` at its default size; RALU refuses it
+    (a row of the refusal table). SD3's tiny default is 256 pixels, cheap enough to run here."""
+    assert outcome(pipes, sd3({"height": 0}, steps=1)) == "refused: height"
