@@ -381,7 +381,8 @@ def check(case: Case, out: Outcome, refusals: dict) -> str:
     ours_dict, ours = payload(out.ralu)
     stock_dict, stock = payload(out.stock)
     assert ours_dict == stock_dict, f"return_dict: RALU {ours_dict}, stock {stock_dict}"
-    same(ours, stock, TOLERANCE if case.dtype == "float32" else BF16_TOLERANCE)
+    taken = f" (RALU took {', '.join(out.extensions)} in its own form)" if out.extensions else ""
+    same(ours, stock, TOLERANCE if case.dtype == "float32" else BF16_TOLERANCE, "images" + taken)
     return "same"
 
 
@@ -482,6 +483,18 @@ def _prompt(draw, call: dict) -> None:
         call["prompt"] = "a photo of a cat"
 
 
+def _pooled_negative(draw, call: dict, B: int, absent: int):
+    """FLUX.1's and SD3's negative: none (``absent`` in 10), embeddings with their pooled ones,
+    rarely without them or of another token count. Returns the kind drawn."""
+    negative = draw(weighted([None] * absent + ["both"] * (8 - absent) + ["embeds only", "other length"]))
+    if negative is not None:
+        T = call["prompt_embeds"].shape[1] if negative != "other length" else draw(weighted([2, 6]))
+        call["negative_prompt_embeds"] = Rand((B, T, TINY_TEXT_DIM), 3)
+        if negative != "embeds only":
+            call["negative_pooled_prompt_embeds"] = Rand((B, TINY_POOLED_DIM), 4)
+    return negative
+
+
 def _max_sequence_length(draw, call: dict, limit: int | None) -> None:
     choices = [None] * 24 + [0, 2]
     if limit is not None:
@@ -500,12 +513,7 @@ def flux_cases(draw, model: str) -> Case:
     call = dict(prompt_embeds=text(draw, B, 1))
     if draw(weighted([True] * 19 + [False])):
         call["pooled_prompt_embeds"] = Rand((B, TINY_POOLED_DIM), 2)
-    negative = draw(weighted([None] * 4 + ["both"] * 4 + ["embeds only", "other length"]))
-    if negative is not None:
-        T = call["prompt_embeds"].shape[1] if negative != "other length" else draw(weighted([2, 6]))
-        call["negative_prompt_embeds"] = Rand((B, T, TINY_TEXT_DIM), 3)
-        if negative != "embeds only":
-            call["negative_pooled_prompt_embeds"] = Rand((B, TINY_POOLED_DIM), 4)
+    negative = _pooled_negative(draw, call, B, absent=4)
     if draw(weighted([True] * 3 + [False])) if negative else draw(st.booleans()):
         call["true_cfg_scale"] = draw(scales(1.0))
     if draw(st.booleans()):
@@ -523,12 +531,7 @@ def sd3_cases(draw, model: str = "sd3-medium") -> Case:
     base = draw(common(model))
     B = base["prompts"]
     call = dict(prompt_embeds=text(draw, B, 1), pooled_prompt_embeds=Rand((B, TINY_POOLED_DIM), 2))
-    negative = draw(weighted([None] * 3 + ["both"] * 5 + ["embeds only", "other length"]))
-    if negative is not None:
-        T = call["prompt_embeds"].shape[1] if negative != "other length" else draw(weighted([2, 6]))
-        call["negative_prompt_embeds"] = Rand((B, T, TINY_TEXT_DIM), 3)
-        if negative != "embeds only":
-            call["negative_pooled_prompt_embeds"] = Rand((B, TINY_POOLED_DIM), 4)
+    _pooled_negative(draw, call, B, absent=2)
     if draw(weighted([True] * 4 + [False])):
         call["guidance_scale"] = draw(scales(1.0))
     if draw(weighted([False] * 3 + [True])):

@@ -10,7 +10,6 @@ divergence.
 """
 
 import os
-import re
 from pathlib import Path
 
 import pytest
