@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from dataclasses import dataclass, field
 
@@ -234,7 +235,8 @@ class RALU:
         prompt_kwargs, num_images_per_prompt = _check_prompt_inputs(prompt, prompt_kwargs, num_images_per_prompt,
                                                                     be.embedding_inputs, be.embedding_widths(),
                                                                     be.dtype, be.device)
-        texts = _texts(prompt, prompt_kwargs)
+        takes = inspect.signature(be.encode).parameters     # one the family does not take: refused below
+        texts = [k for k in _texts(prompt, prompt_kwargs) if k in takes]
         if texts:
             be.require_text_encoder(" and ".join(texts))
         if guidance_scale is not None:
