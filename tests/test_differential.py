@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from differential import MODELS, STRATEGIES, AtStep, Case, Listed, Mask, Pipes, Rand, check, run
 
@@ -47,9 +48,12 @@ REFUSALS = {
         r"prompt_embeds must hold at least one image and one token"),
     ("ZImagePipeline", "prompt_embeds"): (
         "integer embeddings: ZImagePipeline's caption norm and WanPipeline's cast to the transformer's dtype take "
-        "them as floats; the other pipelines fail on them, and RALU refuses them everywhere",
-        r"prompt_embeds must be a floating-point tensor"),
+        "them as floats, and so does StableDiffusion3Pipeline's guidance, which concatenates them with the "
+        "floating-point negatives (torch.cat promotes); the other pipelines fail on them, and RALU refuses them "
+        "everywhere", r"prompt_embeds must be a floating-point tensor"),
     ("WanPipeline", "prompt_embeds"): ("as ZImagePipeline", r"prompt_embeds must be a floating-point tensor"),
+    ("StableDiffusion3Pipeline", "prompt_embeds"): ("as ZImagePipeline",
+                                                    r"prompt_embeds must be a floating-point tensor"),
     ("StableDiffusion3Pipeline", "mu"): (
         "mu, the dynamic shift: a RALU run's sigmas are its schedule's (solved from the pipeline's own shift rule)",
         r"does not take 'mu'"),
@@ -321,16 +325,15 @@ def test_sd3_skip_layer_guidance_changes_the_result(pipes):
 
 
 @pytest.mark.parametrize("model", list(MODELS))
-def test_one_stage_ralu_is_the_stock_pipeline_on_drawn_calls(pipes, model):
+@settings(max_examples=EXAMPLES, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_one_stage_ralu_is_the_stock_pipeline_on_drawn_calls(pipes, model, data):
     """The property, on calls drawn from the stock ``__call__`` (tests/differential.py: each
-    pipeline's strategy says what it draws)."""
-    @settings(max_examples=EXAMPLES, deadline=None, database=None,
-              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(STRATEGIES[model])
-    def holds(case):
-        check(case, run(pipes, case, extension_inputs), REFUSALS)
-
-    holds()
+    pipeline's strategy says what it draws). Which branch held is a hypothesis event:
+    ``--hypothesis-show-statistics`` says how many examples ran, refused both ways, or took a row."""
+    case = data.draw(STRATEGIES[model], label="case")
+    event(check(case, run(pipes, case, extension_inputs), REFUSALS))
 
 
 def test_every_deliberate_difference_is_documented():
@@ -341,6 +344,15 @@ def test_every_deliberate_difference_is_documented():
             for line in page.splitlines() if line.startswith("|")}
     missing = [key for key in [*REFUSALS, *EXTENSIONS] if key not in rows]
     assert not missing, f"not in docs/verification.md's tables: {missing}"
+
+
+@pytest.mark.parametrize("guidance, expected", [(4.0, "refused: prompt_embeds"), (1.0, "both refuse")])
+def test_sd3_integer_embeddings_under_guidance(pipes, guidance, expected):
+    """StableDiffusion3Pipeline runs integer embeddings when its guidance concatenates them with
+    floating-point negatives (torch.cat promotes them), and fails on them without guidance; RALU
+    refuses them both ways (a row of the refusal table). Found by the harness at 100 examples."""
+    case = sd3({"prompt_embeds": Rand((1, 4, 32), 1, "int64"), "guidance_scale": guidance}, steps=1)
+    assert outcome(pipes, case) == expected
 
 
 def test_a_zero_size_is_refused_not_replaced_by_the_default(pipes):
