@@ -1,8 +1,8 @@
 """RALU stacked with temporal caching and FLUX.1-schnell: the paper's stacked TFLOPs rows
 recomputed with the cost model, and (``--quality``) stacked quality on the analytic backend.
 
-    python bench/compose.py               # the TFLOPs table next to the paper's (instant)
-    python bench/compose.py --quality     # plus FD on exact Gaussian data (about 20 s)
+    python bench/compose.py               # the TFLOPs table next to the paper's (the cost model only)
+    python bench/compose.py --quality     # plus FD on exact Gaussian data (sampling)
 
 Stacked rows: the paper's 5x layout is not published; the cost model finds it (3+7+5 steps,
 10% of tokens at the first transition; bench/compose.py --search lists every layout within

@@ -1,7 +1,7 @@
-"""Everything CUDA-specific in one command, sized for a few minutes of a borrowed GPU.
+"""Everything CUDA-specific in one command, within a time budget sized for a borrowed GPU.
 
-    python bench/gpu_check.py --report gpu-report.md              # on a GPU: under 8 minutes on an H100
-    python bench/gpu_check.py --report cpu-report.md              # without one: the CPU rows, in minutes
+    python bench/gpu_check.py --report gpu-report.md              # on a GPU, within --budget (450 s)
+    python bench/gpu_check.py --report cpu-report.md              # without one: the CPU rows
     python bench/gpu_check.py --report r.md --budget 300          # a shorter lease: fewer rows, said so
 
 Runs, in this order, each in a fresh process (so one row's memory or a crash cannot spoil the
@@ -28,12 +28,21 @@ as skipped with the reason. The report (markdown, ``--report FILE``) starts with
 driver, CUDA, torch and diffusers versions, the date and the commit, then a summary (the
 7x preset's wall speed-up over 50 steps beside its FLOP ratio), then each section's command,
 wall time, status and tables.
+
+Latency rows time each run three times in interleaved rounds and report minima
+(``bench/latency.py``): the summary gives each speed-up's noise and says where the wall
+speed-up departs from the FLOP ratio by more than that noise explains. A section that runs out
+of its time says so in the summary and in its section, with the rows that did finish, never as
+an empty table; ``bench/latency.py`` gets most of the section's time as its own
+``--time-limit``, so that on a slow or loaded machine it reports fewer repeats rather than
+nothing.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import re
 import shutil
 import subprocess
@@ -41,7 +50,13 @@ import sys
 import time
 from pathlib import Path
 
+from ralu_schedule.timing import BEYOND, UNKNOWN
+
 ROOT = Path(__file__).resolve().parents[1]
+
+#: bench/latency.py's share of its section's time limit (``--time-limit``): the rest is for
+#: building the models and for the round that is running when it expires
+LATENCY_SHARE = 0.6
 GIB = 1024 ** 3
 #: full-size families by parameters (billions) and the memory their bfloat16 weights take with room
 #: for activations at 1024x1024 (GiB); the first that fits is timed
@@ -78,17 +93,17 @@ def sections(cuda: bool, memory_gib: float) -> list[tuple]:
     py = [sys.executable]
     tests = ("CUDA test set", py + ["-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "-rs"], 180, None)
     if not cuda:
-        proxy = ["--model", "proxy", "--sizes", "512", "--batches", "1", "--repeats", "1"]
+        proxy = ["--model", "proxy", "--sizes", "512", "--batches", "1", "--repeats", "3"]
         return [tests,
                 ("FLUX latency (CPU proxy, 512x512)", py + ["bench/latency.py", *proxy, "--taylorseer"], 150, None),
-                ("FLUX latency, compiled", None, 0, "needs a GPU (inductor on a 2-core CPU compiles for minutes)"),
+                ("FLUX latency, compiled", None, 0, "needs a GPU (compiled blocks are timed on the GPU only)"),
                 ("Peak memory (CPU proxy, 512x512)", py + ["bench/memory.py", "--model", "proxy", "--sizes", "512"],
                  120, None),
                 ("FLUX.2 latency (CPU proxy, 512x512)", py + ["bench/latency.py", "--family", "flux2", *proxy], 120,
                  None),
                 ("Wan latency (CPU proxy, 256x256, 9 frames)",
                  py + ["bench/latency.py", "--family", "wan", "--model", "proxy", "--sizes", "256", "--frames", "9",
-                       "--batches", "1", "--repeats", "1"], 90, None),
+                       "--batches", "1", "--repeats", "3"], 90, None),
                 ("FLUX.1-dev at full size (1024x1024, batch 1 and 4)", None, 0, "needs a GPU (12B parameters)"),
                 ("Largest new family at full size", None, 0, "needs a GPU (FLUX.2 [dev]: about 64 GiB)"),
                 ("Wan 2.1 14B at full size", None, 0, "needs a GPU (14B parameters, about 28 GiB)")]
@@ -110,12 +125,30 @@ def sections(cuda: bool, memory_gib: float) -> list[tuple]:
                    "--batches", "1", "--repeats", "1"], 200, None)]
 
 
+KEPT = ("|", "device:", "RALU's time", "tiny", "model:", "peak", "each run:", "noise", f"{BEYOND}:", "time limit:")
+
+
 def keep(output: str) -> str:
-    """The tables and header lines of a benchmark's output (library notices dropped)."""
-    lines = [line for line in output.splitlines()
-             if line.startswith(("|", "device:", "RALU's time", "tiny", "model:", "peak")) or not line.strip()]
-    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-    return text
+    """The tables and header lines of a benchmark's output (library notices dropped); a table
+    with no rows (its run stopped before the first) is dropped, and so is its title line."""
+    lines = [line for line in output.splitlines() if line.startswith(KEPT) or not line.strip()]
+    out = []
+    for i, line in enumerate(lines):
+        header = line.startswith("|") and i + 1 < len(lines) and lines[i + 1].startswith("|---")
+        if header and not (i + 2 < len(lines) and lines[i + 2].startswith("|")):
+            lines[i + 1] = ""                                        # the separator goes with it
+            while out and (not out[-1].strip() or out[-1].startswith(("RALU's time", "each run:"))):
+                out.pop()
+            continue
+        out.append(line)
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(out)).strip()
+
+
+def table_rows(text: str) -> int:
+    """Rows of the tables in ``text`` (header and separator lines not counted)."""
+    lines = text.splitlines()
+    return sum(1 for i, line in enumerate(lines) if line.startswith("|") and not line.startswith("|---")
+               and not (i + 1 < len(lines) and lines[i + 1].startswith("|---")))
 
 
 def summary_of_tests(output: str) -> str:
@@ -124,14 +157,28 @@ def summary_of_tests(output: str) -> str:
 
 
 def speedup_rows(text: str) -> list[str]:
-    """The 7x preset's rows: wall speed-up beside the FLOP ratio."""
-    out = []
+    """The 7x preset's rows of the latency tables: wall speed-up and its noise beside the FLOP
+    ratio, and whether the two depart by more than the noise explains."""
+    out, head = [], None
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if (len(cells) >= 8 and cells[2].startswith("RALU") and "7x" in cells[2] and "TaylorSeer" not in cells[2]
-                and cells[5].endswith("x") and cells[6].endswith("x")):    # the latency table, not the breakdown
-            out.append(f"- {cells[2]} at {cells[0]}x{cells[0]}, batch {cells[1]}: {cells[5]} wall speed-up over "
-                       f"the 50-step baseline, FLOP ratio {cells[6]} (wall / FLOP {cells[7]})")
+        if not line.startswith("|") or line.startswith("|---"):
+            head = None if not line.startswith("|") else head
+            continue
+        if head is None:
+            head = cells
+            continue
+        row = dict(zip(head, cells))
+        run = row.get("run", "")
+        if not ({"speed-up", "FLOP ratio", "wall / FLOP", "noise"} <= row.keys() and run.startswith("RALU")
+                and "7x" in run and "TaylorSeer" not in run):
+            continue
+        value, _, mark = row["wall / FLOP"].partition(" ")
+        verdict = {BEYOND: ": departs from the FLOP ratio by more than the noise explains",
+                   UNKNOWN: ": one repeat, noise unknown"}.get(mark, ", within the noise")
+        out.append(f"- {run} at {row['size']}x{row['size']}, batch {row['batch']}: {row['speed-up']} wall speed-up "
+                   f"(noise {row['noise']}) over the 50-step baseline, FLOP ratio {row['FLOP ratio']} "
+                   f"(wall / FLOP {value}{verdict})")
     return out
 
 
@@ -158,16 +205,21 @@ def main(argv=None) -> int:
         if left < min(limit, 60):
             skipped.append(f"- {title}: the time budget ran out ({args.budget:.0f} s; rerun with a larger --budget)")
             continue
+        limit = min(limit, left)
+        if "bench/latency.py" in command:
+            command = command + ["--time-limit", f"{LATENCY_SHARE * limit:.0f}"]
         shown = " ".join(["python" if c == sys.executable else c for c in command])
         print(f"== {title}: {shown}", flush=True)
         t0 = time.perf_counter()
-        try:
-            r = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=min(limit, left))
+        stopped = False
+        try:                                     # unbuffered: what a stopped run printed is kept
+            r = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=limit,
+                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
             status = "ok" if r.returncode == 0 else f"failed (exit {r.returncode})"
             output = r.stdout + ("\n" + r.stderr if r.returncode != 0 else "")
         except subprocess.TimeoutExpired as err:
             output = err.stdout.decode(errors="replace") if isinstance(err.stdout, bytes) else (err.stdout or "")
-            status = f"stopped at its time limit ({min(limit, left):.0f} s)"
+            status, stopped = f"stopped at its time limit ({limit:.0f} s)", True
         seconds = time.perf_counter() - t0
         if title == "CUDA test set":
             body = summary_of_tests(output)
@@ -175,9 +227,20 @@ def main(argv=None) -> int:
                 failures = [line for line in output.splitlines() if line.startswith(("FAILED", "ERROR"))]
                 body += "\n\n" + "\n".join(failures[:40])
             summary.append(f"- CUDA test set: {summary_of_tests(output)}")
+        elif stopped:
+            body = keep(output)
+            rows = table_rows(body)
+            status = (f"stopped at its time limit ({limit:.0f} s) " +
+                      (f"with {rows} table row(s) done" if rows else "before any row finished") +
+                      ": this machine was too slow or too loaded for the budget (rerun with a larger --budget, "
+                      "or on a quiet machine)")
+            body = body if rows else (body + "\n\n" if body else "") + "(no row finished within the time limit)"
+            summary.append(f"- {title}: {status}")
+            summary += speedup_rows(body)
         else:
             body = keep(output) if status == "ok" else "\n".join(output.strip().splitlines()[-25:])
             summary += speedup_rows(body)
+            summary += [f"- {title}: {line}" for line in body.splitlines() if line.startswith("time limit:")]
         parts.append(f"## {title}\n\n`{shown}`: {status}, {seconds:.0f} s\n\n```\n{body}\n```\n")
         print(f"   {status}, {seconds:.0f} s", flush=True)
     text = "\n".join(["# GPU check report", "", *environment(cuda), "",

@@ -15,11 +15,15 @@ first, so that every run, stock and RALU, uses them (warm-ups pay the compiling)
 
 For each image size and batch size, in one process on one device: FluxPipeline at
 ``--baseline-steps`` steps and at the steps with RALU's FLOPs, and RALU with the 7x and 4x
-presets. Each run is repeated (``--repeats``, after one warm-up) and reported by its
-minimum and median. Next to each wall-time speed-up stands the cost model's FLOP ratio for
-the very architecture being timed (paper convention: weight layers), so the two can be
-compared directly; the per-image gain is how much faster per image a batch runs than the
-first batch size.
+presets. After one warm-up each, the runs are timed ``--repeats`` times in interleaved rounds
+(:func:`ralu_schedule.timing.interleaved`: load that comes and goes falls on every run alike)
+and each is reported by its minimum and median. Next to each wall-time speed-up (a ratio of
+minima) stand its noise (both runs' spreads, ``(max - min) / min`` of their repeats) and the
+cost model's FLOP ratio for the very architecture being timed (paper convention: weight
+layers); ``wall / FLOP`` is marked ``*`` where the two depart by more than the noise explains
+and ``?`` where one repeat leaves the noise unknown. ``--time-limit`` stops starting rounds
+and sizes when it runs out and says what was cut. The per-image gain is how much faster per
+image a batch runs than the first batch size.
 The breakdown splits RALU's time into the transformer, edge decodes, edge detection,
 noise, token bookkeeping and the rest (Euler updates, final decode), from timers around
 those functions (synchronising CUDA at each).
@@ -44,8 +48,10 @@ from ralu_schedule import Layout, preset
 from ralu_schedule.caching import TaylorSeerPolicy
 from ralu_schedule.cost import CausalVAEDecoderSpec, ModelSpec, VAEDecoderSpec, layout_cost
 from ralu_schedule.models import MODEL_INFO
+from ralu_schedule.timing import LEGEND, agreement, format_noise, interleaved, ratio_noise
 from ralu_torch import RALU
 from ralu_torch.backends import backend_for
+from ralu_torch.caches import enable_cache
 from ralu_torch.testing import FLUX_VAE, FULL_TRANSFORMERS, flux_pipeline, prompt_embeds, tiny_inputs, tiny_pipeline
 
 PROXY = dict(num_layers=2, num_single_layers=4, attention_head_dim=64, num_attention_heads=4,
@@ -196,23 +202,34 @@ def build(model: str, device: str, dtype):
     return pipe, 64
 
 
-def measure(call, repeats, timers, cuda, warmup=None):
-    """Minimum and median wall time of ``call`` over ``repeats`` runs after one warm-up run
-    (``warmup``, default ``call`` itself: a stock run warms up with two steps of the same shapes)."""
-    (warmup or call)()
-    times, parts = [], []
-    for _ in range(repeats):
-        timers.reset()
-        if cuda:
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        call()
-        if cuda:
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-        parts.append(dict(timers.total))
-    best = min(range(repeats), key=times.__getitem__)
-    return min(times), statistics.median(times), parts[best]
+def table_rows(size: int, batch: int, results: list, per_image: dict, first_batch: int) -> list[str]:
+    """The table's rows for one size and batch: ``results`` holds ``(label, Timing, FLOP ratio)``,
+    the stock baseline first. Speed-ups divide minima; their noise is both runs' spreads
+    (:func:`ralu_schedule.timing.ratio_noise`), and ``wall / FLOP`` is marked where the wall
+    speed-up departs from the FLOP ratio by more than that noise explains. ``per_image``
+    collects each run's seconds per image by batch, for the per-image gain."""
+    base = results[0][1]
+    lines = []
+    for label, timing, ratio in results:
+        per_image.setdefault(label, {})[batch] = timing.best / batch
+        gain = ""
+        if batch != first_batch and first_batch in per_image[label]:
+            gain = f"{per_image[label][first_batch] / (timing.best / batch):.2f}x"
+        speed = base.best / timing.best
+        noise = ratio_noise(base, timing) if timing is not base else base.spread
+        mark = agreement(speed, ratio, noise) if timing is not base else ""
+        lines.append(f"| {size} | {batch} | {label} | {timing.best:.3f} | {timing.median:.3f} | {speed:.2f}x | "
+                     f"{format_noise(noise)} | {ratio:.2f}x | {speed / ratio:.2f}{' ' + mark if mark else ''} | {gain} |")
+    return lines
+
+
+def noise_summary(timings: list) -> str:
+    """One line on the machine's noise: the median and largest spread of the runs' repeats."""
+    spreads = [t.spread for t in timings if t.spread is not None]
+    if not spreads:
+        return "noise: unknown (one repeat per run; --repeats 3 measures it)"
+    return (f"noise (spread of a run's repeats, (max - min) / min): median {format_noise(statistics.median(spreads))}, "
+            f"largest {format_noise(max(spreads))}")
 
 
 def main(argv=None):
@@ -225,7 +242,12 @@ def main(argv=None):
                     help="default: bfloat16 on cuda, float32 on cpu")
     ap.add_argument("--sizes", type=int, nargs="+", default=[1024])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 4])
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="timed repeats of each run, interleaved with the other runs' (default 3); the minimum "
+                         "is reported, the spread is the noise")
+    ap.add_argument("--time-limit", type=float, default=None, metavar="SECONDS",
+                    help="start no new round, size or batch after this many seconds (the first round of the "
+                         "first size and batch always runs); what was cut is said")
     ap.add_argument("--baseline-steps", type=int, default=None,
                     help="the stock run's steps (default: 50 for FLUX.1, else the family model's stock count)")
     ap.add_argument("--presets", nargs="+", default=None,
@@ -296,12 +318,19 @@ def main(argv=None):
           + ("" if flux else "; FLOP ratio: the transformer's")
           + ("" if frames is None else f"; clips of {frames} frames")
           + ("; guided (two calls per step)" if args.guided else "") + "\n")
-    print(f"| size | batch | run | min s | median s | speed-up | FLOP ratio | wall / FLOP | per-image gain vs batch {args.batches[0]} |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    breakdown = []
+    deadline = None if args.time_limit is None else time.perf_counter() + args.time_limit
+    print(f"each run: the minimum of {args.repeats} repeat(s) after one warm-up, the runs of a size and batch "
+          "timed in interleaved rounds; speed-ups divide minima, their noise is both runs' spreads\n")
+    print(f"| size | batch | run | min s | median s | speed-up | noise | FLOP ratio | wall / FLOP | "
+          f"per-image gain vs batch {args.batches[0]} |")
+    print("|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    breakdown, timed, cut = [], [], []
     for size in args.sizes:
         per_image = {}
         for batch in args.batches:
+            if timed and deadline is not None and time.perf_counter() > deadline:     # the first is always timed
+                cut.append(f"{size}x{size} at batch {batch}: not measured (--time-limit {args.time_limit:g} s reached)")
+                continue
             emb = inputs(batch)
             gens = lambda: [torch.Generator(device).manual_seed(i) for i in range(batch)]  # noqa: E731
             ralu_cost = {name: layout_cost(preset(name).layout, spec, (size, size), frames=frames, baseline_steps=args.baseline_steps)
@@ -319,52 +348,69 @@ def main(argv=None):
                 runs += [(f"RALU {name} + TaylorSeer", None, (name, TAYLORSEER)) for name in presets]
             elif args.taylorseer:
                 runs += [(f"RALU {presets[0]} + TaylorSeer", None, (presets[0], TAYLORSEER))]
-            rows = {}
             # the FLOP ratio beside each wall-time speed-up: FLUX's whole pipeline (the cost model's
             # speed-up), a family's transformer alone (its spec has no encoders)
             base_tf = layout_cost(Layout(steps=(args.baseline_steps,), ends=(1.0,)), spec, (size, size),
                                   frames=frames).transformer_tflops
             ratio_of = lambda flops: flops.speedup if flux else base_tf / flops.transformer_tflops  # noqa: E731
+            calls, warmups, ratios, cached = [], {}, {}, set()
             for label, steps, name in runs:
-                if isinstance(name, tuple):              # stacked: RALU with a diffusers cache, counted
+                if isinstance(name, tuple):              # stacked: RALU with a diffusers cache, on only while it runs
                     name, policy = name
-                    ralu = RALU(pipe, name, cache=TaylorSeerCacheConfig(**TAYLORSEER_CONFIG))
-                    call = lambda ralu=ralu: ralu(**emb, height=size, width=size, **clip, generator=gens(),  # noqa: E731
-                                                  output_type="latent")
-                    flops = layout_cost(preset(name).layout, spec, (size, size), frames=frames, baseline_steps=args.baseline_steps,
-                                        cache=policy)
-                    best, median, parts = measure(call, args.repeats, timers, cuda)
-                    pipe.transformer.disable_cache()
-                    rows[label] = (best, median, ratio_of(flops), parts)
-                    continue
-                warmup = None
+                    cached.add(label)
+                    flops = layout_cost(preset(name).layout, spec, (size, size), frames=frames,
+                                        baseline_steps=args.baseline_steps, cache=policy)
+                elif name is None:
+                    flops = layout_cost(Layout(steps=(steps,), ends=(1.0,)), spec, (size, size), frames=frames,
+                                        baseline_steps=args.baseline_steps)
+                else:
+                    flops = ralu_cost[name] if name in ralu_cost else layout_cost(
+                        preset(name).layout, spec, (size, size), frames=frames, baseline_steps=args.baseline_steps)
                 if name is None:
                     call = lambda steps=steps: pipe(**emb, height=size, width=size, **clip, num_inference_steps=steps,  # noqa: E731
                                                     generator=gens(), output_type="latent")
-                    warmup = lambda: pipe(**emb, height=size, width=size, **clip, num_inference_steps=2,  # noqa: E731
-                                          generator=gens(), output_type="latent")
-                    flops = layout_cost(Layout(steps=(steps,), ends=(1.0,)), spec, (size, size), frames=frames,
-                                        baseline_steps=args.baseline_steps)
+                    warmups[label] = lambda: pipe(**emb, height=size, width=size, **clip, num_inference_steps=2,  # noqa: E731
+                                                  generator=gens(), output_type="latent")
                 else:
                     ralu = RALU(pipe, name)
                     timers.wrap(ralu, "select", "edge detection")
                     call = lambda ralu=ralu: ralu(**emb, height=size, width=size, **clip, generator=gens(),  # noqa: E731
                                                   output_type="latent")
-                    flops = ralu_cost.get(name) or layout_cost(preset(name).layout, spec, (size, size), frames=frames,
-                                                               baseline_steps=args.baseline_steps)
-                best, median, parts = measure(call, args.repeats, timers, cuda, warmup)
-                rows[label] = (best, median, ratio_of(flops), parts)
-            base = rows[runs[0][0]][0]
-            for label, (best, median, ratio, parts) in rows.items():
-                per_image.setdefault(label, {})[batch] = best / batch
-                gain = ""
-                if batch != args.batches[0] and args.batches[0] in per_image[label]:
-                    gain = f"{per_image[label][args.batches[0]] / (best / batch):.2f}x"
-                speed = base / best
-                print(f"| {size} | {batch} | {label} | {best:.3f} | {median:.3f} | {speed:.2f}x | {ratio:.2f}x | "
-                      f"{speed / ratio:.2f} | {gain} |")
+                calls.append((label, call))
+                ratios[label] = ratio_of(flops)
+            snapshots = {label: [] for label, _ in calls}
+
+            def before(label):
+                timers.reset()
+                if label in cached:
+                    enable_cache(pipe.transformer, TaylorSeerCacheConfig(**TAYLORSEER_CONFIG))
+
+            def after(label, seconds):
+                if label in cached:
+                    pipe.transformer.disable_cache()
+                snapshots[label].append((seconds, dict(timers.total)))
+
+            for label, call in calls:                    # one warm-up each (a stock run: two steps, same shapes)
+                before(label)
+                warmups.get(label, call)()
+                after(label, 0.0)
+                snapshots[label].clear()
+            sync = torch.cuda.synchronize if cuda else (lambda: None)
+            timings = interleaved(calls, args.repeats, sync=sync, before=before, after=after, deadline=deadline)
+            rounds = min(t.repeats for t in timings.values())
+            if rounds < args.repeats:
+                cut.append(f"{size}x{size} at batch {batch}: {rounds} of {args.repeats} repeats "
+                           f"(--time-limit {args.time_limit:g} s reached)")
+            results = [(label, timings[label], ratios[label]) for label, _ in calls]
+            print("\n".join(table_rows(size, batch, results, per_image, args.batches[0])), flush=True)
+            timed += list(timings.values())
+            for label, timing, _ in results:
                 if label.startswith("RALU"):
-                    breakdown.append((size, batch, label, best, parts))
+                    breakdown.append((size, batch, label, timing.best, min(snapshots[label], key=lambda x: x[0])[1]))
+    print(f"\n{LEGEND}")
+    print(noise_summary(timed))
+    for line in cut:
+        print(f"time limit: {line}")
     print("\nRALU's time by part (share of the minimum run; the rest: Euler updates, Python):\n")
     print("| size | batch | run | " + " | ".join(PARTS) + " | rest |")
     print("|---|---|---|" + "---|" * (len(PARTS) + 1))
@@ -372,7 +418,7 @@ def main(argv=None):
         shares = [parts[p] / best for p in PARTS]
         print(f"| {size} | {batch} | {label} | " + " | ".join(f"{100 * s:.1f}%" for s in shares)
               + f" | {100 * (1 - sum(shares)):.1f}% |")
-    return rows
+    return timed
 
 
 if __name__ == "__main__":

@@ -8,11 +8,11 @@ the authors' code does), side by side in one run, for a full upsampling of every
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from ralu_schedule import PIXELS_PER_TOKEN, token_grid
+from ralu_schedule.timing import format_noise, interleaved, ratio_noise
 from ralu_torch.noise import reinjection_noise
 from ralu_torch.tokens import TokenSet, child_source
 
@@ -58,16 +58,12 @@ def dense(pixels, device):
     return run
 
 
-def timed(fn, device, repeats):
-    fn()
-    sync(device)
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def timed(calls, device, repeats) -> dict:
+    """``{label: Timing}``: one warm-up call each, then ``repeats`` interleaved rounds."""
+    for _, fn in calls:
         fn()
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return best
+    sync(device)
+    return interleaved(calls, repeats, sync=lambda: sync(device))
 
 
 def peak(pixels: int, fraction: float) -> None:
@@ -114,13 +110,15 @@ def main(argv=None):
         return memory_table(args.memory)
     name = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else "CPU"
     print(f"device: {name}, torch {torch.__version__}, threads {torch.get_num_threads()}")
-    print(f"{'pixels':>7} {'tokens M':>9} {'ours ms':>10} {'dense ms':>11} {'dense/ours':>10}")
+    print(f"each: the minimum of {args.repeats} repeat(s), ours and dense interleaved; noise: both spreads")
+    print(f"{'pixels':>7} {'tokens M':>9} {'ours ms':>10} {'dense ms':>11} {'dense/ours':>10} {'noise':>8}")
     for px in args.sizes:
-        o = timed(ours(px, args.device), args.device, args.repeats)
-        d = timed(dense(px, args.device), args.device, args.repeats)
-        print(f"{px:>7} {(px // PIXELS_PER_TOKEN) ** 2:>9} {o * 1e3:>10.2f} {d * 1e3:>11.1f} {d / o:>10.0f}")
+        t = timed([("ours", ours(px, args.device)), ("dense", dense(px, args.device))], args.device, args.repeats)
+        o, d = t["ours"].best, t["dense"].best
+        print(f"{px:>7} {(px // PIXELS_PER_TOKEN) ** 2:>9} {o * 1e3:>10.2f} {d * 1e3:>11.1f} {d / o:>10.0f} "
+              f"{format_noise(ratio_noise(t['ours'], t['dense'])):>8}")
     for px in args.ours_only:
-        o = timed(ours(px, args.device), args.device, args.repeats)
+        o = timed([("ours", ours(px, args.device))], args.device, args.repeats)["ours"].best
         M = (px // PIXELS_PER_TOKEN) ** 2
         print(f"{px:>7} {M:>9} {o * 1e3:>10.2f} {'n/a':>11} {'':>10}  (dense covariance: {M * M * 4 / 2**30:.0f} GiB)")
 

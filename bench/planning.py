@@ -7,7 +7,9 @@ Each count runs ``ralu generate --num-images N`` in a fresh process on the same 
 FLUX (saved once, as ``from_pretrained`` reads it) into an empty directory, and stops that
 process as soon as its first image is on disk. The table gives the process's peak resident
 memory (``ru_maxrss``, which includes Python, torch and the model) and the wall time from
-the start of ``main`` to the first image, with each count's ratio to the first count's.
+the start of ``main`` to the first image, with each count's ratio to the first count's: the
+minimum over ``--repeats`` processes per count, the counts run in interleaved rounds, with the
+ratio's noise (:mod:`ralu_schedule.timing`).
 Planning is lazy (``ralu_torch.jobs.Plan``: image ``i``'s prompt, seed and file are computed
 when asked for), so neither should grow with the count.
 """
@@ -20,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from ralu_schedule.timing import format_noise, interleaved, ratio_noise
 
 CHILD = """
 import json, resource, sys, time
@@ -53,6 +57,8 @@ print(json.dumps({"seconds": seconds, "rss_mib": resource.getrusage(resource.RUS
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--counts", type=int, nargs="+", default=[1, 10**3, 10**6, 10**9])
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="fresh processes per count, the counts interleaved (default 3); the minimum is reported")
     args = parser.parse_args(argv)
 
     from ralu_torch.testing import flux_pipeline_with_text
@@ -60,25 +66,37 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(tmp) / "tiny-flux"
         flux_pipeline_with_text().save_pretrained(model)
-        rows = []
-        for k, count in enumerate(args.counts):
-            out = Path(tmp) / f"out-{k}"
-            r = subprocess.run([sys.executable, "-c", CHILD, str(model), str(out), str(count)],
-                               capture_output=True, text=True, timeout=600)
-            if r.returncode != 0:
-                raise SystemExit(f"--num-images {count} failed: {r.stderr.strip().splitlines()[-1]}")
-            result = json.loads(r.stdout.strip().splitlines()[-1])
-            if result["files"] != ["00000.png"]:
-                raise SystemExit(f"--num-images {count} left {result['files']}, expected only 00000.png")
-            rows.append((count, result))
+        clock, memory = [0.0], {count: [] for count in args.counts}
 
-    first = rows[0][1]
-    print("tiny random FLUX, 64x64, CPU; each count in a fresh process, stopped after its first image\n")
-    print("| images asked for | peak memory MiB | memory vs first | time to first image s | time vs first |")
-    print("|---|---|---|---|---|")
-    for count, r in rows:
-        print(f"| {count:,} | {r['rss_mib']:.0f} | {r['rss_mib'] / first['rss_mib']:.2f}x | {r['seconds']:.2f} "
-              f"| {r['seconds'] / first['seconds']:.2f}x |")
+        def first_image(k, count):
+            """One fresh process asked for ``count`` images; its own time to the first image
+            moves ``clock`` on, so that interleaved() reads the child's time, not start-up's."""
+            def run():
+                out = Path(tmp) / f"out-{k}-{len(memory[count])}"
+                r = subprocess.run([sys.executable, "-c", CHILD, str(model), str(out), str(count)],
+                                   capture_output=True, text=True, timeout=600)
+                if r.returncode != 0:
+                    raise SystemExit(f"--num-images {count} failed: {r.stderr.strip().splitlines()[-1]}")
+                result = json.loads(r.stdout.strip().splitlines()[-1])
+                if result["files"] != ["00000.png"]:
+                    raise SystemExit(f"--num-images {count} left {result['files']}, expected only 00000.png")
+                clock[0] += result["seconds"]
+                memory[count].append(result["rss_mib"])
+            return run
+
+        timings = interleaved([(count, first_image(k, count)) for k, count in enumerate(args.counts)], args.repeats,
+                              clock=lambda: clock[0])
+
+    first, rss0 = timings[args.counts[0]], min(memory[args.counts[0]])
+    print(f"tiny random FLUX, 64x64, CPU; each count in a fresh process, stopped after its first image; "
+          f"the minimum of {args.repeats} process(es) per count, the counts interleaved\n")
+    print("| images asked for | peak memory MiB | memory vs first | time to first image s | time vs first | noise |")
+    print("|---|---|---|---|---|---|")
+    for count in args.counts:
+        t, rss = timings[count], min(memory[count])
+        noise = ratio_noise(first, t) if count != args.counts[0] else first.spread
+        print(f"| {count:,} | {rss:.0f} | {rss / rss0:.2f}x | {t.best:.2f} | {t.best / first.best:.2f}x | "
+              f"{format_noise(noise)} |")
 
 
 if __name__ == "__main__":

@@ -25,17 +25,24 @@ from .metric import paper_metric
 #: Population members per metric call in the differential evolution (see ``objective``).
 CHUNK = 32
 
-#: The authors' search box: ``h_k`` in [0.5, 10], ``Z = 1/sqrt(c)`` up to 100.
+#: The authors' search box: ``h_k`` in [0.5, 10], ``Z = 1/sqrt(c)`` in [2, 100] (factor 2).
 DEFAULT_SHIFT_BOUNDS = (0.5, 10.0)
 DEFAULT_Z_MAX = 100.0
+
+#: The default Z box for the largest factor ``f`` is the authors' box scaled by ``f / 2``:
+#: ``[f, Z_SPAN f]``, so ``c`` runs from ``c_max / Z_SPAN^2`` to ``c_max = 1/f^2`` for every
+#: factor (for ``f = 2`` exactly ``[2, 100]``). A fixed upper end of 100 would leave no room
+#: at ``f = 100`` and an empty box above it.
+Z_SPAN = DEFAULT_Z_MAX / 2.0
 
 
 @dataclass(frozen=True, kw_only=True)
 class Bounds:
     """Search box: ``h_k`` in ``shift``, ``Z = 1/sqrt(c)`` in ``z`` (authors: ``[0.5, 10]``, ``[2, 100]``).
 
-    ``z=None`` takes ``[max(2, largest factor), 100]``, the authors' box where it is valid;
-    an explicit ``z`` whose lower end admits ``c > 1/n`` is rejected.
+    ``z=None`` takes ``[f, 50 f]`` for the largest factor ``f`` (at least 2): the authors'
+    box ``[2, 100]`` scaled to the factor (:data:`Z_SPAN`); an explicit ``z`` whose lower end
+    admits ``c > 1/n`` is rejected.
     """
 
     shift: tuple = DEFAULT_SHIFT_BOUNDS
@@ -47,7 +54,8 @@ class Bounds:
         if not (lo <= sh[0] and sh[1] <= hi):
             raise ValueError(f"shift bounds must lie in [{lo:g}, {hi:g}], got {fmt(sh)}")
         fmax = math.isqrt(layout.max_block_size)
-        z = (max(2.0, float(fmax)), DEFAULT_Z_MAX) if self.z is None else _pair("Z bounds", self.z)
+        f = max(2, fmax)
+        z = (float(f), Z_SPAN * f) if self.z is None else _pair("Z bounds", self.z)
         if z[0] < fmax:
             raise ValueError(
                 f"Z bounds {fmt(z)} allow c = 1/Z^2 > 1/n = {1 / fmax**2:g} for factor {fmax}; "
@@ -91,8 +99,9 @@ def solve(layout: Layout, *, method: str = "global", bounds: Bounds = Bounds(),
     (hlo, hhi), (zlo, zhi) = bounds.resolve(layout)
     meta = {"solver": method, "seed": seed, "per_transition": per_transition}
     meta.update(info or {})
-    if K == 1 and hlo <= layout.base_shift <= hhi:
-        # one stage: the base sampler itself (h_1 = h0) matches exactly, metric 0
+    if K == 1 and hlo <= layout.base_shift <= hhi and (layout.start == 0.0 or layout.terminal is None):
+        # one stage: the base sampler itself (h_1 = h0) matches exactly, metric 0 (also from a later start, whose
+        # grid is the base sampler's truncated, except where a terminal stretches the grids differently)
         return Schedule(layout=layout, shifts=[layout.base_shift], correlations=[], info=meta)
     nz = (K - 1 if per_transition else 1) if K > 1 else 0
     box = [(zlo, zhi)] * nz + [(hlo, hhi)] * K

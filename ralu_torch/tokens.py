@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import torch
+import torch.nn.functional as F
 
 from .options import UPSAMPLE_MODES
 
@@ -237,6 +238,24 @@ def tokens_from_latent(latent: torch.Tensor, tokens: TokenSet, size: int) -> tor
     packed = pack(latent)
     idx = raster_index(tokens, size)
     return packed.gather(1, idx[..., None].expand(-1, -1, packed.shape[-1]))
+
+
+def latent_tokens(latent: torch.Tensor, tokens: TokenSet, sizes: list | None = None) -> torch.Tensor:
+    """A full-resolution latent ``(B, C, 2 rows, 2 cols)`` read on a token set: each token gets
+    the ``2 x 2`` patch of the latent average-pooled by its own size (the cells it covers), so
+    a uniform set of size ``D`` reads the latent at resolution ``1/D`` and a mixed set reads each
+    token at its own. The left inverse of :func:`to_latent` (pooling what nearest painting
+    spread). This is the one rule by which anything given at full resolution (a condition's
+    latents, an image to start from, a velocity) follows a stage's token layout; ``sizes``: the
+    token sizes present, if the caller already has them (else read once from the set)."""
+    sizes = torch.unique(tokens.size).tolist() if sizes is None else sizes
+    if len(sizes) == 1:
+        return tokens_from_latent(F.avg_pool2d(latent, sizes[0]) if sizes[0] > 1 else latent, tokens, sizes[0])
+    out = None
+    for S in sizes:
+        vals = tokens_from_latent(F.avg_pool2d(latent, S) if S > 1 else latent, tokens, S)
+        out = vals if out is None else torch.where((tokens.size == S)[..., None], vals, out)
+    return out
 
 
 def to_latent(x: torch.Tensor, tokens: TokenSet, index: torch.Tensor | None = None) -> torch.Tensor:

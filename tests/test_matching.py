@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 from scipy.integrate import trapezoid
@@ -125,3 +127,66 @@ def test_vectorised_metric_equals_scalar_metric():
     assert batch.shape == (7,)
     for j in range(7):
         assert batch[j] == pytest.approx(paper_metric(L7, h[:, j], cs[:, j]), rel=1e-9, abs=1e-12)
+
+
+# -- every integer factor solves (issue 27: above 100 the default Z box was empty) -----------------
+
+from hypothesis import example, given, settings, strategies as st  # noqa: E402
+
+from ralu_schedule.layout import MAX_FACTOR, _levels  # noqa: E402
+from ralu_schedule.strategies import layouts  # noqa: E402
+
+FACTORS = st.integers(2, MAX_FACTOR)
+
+
+@st.composite
+def layouts_with_factors(draw):
+    """A drawn layout of 2 to 4 stages, each resolution level with its own factor in [2, MAX_FACTOR]."""
+    lay = draw(layouts(max_stages=4, max_steps=4))
+    factors = [0] * (lay.num_stages - 1)
+    for group in _levels(lay.fractions):
+        f = draw(FACTORS)
+        for i in group:
+            factors[i] = f
+    return Layout(steps=lay.steps, ends=lay.ends, fractions=lay.fractions, factors=factors,
+                  base_shift=lay.base_shift)
+
+
+def check_solved(lay, s):
+    """A valid, finite schedule for ``lay`` whose correlations lie in the default box."""
+    f = math.isqrt(lay.max_block_size)
+    assert s.layout == lay and np.isfinite(s.jsd) and len(s.shifts) == lay.num_stages
+    assert all(0 < t.c <= 1 / t.factor**2 * (1 + 1e-12) for t in s.transitions)
+    assert all(f * (1 - 1e-9) <= t.c ** -0.5 <= 50 * f * (1 + 1e-9) for t in s.transitions)
+    assert all(0 < t.restart < t.at for t in s.transitions)
+
+
+@settings(max_examples=30)
+@example(lay=Layout(steps=(2, 3), ends=(0.3, 1.0), factors=(101,)), per_transition=False)
+@example(lay=Layout(steps=(2, 3, 5), ends=(0.2, 0.3, 1.0), factors=(MAX_FACTOR, MAX_FACTOR),
+                    fractions=(0.1, 1.0)), per_transition=True)
+@given(lay=layouts_with_factors().filter(lambda lay: lay.num_stages > 1), per_transition=st.booleans())
+def test_every_factor_solves(lay, per_transition):
+    check_solved(lay, solve(lay, method="single-start", per_transition=per_transition))
+
+
+@settings(max_examples=4)
+@example(factor=100)
+@example(factor=101)
+@given(factor=FACTORS)
+def test_every_factor_solves_globally(factor):
+    lay = Layout(steps=(2, 3, 5), ends=(0.2, 0.3, 1.0), fractions=(0.1, 1.0), factors=(factor, factor))
+    s = solve(lay)
+    check_solved(lay, s)
+    assert s.jsd <= solve(lay, method="single-start").jsd + 1e-12
+
+
+def test_default_z_box_is_the_authors_for_factor_two():
+    lay = Layout(steps=(2, 3), ends=(0.3, 1.0))
+    assert Bounds().resolve(lay)[1] == (2.0, 100.0)
+    assert Bounds().resolve(Layout(steps=(2, 3), ends=(0.3, 1.0), factors=(300,)))[1] == (300.0, 15000.0)
+
+
+def test_factor_above_the_limit_is_refused():
+    with pytest.raises(ValueError, match=f"each factor must be at most {MAX_FACTOR}"):
+        Layout(steps=(2, 3), ends=(0.3, 1.0), factors=(MAX_FACTOR + 1,))

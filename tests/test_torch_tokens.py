@@ -107,3 +107,25 @@ def test_errors():
     sel[0, 0] = True
     with pytest.raises(ValueError, match="same number of tokens"):
         ts.upsample(sel, 2)
+
+
+def test_latent_tokens_reads_each_token_at_its_own_size():
+    """The rule conditions follow: on a uniform set of size D, the latent average-pooled by D;
+    on a mixed set, each token the pooled patch of the cells it covers; and the left inverse
+    of painting (to_latent) for any set."""
+    from ralu_torch.tokens import latent_tokens
+
+    g = torch.Generator().manual_seed(0)
+    lat = torch.randn(2, 4, 16, 24, generator=g)                  # grid (8, 12)
+    coarse = TokenSet.regular(2, (8, 12), 2)
+    assert torch.allclose(latent_tokens(lat, coarse), pack(torch.nn.functional.avg_pool2d(lat, 2)))
+    assert torch.equal(latent_tokens(lat, TokenSet.regular(2, (8, 12), 1)), pack(lat))
+    sel = torch.zeros(2, 24, dtype=torch.bool)
+    sel[0, [1, 5, 7]] = sel[1, [0, 2, 23]] = True
+    mixed, _, _ = coarse.upsample(sel, 2)
+    x = torch.randn(2, mixed.length, 16, generator=g)
+    assert torch.allclose(latent_tokens(to_latent(x, mixed), mixed), x, atol=1e-6)
+    vals = latent_tokens(lat, mixed)
+    fine = (mixed.size == 1)[0]
+    cells = mixed.cells[0, fine]
+    assert torch.equal(vals[0, fine], pack(lat)[0, cells[:, 0] * 12 + cells[:, 1]])

@@ -27,12 +27,11 @@ import functools
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ralu_schedule import ShiftRule
 from ralu_schedule.layout import DEFAULT_BASE_SHIFT
 
-from ..tokens import latent_index, raster_latent, to_latent, tokens_from_latent
+from ..tokens import latent_index, latent_tokens, raster_latent, to_latent, tokens_from_latent
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +85,19 @@ def _spectrum(field: GaussianField, size: int) -> torch.Tensor:
     box[:size, :size] = 1.0 / size**2
     smoothed = torch.fft.ifft2(lam * torch.fft.fft2(box).abs() ** 2).real     # autocovariance of the pooled field
     return torch.fft.fft2(smoothed[::size, ::size]).real.clamp(min=0.0)
+
+
+#: Most float64 values of gathered covariance factors a texture sample holds at once (256 MB).
+_GATHER_VALUES = 1 << 25
+
+
+def _chunks(n: int, size: int):
+    """``(lo, hi)`` ranges covering ``range(n)``, ``size`` long but for the last, which is never a
+    single item (a batched product of one runs another kernel, whose rounding differs)."""
+    starts = list(range(0, n, size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [(lo, starts[k + 1] if k + 1 < len(starts) else n) for k, lo in enumerate(starts)]
 
 
 def _dense_stationary(lam: torch.Tensor) -> torch.Tensor:
@@ -162,7 +174,12 @@ class TexturePatchField:
         L = torch.linalg.cholesky(cov + 1e-10 * torch.eye(N, dtype=torch.float64))
         m = torch.randint(K, (n,), generator=generator)
         w = torch.randn(n, self.channels, N, generator=generator, dtype=torch.float64)
-        x = torch.einsum("bij,bcj->bci", L[m], w)
+        # each sample's factor L[m_b] is gathered for a chunk of samples at a time: gathered for all
+        # at once it is n dense N x N matrices (8 GB for the 1024 reference draws at 32 x 32); the
+        # chunks run the same batched product, so the values are the same, bit for bit
+        x = torch.empty(n, self.channels, N, dtype=torch.float64)
+        for lo, hi in _chunks(n, max(2, _GATHER_VALUES // (N * N))):
+            x[lo:hi] = torch.einsum("bij,bcj->bci", L[m[lo:hi]], w[lo:hi])
         return x.reshape(n, self.channels, self.height // size, self.width // size)
 
     def velocity(self, x: torch.Tensor, sigma: float, size: int = 1) -> torch.Tensor:
@@ -243,10 +260,7 @@ class GaussianBackend:
             lat = raster_latent(x, tokens, S)
             return tokens_from_latent(self.field.velocity(lat, sigma, S).float(), tokens, S)
         v_full = self.field.velocity(to_latent(x, tokens, index), sigma, 1).float()
-        out = torch.zeros_like(x)
-        for S in sizes:                                       # pool the velocity back per token size
-            out = torch.where((tokens.size == S)[..., None], tokens_from_latent(F.avg_pool2d(v_full, S), tokens, S), out)
-        return out
+        return latent_tokens(v_full, tokens, sizes)          # pooled back per token size
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         img = latents / 3.0
