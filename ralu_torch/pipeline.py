@@ -154,7 +154,7 @@ class RALU:
         if cache is not None:
             enable_cache(transformer, cache)
         elif cache_config(transformer) is not None:
-            check_cache(cache_config(transformer))
+            check_cache(cache_config(transformer), transformer)
         self._guidance_scale = None
         self._num_timesteps = None
         self._current_timestep = None
@@ -316,6 +316,10 @@ class RALU:
         prompt_kwargs, num_images_per_prompt = _check_prompt_inputs(prompt, prompt_kwargs, num_images_per_prompt,
                                                                     be.embedding_inputs, be.embedding_widths(),
                                                                     be.dtype, be.device)
+        takes = inspect.signature(be.encode).parameters     # one the family does not take: refused below
+        texts = [k for k in _texts(prompt, prompt_kwargs) if k in takes]
+        if texts:
+            be.require_text_encoder(" and ".join(texts))
         if guidance_scale is not None:
             check_finite("guidance_scale", guidance_scale)
         _check_generator(generator)
@@ -326,8 +330,7 @@ class RALU:
         takes = inspect.signature(be.encode).parameters
         try:
             cond = be.encode(prompt=prompt, num_images_per_prompt=num_images_per_prompt,
-                             max_sequence_length=(be.default_max_sequence_length if max_sequence_length is None
-                                                  else check_positive_int("max_sequence_length", max_sequence_length)),
+                             max_sequence_length=_max_sequence_length(be, max_sequence_length),
                              guidance_scale=be.default_guidance_scale if guidance_scale is None else guidance_scale,
                              joint_attention_kwargs=joint_attention_kwargs, device=device, **prompt_kwargs,
                              **{k: v for k, v in call.items() if k in takes})
@@ -339,7 +342,7 @@ class RALU:
         plan = schedule.plan if isinstance(schedule, Schedule) else schedule
 
         if cache_config(be.transformer) is not None:
-            check_cache(cache_config(be.transformer))
+            check_cache(cache_config(be.transformer), be.transformer)
             check_cache_for_run(cache_config(be.transformer), plan)
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
@@ -387,7 +390,7 @@ class RALU:
             raise ValueError("the sampler produced non-finite latents (NaN or inf); check the model's dtype "
                              "(float16 overflows in FLUX) and the inputs")
         finish = getattr(be, "finish", None)              # a condition the pipeline writes into its result
-        latents = (res.latents if finish is None else finish(res.latents, cond)).to(be.dtype)
+        latents = (res.latents if finish is None else finish(res.latents, cond)).to(be.latents_dtype)  # the pipeline's own
         if output_type == "latent":
             images = be.pipeline_latents(latents, grid)   # the form the pipeline itself returns
         else:
@@ -411,6 +414,10 @@ def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec, widt
     or a list of 2-D tensors, one per image), which need which, and the masks' embeddings."""
     n = check_positive_int("num_images_per_prompt", num_images_per_prompt)
     given = {k: kwargs[k] for k in spec.forms if kwargs.get(k) is not None}
+    for name in _texts(prompt, kwargs):      # the stock pipelines' rule: text or its embeddings, not both
+        embeds = "negative_prompt_embeds" if name.startswith("negative") else "prompt_embeds"
+        if embeds in given:
+            raise ValueError(f"give {name} or {embeds}, not both")
     if not given:
         if prompt is None:
             raise ValueError(f"give a prompt (a string or a list of them) or {spec.describe()}")
@@ -425,7 +432,8 @@ def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec, widt
     for k, needs in spec.requires.items():
         missing = [m for m in needs if k in given and m not in given]
         if missing:
-            raise ValueError(f"{k} need {' and '.join(missing)} (the embeddings of the same prompts)")
+            what = "attention mask" if all(m in spec.masks for m in missing) else "embeddings"
+            raise ValueError(f"{k} need {' and '.join(missing)} (the {what} of the same prompts)")
     batches = {k: len(v) for k, v in given.items()}
     if len(set(batches.values())) > 1:
         raise ValueError("prompt embeddings must share one batch size, got "
@@ -433,6 +441,30 @@ def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec, widt
     if n > 1:
         kwargs = {**kwargs, **{k: spec.repeat(v, n) for k, v in given.items()}}
     return kwargs, 1
+
+
+#: The pipelines' text arguments: each refused together with its embeddings, each encoded by text encoders.
+TEXT_ARGUMENTS = ("prompt", "prompt_2", "prompt_3", "negative_prompt", "negative_prompt_2", "negative_prompt_3")
+
+
+def _texts(prompt, kwargs) -> dict:
+    """The text arguments of a call that are given, by name."""
+    values = {"prompt": prompt, **{k: kwargs.get(k) for k in TEXT_ARGUMENTS[1:]}}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _max_sequence_length(backend, value) -> int:
+    """The call's ``max_sequence_length``: the pipeline's default, or a positive integer up to
+    the pipeline's own limit (FluxPipeline, StableDiffusion3Pipeline and ChromaPipeline: 512;
+    QwenImagePipeline: 1024)."""
+    if value is None:
+        return backend.default_max_sequence_length
+    value = check_positive_int("max_sequence_length", value)
+    limit = backend.max_sequence_length_limit
+    if limit is not None and value > limit:
+        raise ValueError(f"max_sequence_length cannot be greater than {limit} for {type(backend.pipe).__name__} "
+                         f"(its text encoder's limit), got {value}")
+    return value
 
 
 def _check_callback_output(out, current: dict) -> dict:

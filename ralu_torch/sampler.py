@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ralu_schedule import Plan, Schedule
 from ralu_schedule.layout import check_schedule_finite
 
-from .noise import draw, reinjection_noise
+from .noise import check_generators, draw, reinjection_noise
 from .selection import check_mask, selection_policy
 from .solvers import stage_scheduler, step_takes_generator
 from .tokens import (TokenSet, check_mode, child_source, latent_tokens, noise_shape, noise_tokens, pack, raster_latent,
@@ -67,6 +67,7 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
     ``x = sigma * noise + (1 - sigma) * latent``, with the noise drawn at that resolution (or
     ``latents``) as for a run from noise."""
     check_mode(upsample)
+    check_generators(generator, batch)          # whether or not caller latents leave it unused
     plan = schedule.plan if isinstance(schedule, Schedule) else schedule
     if not isinstance(plan, Plan):
         raise ValueError(f"schedule must be a ralu_schedule.Schedule or Plan, got {type(schedule).__name__}")
@@ -101,10 +102,10 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
             scope.start_stage(k, calls[k], tokens.length)
         if sched is None:
             x, v = run_steps(backend, x, positions, sig, cond, stage=k, first_step=step, callback=callback, bar=bar,
-                             scope=scope, host=stage.sigmas)
+                             scope=scope, host=stage.sigmas, steps=lay.total_steps)
         else:
             x, v = run_scheduler(backend, x, positions, sched, cond, generator, stage=k, first_step=step,
-                                 callback=callback, bar=bar, scope=scope)
+                                 callback=callback, bar=bar, scope=scope, steps=lay.total_steps)
         step += calls[k]
         if bar is not None:
             bar.close()
@@ -145,15 +146,17 @@ def noised_start(start: torch.Tensor, noise: torch.Tensor, tokens: TokenSet, sig
 
 
 def run_steps(backend, x, positions, sig, cond, *, stage=0, first_step=0, callback=None, bar=None, scope=None,
-              host=None):
+              host=None, steps=None):
     """Euler steps over ``sig`` (the stage's sigmas on the device) at prepared ``positions``;
     returns the state and the last velocity. Nothing here synchronises with the host (the
     tests run it under :class:`ralu_torch.testing.HostSyncDetector`), so a step can be
-    captured in a CUDA graph. ``host``: the same sigmas as Python numbers, for a backend
-    that picks its model by the noise level (``before_call``)."""
+    captured in a CUDA graph. ``host``: the same sigmas as Python numbers, and ``steps`` the
+    run's step count, for a backend whose call depends on the noise level or the step
+    (``before_call``: Wan 2.2's experts, SD3's skip-layer guidance)."""
     v = None
     for i in range(len(sig) - 1):
-        v = _velocity(backend, x, positions, sig[i], cond, scope, i, None if host is None else host[i])
+        v = _velocity(backend, x, positions, sig[i], cond, scope, i, None if host is None else host[i],
+                      first_step + i, steps)
         x = x + (sig[i + 1] - sig[i]) * v
         if callback is not None:
             x = callback(first_step + i, stage, sig[i], x)
@@ -164,10 +167,10 @@ def run_steps(backend, x, positions, sig, cond, *, stage=0, first_step=0, callba
     return x, v
 
 
-def _velocity(backend, x, positions, sigma, cond, scope, index, host_sigma=None):
+def _velocity(backend, x, positions, sigma, cond, scope, index, host_sigma=None, step=None, steps=None):
     hook = getattr(backend, "before_call", None)
     if hook is not None:
-        hook(host_sigma)
+        hook(host_sigma, step, steps)
     if scope is None:
         return backend.velocity(x, positions, sigma, cond)
     with scope.call(index, sigma):
@@ -175,7 +178,7 @@ def _velocity(backend, x, positions, sigma, cond, scope, index, host_sigma=None)
 
 
 def run_scheduler(backend, x, positions, sched, cond, generator, *, stage=0, first_step=0, callback=None, bar=None,
-                  scope=None):
+                  scope=None, steps=None):
     """One stage on a stage scheduler (:func:`~ralu_torch.solvers.stage_scheduler`): a model
     call per entry of ``sched.timesteps`` at the sigma it stands for, then the scheduler's
     own ``step``. Returns the state and the last velocity."""
@@ -184,7 +187,8 @@ def run_scheduler(backend, x, positions, sched, cond, generator, *, stage=0, fir
     host = getattr(sched, "ralu_host_sigmas", None)
     for i, t in enumerate(sched.timesteps):
         sigma = sched.ralu_model_sigmas[i]
-        v = _velocity(backend, x, positions, sigma, cond, scope, i, None if host is None else host[i])
+        v = _velocity(backend, x, positions, sigma, cond, scope, i, None if host is None else host[i],
+                      first_step + i, steps)
         x = sched.step(v, t, x, return_dict=False, **kwargs)[0]
         if callback is not None:
             x = callback(first_step + i, stage, sigma, x)

@@ -285,8 +285,8 @@ def test_presets_of_another_family_are_refused_unless_forced(pipes):
     ("flux2-dev", dict(negative_prompt="blurry"), "RALU with Flux2Pipeline does not take 'negative_prompt'"),
     ("qwen-image", dict(negative_prompt_embeds=torch.zeros(1, 8, 32), true_cfg_scale=1.0),
      "a negative prompt on Qwen-Image needs true_cfg_scale > 1"),
-    ("chroma", dict(negative_prompt_embeds=torch.zeros(1, 8, 32), guidance_scale=1.0),
-     "a negative prompt on Chroma needs guidance_scale > 1"),
+    ("chroma", dict(negative_prompt_embeds=torch.zeros(1, 8, 32), negative_prompt_attention_mask=torch.ones(
+        1, 8, dtype=torch.bool), guidance_scale=1.0), "a negative prompt on Chroma needs guidance_scale > 1"),
     ("z-image-turbo", dict(negative_prompt_embeds=[torch.zeros(4, 32)], guidance_scale=0.0),
      "a negative prompt on Z-Image needs guidance_scale > 0"),
     ("z-image", dict(prompt_embeds=torch.zeros(1, 8, 32)), r"prompt_embeds must be a list of 2-D"),

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .base import BranchConditioning, EmbeddingInputs, Guided, check_negative_batch, joint_kwargs, stock_timestep
+from .base import (EMPTY_NEGATIVE, BranchConditioning, EmbeddingInputs, Guided, check_negative_batch, joint_kwargs,
+                   stock_timestep)
 from .flux import FluxLayout
 from .img2img import ImageStart
 
@@ -41,10 +42,14 @@ class ChromaInputs(BranchConditioning):
 class ChromaBackend(FluxLayout):
     name = "chroma"
     default_guidance_scale = 5.0
+    # ChromaPipeline refuses embeddings without their mask (it masks the T5 padding)
     embedding_inputs = EmbeddingInputs({"prompt_embeds": 3, "prompt_attention_mask": 2, "negative_prompt_embeds": 3,
                                         "negative_prompt_attention_mask": 2},
+                                       requires={"prompt_embeds": ("prompt_attention_mask",),
+                                                 "negative_prompt_embeds": ("negative_prompt_attention_mask",)},
                                        masks={"prompt_attention_mask": "prompt_embeds",
-                                              "negative_prompt_attention_mask": "negative_prompt_embeds"})
+                                              "negative_prompt_attention_mask": "negative_prompt_embeds"},
+                                       bool_masks=True)
 
     def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale, joint_attention_kwargs,
                device, prompt_embeds=None, prompt_attention_mask=None, negative_prompt=None,
@@ -55,6 +60,8 @@ class ChromaBackend(FluxLayout):
         if not guided and (negative_prompt is not None or negative_prompt_embeds is not None):
             raise ValueError(f"a negative prompt on Chroma needs guidance_scale > 1 (classifier-free guidance), got "
                              f"{guidance_scale:g}; without it the negative prompt would be ignored")
+        if guided and negative_prompt is None and negative_prompt_embeds is None:
+            self.require_text_encoder(EMPTY_NEGATIVE)
         lora_scale = (joint_attention_kwargs or {}).get("scale")
         embeds, text_ids, mask, n_embeds, n_ids, n_mask = self.pipe.encode_prompt(
             prompt=prompt, negative_prompt=negative_prompt, prompt_embeds=prompt_embeds,

@@ -26,8 +26,7 @@ from ..tokens import latent_tokens, unpack
 from . import rotary
 from .img2img import ImageStart
 from .base import (BranchConditioning, EmbeddingInputs, Guided, RotaryBackend, RotaryPositions, check_negative_batch,
-                   joint_kwargs,
-                   stock_timestep)
+                   check_same_shape, joint_kwargs, stock_timestep)
 from .references import ReferenceBackend, ReferenceGuided, check_grids, reference_batch, stage_reference_ids, \
     stock_default, with_references
 
@@ -74,6 +73,7 @@ class FluxLayout(RotaryBackend):
     differ only in their conditioning and call."""
 
     default_max_sequence_length = 512
+    max_sequence_length_limit = 512
     rotary_probe = _probe
     block_lists = ("transformer_blocks", "single_transformer_blocks")
 
@@ -100,6 +100,7 @@ class FluxLayout(RotaryBackend):
 class FluxBackend(FluxLayout):
     name = "flux"
     default_guidance_scale = 3.5
+    text_encoders = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
     embedding_inputs = EmbeddingInputs(
         {"prompt_embeds": 3, "pooled_prompt_embeds": 2, "negative_prompt_embeds": 3, "negative_pooled_prompt_embeds": 2},
         requires={"prompt_embeds": ("pooled_prompt_embeds",),
@@ -127,6 +128,7 @@ class FluxBackend(FluxLayout):
         positive = FluxInputs(embeds, pooled, text_ids, guidance, joint_attention_kwargs)
         negative = None
         if true_cfg_scale > 1 and has_negative:
+            check_same_shape(type(self.pipe).__name__, prompt_embeds, negative_prompt_embeds)
             n_embeds, n_pooled, n_ids = enc(prompt=negative_prompt, prompt_2=negative_prompt_2,
                                             prompt_embeds=negative_prompt_embeds,
                                             pooled_prompt_embeds=negative_pooled_prompt_embeds)

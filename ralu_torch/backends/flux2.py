@@ -27,8 +27,8 @@ from dataclasses import dataclass
 import torch
 
 from . import rotary
-from .base import (BranchConditioning, EmbeddingInputs, Guided, RotaryBackend, check_negative_batch, joint_kwargs,
-                   stock_timestep)
+from .base import (EMPTY_NEGATIVE, BranchConditioning, EmbeddingInputs, Guided, RotaryBackend, check_negative_batch,
+                   joint_kwargs, stock_timestep)
 from .references import ReferenceBackend, check_grids, stage_reference_ids, with_references
 from ..tokens import pack, unpack
 
@@ -110,6 +110,8 @@ class Flux2Backend(ReferenceBackend, RotaryBackend):
         positive = Flux2Inputs(embeds, text_ids, guidance, joint_attention_kwargs)
         negative = None
         if guided:
+            if negative_prompt_embeds is None:
+                self.require_text_encoder(EMPTY_NEGATIVE)
             empty = "" if not isinstance(prompt, list) else [""] * len(prompt)
             n_embeds, n_ids = enc(prompt=empty, prompt_embeds=negative_prompt_embeds)
             check_negative_batch(embeds, n_embeds)

@@ -76,6 +76,7 @@ class QwenImageBackend(RotaryBackend):
     name = "qwen-image"
     default_guidance_scale = None
     default_max_sequence_length = 512
+    max_sequence_length_limit = 1024
     rotary_probe = _probe
     embedding_inputs = EmbeddingInputs({"prompt_embeds": 3, "prompt_embeds_mask": 2, "negative_prompt_embeds": 3,
                                         "negative_prompt_embeds_mask": 2},

@@ -35,13 +35,15 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ralu_schedule._errors import check_finite
 
 from ..tokens import latent_tokens, pack
-from .base import BranchConditioning, DiffusersBackend, EmbeddingInputs, Guided, check_negative_batch, lora_scaled
+from .base import (EMPTY_NEGATIVE, BranchConditioning, DiffusersBackend, EmbeddingInputs, Guided, check_negative_batch,
+                   lora_scaled)
 from .conditions import check_image
 from .img2img import ImageStart
 
@@ -147,8 +149,8 @@ class WanBackend(DiffusersBackend):
         self.temporal = pipe.vae_scale_factor_temporal
         self.pixels_per_token = pipe.vae_scale_factor_spatial * PATCH[1]
         ratio = pipe.config.get("boundary_ratio")
-        self.boundary = None if ratio is None or len(experts) < 2 else (
-            float(ratio) * pipe.scheduler.config.num_train_timesteps)
+        self.boundary = None if ratio is None or len(experts) < 2 else (       # as WanPipeline computes it
+            ratio * pipe.scheduler.config.num_train_timesteps)
         self.expand_timesteps = bool(pipe.config.get("expand_timesteps", False))
         self._sigma = None
 
@@ -195,9 +197,8 @@ class WanBackend(DiffusersBackend):
         if not guided and (negative_prompt is not None or negative_prompt_embeds is not None):
             raise ValueError(f"a negative prompt on Wan needs guidance_scale > 1 (classifier-free guidance), got "
                              f"{guidance_scale:g}; without it the negative prompt would be ignored")
-        if guided and prompt_embeds is not None and negative_prompt_embeds is None and self.pipe.text_encoder is None:
-            raise ValueError("prompt_embeds with guidance_scale > 1 need negative_prompt_embeds (this pipeline has no "
-                             "text encoder for the empty negative prompt)")
+        if guided and negative_prompt is None and negative_prompt_embeds is None:
+            self.require_text_encoder(EMPTY_NEGATIVE)
         if prompt_embeds is None or (guided and negative_prompt_embeds is None):
             if isinstance(negative_prompt, str) and isinstance(prompt, list):
                 negative_prompt = [negative_prompt] * len(prompt)
@@ -232,7 +233,7 @@ class WanBackend(DiffusersBackend):
         cos, sin = rope_tables(self.transformer.rope, frame, (r - frame * rows).float() / D, c.float() / D)
         return WanPositions((cos[:, :, None, :], sin[:, :, None, :]))
 
-    def before_call(self, sigma: float) -> None:
+    def before_call(self, sigma: float, step=None, steps=None) -> None:
         """The host value of the next call's sigma (from the schedule: no device read), which
         picks the expert as WanPipeline does (``t >= boundary``: the high-noise one)."""
         self._sigma = sigma
@@ -243,7 +244,10 @@ class WanBackend(DiffusersBackend):
         if self._sigma is None:
             raise ValueError("a two-expert Wan pipeline needs each call's sigma on the host (the sampler's "
                              "before_call)")
-        high = self._sigma * self.pipe.scheduler.config.num_train_timesteps >= self.boundary
+        # WanPipeline's rule in its arithmetic: the scheduler's float32 timestep t = sigma * num_train_timesteps
+        # against the boundary as torch compares a float32 tensor with a Python float: in float32 (on the host)
+        t = np.float32(self._sigma) * np.float32(self.pipe.scheduler.config.num_train_timesteps)
+        high = bool(t >= np.float32(self.boundary))
         return (self.transformer, cond.scale) if high else (self.transformer_2, cond.scale_2)
 
     @property
@@ -275,8 +279,13 @@ class WanBackend(DiffusersBackend):
         return clip.reshape(B, C, T * h, w)
 
     def first_noise(self, latents):
-        """The caller's ``latents=`` in WanPipeline's clip form ``(B, C, T, h, w)`` as the stacked latent."""
+        """The caller's ``latents=`` in WanPipeline's clip form ``(B, C, T, h, w)`` as the stacked latent.
+        A clip of another frame count is refused, not reshaped: stacked, ``(T', h')`` with
+        ``T' h' = T h`` would pass for the call's clip."""
         if isinstance(latents, torch.Tensor) and latents.dim() == 5:
+            if latents.shape[2] != self.frames:
+                raise ValueError(f"latents must be a clip of {self.frames} latent frames (the call's num_frames), got "
+                                 f"{tuple(latents.shape)} ({latents.shape[2]} frames)")
             return self._stacked(latents)
         return latents
 
