@@ -991,7 +991,7 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
               notes=f"Wan 2.2 VAE (z 48, 16x spatial: 32 pixels per token), a timestep per token "
                     f"(expand_timesteps); 121 frames at 24 fps and 704x1280 (the reference TI2V-5B config's frame_num "
                     f"and sample_fps, its 720p size); {_WAN_NOTE}"),
-    # -- image-conditioned (docs/conditioned-references.md, docs/cost.md) --
+    # -- image-conditioned (docs/conditioned.md, docs/cost.md) --
     ModelSpec(name="flux-kontext-dev", transformer=TransformerSpec(**_FLUX, guidance_embeds=True),
               encoders=(T5_XXL, CLIP_L), text_tokens=512, t5_tokens=512, references=_KONTEXT_REFERENCE,
               diffusers_id="black-forest-labs/FLUX.1-Kontext-dev",

@@ -154,7 +154,7 @@ PRESETS.update({p.name: p for p in [
               speed="3.94x", versus="Chroma's 35 steps", group="chroma"),
 ]})
 
-# The editing models (bench/preset_search.py --which flux-kontext qwen-image-edit; docs/conditioned-references.md):
+# The editing models (bench/preset_search.py --which flux-kontext qwen-image-edit; docs/conditioned.md):
 # priced with a 1024x1024 reference at full resolution in every call; Qwen-Image-Edit-2509 takes Qwen-Image-Edit's
 # layouts (the search chose them for Qwen-Image-Edit, as FLUX.2 [klein] base takes [dev]'s).
 _QWEN_EDIT_7X = dict(steps=(3, 2, 4), ends=(0.39, 0.55, 1.0), fractions=(0.2, 1.0), factors=(2, 2))

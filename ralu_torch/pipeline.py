@@ -99,7 +99,7 @@ class RALU:
     solved for that range (:meth:`ralu_schedule.Layout.for_strength`); a fixed schedule (a
     :class:`ralu_schedule.Schedule`, its JSON) is cut where the pipeline cuts its own grid
     (:meth:`ralu_schedule.Schedule.cut`). The first stage starts from the encoded input at its
-    resolution, noised to its first sigma (docs/conditioned-img2img.md).
+    resolution, noised to its first sigma (docs/conditioned.md).
     ``compile``: ``True`` or a dict of ``torch.compile`` options compiles the transformer's
     blocks in place (regional compilation; ``dynamic=True`` unless the dict says otherwise),
     once, here; the pipeline's own calls then use the compiled blocks too.
@@ -107,7 +107,7 @@ class RALU:
     ``QwenImageEditPipeline``, ``QwenImageEditPlusPipeline``, ``Flux2Pipeline``/``Flux2KleinPipeline``
     with ``image=``): ``"full"`` (default) gives every stage the references at full resolution,
     as the stock pipeline does; ``"stage"`` reads them at each stage's resolution
-    (:mod:`ralu_torch.backends.references`, docs/conditioned-references.md).
+    (:mod:`ralu_torch.backends.references`, docs/conditioned.md).
     """
 
     def __init__(self, pipe, schedule=None, *, parameters: str = "default", upsample: str = "latent",
@@ -271,9 +271,9 @@ class RALU:
         condition arguments the same way: FluxFillPipeline ``image`` and ``mask_image``,
         FluxControlPipeline ``control_image``, WanImageToVideoPipeline ``image`` (and
         ``last_image`` for Wan 2.1's first-last-frame model), resized to ``height x width`` by the
-        pipeline's own processors (docs/conditioned-concat.md). A pipeline that starts from an
+        pipeline's own processors (docs/conditioned.md). A pipeline that starts from an
         image or a clip takes its ``image=`` (``video=``, whose frames set the clip's) and
-        ``strength=`` (its own default when not given; docs/conditioned-img2img.md); ``latents=``
+        ``strength=`` (its own default when not given; docs/conditioned.md); ``latents=``
         is refused there."""
         pipe, be = self.pipe, self.backend
         if output_type not in OUTPUT_TYPES:

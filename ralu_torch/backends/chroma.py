@@ -103,7 +103,7 @@ class ChromaImg2ImgBackend(ImageStart, ChromaBackend):
     5.0, strength 0.9), the image encoded by the pipeline's ``_encode_vae_image``. Its attention
     mask is the pipeline's own ``_prepare_attention_mask``, which (unlike ChromaPipeline's) casts
     the mask to the latents' dtype: a 0/1 float mask, which attention adds to its scores instead
-    of masking (docs/conditioned-img2img.md); RALU passes what the pipeline passes."""
+    of masking (docs/conditioned.md); RALU passes what the pipeline passes."""
 
     def attention_mask(self, branch: ChromaInputs, image_tokens: int):
         m = branch.attention_mask

@@ -235,7 +235,7 @@ class FluxFillBackend(FluxConcatBackend):
     """``FluxFillPipeline`` (FLUX.1 Fill): the masked image's latents (64 values per token) and the
     mask (256: the 8 x 8 pixels of each latent pixel's 2 x 2 patch) after the latent; guidance 30 by
     default, as the pipeline. At a coarse token the mask reads the fraction of its pixels masked (the
-    rule pools it: see docs/conditioned-concat.md)."""
+    rule pools it: see docs/conditioned.md)."""
 
     pipeline_name = "FluxFillPipeline"
     default_guidance_scale = 30.0
