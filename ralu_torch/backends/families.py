@@ -52,6 +52,10 @@ class Family:
     position_limit: Callable | None = None
     #: image-conditioned pipelines RALU runs, by class name (:class:`Conditioned`)
     conditioned: dict = field(default_factory=dict)
+    #: runs under diffusers' context parallelism (its transformer has a ``_cp_plan``; :mod:`ralu_torch.parallel`)
+    context_parallel: bool = False
+    #: guides with separate transformer calls, which CFG parallelism puts on two ranks
+    cfg_parallel: bool = False
 
     @property
     def models(self) -> tuple:
@@ -107,7 +111,8 @@ FAMILIES = (
                     "prompt and true_cfg_scale > 1 adds a second call per step",
            conditioned={"FluxImg2ImgPipeline": Conditioned("flux:FluxImg2ImgBackend", start="image"),
                         "FluxFillPipeline": Conditioned("flux:FluxFillBackend"),
-                        "FluxControlPipeline": Conditioned("flux:FluxControlBackend")}),
+                        "FluxControlPipeline": Conditioned("flux:FluxControlBackend")},
+           context_parallel=True, cfg_parallel=True),
     Family("sd3", "SD3", ("StableDiffusion3Pipeline",), "sd3:SD3Backend", ("StableDiffusion3",), _sd3_variant,
            negative="cfg", guidance="classifier-free guidance with guidance_scale > 1, both halves in one call",
            conditioned={"StableDiffusion3Img2ImgPipeline": Conditioned("sd3:SD3Img2ImgBackend", start="image")}),
@@ -116,12 +121,14 @@ FAMILIES = (
            guidance="FLUX.2 [dev]'s guidance is distilled into the model; FLUX.2 [klein] base guides with an empty "
                     "negative prompt when guidance_scale > 1 (a second call per step), the distilled [klein] does not",
            extra_refused={"image": "reference images add conditioning tokens that RALU's low-resolution stages do "
-                                   "not model"}),
+                                   "not model"},
+           context_parallel=True, cfg_parallel=True),
     Family("qwen-image", "Qwen-Image", ("QwenImagePipeline",), "qwenimage:QwenImageBackend", ("QwenImage",),
            lambda read: "qwen-image", negative="true-cfg",
            guidance="true CFG with a negative prompt and true_cfg_scale > 1 (a second call per step), rescaled per "
                     "token to the conditional velocity's norm",
-           conditioned={"QwenImageImg2ImgPipeline": Conditioned("qwenimage:QwenImageImg2ImgBackend", start="image")}),
+           conditioned={"QwenImageImg2ImgPipeline": Conditioned("qwenimage:QwenImageImg2ImgBackend", start="image")},
+           context_parallel=True, cfg_parallel=True),
     Family("z-image", "Z-Image", ("ZImagePipeline",), "zimage:ZImageBackend", ("ZImage",), _zimage_variant, negative="cfg",
            cfg_threshold=0.0,
            guidance="classifier-free guidance with guidance_scale > 0, both halves in one call (Z-Image-Turbo "
@@ -129,14 +136,16 @@ FAMILIES = (
            conditioned={"ZImageImg2ImgPipeline": Conditioned("zimage:ZImageImg2ImgBackend", start="image")}),
     Family("chroma", "Chroma", ("ChromaPipeline",), "chroma:ChromaBackend", ("Chroma",), lambda read: "chroma", negative="cfg",
            guidance="classifier-free guidance with guidance_scale > 1, a second call per step",
-           conditioned={"ChromaImg2ImgPipeline": Conditioned("chroma:ChromaImg2ImgBackend", start="image")}),
+           conditioned={"ChromaImg2ImgPipeline": Conditioned("chroma:ChromaImg2ImgBackend", start="image")},
+           cfg_parallel=True),
     Family("wan", "Wan", ("WanPipeline",), "wan:WanBackend", ("Wan",), _wan_variant, negative="cfg",
            guidance="classifier-free guidance with guidance_scale > 1, a second call per step; Wan 2.2 A14B's "
                     "low-noise expert guides with guidance_scale_2",
            video=True, position_limit=lambda read: int(read("transformer").get("rope_max_seq_len", 1024)),
            conditioned={"WanVideoToVideoPipeline": Conditioned("wan:WanVideoToVideoBackend", start="video",
                                                                 rounding="video2video"),
-                        "WanImageToVideoPipeline": Conditioned("wan:WanImageToVideoBackend")}),
+                        "WanImageToVideoPipeline": Conditioned("wan:WanImageToVideoBackend")},
+           context_parallel=True, cfg_parallel=True),
 )
 
 BY_NAME = {f.name: f for f in FAMILIES}

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..parallel import local
 from . import rotary
 from .img2img import ImageStart
 from .base import (BranchConditioning, EmbeddingInputs, Guided, RotaryBackend, check_negative_batch, joint_kwargs,
@@ -42,13 +43,16 @@ class QwenInputs(BranchConditioning):
 
 @dataclass
 class QwenRotary:
-    """A mixed stage's rotary tables: the image's per image, the text's long enough for every branch."""
+    """A mixed stage's rotary tables: the image's per image, the text's long enough for every branch;
+    under ``model``'s context parallelism, this rank's share of each (as the plan splits the stock
+    ``pos_embed``'s two outputs)."""
 
     image: rotary.PerImage
     text: torch.Tensor
+    model: object = None
 
     def for_text(self, text_tokens: int) -> tuple:
-        return self.image, self.text[:text_tokens]
+        return self.image, local(self.text[:text_tokens], 0, self.model)
 
 
 def centred(pos: torch.Tensor, frame: tuple) -> torch.Tensor:
@@ -133,8 +137,10 @@ class QwenImageBackend(RotaryBackend):
         d_frame, d_row, d_col = rope.axes_dim
         table = torch.cat([axis(torch.zeros_like(c[:, 0]), d_frame), axis(c[:, 0], d_row), axis(c[:, 1], d_col)], -1)
         longest = max(branch.prompt_embeds.shape[1] for _, branch in cond.branches())
-        _, text = rope([(1, *tokens.frame)], device=pos.device, max_txt_seq_len=longest)
-        return QwenRotary(rotary.PerImage(table.view(B, L, -1)), text)
+        # the rotary module's own forward: under context parallelism the plan's hook on it would split the
+        # text table of the longest prompt, and each branch's is split at its own length (QwenRotary.for_text)
+        _, text = type(rope).forward(rope, [(1, *tokens.frame)], device=pos.device, max_txt_seq_len=longest)
+        return QwenRotary(rotary.PerImage(local(table.view(B, L, -1), 1, self.transformer)), text, self.transformer)
 
     def forward(self, x, ids, sigma, branch: QwenInputs, rotary=None) -> torch.Tensor:
         dtype = branch.prompt_embeds.dtype
