@@ -51,6 +51,8 @@ import random
 import torch
 import torch.distributed as dist
 
+from .backends.families import no_cfg_parallel, no_context_parallel
+
 #: Caches whose decision to skip reads the data: under context parallelism each rank would
 #: decide from its own tokens, and ranks that skip different blocks stop meeting in the
 #: attention's collectives.
@@ -277,21 +279,6 @@ class Parallel:
     def selection(self, policy):
         """``policy`` with rank 0's mask on every rank."""
         return AgreedSelection(policy, self.groups) if self.active else policy
-
-
-def no_context_parallel(family, transformer: str = "") -> str:
-    """Why ``family`` does not run under context parallelism."""
-    which = f" ({transformer})" if transformer else ""
-    return (f"{family.display} cannot run under context parallelism: its diffusers transformer{which} has no "
-            "context-parallel plan (_cp_plan), so diffusers does not split its sequence across ranks. RALU runs "
-            "context parallelism for FLUX.1, FLUX.2, Qwen-Image and Wan")
-
-
-def no_cfg_parallel(family) -> str:
-    """Why ``family`` does not take CFG parallelism."""
-    return (f"{family.display} cannot split its guidance across ranks: {family.guidance}. CFG parallelism runs the "
-            "two branches of a family that guides with separate calls (FLUX.1's true CFG, FLUX.2 [klein] base, "
-            "Qwen-Image, Chroma, Wan)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -148,6 +148,21 @@ FAMILIES = (
            context_parallel=True, cfg_parallel=True),
 )
 
+def no_context_parallel(family, transformer: str = "") -> str:
+    """Why ``family`` does not run under context parallelism."""
+    which = f" ({transformer})" if transformer else ""
+    return (f"{family.display} cannot run under context parallelism: its diffusers transformer{which} has no "
+            "context-parallel plan (_cp_plan), so diffusers does not split its sequence across ranks. RALU runs "
+            f"context parallelism for {', '.join(f.display for f in FAMILIES if f.context_parallel)}")
+
+
+def no_cfg_parallel(family) -> str:
+    """Why ``family`` does not take CFG parallelism."""
+    return (f"{family.display} cannot split its guidance across ranks: {family.guidance}. CFG parallelism runs the "
+            "two branches of a family that guides with separate calls: "
+            f"{', '.join(f.display for f in FAMILIES if f.cfg_parallel)}")
+
+
 BY_NAME = {f.name: f for f in FAMILIES}
 SUPPORTED = tuple(p for f in FAMILIES for p in f.pipelines)
 
