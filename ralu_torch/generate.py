@@ -35,6 +35,7 @@ from .backends.families import BY_NAME, FAMILIES, family_of_pipeline, read_pipel
 from .jobs import (MANIFEST, PART, SEED_LIMIT, DirectoryLock, Entry, Job, Plan, append_line, batches,
                    check_writable_dir, differences, lora_spec, merge_manifest, read_prompts)
 from .options import SELECTIONS, UPSAMPLE_MODES
+from .parallel_generate import Split
 from . import console as _console
 from .recipe import RECIPE_FORMAT, check_recipe, image_suffixes, needs_room, read_recipe, save_options, sidecar
 from .schedules import _check_family, _parse_schedule
@@ -59,8 +60,9 @@ def generate(args) -> None:
     named_model = args.model is not None                     # on the command line, not only in a recipe
     from_batch = _from_recipe(args, recipe)
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    split = Split.from_args(args, world)     # --context-parallel, --cfg-parallel: processes per image
     many = args.prompts is not None or (args.num_images or 1) > 1 or args.out_dir is not None
-    _check_flags(args, many, world, recipe)
+    _check_flags(args, many, world, recipe, split.replicas)
     if args.schedule:
         check_path(args.schedule, "--schedule")
     loras = [list(lora_spec(s)) for s in args.lora] if args.lora else recipe.get("loras") or []
@@ -129,6 +131,7 @@ def generate(args) -> None:
     _check_sizes(entries, args, schedules, pixels_per_token)
     if video and family.position_limit is not None:
         _check_clip_positions(family, variant, configs, entries, args, pixels_per_token)
+    split.check_family(family)
     if family is not None:
         _check_guidance_flags(family, entries, args)
         for fixed, _, source in schedules.values():
@@ -166,7 +169,7 @@ def generate(args) -> None:
         _console.current().result(f"nothing to do: {len(done)} {_things(plan)} already there with the same recipe"
                                   + (f" ({out_dir / MANIFEST})" if out_dir is not None else f" ({single[1]})"))
         return
-    mine = _share(pending, len(plan), rank, world) if state is not None else pending
+    mine = _share(pending, len(plan), *split.share(rank)) if state is not None else pending
     first = next(mine, None)
     if first is None:                  # fewer images than processes: this one waits for the others
         state.wait_for_everyone()
@@ -174,18 +177,18 @@ def generate(args) -> None:
     mine = itertools.chain([first], mine)
     pipe = _load(args, device, dtype_name, loras, quiet=rank != 0, many=many, local=local_model,
                  trusted=named_model, trusted_loras=not untrusted_loras)
-    ralus = _ralus(pipe, args, schedules)
+    ralus = _ralus(pipe, args, schedules, split.enable(pipe).cfg_group)
 
     if args.compare:
         _compare(args, pipe, ralus[None], first, single[1], wanted(first), device)
         return
-    written, lines = _write_locked(args, plan, mine, ralus, target, wanted, out_dir, state, rank, world, many, device,
-                                   todo, from_batch, resumed)
+    written, lines = _write_locked(args, plan, mine, ralus, split.target(target, rank), wanted, out_dir, state, rank,
+                                   world, many, device, todo, from_batch, resumed)
     if lines is not None:
         _console.current().result(f"wrote {todo} {_things(plan)} to {out_dir}"
                                   + (f" on {world} processes" if world > 1 else "")
                                   + f", skipped {len(done)} already there; {out_dir / MANIFEST}: {lines} line(s)")
-    elif out_dir is not None:
+    elif out_dir is not None and split.writes(rank):
         _console.current().result(f"process {rank}: wrote {written} {_things(plan)}")
 
 
@@ -417,7 +420,8 @@ def check_run_flags(args) -> None:
         check_finite("--guidance-scale", args.guidance_scale)
 
 
-def _check_flags(args, many: bool, world: int, recipe: dict) -> None:
+def _check_flags(args, many: bool, world: int, recipe: dict, replicas: int | None = None) -> None:
+    """``replicas``: the images made side by side (``world`` unless several processes make each one)."""
     if args.prompts is not None and args.prompt is not None and not recipe:
         raise UsageError("give --prompt or --prompts, not both")
     if recipe and (many or args.compare):
@@ -434,7 +438,7 @@ def _check_flags(args, many: bool, world: int, recipe: dict) -> None:
         raise UsageError("--baseline-steps needs --compare" if not args.compare
                          else f"--baseline-steps must be >= 1, got {args.baseline_steps}")
     if world > 1:
-        if not many or args.compare:
+        if (not many and (replicas or world) > 1) or args.compare:
             raise UsageError(f"{world} processes need many images: give --prompts or --num-images and --out-dir")
         if args.device is not None:
             raise UsageError("under accelerate launch each process takes its own device; leave out --device")
@@ -752,15 +756,16 @@ def dtype_kwarg(dtype) -> dict:
     return {"dtype": dtype} if hasattr(deprecation_utils, "_resolve_dtype") else {"torch_dtype": dtype}
 
 
-def _ralus(pipe, args, schedules: dict) -> dict:
-    """One RALU per schedule of the run; the transformer is compiled once, by the first."""
+def _ralus(pipe, args, schedules: dict, cfg_parallel=None) -> dict:
+    """One RALU per schedule of the run; the transformer is compiled once, by the first;
+    ``cfg_parallel``: the group whose two ranks run the two guidance branches (``--cfg-parallel``)."""
     from .pipeline import RALU
 
     out = {}
     for key, (fixed, _, source) in schedules.items():
         out[key] = RALU(pipe, fixed if fixed is not None else source, parameters=args.parameters,
                         upsample=args.upsample, select=args.select, allow_other_model=args.force,
-                        compile=bool(args.compile) and not out)
+                        compile=bool(args.compile) and not out, cfg_parallel=cfg_parallel)
     return out
 
 

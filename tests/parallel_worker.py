@@ -181,7 +181,28 @@ def equal_split_cases(results) -> None:
         spec=dataclasses.asdict(ralu.backend.cost_spec()))
 
 
-def main(out: Path) -> None:
+#: ``ralu generate`` on the tiny saved FLUX.1 (96x96: 9 tokens in the first stage), one image, then two
+#: into a directory: the tests run the same commands in one process and compare the files.
+CLI = ["--prompt", "a red cat", "--height", "96", "--width", "96", "--max-sequence-length", "16", "--seed", "3"]
+
+
+def cli_cases(results, model: str, out: Path) -> None:
+    """``ralu generate --context-parallel 2`` (its console entry point, in this torchrun-launched
+    process), with every file write and manifest line recorded by the process that makes it."""
+    from ralu_torch import generate as gen
+    from ralu_torch.cli import main
+
+    writes = []
+    save, append = gen._save, gen.append_line
+    gen._save = lambda image, path, rec: (writes.append(str(path)), save(image, path, rec))[1]
+    gen.append_line = lambda path, line: (writes.append(str(path)), append(path, line))[1]
+    common = ["generate", "--model", model, *CLI, "--context-parallel", "2"]
+    codes = [main([*common, "--out", str(out / "cp.png")]),
+             main([*common, "--num-images", "2", "--out-dir", str(out / "cp-dir")])]
+    results["cli"] = {"codes": codes, "writes": writes}
+
+
+def main(out: Path, model: str | None = None) -> None:
     adapt_cpu()
     dist.init_process_group("gloo")
     rank = dist.get_rank()
@@ -189,6 +210,8 @@ def main(out: Path) -> None:
     try:
         family_cases(results)
         equal_split_cases(results)
+        if model is not None:
+            cli_cases(results, model, out)
     except Exception:                       # reported per rank; the test prints it
         results["error"] = traceback.format_exc()
     (out / f"rank{rank}.json").write_text(json.dumps(results, indent=1))
@@ -197,4 +220,4 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), *sys.argv[2:3])

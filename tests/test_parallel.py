@@ -17,7 +17,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import torch
 
+from parallel_worker import CLI
+from ralu_torch.cli import main
 from ralu_torch.testing import tiny_pipeline
 
 TOLERANCE = 1e-5
@@ -31,14 +34,15 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    """The two ranks' reports of tests/parallel_worker.py (one launch for the whole module)."""
+def report(tmp_path_factory, model_dir):
+    """The two ranks' reports of tests/parallel_worker.py (one launch for the whole module), and
+    the folder where its ``ralu generate`` runs wrote."""
     out = tmp_path_factory.mktemp("parallel")
     root = HERE.parent
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(root), os.environ.get(
         "PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(free_port()),
-           str(HERE / "parallel_worker.py"), str(out)]
+           str(HERE / "parallel_worker.py"), str(out), str(model_dir)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=root)
     said = f"rc {r.returncode}\nstdout: {r.stdout[-2000:]}\nstderr: {r.stderr[-4000:]}"
     ranks = []
@@ -49,7 +53,7 @@ def report(tmp_path_factory):
     errors = [rk.get("error") for rk in ranks if rk.get("error")]
     assert not errors, errors[0]
     assert r.returncode == 0, said
-    return ranks
+    return ranks + [out]
 
 
 FAMILIES = ("flux", "flux2", "qwen-image", "wan", "wan-2-experts")
@@ -61,7 +65,7 @@ RUNS = [f"{f} {stages} batch {b}" for f in FAMILIES for stages in ("1-stage", "3
 def test_context_parallel_on_two_ranks_equals_one_process(report, case):
     """96x96 (9 tokens in the first stage, 15 in the mixed one; Wan: 3 latent frames, 27), the
     uneven split, each rank's output against the same run made in one process."""
-    for rank in report:
+    for rank in report[:2]:
         got = rank[case]
         assert got["diff"] <= TOLERANCE * max(1.0, got["scale"]), (case, got)
         assert got["ranks_agree"], case                 # both ranks hold the same gathered latents
@@ -71,14 +75,14 @@ def test_context_parallel_on_two_ranks_equals_one_process(report, case):
 @pytest.mark.multiprocess
 @pytest.mark.parametrize("family", FAMILIES)
 def test_cfg_parallel_on_two_ranks_equals_one_process(report, family):
-    for rank in report:
+    for rank in report[:2]:
         got = rank[f"{family} cfg-parallel"]
         assert got["diff"] <= TOLERANCE * max(1.0, got["scale"]) and got["ranks_agree"], got
 
 
 @pytest.mark.multiprocess
 def test_the_default_equal_split_runs_even_counts_and_refuses_an_odd_one_before_any_model_call(report):
-    for rank in report:
+    for rank in report[:2]:
         assert rank["flux equal split batch 2"]["diff"] <= TOLERANCE
         refusal = rank["refusal"]
         assert refusal["collectives"] == 0
@@ -93,7 +97,7 @@ def test_the_cost_model_counts_the_bytes_the_collectives_move(report):
     from ralu_schedule.communication import call_bytes
     from ralu_schedule.cost import TransformerSpec
 
-    for rank in report:
+    for rank in report[:2]:
         got = rank["flux equal split batch 2"]
         spec = TransformerSpec(**got["spec"])
         want = got["batch"] * sum(calls * call_bytes(spec, tokens, got["text_tokens"], 2, "ulysses", got["dtype_bytes"])
@@ -105,7 +109,7 @@ def test_the_cost_model_counts_the_bytes_the_collectives_move(report):
 
 @pytest.mark.multiprocess
 def test_the_ranks_must_draw_from_the_same_generator(report):
-    for rank in report:
+    for rank in report[:2]:
         assert "generators in the same state" in rank["generator refusal"]["message"]
         assert rank["generator refusal"]["collectives"] == 0
         assert rank["no generator"]["ranks_agree"]
@@ -113,11 +117,79 @@ def test_the_ranks_must_draw_from_the_same_generator(report):
 
 @pytest.mark.multiprocess
 def test_cfg_parallel_without_guidance_is_refused(report):
-    for rank in report:
+    for rank in report[:2]:
         assert "this call makes one transformer call per step" in rank["cfg refusal"]["message"]
 
 
+@pytest.mark.multiprocess
+def test_generate_with_context_parallel_writes_one_process_s_images_from_one_process(report, model_dir, tmp_path,
+                                                                                    capsys):
+    """``ralu generate --context-parallel 2`` under torchrun (two processes, gloo): the writer is the
+    first rank and the only one; its images are one process's, with the same recipe. FLUX's split
+    attention sums in another order (diffusers' Ulysses joins each rank's text and image shards), so
+    a value within 1e-5 of one process's can round to the neighbouring 8-bit level: pixels may differ
+    by one level, never more. The recipe records the device, and accelerate names each process's
+    ``cpu:0``: the one-process run names the same."""
+    import numpy as np
+    from PIL import Image
+
+    out = report[2]
+    writer, helper = report[0]["cli"], report[1]["cli"]
+    assert writer["codes"] == helper["codes"] == [0, 0]
+    assert helper["writes"] == []
+    assert [Path(w).relative_to(out).as_posix() for w in writer["writes"]] == [
+        "cp.png", "cp-dir/00000.png", "cp-dir/manifest.part-0.jsonl", "cp-dir/00001.png", "cp-dir/manifest.part-0.jsonl"]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)                  # as the launched processes run (a thread count can change rounding)
+    try:
+        one = ["generate", "--model", str(model_dir), *CLI, "--device", "cpu:0"]
+        assert main([*one, "--out", str(tmp_path / "cp.png")]) == 0
+        assert main([*one, "--num-images", "2", "--out-dir", str(tmp_path / "cp-dir")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    capsys.readouterr()
+    for name in ("cp.png", "cp-dir/00000.png", "cp-dir/00001.png"):
+        split, one = Image.open(out / name), Image.open(tmp_path / name)
+        assert split.text == one.text, name                  # the recipe: the split is not recorded
+        levels = np.abs(np.asarray(split, dtype=int) - np.asarray(one, dtype=int))
+        assert levels.max() <= 1 and (levels > 0).mean() < 0.01, (name, levels.max(), (levels > 0).mean())
+    lines = [json.loads(x) for x in (out / "cp-dir" / "manifest.jsonl").read_text().splitlines()]
+    assert [x["file"] for x in lines] == ["00000.png", "00001.png"] and {x["rank"] for x in lines} == {0}
+    assert sorted(p.name for p in (out / "cp-dir").iterdir()) == ["00000.png", "00001.png", "manifest.jsonl"]
+
+
 # -- refusals in one process -------------------------------------------------------------------------------------
+
+FAST = """
+import sys
+from ralu_torch.cli import main
+code = main(sys.argv[1:])
+assert "torch" not in sys.modules and "diffusers" not in sys.modules, "imported before the flags were checked"
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("pipeline, world, argv, msg", [
+    ("FluxPipeline", 1, ["--context-parallel", "2"], "--context-parallel 2 makes each image on 2 processes and this "
+                                                      "launch has 1: launch 2 processes (torchrun --nproc-per-node 2"),
+    ("FluxPipeline", 6, ["--context-parallel", "2", "--cfg-parallel"], "launch a multiple of 4 processes"),
+    ("FluxPipeline", 2, ["--context-parallel", "0"], "--context-parallel must be a positive number of processes"),
+    ("FluxPipeline", 1, ["--ring"], "--ring is the attention of context parallelism"),
+    ("FluxPipeline", 4, ["--context-parallel", "2"], "4 processes need many images"),
+    ("StableDiffusion3Pipeline", 2, ["--context-parallel", "2"], "SD3 cannot run under context parallelism"),
+    ("ChromaPipeline", 2, ["--context-parallel", "2"], "Chroma cannot run under context parallelism"),
+    ("ZImagePipeline", 2, ["--cfg-parallel"], "Z-Image cannot split its guidance across ranks"),
+])
+def test_generate_refuses_a_split_it_cannot_make_before_torch_is_imported(tmp_path, pipeline, world, argv, msg):
+    """The launch's size (WORLD_SIZE) and the model's family (its model_index.json) are checked
+    in a fraction of a second, before torch imports and long before any weights load."""
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model_index.json").write_text(json.dumps({"_class_name": pipeline}))
+    r = subprocess.run([sys.executable, "-c", FAST, "generate", "--model", str(model), "--prompt", "a",
+                        "--out", str(tmp_path / "x.png"), *argv], capture_output=True, text=True,
+                       env={**os.environ, "WORLD_SIZE": str(world)})
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and msg in r.stderr, r.stderr
 
 @pytest.mark.parametrize("model, transformer", [("sd3-medium", "SD3Transformer2DModel"),
                                                 ("z-image", "ZImageTransformer2DModel"),
