@@ -181,6 +181,25 @@ def equal_split_cases(results) -> None:
         spec=dataclasses.asdict(ralu.backend.cost_spec()))
 
 
+def mesh_cases(results) -> None:
+    """Context and CFG parallelism together on four ranks (a 2 x 2 mesh: two ranks per guidance
+    branch), 96x96, batch 2, three stages, for FLUX.1 with true CFG and Wan 2.2 with two experts,
+    against one process. Run by hand (``--mesh``, four processes); the test suite stays at two."""
+    from ralu_schedule import Layout
+    from ralu_torch import RALU
+    from ralu_torch.parallel import enable
+    from ralu_torch.testing import tiny_inputs, tiny_pipeline
+
+    for family in ("flux", "wan-2-experts"):
+        model, extra = FAMILIES[family]
+        pipe = tiny_pipeline(model)
+        guided = tiny_inputs(pipe, 2, guided=True)
+        ref = run(RALU(pipe, Layout(**THREE)), guided, extra)
+        placement = enable(pipe, context_parallel=2, cfg_parallel=True)
+        out = run(RALU(pipe, Layout(**THREE), cfg_parallel=placement.cfg_group), guided, extra)
+        compare(f"{family} context 2 x cfg 2 batch 2", out, ref, results)
+
+
 #: ``ralu generate`` on the tiny saved FLUX.1 (96x96: 9 tokens in the first stage), one image, then two
 #: into a directory: the tests run the same commands in one process and compare the files.
 CLI = ["--prompt", "a red cat", "--height", "96", "--width", "96", "--max-sequence-length", "16", "--seed", "3"]
@@ -202,22 +221,31 @@ def cli_cases(results, model: str, out: Path) -> None:
     results["cli"] = {"codes": codes, "writes": writes}
 
 
-def main(out: Path, model: str | None = None) -> None:
+def main(out: Path, model: str | None = None, mesh: bool = False) -> None:
     adapt_cpu()
     dist.init_process_group("gloo")
     rank = dist.get_rank()
     results = {}
     try:
-        family_cases(results)
-        equal_split_cases(results)
+        if mesh:
+            mesh_cases(results)
+        else:
+            family_cases(results)
+            equal_split_cases(results)
         if model is not None:
             cli_cases(results, model, out)
     except Exception:                       # reported per rank; the test prints it
         results["error"] = traceback.format_exc()
     (out / f"rank{rank}.json").write_text(json.dumps(results, indent=1))
+    if mesh and rank == 0:
+        for name, got in results.items():
+            print(f"{name}: {got}" if name == "error" else
+                  f"{name}: largest difference from one process {got['diff']:.2g} (of values up to "
+                  f"{got['scale']:.2g}), all ranks the same: {got['ranks_agree']}")
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    main(Path(sys.argv[1]), *sys.argv[2:3])
+    given = [a for a in sys.argv[2:] if a != "--mesh"]       # OUT [MODEL] [--mesh]
+    main(Path(sys.argv[1]), *given[:1], mesh="--mesh" in sys.argv[2:])
