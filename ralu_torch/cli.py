@@ -96,7 +96,8 @@ def build_parser():
     model.add_argument("--offload", choices=OFFLOAD, default="none",
                        help="model: whole models to the device in turn; sequential: layer by layer (least memory)")
     model.add_argument("--compile", action="store_true", help="torch.compile the transformer's blocks")
-    par = g.add_argument_group("several GPUs on one image (launch with torchrun or accelerate launch; docs/parallel.md)")
+    par = g.add_argument_group("several GPUs on one image (launch with torchrun or accelerate launch; "
+                               "docs/parallel.md)")
     par.add_argument("--context-parallel", type=int, default=1, metavar="N",
                      help="split each image's tokens over N processes (diffusers' context parallelism, Ulysses): "
                           "FLUX.1, FLUX.2, Qwen-Image, Wan")

@@ -329,7 +329,7 @@ def enable(pipe, *, context_parallel: int = 1, cfg_parallel: bool = False, ring:
     if not dist.is_available() or not dist.is_initialized():
         raise ValueError("context and CFG parallelism need torch.distributed initialised: launch with torchrun or "
                          "accelerate launch and call torch.distributed.init_process_group() first")
-    world, rank = dist.get_world_size(), dist.get_rank()
+    world = dist.get_world_size()
     cfg = 2 if cfg_parallel else 1
     if world % (n * cfg):
         raise ValueError(f"{world} processes cannot be split into generations of {n * cfg} ranks (context "

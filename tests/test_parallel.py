@@ -138,7 +138,8 @@ def test_generate_with_context_parallel_writes_one_process_s_images_from_one_pro
     assert writer["codes"] == helper["codes"] == [0, 0]
     assert helper["writes"] == []
     assert [Path(w).relative_to(out).as_posix() for w in writer["writes"]] == [
-        "cp.png", "cp-dir/00000.png", "cp-dir/manifest.part-0.jsonl", "cp-dir/00001.png", "cp-dir/manifest.part-0.jsonl"]
+        "cp.png", "cp-dir/00000.png", "cp-dir/manifest.part-0.jsonl", "cp-dir/00001.png",
+        "cp-dir/manifest.part-0.jsonl"]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)                  # as the launched processes run (a thread count can change rounding)
     try:
