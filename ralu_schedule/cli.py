@@ -17,7 +17,7 @@ from ._files import output_path
 from ._main import run_main
 from .caching import CACHES, parse_cache
 from .communication import format_parallel, parallel_cost
-from .cost import CONVENTIONS, MODELS, format_cost, layout_cost
+from .cost import CONVENTIONS, MODELS, REFERENCE_MODES, format_cost, layout_cost
 from .export import FORMATS, SOLVERS, export
 from .layout import DEFAULT_BASE_SHIFT, Layout, Schedule
 from .matching import DEFAULT_SHIFT_BOUNDS, DEFAULT_Z_MAX, METHODS, Z_SPAN, Bounds, solve
@@ -181,9 +181,10 @@ def _cmd_preset(args):
         if extra:
             raise UsageError(f"--list prints the table of presets; it takes no {', '.join(extra)}")
         width = max(map(len, PRESETS))
-        print(f"{'preset':<{width}}  {'model':<19}  {'evidence':<18}  description")
+        mw = max(len(p.model) for p in PRESETS.values())
+        print(f"{'preset':<{width}}  {'model':<{mw}}  {'evidence':<18}  description")
         for name, p in sorted(PRESETS.items()):
-            print(f"{name:<{width}}  {p.model:<19}  {p.evidence:<18}  {p.description}")
+            print(f"{name:<{width}}  {p.model:<{mw}}  {p.evidence:<18}  {p.description}")
         print()
         for kind, meaning in EVIDENCE.items():
             print(f"{kind}: {meaning}")
@@ -228,7 +229,8 @@ def _cmd_cost(args):
     par = _parallel_args(args)
     c = layout_cost(layout, model, res, convention=args.convention, baseline_steps=steps,
                     solver=args.solver, cache=None if args.cache is None else parse_cache(args.cache),
-                    text_tokens=args.text_tokens, frames=args.frames)
+                    text_tokens=args.text_tokens, frames=args.frames, references=args.references,
+                    reference_images=args.reference_images)
     p = None if par is None else parallel_cost(layout, model, res, solver=args.solver, text_tokens=args.text_tokens,
                                                frames=args.frames, **par)
     if args.json:
@@ -256,6 +258,9 @@ def _parallel_args(args) -> dict | None:
         return None
     if args.cache is not None:
         raise UsageError("--cache with several GPUs is not priced: the communication model counts every call")
+    if args.references is not None or args.reference_images:
+        raise UsageError("--references and --reference-images with several GPUs are not priced: the communication "
+                         "model counts the generated and text tokens only")
     if args.link_gbps is None:
         raise UsageError("several GPUs need --link-gbps (each GPU's link, gigabits per second per direction)")
     return dict(ranks=n or 1, link_gbps=args.link_gbps, mode="ring" if args.ring else "ulysses",
@@ -330,6 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu-tflops", type=float, default=None, metavar="R",
                    help="sustained TFLOP/s of one GPU on the transformer (default 400: an assumption, measure yours)")
     p.add_argument("--dtype-bytes", type=int, default=None, help="bytes per activation value (default 2: bf16)")
+    p.add_argument("--references", choices=REFERENCE_MODES, default=None,
+                   help="models with reference images (flux-kontext-dev, qwen-image-edit, ...): every stage sees "
+                        "them at full resolution (default) or at the stage's resolution")
+    p.add_argument("--reference-images", type=int, default=None,
+                   help="reference images to price (default: the model's, e.g. 1; FLUX.2 0)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_cost)
     return parser

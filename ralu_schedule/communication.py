@@ -184,6 +184,9 @@ def parallel_cost(layout: Layout, model="flux-dev", resolution=None, *, ranks: i
         raise ValueError(f"{spec.name}'s transformer has no context-parallel plan in diffusers (it does not split its "
                          "sequence across GPUs); context parallelism is priced for the flux, flux2, qwen-image and "
                          "wan models") from None
+    if spec.default_references:
+        raise ValueError(f"{spec.name} sees reference images in every call, and the communication model counts the "
+                         "generated and text tokens only: context parallelism is not priced for it")
     if cfg_parallel and spec.cfg_batches != 2:
         raise ValueError(f"{spec.name} makes one transformer call per step (no classifier-free guidance to split); "
                          "CFG parallelism needs a model that guides with two")

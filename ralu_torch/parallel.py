@@ -246,6 +246,10 @@ class Parallel:
                                  "parallelism each rank would decide from its own tokens and the ranks would stop "
                                  "meeting in the attention's collectives. Use TaylorSeerCacheConfig, FasterCacheConfig "
                                  "or PyramidAttentionBroadcastConfig (fixed patterns) or no cache")
+            if getattr(cond, "references", None) is not None:
+                raise ValueError("reference images (FLUX.1 Kontext, Qwen-Image-Edit, FLUX.2 with image=) under context "
+                                 "parallelism are not supported: their tokens' split has not been checked against one "
+                                 "process. Run such a call without context parallelism")
             self._check_counts(cond, plan, grid)
         if self.cfg is not None:
             from .backends.base import Guided

@@ -150,6 +150,21 @@ def family_cases(results) -> None:
             compare(f"{family} {stages} batch {b}", out, ref, results, traced)
 
 
+def reference_refusal(results) -> None:
+    """FLUX.1 Kontext (reference tokens in every call) under context parallelism: refused before
+    the transformer's first call (no all-to-all)."""
+    from tiny import picture, reference_inputs, tiny_kontext
+
+    from ralu_schedule import Layout
+    from ralu_torch import RALU
+    from ralu_torch.parallel import enable
+
+    pipe = tiny_kontext()
+    enable(pipe, context_parallel=2)
+    inputs = {**reference_inputs(pipe, 1), "image": [picture(96, 96)], "_auto_resize": False, "max_area": SIZE * SIZE}
+    refused("reference refusal", results, lambda: run(RALU(pipe, Layout(**THREE)), inputs, {}))
+
+
 #: diffusers' default (equal) split, enabled as a user enables it: 128x128 with fraction 0.25 holds
 #: 16, 28 and 64 tokens per image and 8 text tokens, all even.
 EVEN = dict(steps=(1, 2, 2), ends=(0.3, 0.6, 1.0), fractions=(0.25, 1.0))
@@ -208,13 +223,13 @@ CLI = ["--prompt", "a red cat", "--height", "96", "--width", "96", "--max-sequen
 def cli_cases(results, model: str, out: Path) -> None:
     """``ralu generate --context-parallel 2`` (its console entry point, in this torchrun-launched
     process), with every file write and manifest line recorded by the process that makes it."""
-    from ralu_torch import generate as gen
     from ralu_torch.cli import main
+    from ralu_torch.generation import write
 
     writes = []
-    save, append = gen._save, gen.append_line
-    gen._save = lambda image, path, rec: (writes.append(str(path)), save(image, path, rec))[1]
-    gen.append_line = lambda path, line: (writes.append(str(path)), append(path, line))[1]
+    save, append = write.save, write.append_line
+    write.save = lambda image, path, rec: (writes.append(str(path)), save(image, path, rec))[1]
+    write.append_line = lambda path, line: (writes.append(str(path)), append(path, line))[1]
     common = ["generate", "--model", model, *CLI, "--context-parallel", "2"]
     codes = [main([*common, "--out", str(out / "cp.png")]),
              main([*common, "--num-images", "2", "--out-dir", str(out / "cp-dir")])]
@@ -232,6 +247,7 @@ def main(out: Path, model: str | None = None, mesh: bool = False) -> None:
         else:
             family_cases(results)
             equal_split_cases(results)
+            reference_refusal(results)
         if model is not None:
             cli_cases(results, model, out)
     except Exception:                       # reported per rank; the test prints it

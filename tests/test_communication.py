@@ -129,6 +129,10 @@ def test_the_cli_prints_the_table_and_json(capsys):
     (["--context-parallel", "0", "--link-gbps", "4"], "--context-parallel must be a positive number of ranks, got 0"),
     (["--context-parallel", "2", "--link-gbps", "4", "--model", "sd3-medium"], "sd3-medium's transformer has no"),
     (["--context-parallel", "2", "--link-gbps", "4", "--cache", "taylorseer"], "--cache with several GPUs"),
+    (["--context-parallel", "2", "--link-gbps", "4", "--references", "stage"],
+     "--references and --reference-images with several GPUs are not priced"),
+    (["--context-parallel", "2", "--link-gbps", "4", "--model", "flux-kontext-dev"],
+     "flux-kontext-dev sees reference images in every call"),
 ])
 def test_the_cli_refuses_in_one_line(argv, msg, capsys):
     assert main(["cost", "flux-dev-7x", *argv]) == 2

@@ -122,6 +122,14 @@ def test_cfg_parallel_without_guidance_is_refused(report):
 
 
 @pytest.mark.multiprocess
+def test_reference_images_under_context_parallelism_are_refused_before_any_model_call(report):
+    for rank in report[:2]:
+        refusal = rank["reference refusal"]
+        assert "reference images" in refusal["message"] and "not supported" in refusal["message"], refusal
+        assert refusal["collectives"] == 0
+
+
+@pytest.mark.multiprocess
 def test_generate_with_context_parallel_writes_one_process_s_images_from_one_process(report, model_dir, tmp_path,
                                                                                     capsys):
     """``ralu generate --context-parallel 2`` under torchrun (two processes, gloo): the writer is the

@@ -39,7 +39,7 @@ class Conditioned:
 class Family:
     name: str
     display: str                # how messages name the family
-    pipelines: tuple            # text-to-image pipeline class names RALU runs
+    pipelines: tuple            # pipeline class names RALU runs
     backend: str                # "module:Class" under ralu_torch.backends
     siblings: tuple             # class-name prefixes of the family's other pipelines (refused by name)
     variant: Callable           # (read) -> model name; read(subfolder) is a config dict ({} if absent)
@@ -75,7 +75,14 @@ class Family:
 
 
 def _flux_variant(read) -> str:
+    if read("").get("_class_name") == "FluxKontextPipeline":
+        return "flux-kontext-dev"
     return "flux-dev" if read("transformer").get("guidance_embeds", True) else "flux-schnell"
+
+
+def _qwen_variant(read) -> str:
+    return {"QwenImageEditPipeline": "qwen-image-edit",
+            "QwenImageEditPlusPipeline": "qwen-image-edit-2509"}.get(read("").get("_class_name"), "qwen-image")
 
 
 def _sd3_variant(read) -> str:
@@ -97,6 +104,8 @@ def _zimage_variant(read) -> str:
 
 def _wan_variant(read) -> str:
     tr = read("transformer")
+    if read("").get("_class_name") == "WanImageToVideoPipeline":
+        return _wan_i2v_variant(read, tr)
     if tr.get("in_channels", 16) == 48:
         return "wan2.2-ti2v-5b"
     if read("").get("boundary_ratio") is not None:
@@ -105,13 +114,26 @@ def _wan_variant(read) -> str:
     return "wan2.1-t2v-1.3b" if small else "wan2.1-t2v-14b"      # the 1.3B by its published shape
 
 
+def _wan_i2v_variant(read, tr) -> str:
+    """WanImageToVideoPipeline's models: TI2V-5B (expand_timesteps, 48 channels), Wan 2.2 I2V A14B (two
+    experts), else Wan 2.1 I2V 14B, whose 480P and 720P checkpoints share one configuration: the 480p model,
+    the pipeline's default size (its 720p preset is named by hand)."""
+    if read("").get("expand_timesteps") or tr.get("in_channels") == 48:
+        return "wan2.2-ti2v-5b-i2v"
+    if read("").get("boundary_ratio") is not None:
+        return "wan2.2-i2v-a14b"
+    return "wan2.1-i2v-14b-480p"
+
+
 FAMILIES = (
-    Family("flux", "FLUX.1", ("FluxPipeline",), "flux:FluxBackend", ("Flux",), _flux_variant, negative="true-cfg",
+    Family("flux", "FLUX.1", ("FluxPipeline",), "flux:FluxBackend", ("Flux",), _flux_variant,
+           negative="true-cfg",
            guidance="FLUX.1-dev's guidance is distilled into the model (guidance_scale); true CFG with a negative "
                     "prompt and true_cfg_scale > 1 adds a second call per step",
            conditioned={"FluxImg2ImgPipeline": Conditioned("flux:FluxImg2ImgBackend", start="image"),
                         "FluxFillPipeline": Conditioned("flux:FluxFillBackend"),
-                        "FluxControlPipeline": Conditioned("flux:FluxControlBackend")},
+                        "FluxControlPipeline": Conditioned("flux:FluxControlBackend"),
+                        "FluxKontextPipeline": Conditioned("flux:FluxKontextBackend")},
            context_parallel=True, cfg_parallel=True),
     Family("sd3", "SD3", ("StableDiffusion3Pipeline",), "sd3:SD3Backend", ("StableDiffusion3",), _sd3_variant,
            negative="cfg", guidance="classifier-free guidance with guidance_scale > 1, both halves in one call",
@@ -120,14 +142,14 @@ FAMILIES = (
            negative="none",
            guidance="FLUX.2 [dev]'s guidance is distilled into the model; FLUX.2 [klein] base guides with an empty "
                     "negative prompt when guidance_scale > 1 (a second call per step), the distilled [klein] does not",
-           extra_refused={"image": "reference images add conditioning tokens that RALU's low-resolution stages do "
-                                   "not model"},
            context_parallel=True, cfg_parallel=True),
-    Family("qwen-image", "Qwen-Image", ("QwenImagePipeline",), "qwenimage:QwenImageBackend", ("QwenImage",),
-           lambda read: "qwen-image", negative="true-cfg",
+    Family("qwen-image", "Qwen-Image", ("QwenImagePipeline",),
+           "qwenimage:QwenImageBackend", ("QwenImage",), _qwen_variant, negative="true-cfg",
            guidance="true CFG with a negative prompt and true_cfg_scale > 1 (a second call per step), rescaled per "
                     "token to the conditional velocity's norm",
-           conditioned={"QwenImageImg2ImgPipeline": Conditioned("qwenimage:QwenImageImg2ImgBackend", start="image")},
+           conditioned={"QwenImageImg2ImgPipeline": Conditioned("qwenimage:QwenImageImg2ImgBackend", start="image"),
+                        "QwenImageEditPipeline": Conditioned("qwenimage:QwenImageEditBackend"),
+                        "QwenImageEditPlusPipeline": Conditioned("qwenimage:QwenImageEditBackend")},
            context_parallel=True, cfg_parallel=True),
     Family("z-image", "Z-Image", ("ZImagePipeline",), "zimage:ZImageBackend", ("ZImage",), _zimage_variant, negative="cfg",
            cfg_threshold=0.0,
@@ -206,7 +228,7 @@ def conditioned_pipeline(class_name: str) -> tuple | None:
 
 
 def family_of_pipeline(class_name: str) -> Family | None:
-    """The family whose text-to-image pipelines include ``class_name``, else None."""
+    """The family whose pipelines include ``class_name``, else None."""
     for f in FAMILIES:
         if class_name in f.pipelines:
             return f

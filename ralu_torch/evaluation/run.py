@@ -88,7 +88,7 @@ def check_flags(args, analytic: bool) -> None:
     """The flags of both kinds of run, in one check before anything runs: the ranges ``ralu
     generate`` applies to the flags it shares (:func:`ralu_torch.generate.check_run_flags`),
     eval's own, a name given twice, and a flag the chosen kind of run would not read."""
-    from ..generate import check_run_flags
+    from ..generation.flags import check_run_flags
 
     for flag, values in (("--metrics", args.metrics), ("--data", args.data)):
         repeated = next((v for k, v in enumerate(values or []) if v in values[:k]), None)
@@ -137,7 +137,8 @@ def _config_args(args, config: Config):
 
 def _prepare(args, configs):
     """Everything decided from the command line and configs alone: (entries, plan, local model, family)."""
-    from ..generate import _check_guidance_flags, _check_sizes, _family, _schedule_entry
+    from ..generation.flags import check_guidance_flags as _check_guidance_flags, check_sizes as _check_sizes
+    from ..generation.plan import model_family as _family, schedule_entry as _schedule_entry
     from ..schedules import _check_family
     from ..sources import check_model
 
@@ -213,7 +214,9 @@ def recipe_of(args, configs, entries, device: str, dtype_name: str) -> dict:
 
 
 def _evaluate_model(args, configs, out: Path, say) -> Path:
-    from ..generate import _base_recipe, _load, _processes, _recipe, check_device
+    from ..generation.load import check_device, load_pipeline as _load
+    from ..generation.plan import processes as _processes
+    from ..recipe import base_recipe as _base_recipe, job_recipe as _recipe
 
     entries, plan, local = _prepare(args, configs)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -259,7 +262,9 @@ def _evaluate_model(args, configs, out: Path, say) -> Path:
 def _generate(args, plan, ralu, wanted, out_dir: Path, state, rank, world, device, say) -> None:
     """One configuration's images: ``ralu generate``'s resume check, process split, directory
     lock, batched writing and manifest, in that order."""
-    from ..generate import _check_agreement, _done, _line_from_recipe, _share, _write_locked
+    from ..generation.plan import check_agreement as _check_agreement, find_done as _done, share as _share
+    from ..generation.write import write_locked as _write_locked
+    from ..recipe import manifest_line as _line_from_recipe
     from ..jobs import merge_manifest
 
     target = lambda job: out_dir / job.file  # noqa: E731
@@ -287,7 +292,7 @@ def _timing(args, configs, ralus, pipe, plan, device, dtype_name, folder: Folder
     untimed warm-up call each, and whether they were reused: from ``DIR/timing.json`` when an
     earlier ralu eval wrote it (its record says so) timing the same configurations of the same
     model, device, dtype and image."""
-    from ..generate import _run
+    from ..generation.execute import run_batch as _run
 
     job = plan[0]
     key = {"model": args.model, "device": device, "dtype": dtype_name, "prompt": job.prompt, "seed": job.seed,
