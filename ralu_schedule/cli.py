@@ -16,6 +16,7 @@ from ._errors import UsageError
 from ._files import output_path
 from ._main import run_main
 from .caching import CACHES, parse_cache
+from .communication import format_parallel, parallel_cost
 from .cost import CONVENTIONS, MODELS, REFERENCE_MODES, format_cost, layout_cost
 from .export import FORMATS, SOLVERS, export
 from .layout import DEFAULT_BASE_SHIFT, Layout, Schedule
@@ -225,11 +226,46 @@ def _cmd_cost(args):
     steps = args.baseline_steps
     if steps is None:
         steps = MODEL_INFO[model].default_steps if model in MODEL_INFO else 50
+    par = _parallel_args(args)
     c = layout_cost(layout, model, res, convention=args.convention, baseline_steps=steps,
                     solver=args.solver, cache=None if args.cache is None else parse_cache(args.cache),
                     text_tokens=args.text_tokens, frames=args.frames, references=args.references,
                     reference_images=args.reference_images)
-    print(json.dumps(c.to_dict(), indent=2) if args.json else format_cost(c))
+    p = None if par is None else parallel_cost(layout, model, res, solver=args.solver, text_tokens=args.text_tokens,
+                                               frames=args.frames, **par)
+    if args.json:
+        print(json.dumps({**c.to_dict(), **({} if p is None else {"parallel": p.to_dict()})}, indent=2))
+    else:
+        print(format_cost(c) + ("" if p is None else "\n\n" + format_parallel(p)))
+
+
+#: The options that price several GPUs (``cost``): with neither --context-parallel nor --cfg-parallel they
+#: would be ignored, so they are refused instead.
+PARALLEL_OPTIONS = {"link_gbps": "--link-gbps", "gpu_tflops": "--gpu-tflops", "ring": "--ring",
+                    "dtype_bytes": "--dtype-bytes"}
+
+
+def _parallel_args(args) -> dict | None:
+    """``parallel_cost``'s arguments from ``cost``'s options, or None when it prices one GPU."""
+    n = args.context_parallel
+    if n is not None and n < 1:
+        raise UsageError(f"--context-parallel must be a positive number of ranks, got {n}")
+    if (n or 1) == 1 and not args.cfg_parallel:
+        given = _given(args, PARALLEL_OPTIONS)
+        if given:
+            raise UsageError(f"{', '.join(given)} price{'s' if len(given) == 1 else ''} several GPUs: give "
+                             "--context-parallel N (N > 1) or --cfg-parallel")
+        return None
+    if args.cache is not None:
+        raise UsageError("--cache with several GPUs is not priced: the communication model counts every call")
+    if args.references is not None or args.reference_images:
+        raise UsageError("--references and --reference-images with several GPUs are not priced: the communication "
+                         "model counts the generated and text tokens only")
+    if args.link_gbps is None:
+        raise UsageError("several GPUs need --link-gbps (each GPU's link, gigabits per second per direction)")
+    return dict(ranks=n or 1, link_gbps=args.link_gbps, mode="ring" if args.ring else "ulysses",
+                cfg_parallel=args.cfg_parallel, gpu_tflops=400.0 if args.gpu_tflops is None else args.gpu_tflops,
+                dtype_bytes=2 if args.dtype_bytes is None else args.dtype_bytes)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -288,6 +324,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-tokens", type=int, default=None,
                    help="prompt tokens (max_sequence_length where the pipeline pads to it) instead of the "
                         "model's default")
+    p.add_argument("--context-parallel", type=int, default=None, metavar="N",
+                   help="price one generation split over N GPUs (diffusers' context parallelism): bytes each rank "
+                        "receives per stage and the predicted speed-up (flux, flux2, qwen-image and wan models)")
+    p.add_argument("--cfg-parallel", action="store_true",
+                   help="the two guidance branches on two groups of GPUs (models that guide with two calls)")
+    p.add_argument("--ring", action="store_true", help="ring attention instead of Ulysses")
+    p.add_argument("--link-gbps", type=float, default=None, metavar="B",
+                   help="each GPU's link bandwidth, gigabits per second per direction (needed with several GPUs)")
+    p.add_argument("--gpu-tflops", type=float, default=None, metavar="R",
+                   help="sustained TFLOP/s of one GPU on the transformer (default 400: an assumption, measure yours)")
+    p.add_argument("--dtype-bytes", type=int, default=None, help="bytes per activation value (default 2: bf16)")
     p.add_argument("--references", choices=REFERENCE_MODES, default=None,
                    help="models with reference images (flux-kontext-dev, qwen-image-edit, ...): every stage sees "
                         "them at full resolution (default) or at the stage's resolution")

@@ -96,6 +96,17 @@ def build_parser():
     model.add_argument("--offload", choices=OFFLOAD, default="none",
                        help="model: whole models to the device in turn; sequential: layer by layer (least memory)")
     model.add_argument("--compile", action="store_true", help="torch.compile the transformer's blocks")
+    par = g.add_argument_group("several GPUs on one image (launch with torchrun or accelerate launch; "
+                               "docs/parallel.md)")
+    par.add_argument("--context-parallel", type=int, default=1, metavar="N",
+                     help="split each image's tokens over N processes (diffusers' context parallelism, Ulysses): "
+                          "FLUX.1, FLUX.2, Qwen-Image, Wan")
+    par.add_argument("--cfg-parallel", action="store_true",
+                     help="run the two guidance branches on two groups of processes (families that guide with two "
+                          "calls)")
+    par.add_argument("--ring", action="store_true",
+                     help="ring attention instead of Ulysses (an attention backend that returns the log-sum-exp: "
+                          "DIFFUSERS_ATTN_BACKEND=flash or _native_cudnn)")
     g.add_argument("--compare", action="store_true",
                    help="one picture: the full-step baseline beside RALU, with wall times and TFLOPs under them")
     g.add_argument("--baseline-steps", type=int, default=None,

@@ -36,6 +36,7 @@ from .generation.plan import (check_agreement, find_done, model_family, pixels_p
                               schedule_entry, share, things)
 from .generation.write import RunFailure, busy, check_recipe_fits, write_locked
 from .jobs import MANIFEST, DirectoryLock, Entry, Job, Plan, check_writable_dir, lora_spec, merge_manifest, read_prompts
+from .parallel_generate import Split
 from .recipe import base_recipe, check_recipe, image_suffixes, job_recipe, manifest_line, read_recipe, sidecar
 from .schedules import _check_family
 from .sources import check_model, check_recipe_lora
@@ -50,7 +51,8 @@ def generate(args) -> None:
     from_batch = fill_from_recipe(args, recipe)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     many = args.prompts is not None or (args.num_images or 1) > 1 or args.out_dir is not None
-    check_generate_flags(args, many, world, recipe)
+    split = Split.from_args(args, world)     # --context-parallel, --cfg-parallel: processes per image
+    check_generate_flags(args, many, world, recipe, split.replicas)
     if args.schedule:
         check_path(args.schedule, "--schedule")
     loras = [list(lora_spec(s)) for s in args.lora] if args.lora else recipe.get("loras") or []
@@ -119,6 +121,7 @@ def generate(args) -> None:
     check_sizes(entries, args, schedules, per_token)
     if video and family.position_limit is not None:
         check_clip_positions(family, variant, configs, entries, args, per_token)
+    split.check_family(family)
     if family is not None:
         check_guidance_flags(family, entries, args)
         for fixed, _, source in schedules.values():
@@ -156,7 +159,7 @@ def generate(args) -> None:
         _console.current().result(f"nothing to do: {len(done)} {things(plan)} already there with the same recipe"
                                   + (f" ({out_dir / MANIFEST})" if out_dir is not None else f" ({single[1]})"))
         return
-    mine = share(pending, len(plan), rank, world) if state is not None else pending
+    mine = share(pending, len(plan), *split.share(rank)) if state is not None else pending
     first = next(mine, None)
     if first is None:                  # fewer images than processes: this one waits for the others
         state.wait_for_everyone()
@@ -164,16 +167,16 @@ def generate(args) -> None:
     mine = itertools.chain([first], mine)
     pipe = load_pipeline(args, device, dtype_name, loras, quiet=rank != 0, many=many, local=local_model,
                          trusted=named_model, trusted_loras=not untrusted_loras)
-    ralus = make_ralus(pipe, args, schedules)
+    ralus = make_ralus(pipe, args, schedules, split.enable(pipe).cfg_group)
 
     if args.compare:
         compare(args, pipe, ralus[None], first, single[1], wanted(first), device)
         return
-    written, lines = write_locked(args, plan, mine, ralus, target, wanted, out_dir, state, rank, world, many, device,
-                                  todo, from_batch, resumed)
+    written, lines = write_locked(args, plan, mine, ralus, split.target(target, rank), wanted, out_dir, state, rank,
+                                  world, many, device, todo, from_batch, resumed)
     if lines is not None:
         _console.current().result(f"wrote {todo} {things(plan)} to {out_dir}"
                                   + (f" on {world} processes" if world > 1 else "")
                                   + f", skipped {len(done)} already there; {out_dir / MANIFEST}: {lines} line(s)")
-    elif out_dir is not None:
+    elif out_dir is not None and split.writes(rank):
         _console.current().result(f"process {rank}: wrote {written} {things(plan)}")

@@ -22,6 +22,7 @@ from .backends.families import BY_NAME, default_preset, read_pipeline_config
 from .backends.img2img import ImageStart
 from .caches import CallCounter, StageScope, cache_config, check_cache, check_cache_for_run, enable_cache
 from .options import KEPT_NOISE, OUTPUT_TYPES
+from .parallel import Parallel
 from .sampler import sample
 from .schedules import _check_family, _parse_schedule
 from .selection import ConditionSelection, check_edge_thresholds, selection_policy
@@ -103,6 +104,13 @@ class RALU:
     ``compile``: ``True`` or a dict of ``torch.compile`` options compiles the transformer's
     blocks in place (regional compilation; ``dynamic=True`` unless the dict says otherwise),
     once, here; the pipeline's own calls then use the compiled blocks too.
+
+    Several GPUs on one image or clip (docs/parallel.md): a transformer with diffusers' context
+    parallelism enabled (``transformer.enable_parallelism(config=ContextParallelConfig(...))``,
+    on both experts of Wan 2.2) runs each stage split across its ranks, FLUX.1, FLUX.2,
+    Qwen-Image and Wan; ``cfg_parallel``: a process group (or 1-D ``DeviceMesh``) of 2 ranks
+    that run the two guidance branches, one each. :func:`ralu_torch.parallel.enable` sets both
+    up; every rank calls RALU with the same arguments and the same generator seed.
     ``references``: for pipelines with reference images (``FluxKontextPipeline``,
     ``QwenImageEditPipeline``, ``QwenImageEditPlusPipeline``, ``Flux2Pipeline``/``Flux2KleinPipeline``
     with ``image=``): ``"full"`` (default) gives every stage the references at full resolution,
@@ -112,7 +120,8 @@ class RALU:
 
     def __init__(self, pipe, schedule=None, *, parameters: str = "default", upsample: str = "latent",
                  kept_noise: str = "exact", select="edges", edge_thresholds=(0.1, 0.2), noise_sampler=None,
-                 solver="scheduler", cache=None, compile=False, allow_other_model: bool = False, references=None):
+                 solver="scheduler", cache=None, compile=False, allow_other_model: bool = False, references=None,
+                 cfg_parallel=None):
         self.pipe = pipe
         self.backend = backend_for(pipe)
         if references is not None:
@@ -121,6 +130,7 @@ class RALU:
                                  f"QwenImageEditPipeline, QwenImageEditPlusPipeline, Flux2Pipeline, "
                                  f"Flux2KleinPipeline); {type(pipe).__name__} takes none")
             self.backend.set_references(references)
+        self._parallel = Parallel(self.backend, BY_NAME[self.backend.name], cfg_parallel)
         if schedule is None:
             schedule = default_preset(BY_NAME[self.backend.name], read_pipeline_config(pipe))
         if parameters not in PARAMETERS:
@@ -278,6 +288,8 @@ class RALU:
         pipe, be = self.pipe, self.backend
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        _check_generator(generator)
+        generator = self._parallel.generator(generator, be.device)   # the same draws on every rank of a generation
         start = None
         if isinstance(be, ImageStart):     # strength and the input checked and preprocessed: no model call yet
             if latents is not None:
@@ -344,6 +356,7 @@ class RALU:
         if cache_config(be.transformer) is not None:
             check_cache(cache_config(be.transformer), be.transformer)
             check_cache_for_run(cache_config(be.transformer), plan)
+        self._parallel.prepare(cond, plan, grid, cache_config(be.transformer))
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         allowed = CALLBACK_INPUTS + tuple(cond.callback_tensors())
@@ -371,6 +384,7 @@ class RALU:
             return tqdm(total=total, **cfg)
 
         select = self.select.bind(cond) if isinstance(self.select, ConditionSelection) else self.select
+        select = self._parallel.selection(select)
         self._interrupt = pipe._interrupt = False
         counter = CallCounter(be.transformer, measure=cache_config(be.transformer) is not None)
         scope = StageScope(be.transformer, owner=self, pipe=pipe, counter=counter)

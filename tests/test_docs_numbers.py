@@ -52,6 +52,8 @@ BY_HAND = {
     "pytest": "the test suite",
     "python -m pytest": "the test suite",
     "accelerate": "needs several GPUs",
+    "python -m torch.distributed.run": "four processes on the CPU (a minute on two cores); tests/test_parallel.py "
+                                       "runs the same worker on two",
 }
 
 COMMAND = r"`((?:ralu-schedule|ralu|python|pytest|accelerate) [^`]+)`"

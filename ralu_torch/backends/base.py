@@ -152,6 +152,8 @@ class Guided:
     scale: float = 1.0
     rescale: bool = False
     text_tokens: int = 0
+    #: CFG parallelism (:class:`ralu_torch.parallel.CfgSplit`): each branch on its own rank, or None
+    split: Any = None
 
     @property
     def batch(self) -> int:
@@ -173,12 +175,15 @@ class Guided:
 
     def run(self, transformer, call, prefix: str = "") -> torch.Tensor:
         """``call(branch)`` for each branch, inside the transformer's cache context of that
-        branch's name, in float32, combined."""
-        outputs = []
-        for name, branch in self.branches():
+        branch's name, in float32, combined (under CFG parallelism, ``split`` runs this rank's
+        branch and gathers the other's)."""
+        def one(name, branch):
             with model_call(transformer, prefix + name):
-                outputs.append(call(branch).float())
-        return self.combine(outputs)
+                return call(branch).float()
+
+        if self.split is not None:
+            return self.combine(self.split.run(self.branches(), one))
+        return self.combine([one(name, branch) for name, branch in self.branches()])
 
     def combine(self, outputs: list) -> torch.Tensor:
         if self.negative is None:

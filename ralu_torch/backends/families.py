@@ -52,6 +52,10 @@ class Family:
     position_limit: Callable | None = None
     #: image-conditioned pipelines RALU runs, by class name (:class:`Conditioned`)
     conditioned: dict = field(default_factory=dict)
+    #: runs under diffusers' context parallelism (its transformer has a ``_cp_plan``; :mod:`ralu_torch.parallel`)
+    context_parallel: bool = False
+    #: guides with separate transformer calls, which CFG parallelism puts on two ranks
+    cfg_parallel: bool = False
 
     @property
     def models(self) -> tuple:
@@ -129,21 +133,24 @@ FAMILIES = (
            conditioned={"FluxImg2ImgPipeline": Conditioned("flux:FluxImg2ImgBackend", start="image"),
                         "FluxFillPipeline": Conditioned("flux:FluxFillBackend"),
                         "FluxControlPipeline": Conditioned("flux:FluxControlBackend"),
-                        "FluxKontextPipeline": Conditioned("flux:FluxKontextBackend")}),
+                        "FluxKontextPipeline": Conditioned("flux:FluxKontextBackend")},
+           context_parallel=True, cfg_parallel=True),
     Family("sd3", "SD3", ("StableDiffusion3Pipeline",), "sd3:SD3Backend", ("StableDiffusion3",), _sd3_variant,
            negative="cfg", guidance="classifier-free guidance with guidance_scale > 1, both halves in one call",
            conditioned={"StableDiffusion3Img2ImgPipeline": Conditioned("sd3:SD3Img2ImgBackend", start="image")}),
     Family("flux2", "FLUX.2", ("Flux2Pipeline", "Flux2KleinPipeline"), "flux2:Flux2Backend", ("Flux2",), _flux2_variant,
            negative="none",
            guidance="FLUX.2 [dev]'s guidance is distilled into the model; FLUX.2 [klein] base guides with an empty "
-                    "negative prompt when guidance_scale > 1 (a second call per step), the distilled [klein] does not"),
+                    "negative prompt when guidance_scale > 1 (a second call per step), the distilled [klein] does not",
+           context_parallel=True, cfg_parallel=True),
     Family("qwen-image", "Qwen-Image", ("QwenImagePipeline",),
            "qwenimage:QwenImageBackend", ("QwenImage",), _qwen_variant, negative="true-cfg",
            guidance="true CFG with a negative prompt and true_cfg_scale > 1 (a second call per step), rescaled per "
                     "token to the conditional velocity's norm",
            conditioned={"QwenImageImg2ImgPipeline": Conditioned("qwenimage:QwenImageImg2ImgBackend", start="image"),
                         "QwenImageEditPipeline": Conditioned("qwenimage:QwenImageEditBackend"),
-                        "QwenImageEditPlusPipeline": Conditioned("qwenimage:QwenImageEditBackend")}),
+                        "QwenImageEditPlusPipeline": Conditioned("qwenimage:QwenImageEditBackend")},
+           context_parallel=True, cfg_parallel=True),
     Family("z-image", "Z-Image", ("ZImagePipeline",), "zimage:ZImageBackend", ("ZImage",), _zimage_variant, negative="cfg",
            cfg_threshold=0.0,
            guidance="classifier-free guidance with guidance_scale > 0, both halves in one call (Z-Image-Turbo "
@@ -151,15 +158,32 @@ FAMILIES = (
            conditioned={"ZImageImg2ImgPipeline": Conditioned("zimage:ZImageImg2ImgBackend", start="image")}),
     Family("chroma", "Chroma", ("ChromaPipeline",), "chroma:ChromaBackend", ("Chroma",), lambda read: "chroma", negative="cfg",
            guidance="classifier-free guidance with guidance_scale > 1, a second call per step",
-           conditioned={"ChromaImg2ImgPipeline": Conditioned("chroma:ChromaImg2ImgBackend", start="image")}),
+           conditioned={"ChromaImg2ImgPipeline": Conditioned("chroma:ChromaImg2ImgBackend", start="image")},
+           cfg_parallel=True),
     Family("wan", "Wan", ("WanPipeline",), "wan:WanBackend", ("Wan",), _wan_variant, negative="cfg",
            guidance="classifier-free guidance with guidance_scale > 1, a second call per step; Wan 2.2 A14B's "
                     "low-noise expert guides with guidance_scale_2",
            video=True, position_limit=lambda read: int(read("transformer").get("rope_max_seq_len", 1024)),
            conditioned={"WanVideoToVideoPipeline": Conditioned("wan:WanVideoToVideoBackend", start="video",
                                                                 rounding="video2video"),
-                        "WanImageToVideoPipeline": Conditioned("wan:WanImageToVideoBackend")}),
+                        "WanImageToVideoPipeline": Conditioned("wan:WanImageToVideoBackend")},
+           context_parallel=True, cfg_parallel=True),
 )
+
+def no_context_parallel(family, transformer: str = "") -> str:
+    """Why ``family`` does not run under context parallelism."""
+    which = f" ({transformer})" if transformer else ""
+    return (f"{family.display} cannot run under context parallelism: its diffusers transformer{which} has no "
+            "context-parallel plan (_cp_plan), so diffusers does not split its sequence across ranks. RALU runs "
+            f"context parallelism for {', '.join(f.display for f in FAMILIES if f.context_parallel)}")
+
+
+def no_cfg_parallel(family) -> str:
+    """Why ``family`` does not take CFG parallelism."""
+    return (f"{family.display} cannot split its guidance across ranks: {family.guidance}. CFG parallelism runs the "
+            "two branches of a family that guides with separate calls: "
+            f"{', '.join(f.display for f in FAMILIES if f.cfg_parallel)}")
+
 
 BY_NAME = {f.name: f for f in FAMILIES}
 SUPPORTED = tuple(p for f in FAMILIES for p in f.pipelines)

@@ -22,6 +22,7 @@ from ralu_schedule._errors import check_finite, check_positive_int
 
 from .conditions import check_batch, check_generators, check_image, check_mask
 
+from ..parallel import local_joint
 from ..tokens import latent_tokens, unpack
 from . import rotary
 from .img2img import ImageStart
@@ -49,14 +50,16 @@ def image_ids(pos: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.zeros_like(pos[:, :1]), pos], dim=1).to(torch.float32)
 
 
-def per_image_tables(pos_embed, txt_ids: torch.Tensor, img_ids: torch.Tensor) -> tuple:
+def per_image_tables(pos_embed, txt_ids: torch.Tensor, img_ids: torch.Tensor, model=None) -> tuple:
     """FLUX's rotary ``(cos, sin)`` per image, each :class:`~.rotary.PerImage` of ``(B, T + L, D)``,
     from the transformer's ``pos_embed``, shared text ids ``(T, 3)`` and per-image ids
-    ``(B, L, 3)``: every image sees the text, then its own tokens."""
+    ``(B, L, 3)``: every image sees the text, then its own tokens. Under ``model``'s context
+    parallelism, this rank's share of each stream (:func:`ralu_torch.parallel.local_joint`)."""
     B, L, _ = img_ids.shape
     cos, sin = pos_embed(torch.cat([txt_ids, img_ids.reshape(B * L, img_ids.shape[-1])]))
     T = txt_ids.shape[0]
-    per_image = lambda t: torch.cat([t[:T].expand(B, -1, -1), t[T:].view(B, L, -1)], dim=1)  # noqa: E731
+    per_image = lambda t: local_joint(torch.cat([t[:T].expand(B, -1, -1), t[T:].view(B, L, -1)], dim=1),  # noqa: E731
+                                      T, model)
     return rotary.PerImage(per_image(cos)), rotary.PerImage(per_image(sin))
 
 
@@ -94,7 +97,7 @@ class FluxLayout(RotaryBackend):
 
     def rotary(self, pos: torch.Tensor, tokens, cond) -> tuple:
         ids = stage_reference_ids(torch.stack([image_ids(p) for p in pos]), tokens, cond)
-        return per_image_tables(self.transformer.pos_embed, cond.positive.text_ids.float(), ids)
+        return per_image_tables(self.transformer.pos_embed, cond.positive.text_ids.float(), ids, self.transformer)
 
 
 class FluxBackend(FluxLayout):

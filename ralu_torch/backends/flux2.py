@@ -30,6 +30,7 @@ from . import rotary
 from .base import (EMPTY_NEGATIVE, BranchConditioning, EmbeddingInputs, Guided, RotaryBackend, check_negative_batch,
                    joint_kwargs, stock_timestep)
 from .references import ReferenceBackend, check_grids, stage_reference_ids, with_references
+from ..parallel import local_joint
 from ..tokens import pack, unpack
 
 
@@ -173,14 +174,17 @@ class Flux2Backend(ReferenceBackend, RotaryBackend):
         ids = stage_reference_ids(image_ids(pos.reshape(-1, 2)).view(B, -1, 4), tokens, cond)   # the references too
         txt_cos, txt_sin = embed(cond.positive.text_ids[0].float())
         img_cos, img_sin = embed(ids.reshape(-1, 4))
-        per_image = lambda t, i: torch.cat([t.expand(B, -1, -1), i.view(B, ids.shape[1], -1)], dim=1)  # noqa: E731
+        T = txt_cos.shape[0]                  # under context parallelism: this rank's share of each stream
+        per_image = lambda t, i: local_joint(torch.cat([t.expand(B, -1, -1), i.view(B, ids.shape[1], -1)],  # noqa: E731
+                                                       dim=1), T, self.transformer)
         return rotary.PerImage(per_image(txt_cos, img_cos)), rotary.PerImage(per_image(txt_sin, img_sin))
 
     def forward(self, x, ids, sigma, branch: Flux2Inputs, rotary=None) -> torch.Tensor:
         dtype = branch.prompt_embeds.dtype
         return self.transformer(hidden_states=x.to(self.transformer.dtype),
                                 timestep=stock_timestep(sigma, x.shape[0], dtype), guidance=branch.guidance,
-                                encoder_hidden_states=branch.prompt_embeds, txt_ids=branch.text_ids, img_ids=ids,
+                                encoder_hidden_states=branch.prompt_embeds, txt_ids=branch.text_ids,
+                                img_ids=ids[None],    # batch-first, as the pipeline: the cp plan splits 3-D ids
                                 joint_attention_kwargs=joint_kwargs(branch.joint_attention_kwargs, rotary),
                                 return_dict=False)[0]
 

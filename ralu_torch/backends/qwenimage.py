@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..parallel import local
 from . import rotary
 from .img2img import ImageStart
 from .base import (BranchConditioning, EmbeddingInputs, Guided, RotaryBackend, check_negative_batch, joint_kwargs,
@@ -50,13 +51,16 @@ class QwenInputs(BranchConditioning):
 
 @dataclass
 class QwenRotary:
-    """A mixed stage's rotary tables: the image's per image, the text's long enough for every branch."""
+    """A mixed stage's rotary tables: the image's per image, the text's long enough for every branch;
+    under ``model``'s context parallelism, this rank's share of each (as the plan splits the stock
+    ``pos_embed``'s two outputs)."""
 
     image: rotary.PerImage
     text: torch.Tensor
+    model: object = None
 
     def for_text(self, text_tokens: int) -> tuple:
-        return self.image, self.text[:text_tokens]
+        return self.image, local(self.text[:text_tokens], 0, self.model)
 
 
 def centred(pos: torch.Tensor, frame: tuple) -> torch.Tensor:
@@ -148,10 +152,13 @@ class QwenImageBackend(RotaryBackend):
         longest = max(branch.prompt_embeds.shape[1] for _, branch in cond.branches())
         refs = getattr(cond, "references", None)
         frames = [tokens.frame, *(refs.at(tokens).ids if refs is not None else [])]
-        shapes, text = rope([[(1, *f) for f in frames]], device=pos.device, max_txt_seq_len=longest)   # one image's
+        # the rotary module's own forward: under context parallelism the plan's hook on it would split the
+        # text table of the longest prompt, and each branch's is split at its own length (QwenRotary.for_text)
+        shapes, text = type(rope).forward(rope, [[(1, *f) for f in frames]], device=pos.device,
+                                          max_txt_seq_len=longest)                    # one image's
         stock_refs = shapes[tokens.frame[0] * tokens.frame[1]:]          # the references' own tables
         table = torch.cat([table.view(B, L, -1), stock_refs.expand(B, -1, -1)], dim=1)
-        return QwenRotary(rotary.PerImage(table), text)
+        return QwenRotary(rotary.PerImage(local(table, 1, self.transformer)), text, self.transformer)
 
     def forward(self, x, ids, sigma, branch: QwenInputs, rotary=None) -> torch.Tensor:
         dtype = branch.prompt_embeds.dtype

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from ralu_schedule._errors import check_finite
 
+from ..parallel import local
 from ..tokens import latent_tokens, pack
 from .base import (EMPTY_NEGATIVE, BranchConditioning, DiffusersBackend, EmbeddingInputs, Guided, check_negative_batch,
                    lora_scaled)
@@ -71,15 +72,20 @@ def forward_tokens(transformer, x: torch.Tensor, rotary: tuple, text: torch.Tens
     ``(cos, sin)`` ``(B, L, 1, D)``, text embeddings ``(B, T, width)``, timestep ``t`` ``(B,)`` or
     per token ``(B, L)`` (Wan 2.2 TI2V's first frame at 0) and, for Wan 2.1 I2V, the CLIP image
     embeddings ``image``; returns ``(B, L, 4 C_out)`` in the same order. The stock forward's
-    modules in its order; ``expand_timesteps`` (Wan 2.2 TI2V) gives every token the timestep."""
+    modules in its order; ``expand_timesteps`` (Wan 2.2 TI2V) gives every token the timestep.
+
+    Under context parallelism the model's plan splits the tokens at its first block and gathers
+    them at ``proj_out``; the rotary tables and per-token timesteps, which the stock forward
+    splits at its rotary module and its entry, are split here the same way
+    (:func:`ralu_torch.parallel.local`)."""
     tr = transformer
     B, L, _ = x.shape
     conv = tr.patch_embedding                         # a (1, 2, 2) convolution with that stride: a linear map
     h = F.linear(x, conv.weight.flatten(1), conv.bias)
-    if t.dim() == 2:
-        emb_t, seq = t.flatten(), L
-    elif expand_timesteps:
-        emb_t, seq = t[:, None].expand(B, L).flatten(), L
+    rotary = tuple(local(r, 1, tr) for r in rotary)
+    if t.dim() == 2 or expand_timesteps:
+        per_token = local(t if t.dim() == 2 else t[:, None].expand(B, L), 1, tr)
+        emb_t, seq = per_token.flatten(), per_token.shape[1]
     else:
         emb_t, seq = t, None
     temb, proj, text, image = tr.condition_embedder(emb_t, text, image, timestep_seq_len=seq)

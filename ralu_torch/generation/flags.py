@@ -66,9 +66,11 @@ def check_run_flags(args) -> None:
         check_finite("--guidance-scale", args.guidance_scale)
 
 
-def check_generate_flags(args, many: bool, world: int, recipe: dict) -> None:
+def check_generate_flags(args, many: bool, world: int, recipe: dict, replicas: int | None = None) -> None:
     """``ralu generate``'s flags together: what ``many`` images (a prompts file, several images,
-    an output directory), ``--from``'s ``recipe``, ``--compare`` and ``world`` processes allow."""
+    an output directory), ``--from``'s ``recipe``, ``--compare`` and ``world`` processes allow;
+    ``replicas``: the images made side by side (``world`` unless several processes make each one:
+    ``--context-parallel``, ``--cfg-parallel``)."""
     if args.prompts is not None and args.prompt is not None and not recipe:
         raise UsageError("give --prompt or --prompts, not both")
     if recipe and (many or args.compare):
@@ -85,7 +87,7 @@ def check_generate_flags(args, many: bool, world: int, recipe: dict) -> None:
         raise UsageError("--baseline-steps needs --compare" if not args.compare
                          else f"--baseline-steps must be >= 1, got {args.baseline_steps}")
     if world > 1:
-        if not many or args.compare:
+        if (not many and (replicas or world) > 1) or args.compare:
             raise UsageError(f"{world} processes need many images: give --prompts or --num-images and --out-dir")
         if args.device is not None:
             raise UsageError("under accelerate launch each process takes its own device; leave out --device")

@@ -108,13 +108,14 @@ def dtype_kwarg(dtype) -> dict:
     return {"dtype": dtype} if hasattr(deprecation_utils, "_resolve_dtype") else {"torch_dtype": dtype}
 
 
-def make_ralus(pipe, args, schedules: dict) -> dict:
-    """One RALU per schedule of the run; the transformer is compiled once, by the first."""
+def make_ralus(pipe, args, schedules: dict, cfg_parallel=None) -> dict:
+    """One RALU per schedule of the run; the transformer is compiled once, by the first;
+    ``cfg_parallel``: the group whose two ranks run the two guidance branches (``--cfg-parallel``)."""
     from ..pipeline import RALU
 
     out = {}
     for key, (fixed, _, source) in schedules.items():
         out[key] = RALU(pipe, fixed if fixed is not None else source, parameters=args.parameters,
                         upsample=args.upsample, select=args.select, allow_other_model=args.force,
-                        compile=bool(args.compile) and not out)
+                        compile=bool(args.compile) and not out, cfg_parallel=cfg_parallel)
     return out
