@@ -63,10 +63,17 @@ _MAX_SEED = 2**64 - 1
 class ComfyStageLoop:
     """ComfyUI's sampler ``name`` (``comfy.samplers.sampler_object``) running a RALU stage on
     its sigmas, the model handed to it as the denoiser ``x - sigma v`` (a
-    ``ralu_torch.sampler.StageLoop``)."""
+    ``ralu_torch.sampler.StageLoop``).
+
+    ``end``: the last sigma of the last stage run, as the sampler left it. ComfyUI's UniPC
+    replaces a final sigma 0 by 0.001 in the very tensor it is given, which is the one
+    ComfyUI's KSAMPLER then undoes its noise scaling with (a flow latent divided by
+    ``1 - 0.001``); the RALU Sampler ends the same way (:meth:`RALUSampler.run`), so that a
+    one-stage run is ComfyUI's own, bit for bit."""
 
     def __init__(self, name: str):
         self.name = name
+        self.end = None
 
     def calls(self, steps: int) -> int:
         return steps
@@ -77,8 +84,10 @@ class ComfyStageLoop:
         def denoised(xi, sigma, **kwargs):
             return xi - sigma.view(-1, *([1] * (xi.dim() - 1))) * velocity(xi, sigma[0])
 
-        return sampler.sampler_function(denoised, x, sigmas, extra_args={}, callback=lambda d: on_step(d["i"], d["x"]),
-                                        disable=True, **sampler.extra_options)
+        out = sampler.sampler_function(denoised, x, sigmas, extra_args={}, callback=lambda d: on_step(d["i"], d["x"]),
+                                       disable=True, **sampler.extra_options)
+        self.end = sigmas[-1].detach().clone()
+        return out
 
 
 def solver(name: str, node: str):
@@ -170,11 +179,15 @@ class RALUSampler(comfy.samplers.Sampler):
                 callback(step, denoised, before, total)
             return state
 
+        loop = isinstance(self.solver, ComfyStageLoop)
+        if loop:
+            self.solver.end = None
         result = sample(backend, schedule, None, batch=B, grid=grid, generator=generator, latents=first,
                         upsample=self.upsample, kept_noise=self.kept_noise, select=self.select, solver=self.solver,
                         callback=on_step)
         out = backend.model_form(unpack(result.latents, grid)).to(noise.dtype)
-        return base.model_sampling.inverse_noise_scaling(sigmas[-1], out)
+        end = self.solver.end if loop else sigmas[-1]          # as ComfyUI's own run of that sampler ends
+        return base.model_sampling.inverse_noise_scaling(end, out)
 
     def _check_inputs(self, experts, base, family, sigmas, noise, denoise_mask) -> None:
         node = self.node

@@ -39,9 +39,7 @@ def embeddings(pipe, family: str, batch: int, seed: int = 1) -> dict:
 
 def conditioning(family: str, e: dict, **extra) -> list:
     """ComfyUI's CONDITIONING of embeddings ``e``: ``[[text, {options}]]``."""
-    options = dict(extra)
-    if "pooled" in e:
-        options["pooled_output"] = e["pooled"]
+    options = {"pooled_output": e.get("pooled"), **extra}      # None where the family has none, as ComfyUI's CLIP
     if family == "flux":
         options["guidance"] = GUIDANCE
     return [[e["text"], options]]

@@ -2,8 +2,8 @@
 
 Covered: text-to-video (Wan 2.1 1.3B and 14B, Wan 2.2 A14B's two experts, which ComfyUI loads
 as two ``WAN21`` models, and Wan 2.2 TI2V-5B, ``WAN22``, 48 latent channels) and
-image-to-video (Wan 2.1 I2V and Wan 2.2 I2V A14B: ``WAN21`` with ``image_to_video``, whose
-36 input channels are the latent, a 4-channel mask and the 16-channel start-image latent that
+image-to-video (Wan 2.1 I2V and Wan 2.2 I2V A14B: ``WAN21`` models whose 36 input channels
+are the latent, a 4-channel mask and the 16-channel start-image latent that
 ComfyUI's ``WanImageToVideo`` node puts in the conditioning, plus Wan 2.1's CLIP vision
 features). Other Wan models (VACE, Fun Control/Inpaint, camera, HuMo, Animate, S2V) add
 conditioning RALU's stages do not model and are refused by name.
@@ -46,13 +46,10 @@ class WanFamily(Family):
         if tuple(net.patch_size) != (1, 2, 2):
             raise NodeError(node, f"the MODEL patches by {tuple(net.patch_size)}; RALU runs Wan's (1, 2, 2) patches")
         extra = net.patch_embedding.weight.shape[1] - net.out_dim
-        if extra and not (getattr(base, "image_to_video", False) and extra == MASK_CHANNELS + net.out_dim):
+        if extra and extra != MASK_CHANNELS + net.out_dim:
             raise NodeError(node, f"the MODEL takes {net.patch_embedding.weight.shape[1]} input channels for "
                                   f"{net.out_dim} latent channels (a Wan Fun Control or Inpaint model); RALU runs Wan "
                                   "text-to-video and image-to-video (the latent, a 4-channel mask and the start image)")
-
-    def image_to_video(self, net) -> bool:
-        return net.patch_embedding.weight.shape[1] != net.out_dim
 
     def positions(self, net, tokens, frames: int, node: str) -> torch.Tensor:
         return self.image_ids(tokens, frames)
