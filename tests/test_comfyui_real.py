@@ -508,7 +508,8 @@ def wan_i2v(ralu_nodes, vaes):
     model = comfy_model(comfy.supported_models.WAN21_I2V, {**WAN, "model_type": "i2v", "in_dim": 36}, seed=3)
     vae = vaes["wan"][0]
     case = Case("wan", model, vae, None, (2, 16, 3, 16, 12))
-    pos, neg = conds(case)
+    g = torch.Generator().manual_seed(1)
+    pos, neg = ({"text": torch.randn(2, 8, WAN["text_dim"], generator=g)} for _ in range(2))
     vision = comfy.clip_vision.Output()
     vision["penultimate_hidden_states"] = torch.randn(1, 257, 1280, generator=torch.Generator().manual_seed(6))
     start = torch.rand(1, 128, 96, 3, generator=torch.Generator().manual_seed(8))
@@ -576,3 +577,241 @@ def test_wan_i2v_condition_follows_each_stages_tokens(ralu_nodes, wan_i2v, monke
         if tokens.uniform and tokens.coarsest > 1:
             assert torch.allclose(g.reshape(n, C, -1, g.shape[-1]).float(), F.avg_pool2d(stacked, tokens.coarsest),
                                   atol=1e-5)
+
+
+# -- the pyramid by hand ------------------------------------------------------------------------------
+
+class _PooledNoise:
+    """A NOISE for the first stage of a pyramid wired by hand: ComfyUI's noise of the full-size
+    latent pooled to the first stage's size, as the RALU Sampler pools it."""
+
+    seed = SEED
+
+    def __init__(self, full):
+        self.full = full
+
+    def generate_noise(self, latent):
+        return cases.first_noise(self.full, 2)
+
+
+@pytest.mark.parametrize("family", ["flux", "wan"])
+def test_pyramid_wired_by_hand_from_stock_nodes_equals_the_ralu_sampler(ralu_nodes, case_of, family):
+    """SamplerCustomAdvanced with ComfyUI's euler on the schedule's stage_1 sigmas, RALU Upsample
+    Latent, SamplerCustomAdvanced with Disable Noise on stage_2: the RALU Sampler's run."""
+    import comfy.sample
+    import comfy.samplers
+    from comfy_extras.nodes_custom_sampler import BasicGuider, Noise_EmptyNoise, Noise_RandomNoise, \
+        SamplerCustomAdvanced
+
+    case = case_of(family)
+    nodes = ralu_nodes.NODE_CLASS_MAPPINGS
+    spec, flat, stage1, stage2 = nodes["RALUSchedule"]().build(case.model, "custom", "default", steps="3, 4",
+                                                               ends="0.35, 1.0")[:4]
+    pos, _ = conds(case)
+    guider = BasicGuider().get_guider(case.model, cases.conditioning(family, pos))[0]
+    latent = {"samples": torch.zeros(case.latent)}
+    run = SamplerCustomAdvanced().sample
+    ralu = nodes["RALUSampler"]().get_sampler(spec, case.vae, "euler", "edges", "latent", "exact")[0]
+    whole = run(Noise_RandomNoise(SEED), guider, ralu, flat, latent)[0]["samples"]
+    euler = comfy.samplers.sampler_object("euler")
+    full = comfy.sample.prepare_noise(latent["samples"], SEED)
+    small = torch.zeros(cases.first_noise(full, 2).shape)
+    low = run(_PooledNoise(full), guider, euler, stage1, {"samples": small})[0]
+    up = nodes["RALUUpsampleLatent"]().upsample(case.model, low, spec, 1, SEED + 1, "latent")[0]
+    by_hand = run(Noise_EmptyNoise(), guider, euler, stage2, up)[0]["samples"]
+    diff = (by_hand - whole).abs().max().item()
+    print(f"pyramid 3+4 steps, {family}: max |by hand - RALU Sampler| = {diff:.2e}")
+    assert diff <= 1e-5
+
+
+# -- evidence 4: every example workflow runs headless ----------------------------------------------
+
+WORKFLOWS = sorted(p.name[:-len("_api.json")] for p in (ROOT / "comfyui_ralu" / "example_workflows").glob("*_api.json"))
+#: The workflows' sizes, shrunk for the CPU: (width, height, frames) of every latent-making node.
+SMALL = {"image": (128, 96, None), "ralu_qwen_image": (128, 128, None), "video": (96, 128, 9),
+         "ralu_wan22_5b_t2v": (128, 128, 9)}
+
+
+@pytest.fixture(scope="module")
+def comfy_nodes(ralu_nodes):
+    """ComfyUI's node registry, with the RALU package loaded by ComfyUI's custom-node loader."""
+    import utils.install_util  # noqa: F401  (ComfyUI's utils package, before anything else claims the name)
+
+    import nodes
+
+    asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
+    assert asyncio.run(nodes.load_custom_node(str(ROOT / "comfyui_ralu")))
+    return nodes
+
+
+def tiny_clip():
+    """One tiny CLIP through ComfyUI's classes for every workflow (FLUX's CLIP-L and T5 pair at
+    width 32, pooled 32): the families' own encoders have sizes ComfyUI's classes fix (T5-XXL's,
+    SD3's 4096-wide padding, Qwen2.5-VL's vision tower)."""
+    import comfy.sd
+    import comfy.text_encoders.flux
+
+    target = _ClipTarget(comfy.text_encoders.flux.flux_clip(), comfy.text_encoders.flux.FluxTokenizer)
+    options = {"clip_l_model_config": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                                           num_attention_heads=2, projection_dim=32),
+               "t5xxl_model_config": dict(d_model=32, d_ff=37, d_kv=16, num_layers=1, num_heads=2)}
+    clip = comfy.sd.CLIP(target, model_options=options)
+    fill(clip.cond_stage_model, 3, scale=0.02)
+    return clip
+
+
+def tiny_loader(nodes, class_type, prompt, load):
+    """``class_type`` with its file lists replaced by the files the workflow names, loading
+    ``load(**inputs)`` instead of reading them."""
+    base = nodes.NODE_CLASS_MAPPINGS[class_type]
+    named = {}
+    for node in prompt.values():
+        if node["class_type"] == class_type:
+            for k, v in node["inputs"].items():
+                named.setdefault(k, []).append(v)
+
+    class Tiny(base):
+        FUNCTION = "tiny_load"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {k: (sorted(set(v)),) for k, v in named.items()}}
+
+        def tiny_load(self, **inputs):
+            return load(**inputs)
+
+    return Tiny
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_example_workflow_runs_headless_and_writes_its_output(ralu_nodes, comfy_nodes, case_of, vaes, request,
+                                                              tmp_path, name):
+    """Evidence 4: each example workflow (API format) run by ComfyUI's executor with the RALU
+    package loaded by ComfyUI's custom-node loader writes its image or video. The loaders of
+    models, text encoders and VAEs are replaced by ones returning the tiny models above
+    (through ComfyUI's classes), every text encoder by one tiny CLIP (tiny_clip), and the sizes
+    are shrunk for the CPU; LoadImage reads an image written to ComfyUI's input folder."""
+    import json
+
+    import comfy.supported_models
+    import execution
+    import folder_paths
+    from PIL import Image
+
+    nodes = comfy_nodes
+    prompt = json.loads((ROOT / "comfyui_ralu" / "example_workflows" / f"{name}_api.json").read_text())
+    video = any(n["class_type"] == "SaveAnimatedWEBP" for n in prompt.values())
+    width, height, frames = SMALL.get(name, SMALL["video" if video else "image"])
+    flux, chroma, sd3, qwen = (case_of(f) for f in ("flux", "chroma", "sd3", "qwen-image"))
+    wan = case_of("wan")
+    five = request.getfixturevalue("wan22") if name == "ralu_wan22_5b_t2v" else None
+    i2v = [comfy_model(comfy.supported_models.WAN21_T2V, {**WAN, "in_dim": 36}, seed=s) for s in (8, 9)] \
+        if name == "ralu_wan_i2v" else [None, None]
+    models = {"flux1-dev.safetensors": flux.model, "Chroma1-HD.safetensors": chroma.model,
+              "qwen_image_fp8_e4m3fn.safetensors": qwen.model, "wan2.1_t2v_14B_fp16.safetensors": wan.model,
+              "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": wan.model,
+              "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": wan.model_2,
+              "wan2.2_ti2v_5B_fp16.safetensors": five and five.model,
+              "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors": i2v[0],
+              "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors": i2v[1]}
+    vae_files = {"ae.safetensors": flux.vae, "qwen_image_vae.safetensors": vaes["wan"][0],
+                 "wan_2.1_vae.safetensors": vaes["wan"][0], "wan2.2_vae.safetensors": five and five.vae}
+    clip = tiny_clip()
+    replaced = {"UNETLoader": lambda unet_name, weight_dtype: (models[unet_name],),
+                "CLIPLoader": lambda **kw: (clip,), "DualCLIPLoader": lambda **kw: (clip,),
+                "TripleCLIPLoader": lambda **kw: (clip,), "VAELoader": lambda vae_name: (vae_files[vae_name],),
+                "CheckpointLoaderSimple": lambda ckpt_name: (sd3.model, clip, flux.vae)}
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if "width" in inputs and "height" in inputs:
+            inputs.update(width=width, height=height)
+            if "length" in inputs:
+                inputs["length"] = frames
+    (tmp_path / "in").mkdir()
+    Image.fromarray((torch.rand(height, width, 3, generator=torch.Generator().manual_seed(4)) * 255).byte().numpy()) \
+        .save(tmp_path / "in" / "example.png")
+    folder_paths.set_input_directory(str(tmp_path / "in"))
+    folder_paths.set_output_directory(str(tmp_path / "out"))
+    mappings = nodes.NODE_CLASS_MAPPINGS
+    used = {n["class_type"] for n in prompt.values()} & set(replaced)
+    saved = {k: mappings[k] for k in used}
+    mappings.update({k: tiny_loader(nodes, k, prompt, replaced[k]) for k in used})
+    try:
+        valid = asyncio.run(execution.validate_prompt("ralu-check", prompt, None))
+        assert valid[0], valid[1:]
+        executor = execution.PromptExecutor(_Server(), cache_type=False)
+        executor.execute(prompt, "ralu-check", {}, valid[2])
+        errors = [m for m in executor.status_messages if m[0] == "execution_error"]
+        assert executor.success, errors
+    finally:
+        mappings.update(saved)
+    written = sorted((tmp_path / "out").rglob("*.webp" if video else "*.png"))
+    assert len(written) == 1
+    with Image.open(written[0]) as im:
+        assert im.size == (width, height)
+        count = getattr(im, "n_frames", 1)
+    assert count == (frames if video else 1)
+    print(f"workflow {name} wrote {written[0].name}, {count} frame(s) of {width}x{height}, "
+          f"{written[0].stat().st_size} bytes")
+
+
+class _ClipTarget:
+    def __init__(self, clip, tokenizer):
+        self.clip, self.tokenizer, self.params = clip, tokenizer, {}
+
+
+class _Server:
+    """What ComfyUI's executor reports progress to, headless: nothing."""
+
+    client_id = None
+    last_node_id = None
+    last_prompt_id = None
+
+    def send_sync(self, *args, **kwargs):
+        pass
+
+
+# -- item 7: installing the nodes as a ComfyUI user does --------------------------------------------
+
+def test_install_from_a_fresh_clone_into_a_fresh_comfyui(ralu_nodes, tmp_path):
+    """The documented route, run as a user would: a fresh clone of this repository (its
+    committed state), a fresh copy of ComfyUI, ``python comfyui_ralu/install.py <ComfyUI>``
+    with ComfyUI's Python (here pip installs into a folder of its own, ``-- --target DIR
+    --no-deps``, instead of this test's shared environment). Then a new ComfyUI process, with
+    the installed library first on its path and no path to this checkout, loads the copied
+    nodes by its own custom-node loader, and they come from the fresh installation."""
+    import shutil
+    import subprocess
+
+    clone, comfy = tmp_path / "ralu", tmp_path / "ComfyUI"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    shutil.copytree(COMFYUI or Path(importlib.util.find_spec("comfy").origin).parents[1], comfy,
+                    ignore=shutil.ignore_patterns(".git", "custom_nodes", "models", "output", "input", "__pycache__"))
+    (comfy / "custom_nodes").mkdir()
+    site = tmp_path / "site"
+    done = subprocess.run([sys.executable, str(clone / "comfyui_ralu" / "install.py"), str(comfy), "--", "--target",
+                           str(site), "--no-deps", "-q"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (comfy / "custom_nodes" / "comfyui_ralu" / "__init__.py").is_file()
+    script = f"""
+import asyncio, sys
+sys.path[:0] = {[str(site), str(comfy)] + EXTRA!r}
+import transformers.utils.import_utils as tiu
+tiu.is_torchvision_available()
+from comfy.cli_args import args
+args.cpu = True
+import utils.install_util, nodes, ralu_torch
+asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+ralu = sorted(k for k in nodes.NODE_CLASS_MAPPINGS if k.startswith("RALU"))
+print("nodes", ralu)
+print("library", ralu_torch.__file__)
+print("package", sys.modules[nodes.NODE_CLASS_MAPPINGS["RALUKSampler"].__module__].__file__)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in run.stdout.splitlines() if line.startswith(("nodes", "library",
+                                                                                              "package")))
+    print(f"install: {done.stdout.strip().splitlines()[-1]}; {lines}")
+    assert lines["nodes"] == "['RALUKSampler', 'RALUSampler', 'RALUSchedule', 'RALUUpsampleLatent']"
+    assert lines["library"].startswith(str(site)) and lines["package"].startswith(str(comfy / "custom_nodes"))
