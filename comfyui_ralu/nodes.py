@@ -29,10 +29,12 @@ def preset_menu() -> list:
     return mine + [CUSTOM] + sorted(n for n in PRESETS if n not in mine)
 
 
-def _preset_inputs() -> dict:
+def _preset_inputs(custom: bool = True) -> dict:
+    menu = preset_menu() if custom else [n for n in preset_menu() if n != CUSTOM]
+    tip = "a ralu_schedule preset of the MODEL's family" + (", or 'custom' for the layout fields below" if custom else
+                                                            "") + "; a preset of another family is refused"
     return {
-        "preset": (preset_menu(), {"default": "flux-dev-7x", "tooltip": "a ralu_schedule preset of the MODEL's family, "
-                                   "or 'custom' for the layout fields below; a preset of another family is refused"}),
+        "preset": (menu, {"default": "flux-dev-7x", "tooltip": tip}),
         "parameters": (list(PARAMETERS), {"default": "default", "tooltip": "default/authors: the preset's published "
                                           "parameters; optimised: its layout solved for the MODEL's own shift"}),
     }
@@ -121,7 +123,7 @@ class RALUKSamplerNode:
             "model": ("MODEL", {"tooltip": f"{FAMILIES}; with model_2, Wan 2.2's high-noise expert"}),
             "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                              "tooltip": "the first noise (as KSampler draws it); re-injection noise uses seed + 1"}),
-            **_preset_inputs(),
+            **_preset_inputs(custom=False),
             "cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
                               "tooltip": "classifier-free guidance (FLUX.1-dev: 1.0, with FluxGuidance on positive)"}),
             "solver": _options(SOLVERS, "euler", "the solver inside each stage"),
@@ -142,6 +144,9 @@ class RALUKSamplerNode:
         import comfy.utils
         import latent_preview
 
+        if preset == CUSTOM:
+            raise NodeError(self.NAME, "a custom layout needs the RALU Schedule node's layout fields (with the RALU "
+                                       "Sampler); the RALU KSampler takes a preset")
         spec = RALUSchedule(make_schedule(model, preset, parameters, self.NAME))
         sampler = RALUSampler(spec, vae, solver_name=solver, node=self.NAME)
         total = sampler.model_calls()

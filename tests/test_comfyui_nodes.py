@@ -577,3 +577,29 @@ def test_ui_workflow_is_the_api_workflow_as_a_graph(ralu_nodes, name):
     declared = ralu_nodes.NODE_CLASS_MAPPINGS["RALUKSampler"].INPUT_TYPES()
     assert set(declared["required"]) <= set(sampler) <= set(declared["required"]) | set(declared["optional"])
     assert sampler["preset"] in declared["required"]["preset"][0]
+
+
+# -- installing -------------------------------------------------------------------------------
+
+def test_node_metadata_promises_nothing_that_cannot_resolve():
+    """ralu is on no package index: the node package declares no dependency (install.py
+    installs the library from the clone) and no registry entry."""
+    import tomllib
+
+    meta = tomllib.loads((ROOT / "comfyui_ralu" / "pyproject.toml").read_text())
+    assert meta["project"]["dependencies"] == [] and "tool" not in meta
+
+
+def test_installer_refuses_a_folder_that_is_not_comfyui_in_one_line(tmp_path):
+    import subprocess
+
+    run = subprocess.run([sys.executable, str(ROOT / "comfyui_ralu" / "install.py"), str(tmp_path)],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and not run.stdout
+    assert run.stderr == f"install.py: {tmp_path} is not a ComfyUI folder (no main.py and comfy/ in it)\n"
+    (tmp_path / "main.py").write_text("")
+    (tmp_path / "comfy").mkdir()
+    (tmp_path / "custom_nodes" / "comfyui_ralu").mkdir(parents=True)
+    run = subprocess.run([sys.executable, str(ROOT / "comfyui_ralu" / "install.py"), str(tmp_path)],
+                         capture_output=True, text=True)
+    assert run.returncode == 1 and "exists and is not a copy of the RALU nodes; remove it first" in run.stderr

@@ -670,8 +670,10 @@ def tiny_loader(nodes, class_type, prompt, load):
             for k, v in node["inputs"].items():
                 named.setdefault(k, []).append(v)
 
-    class Tiny(base):
+    class Tiny:
+        RETURN_TYPES = tuple(base.RETURN_TYPES)
         FUNCTION = "tiny_load"
+        CATEGORY = "loaders"
 
         @classmethod
         def INPUT_TYPES(cls):
@@ -785,8 +787,10 @@ def test_install_from_a_fresh_clone_into_a_fresh_comfyui(ralu_nodes, tmp_path):
 
     clone, comfy = tmp_path / "ralu", tmp_path / "ComfyUI"
     subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
-    shutil.copytree(COMFYUI or Path(importlib.util.find_spec("comfy").origin).parents[1], comfy,
-                    ignore=shutil.ignore_patterns(".git", "custom_nodes", "models", "output", "input", "__pycache__"))
+    source = Path(COMFYUI or Path(importlib.util.find_spec("comfy").origin).parents[1]).resolve()
+    top = {".git", "custom_nodes", "models", "output", "input", "user"}       # ComfyUI's code, no user files
+    shutil.copytree(source, comfy, ignore=lambda d, names: [n for n in names if n == "__pycache__" or
+                                                            (Path(d).resolve() == source and n in top)])
     (comfy / "custom_nodes").mkdir()
     site = tmp_path / "site"
     done = subprocess.run([sys.executable, str(clone / "comfyui_ralu" / "install.py"), str(comfy), "--", "--target",
