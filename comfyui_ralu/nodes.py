@@ -65,7 +65,8 @@ class RALUScheduleNode:
                                                       "solved schedules"}),
                              **_preset_inputs()},
                 "optional": {"steps": text("2, 3, 5", "custom layout: Euler steps per stage"),
-                             "ends": text("0.2, 0.3, 1.0", "custom layout: where each stage ends (data time, last 1.0)"),
+                             "ends": text("0.2, 0.3, 1.0", "custom layout: where each stage ends (data time, "
+                                          "last 1.0)"),
                              "fractions": text("0.1, 1.0", "custom layout: share of low-resolution tokens each "
                                                "transition upsamples (last 1.0)"),
                              "factors": text("2, 2", "custom layout: upsampling factor per axis of each transition")}}

@@ -207,9 +207,9 @@ class RALUSampler(comfy.samplers.Sampler):
         want = self.spec.sigmas()
         got = sigmas.detach().float().cpu().flatten()
         if got.shape != want.shape or not torch.allclose(got, want, atol=1e-6, rtol=0):
+            span = f"from {float(got[0])} to {float(got[-1])}" if len(got) else "(none)"
             raise NodeError(node, f"the sigmas given to the sampler must be the RALU Schedule's 'sigmas' output "
-                                  f"({len(want)} values: each stage's sigmas in turn), got {len(got)} values from "
-                                  f"{float(got[0]) if len(got) else 'none'} to {float(got[-1]) if len(got) else 'none'}")
+                                  f"({len(want)} values: each stage's sigmas in turn), got {len(got)} values {span}")
         for expert in experts:
             for kind, conds in (getattr(expert.model_wrap, "conds", None) or {}).items():
                 for cond in conds or []:

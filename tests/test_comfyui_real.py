@@ -446,15 +446,16 @@ def wan22(ralu_nodes):
 
     model = comfy_model(comfy.supported_models.WAN22_T2V, {**WAN, "in_dim": 48, "out_dim": 48}, seed=4)
     vae = comfy.sd.VAE(sd=copied(fill(comfy.ldm.wan.vae2_2.WanVAE(
-        dim=160, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[], temperal_downsample=[False, True, True],
-        dropout=0.0), 13, scale=0.02)))
+        dim=160, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+        temperal_downsample=[False, True, True], dropout=0.0), 13, scale=0.02)))
     fmt = model.model.latent_format
     torch.manual_seed(5)
     vae_d = AutoencoderKLWan(base_dim=8, z_dim=48, dim_mult=[1, 2, 2, 2], num_res_blocks=1, is_residual=True,
                              in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16,
-                             latents_mean=fmt.latents_mean.flatten().tolist(), latents_std=fmt.latents_std.flatten().tolist())
-    pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=vae_d, scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
-                       transformer=wan_diffusers(model), expand_timesteps=True)
+                             latents_mean=fmt.latents_mean.flatten().tolist(),
+                             latents_std=fmt.latents_std.flatten().tolist())
+    pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=vae_d, transformer=wan_diffusers(model),
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), expand_timesteps=True)
     pipe.set_progress_bar_config(disable=True)
     yield Case("wan", model, vae, pipe, (2, 48, 2, 8, 8))
     del vae
