@@ -820,3 +820,29 @@ print("package", sys.modules[nodes.NODE_CLASS_MAPPINGS["RALUKSampler"].__module_
     print(f"install: {done.stdout.strip().splitlines()[-1]}; {lines}")
     assert lines["nodes"] == "['RALUKSampler', 'RALUSampler', 'RALUSchedule', 'RALUUpsampleLatent']"
     assert lines["library"].startswith(str(site)) and lines["package"].startswith(str(comfy / "custom_nodes"))
+
+
+# -- evidence 5: a model the nodes do not run -------------------------------------------------------
+
+@pytest.mark.parametrize("config, rule", [
+    ("HunyuanVideo", "the MODEL is HunyuanVideo; the RALU nodes run FLUX.1, Chroma, SD3/SD3.5, Qwen-Image, "
+                     "Wan 2.1/2.2 through ComfyUI's own models"),
+    ("WAN21_Vace", "the MODEL is WAN21_Vace (Wan VACE, which adds reference and control frames); the RALU nodes run "
+                   "FLUX.1, Chroma"),
+])
+def test_a_model_the_nodes_do_not_run_is_refused_in_one_line(ralu_nodes, case_of, config, rule):
+    """ComfyUI's own model classes (built without weights: the refusal comes before any call)."""
+    import comfy.supported_models
+
+    cls = getattr(comfy.supported_models, config)
+    base = cls({**cls.unet_config, "disable_unet_model_creation": True}).get_model({})
+    model, flux = patcher(base), case_of("flux")
+    pos, neg = conds(flux)
+    node = ralu_nodes.NODE_CLASS_MAPPINGS
+    for name, call in [("RALU Schedule", lambda: node["RALUSchedule"]().build(model, "flux-dev-7x", "default")),
+                       ("RALU KSampler", lambda: ksampler(ralu_nodes, dataclasses.replace(flux, model=model),
+                                                          "flux-dev-7x", pos, neg))]:
+        with pytest.raises(ValueError) as err:
+            call()
+        print(f"refused: {err.value}")
+        assert str(err.value).startswith(f"{name}: {rule}") and "\n" not in str(err.value)
