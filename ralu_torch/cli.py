@@ -11,14 +11,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import logging
 import sys
 
 from ralu_schedule import PRESETS
 from ralu_schedule._errors import UsageError
 from ralu_schedule._files import output_path
+from ralu_schedule._main import run_main
 from ralu_schedule.presets import PARAMETERS
 
+from .console import session
 from .options import DTYPES, OFFLOAD, SELECTIONS, UPSAMPLE_MODES
 
 PROG = "ralu"
@@ -44,7 +45,8 @@ def build_parser():
                    "FLUX.2 [dev] or [klein], Qwen-Image, Z-Image(-Turbo), Chroma (docs/backends.md)")
     g.add_argument("--prompt", default=None)
     g.add_argument("--from", dest="from_image", default=None, metavar="IMAGE",
-                   help="regenerate a PNG written by ralu generate from its recipe (other flags override it)")
+                   help="regenerate an image (or clip) written by ralu generate from its recipe (other flags "
+                        "override it)")
     g.add_argument("--negative-prompt", default=None,
                    help="guides as the pipeline does: SD3, Chroma (guidance > 1) and Z-Image (guidance > 0) by CFG; "
                         "FLUX.1 and Qwen-Image by true CFG with --true-cfg > 1; FLUX.2 takes none")
@@ -100,7 +102,7 @@ def build_parser():
                    help="--compare's baseline steps (default: the model's stock run: 50 for FLUX.1-dev, 4 for "
                         "FLUX.1-schnell and FLUX.2 [klein], 35 for Chroma, 9 for Z-Image-Turbo, ...)")
 
-    i = sub.add_parser("info", help="print the recipe a PNG written by ralu generate carries")
+    i = sub.add_parser("info", help="print the recipe an image or clip written by ralu generate carries")
     i.add_argument("image")
 
     _eval_parser(sub)
@@ -111,6 +113,9 @@ def build_parser():
     d.add_argument("--size", type=int, default=64, help="field side in pixels (multiple of 4)")
     d.add_argument("--out", default="ralu_demo.png", help="an image file, or a directory to write ralu_demo.png into")
     d.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    for command in sub.choices.values():
+        command.add_argument("-q", "--quiet", action="store_true",
+                             help="print nothing but errors and the final result line (no progress, no notes)")
     return parser
 
 
@@ -148,7 +153,8 @@ def _eval_parser(sub) -> None:
                    help="CLIP for CLIP-IQA: clip_iqa (the paper's, needs piq; default) or a transformers CLIP")
     e.add_argument("--repeats", type=int, default=3, help="timed calls per configuration (default 3)")
     e.add_argument("--sheet", type=int, default=4, help="prompts on the contact sheet (default 4; 0: none)")
-    e.add_argument("--overwrite", action="store_true", help="replace existing images whose recipe differs")
+    e.add_argument("--overwrite", action="store_true", help="replace the results of another recipe (or not written "
+                   "by ralu eval) in --out-dir, and images whose recipe differs")
     e.add_argument("--force", action="store_true", help="run a preset made for another model family")
     a = e.add_argument_group("analytic backend")
     a.add_argument("--data", nargs="+", choices=DATA, default=list(DATA), help="default both")
@@ -159,7 +165,7 @@ def _eval_parser(sub) -> None:
                    num_frames=None, fps=None)
 
 
-def run_demo(args):
+def run_demo(args, console):
     from ralu_schedule import get_preset
 
     get_preset(args.preset)
@@ -175,10 +181,26 @@ def run_demo(args):
     from .analysis.demo import demo
 
     results = demo(str(out), args.preset, seeds=args.seeds, size=args.size)
-    print(f"{'run':<36} {'FD x1e3':>8} {'variance':>9}")
+    console.say(f"{'run':<36} {'FD x1e3':>8} {'variance':>9}")
     for label, m in results.items():
-        print(f"{label:<36} {1e3 * m['fd']:>8.2f} {m['var']:>9.3f}")
-    print(f"wrote {out}")
+        console.say(f"{label:<36} {1e3 * m['fd']:>8.2f} {m['var']:>9.3f}")
+    console.result(f"wrote {out}")
+
+
+def run_eval(args, console) -> None:
+    """``ralu eval``; under ``--quiet`` only its last line (what it wrote) is printed."""
+    from .evaluation.run import evaluate
+
+    if not console.quiet:
+        evaluate(args, say=console.say)
+        return
+    last = [""]
+
+    def keep(text=""):
+        last[0] = text
+
+    evaluate(args, say=keep)
+    console.result(last[0])
 
 
 def run_info(args):
@@ -194,63 +216,25 @@ def _installed(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-class _QuietImportNotices(logging.Filter):
-    """Notices that torchao's import (diffusers imports it whenever it is installed) prints on
-    every run, whatever the model: one per CUDA-only kernel library that does not load on a
-    machine without CUDA, torch's deprecation of how torchao registers an enum, and diffusers'
-    note that torchao releases since 0.16 no longer have the tensor classes it lists for
-    unpickling torchao-serialized checkpoints (loading such a checkpoint still fails loudly). RALU
-    uses none of them, and the command line keeps its errors to one line."""
-
-    NOTICES = {"torchao": lambda m: m.startswith("Failed to load ") and ".so" in m,
-               "torch.utils._pytree": lambda m: "register_constant() on Enum subclasses is deprecated" in m,
-               "diffusers.quantizers.torchao.torchao_quantizer":
-                   lambda m: m.startswith("Unable to import `torchao` Tensor objects")}
-
-    def __init__(self, logger: str):
-        super().__init__()
-        self.matches = self.NOTICES[logger]
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not self.matches(record.getMessage())
-
-
 def main(argv=None) -> int:
     if not (_installed("torch") and _installed("diffusers")):
         print(f"{PROG}: error: {NO_TORCH}", file=sys.stderr)      # found, not imported: checks stay fast
         return 2
-    for name in _QuietImportNotices.NOTICES:
-        logging.getLogger(name).addFilter(_QuietImportNotices(name))
-    try:
+    from .generate import RunFailure   # torch-free module: importing it here costs nothing
+
+    def body():
         args = build_parser().parse_args(argv)
-        if args.command == "generate":
-            from .generate import generate
+        with session(quiet=args.quiet) as console:
+            if args.command == "generate":
+                from .generate import generate
 
-            generate(args)
-        elif args.command == "eval":
-            from .evaluation.run import evaluate
+                generate(args)
+            elif args.command == "eval":
+                args.argv = list(sys.argv[1:] if argv is None else argv)
+                run_eval(args, console)
+            elif args.command == "demo":
+                run_demo(args, console)
+            elif args.command == "info":
+                run_info(args)
 
-            args.argv = list(sys.argv[1:] if argv is None else argv)
-            evaluate(args)
-        elif args.command == "demo":
-            run_demo(args)
-        elif args.command == "info":
-            run_info(args)
-    except ValueError as err:              # UsageError included
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 2
-    except RuntimeError as err:
-        from .generate import RunFailure   # torch-free module: importing it here costs nothing
-
-        if not isinstance(err, RunFailure):    # only a run that stopped part way is one line, exit 1
-            raise
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run_main(PROG, body, failures=(RunFailure,))     # a run that stopped part way: one line, exit 1

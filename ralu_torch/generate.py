@@ -21,14 +21,13 @@ import dataclasses
 import itertools
 import json
 import os
-import sys
 import time
 import traceback
 from pathlib import Path
 
 from ralu_schedule import token_grid
 from ralu_schedule._errors import UsageError, brief, check_finite
-from ralu_schedule._files import IMAGE_SUFFIXES, VIDEO_SUFFIXES, output_path
+from ralu_schedule._files import TEMPORARY_NAME, VIDEO_SUFFIXES, check_path, output_path, read_text, temporary
 from ralu_schedule.models import MODEL_INFO
 from ralu_schedule.presets import DEFAULT_PRESETS, PARAMETERS
 
@@ -36,7 +35,8 @@ from .backends.families import BY_NAME, FAMILIES, family_of_pipeline, read_pipel
 from .jobs import (MANIFEST, PART, SEED_LIMIT, DirectoryLock, Entry, Job, Plan, append_line, batches,
                    check_writable_dir, differences, lora_spec, merge_manifest, read_prompts)
 from .options import SELECTIONS, UPSAMPLE_MODES
-from .recipe import RECIPE_FORMAT, RECIPE_KEY, check_recipe, read_recipe, sidecar
+from . import console as _console
+from .recipe import RECIPE_FORMAT, check_recipe, image_suffixes, needs_room, read_recipe, save_options, sidecar
 from .schedules import _check_family, _parse_schedule
 from .sources import check_model, check_recipe_lora, pickle_files
 
@@ -61,6 +61,8 @@ def generate(args) -> None:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     many = args.prompts is not None or (args.num_images or 1) > 1 or args.out_dir is not None
     _check_flags(args, many, world, recipe)
+    if args.schedule:
+        check_path(args.schedule, "--schedule")
     loras = [list(lora_spec(s)) for s in args.lora] if args.lora else recipe.get("loras") or []
     untrusted_loras = not args.lora and bool(loras)
     if untrusted_loras:
@@ -94,7 +96,9 @@ def generate(args) -> None:
             raise UsageError(_busy(out_dir, holder))
     else:
         out_dir = None
-        output_path(args.out or "image.png", "image.png", overwrite=True, suffixes=IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+        output_path(args.out or "image.png", "image.png", overwrite=True, suffixes=image_suffixes() + VIDEO_SUFFIXES,
+                    needs=_formats(image=True, video=True))
+    check_path(args.model, "--model")
     local_model = check_model(args.model)
 
     # the model's family from its configs alone, before torch and any weights: the default preset,
@@ -111,7 +115,10 @@ def generate(args) -> None:
     if not many:
         kind = "clip" if video else "compare" if args.compare else "image"
         name = f"{kind}.mp4" if video else f"{kind}.png"
-        path = output_path(args.out or name, name, overwrite=True, suffixes=VIDEO_SUFFIXES if video else IMAGE_SUFFIXES)
+        path = output_path(args.out or name, name, overwrite=True,
+                           suffixes=VIDEO_SUFFIXES if video else image_suffixes(), needs=_formats(not video, video))
+        if video:
+            check_path(sidecar(path), "--out", names=[TEMPORARY_NAME])     # the recipe beside the clip
         single = (from_batch["index"] if from_batch else 0, path)
     else:
         single = None
@@ -131,6 +138,7 @@ def generate(args) -> None:
     state = _processes(world)
     rank, world = (state.process_index, state.num_processes) if state is not None else (0, 1)
     device = str(state.device) if state is not None else check_device(args.device)
+    check_offload(args.offload, device)
     dtype_name = args.dtype or ("bfloat16" if device.startswith("cuda") else "float32")
 
     base = _base_recipe(args, device, dtype_name, loras)
@@ -148,11 +156,15 @@ def generate(args) -> None:
     if state is not None:
         state.wait_for_everyone()      # every process has read the directory before any writes to it
         _check_agreement(len(plan), done)
+    if single is not None and todo:
+        job = plan[single[0]]
+        _check_recipe_fits(single[1], {**wanted(job), **({"batch": from_batch} if from_batch else {})},
+                           schedules[job.schedule])
     if todo == 0:
         if out_dir is not None and rank == 0 and out_dir.is_dir():
             merge_manifest(out_dir, resumed)
-        print(f"nothing to do: {len(done)} {_things(plan)} already there with the same recipe"
-              + (f" ({out_dir / MANIFEST})" if out_dir is not None else f" ({single[1]})"))
+        _console.current().result(f"nothing to do: {len(done)} {_things(plan)} already there with the same recipe"
+                                  + (f" ({out_dir / MANIFEST})" if out_dir is not None else f" ({single[1]})"))
         return
     mine = _share(pending, len(plan), rank, world) if state is not None else pending
     first = next(mine, None)
@@ -170,10 +182,11 @@ def generate(args) -> None:
     written, lines = _write_locked(args, plan, mine, ralus, target, wanted, out_dir, state, rank, world, many, device,
                                    todo, from_batch, resumed)
     if lines is not None:
-        print(f"wrote {todo} {_things(plan)} to {out_dir}" + (f" on {world} processes" if world > 1 else "")
-              + f", skipped {len(done)} already there; {out_dir / MANIFEST}: {lines} line(s)")
+        _console.current().result(f"wrote {todo} {_things(plan)} to {out_dir}"
+                                  + (f" on {world} processes" if world > 1 else "")
+                                  + f", skipped {len(done)} already there; {out_dir / MANIFEST}: {lines} line(s)")
     elif out_dir is not None:
-        print(f"process {rank}: wrote {written} {_things(plan)}")
+        _console.current().result(f"process {rank}: wrote {written} {_things(plan)}")
 
 
 def _write_locked(args, plan, mine, ralus, target, wanted, out_dir, state, rank, world, many, device, todo,
@@ -241,17 +254,17 @@ def _busy(out_dir: Path, holder: str) -> str:
 
 def _write_images(args, plan, mine, ralus, target, wanted, out_dir, rank, world, many, device, todo, from_batch):
     """Generate and write this process's images, batch by batch; returns how many it wrote."""
-    from tqdm.auto import tqdm
-
+    console = _console.current()
     manifest = None if out_dir is None else out_dir / (MANIFEST if world == 1 else PART.format(rank=rank))
     size = len(plan) if from_batch else args.batch_size
-    share = todo if world == 1 else None
-    bar = tqdm(total=share, desc="images", unit="image", position=0, disable=rank != 0 or not many)
-    written, versions = 0, _versions()
+    share = 1 if from_batch else todo if world == 1 else None
+    progress = console.progress(share, unit=_unit(plan), enabled=rank == 0)
+    written, versions, result = 0, _versions(), None
     try:
         for group in batches(mine, size):
             ralu = ralus[group[0].schedule]
-            seconds, out = _run(ralu, group, args, device)
+            made = sum(target(job) is not None for job in group)
+            seconds, out = _run(ralu, group, args, device, progress.steps(made, ralu.layout.total_steps))
             tflops = sum(st.tflops for st in out.stage_calls) / len(group)
             members = [{"prompt": j.prompt, "seed": j.seed, "negative_prompt": j.negative_prompt} for j in group]
             for k, (job, image) in enumerate(zip(group, out.images)):
@@ -281,11 +294,13 @@ def _write_images(args, plan, mine, ralus, target, wanted, out_dir, rank, world,
                     raise RunFailure(f"{reason}; {written} {_things(plan)} of this run are written (listed in "
                                      f"{manifest}), nothing partial is left; rerun the same command to resume") from None
                 written += 1
+                progress.advance(1, str(path))
                 if manifest is None:
-                    print(f"wrote {path} ({job.width}x{job.height}, tokens per stage {out.stage_tokens})")
-            bar.update(len(group))
+                    result = f"wrote {path} ({job.width}x{job.height}, tokens per stage {out.stage_tokens})"
     finally:
-        bar.close()                                    # an error's line goes below the bar, not into it
+        progress.close()                               # an error's line goes below the bar, not into it
+    if result is not None:
+        console.result(result)
     return written
 
 
@@ -317,7 +332,35 @@ def _from_recipe(args, recipe: dict):
 
 def _things(plan) -> str:
     """What the run writes, for its one-line reports: clips for a video model, else images."""
-    return "clip(s)" if plan.suffix in VIDEO_SUFFIXES else "image(s)"
+    return f"{_unit(plan)}(s)"
+
+
+def _formats(image: bool, video: bool) -> str:
+    """What ``--out`` needs, for its one-line refusal: the extensions of files that carry their recipe."""
+    kinds = [f"{', '.join(image_suffixes())} (images)"] * image + [f"{', '.join(VIDEO_SUFFIXES)} (clips)"] * video
+    return f"one of the extensions ralu generate writes, each file with its recipe: {' or '.join(kinds)}"
+
+
+def _unit(plan) -> str:
+    """``clip`` for a video model's run, else ``image`` (a ``--from`` batch is a list of jobs: the
+    image model's, as a clip's recipe records no batch)."""
+    return "clip" if getattr(plan, "suffix", ".png") in VIDEO_SUFFIXES else "image"
+
+
+def _check_recipe_fits(path: Path, recipe: dict, schedule) -> None:
+    """An image whose recipe its format cannot hold (a JPEG's EXIF segment holds 64 KB: a prompt
+    of tens of thousands of characters) is refused before loading: the recipe as it will be
+    written, its schedule solved as the run will solve it, with room for the versions and
+    ``--compare``'s timings."""
+    if path.suffix.lower() in VIDEO_SUFFIXES or not needs_room(path):
+        return
+    fixed, layout, _ = schedule
+    if fixed is None:
+        from ralu_schedule import solve
+
+        fixed = solve(layout)
+    save_options(path, {**recipe, "schedule": fixed.to_dict(), "guidance_used": 0.0,
+                        "versions": dict.fromkeys(("ralu", "diffusers", "torch"), "0" * 32), "room": "0" * 400})
 
 
 def _defaults(args, variant, video: bool) -> None:
@@ -474,7 +517,7 @@ def _configs(model: str, local=None):
                 from huggingface_hub import hf_hub_download
 
                 path = Path(hf_hub_download(model, name, subfolder=subfolder or None))
-            return json.loads(path.read_text(encoding="utf-8"))
+            return json.loads(read_text(path))
         except (OSError, ValueError):
             return {}
 
@@ -632,9 +675,14 @@ def _load(args, device: str, dtype_name: str, loras: list, quiet: bool, many: bo
           trusted_loras=True):
     """The pipeline, its LoRAs, offload. Weights only an image's recipe names (``trusted`` False)
     load from safetensors only (:mod:`ralu_torch.sources`); a model named on the command line may
-    fall back to pickle files, which the run says in one line."""
+    fall back to pickle files, which the run says in one line. The weight-loading bars and the
+    pipeline's own step bars are off: the run shows one progress display (:mod:`ralu_torch.console`;
+    ``many`` no longer changes anything, kept for callers)."""
     import torch
     from diffusers import DiffusionPipeline
+
+    console = _console.current()
+    _console.loading_bars_off()
 
     pickles = pickle_files(local) if local is not None else []
     if pickles and not trusted:
@@ -642,9 +690,12 @@ def _load(args, device: str, dtype_name: str, loras: list, quiet: bool, many: bo
                          f"include pickle files ({pickles[0]}), which can run code when loaded; a model named only by "
                          f"an image loads from safetensors only: name it yourself with --model {brief(args.model)} "
                          "to load it")
-    if pickles:
-        print(f"note: {brief(args.model)} has pickle weights without safetensors ({', '.join(pickles[:3])}"
-              f"{', ...' if len(pickles) > 3 else ''}); loading them, as you named it", file=sys.stderr)
+    if pickles and not quiet:
+        console.note(f"note: {brief(args.model)} has pickle weights without safetensors ({', '.join(pickles[:3])}"
+                     f"{', ...' if len(pickles) > 3 else ''}); loading them, as you named it")
+    if not quiet:
+        console.note(f"loading {args.model} ({dtype_name}, {device}"
+                     + (f", offload {args.offload}" if args.offload != "none" else "") + ")")
     kwargs = dtype_kwarg(getattr(torch, dtype_name))
     if not trusted:
         kwargs["use_safetensors"] = True
@@ -676,11 +727,20 @@ def _load(args, device: str, dtype_name: str, loras: list, quiet: bool, many: bo
         pipe.enable_sequential_cpu_offload(device=device)
     else:
         pipe = pipe.to(device)
-    if quiet:
-        pipe.set_progress_bar_config(disable=True)
-    elif many:
-        pipe.set_progress_bar_config(position=1, leave=False)     # stage bars under the bar over images
+    pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def check_offload(offload: str, device: str) -> None:
+    """``--offload sequential`` with the CPU as the device, refused before loading: diffusers makes
+    its offload device ``cpu:0``, to which torch (2.13) copies a CPU tensor instead of handing it
+    back, so accelerate's hooks (1.16) put plain tensors where parameters were and fail with a
+    TypeError on the first offload; the stock pipeline fails the same way, and offloading to the
+    memory the model is in saves nothing. On a GPU it runs as diffusers runs it."""
+    if offload == "sequential" and device.split(":")[0] == "cpu":
+        raise UsageError("--offload sequential needs a GPU: with the CPU as the device diffusers offloads to 'cpu:0' "
+                         "and accelerate's hooks fail there (the stock pipeline too), and it would save no memory; "
+                         "use --offload none (or model)")
 
 
 def dtype_kwarg(dtype) -> dict:
@@ -721,13 +781,16 @@ def _call_args(args, group: list) -> dict:
     return kw
 
 
-def _run(ralu, group: list, args, device: str):
+def _run(ralu, group: list, args, device: str, callback=None):
+    """One sampler call for ``group``: (seconds, output). ``callback``: the pipeline's
+    ``callback_on_step_end`` (the run's progress display)."""
     import torch
 
     gens = _generators(torch, device, [j.seed for j in group])
+    kwargs = {} if callback is None else {"callback_on_step_end": callback}
     start = _clock(torch, device)
     try:
-        out = ralu([j.prompt for j in group], generator=gens, **_call_args(args, group))
+        out = ralu([j.prompt for j in group], generator=gens, **_call_args(args, group), **kwargs)
     except (TypeError, RuntimeError) as err:
         if args.offload == "none" or not any("accelerate" in f.filename for f in traceback.extract_tb(err.__traceback__)):
             raise
@@ -760,19 +823,10 @@ def _save(image, path: Path, recipe: dict) -> None:
     goes in a JSON file beside it, written first: a clip on disk always has its recipe."""
     if isinstance(image, (list, tuple)):
         return _save_clip(image, path, recipe)
-    from PIL import Image
-    from PIL.PngImagePlugin import PngInfo
-
-    fmt = Image.registered_extensions().get(path.suffix.lower(), "PNG")
-    extra = {}
-    if fmt == "PNG":
-        info = PngInfo()
-        info.add_text(RECIPE_KEY, json.dumps(recipe))
-        info.add_text("prompt", recipe["prompt"])
-        extra["pnginfo"] = info
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    options = save_options(path, recipe)              # the format, and the recipe in its metadata
+    tmp = temporary(path)
     try:
-        image.save(tmp, format=fmt, **extra)
+        image.save(tmp, **options)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -786,8 +840,8 @@ def _save_clip(frames, path: Path, recipe: dict) -> None:
     except ImportError:
         raise UsageError("writing MP4 needs imageio and imageio-ffmpeg: pip install 'ralu[video]'") from None
     side = sidecar(path)
-    tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")     # ffmpeg picks the container by suffix
+    tmp_side = temporary(side)
+    tmp = temporary(path, suffix=path.suffix)          # ffmpeg picks the container by suffix
     done = False
     try:
         tmp_side.write_text(json.dumps(recipe))
@@ -821,12 +875,22 @@ def _compare(args, pipe, ralu, job: Job, path: Path, recipe: dict, device: str) 
     kw = _call_args(args, [job])
     if "negative_prompt" in kw:
         kw["negative_prompt"] = kw["negative_prompt"][0]
-    _run(ralu, [job], args, device)                # untimed
-    start = _clock(torch, device)
-    base = pipe(job.prompt, num_inference_steps=steps, generator=_generators(torch, device, [job.seed])[0],
-                **{k: v for k, v in kw.items() if v is not None})
-    base_s = _clock(torch, device) - start
-    seconds, out = _run(ralu, [job], args, device)
+    console = _console.current()
+    progress = console.progress(3, unit="call")    # RALU untimed, the baseline, RALU timed: one display
+    try:
+        _run(ralu, [job], args, device, progress.steps(1, ralu.layout.total_steps))
+        progress.advance(1, "RALU, untimed")
+        callback = progress.steps(1, steps)
+        start = _clock(torch, device)
+        base = pipe(job.prompt, num_inference_steps=steps, generator=_generators(torch, device, [job.seed])[0],
+                    **{k: v for k, v in kw.items() if v is not None},
+                    **({} if callback is None else {"callback_on_step_end": callback}))
+        base_s = _clock(torch, device) - start
+        progress.advance(1, f"baseline, {steps} steps")
+        seconds, out = _run(ralu, [job], args, device, progress.steps(1, ralu.layout.total_steps))
+        progress.advance(1, "RALU")
+    finally:
+        progress.close()
     # RALU's last stage runs at full resolution on every token, as each baseline step does: the
     # sampler's own count of one of its calls (guidance and text tokens included) prices a step
     full = out.stage_calls[-1]
@@ -842,11 +906,14 @@ def _compare(args, pipe, ralu, job: Job, path: Path, recipe: dict, device: str) 
            "versions": _versions(),
            "compare": {"baseline_steps": steps, "baseline_seconds": base_s, "ralu_seconds": seconds,
                        "baseline_tflops": base_tf, "ralu_tflops": ralu_tf}}
-    _save(picture, path, rec)
-    print(f"{'':<34} {'seconds':>9} {'TFLOPs':>10}")
+    try:
+        _save(picture, path, rec)
+    except OSError as err:
+        raise RunFailure(f"cannot write {path}: {err.strerror or err}; nothing partial is left") from None
+    console.say(f"{'':<34} {'seconds':>9} {'TFLOPs':>10}")
     for label, s, tf in rows:
-        print(f"{label:<34} {s:>9.2f} {tf:>10.4g}")
-    print(f"speed-up {base_s / seconds:.2f}x in time, {base_tf / ralu_tf:.2f}x in TFLOPs; wrote {path}")
+        console.say(f"{label:<34} {s:>9.2f} {tf:>10.4g}")
+    console.result(f"speed-up {base_s / seconds:.2f}x in time, {base_tf / ralu_tf:.2f}x in TFLOPs; wrote {path}")
 
 
 def _font(size: int):

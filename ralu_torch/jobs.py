@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ralu_schedule._errors import UsageError, brief
-from ralu_schedule._files import check_parent
+from ralu_schedule._files import BELOW_OUTPUT_DIR, check_parent, check_path, read_text
 
 MANIFEST = "manifest.jsonl"
 PART = "manifest.part-{rank}.jsonl"      # one per process of a multi-process run, merged at its end
@@ -65,12 +65,13 @@ class Entry:
 
 
 def read_prompts(path) -> list[Entry]:
-    """The prompts of a prompts file; every fault is one line naming the file and line."""
-    path = Path(path)
+    """The prompts of a prompts file; every fault is one line naming the file and line. A
+    byte-order mark at its start is dropped (``utf-8-sig``), not read into the first line."""
+    path = check_path(path, "--prompts")
     if path.is_dir():
         raise UsageError(f"--prompts {brief(str(path))} is a directory, not a prompts file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_text(path)
     except FileNotFoundError:
         raise UsageError(f"--prompts {brief(str(path))} does not exist") from None
     except UnicodeDecodeError:
@@ -238,8 +239,10 @@ def differences(want: dict, have: dict) -> list[str]:
 
 
 def check_writable_dir(path: Path, flag: str = "--out-dir", create: bool = True) -> Path:
-    """An output directory: refused if it is a file, if it is missing and so is its parent, or
-    if anything is not writable; made (only itself, not its parents) when ``create``."""
+    """An output directory: refused if its path is too long for the file system with the names
+    written in it, if it is a file, if it is missing and so is its parent, or if anything is not
+    writable; made (only itself, not its parents) when ``create``."""
+    check_path(path, flag, below=BELOW_OUTPUT_DIR)
     if path.exists() and not path.is_dir():
         raise UsageError(f"{flag} {brief(str(path))} is a file, not a directory")
     if not path.exists():
@@ -279,7 +282,7 @@ def read_lines(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in read_text(path).splitlines():
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:
@@ -330,7 +333,7 @@ def lora_spec(text: str) -> tuple[str, float]:
             path = head
     if scale != scale or scale in (float("inf"), float("-inf")):
         raise UsageError(f"--lora {brief(text)}: the scale must be finite")
-    p = Path(path)
+    p = check_path(path, "--lora")
     if not p.exists():
         hub_id = (path.count("/") == 1 and not path.startswith((".", "/", "~")) and all(path.split("/"))
                   and p.suffix.lower() not in (".safetensors", ".bin", ".pt", ".pth", ".ckpt"))

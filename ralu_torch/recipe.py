@@ -1,6 +1,9 @@
-"""The recipe a PNG written by ``ralu generate`` carries: a JSON text chunk ``ralu``
-(format ``ralu-image/1``) with everything that decides its pixels, so that ``ralu info``
-can print it and ``ralu generate --from`` can regenerate the image.
+"""The recipe an image written by ``ralu generate`` carries, JSON (format ``ralu-image/1``)
+with everything that decides its pixels, so that ``ralu info`` can print it and ``ralu
+generate --from`` can regenerate the image: in a PNG, a text chunk ``ralu``; in a JPEG or a
+WebP, the EXIF ``UserComment`` (ASCII JSON: every other character escaped); a clip's, in a
+JSON file beside it. ``ralu generate`` writes only the formats that carry it
+(:func:`image_suffixes`).
 
 A recipe comes from a file anyone may have written: :func:`check_recipe` holds every field
 ``--from`` uses to its type and range (one line naming the field otherwise), and the weights it
@@ -11,10 +14,61 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ralu_schedule._errors import UsageError
+from ralu_schedule._errors import UsageError, brief
+from ralu_schedule._files import check_path, read_text
 
 RECIPE_KEY = "ralu"        # the PNG text chunk that carries an image's recipe (JSON)
 RECIPE_FORMAT = "ralu-image/1"
+
+#: The image formats that carry a recipe, by extension, and how each is written: PNG
+#: losslessly, JPEG and WebP at quality 95 (Pillow's defaults, 75 and 80, blur fine detail).
+FORMATS = {".png": ("PNG", {}), ".jpg": ("JPEG", {"quality": 95}), ".jpeg": ("JPEG", {"quality": 95}),
+           ".webp": ("WEBP", {"quality": 95})}
+#: A JPEG's EXIF is one APP1 segment: at most 65,533 bytes (Pillow refuses more).
+ROOM = {"JPEG": 65533}
+_ASCII = b"ASCII\0\0\0"     # EXIF UserComment's character-code prefix
+
+
+def image_suffixes() -> tuple:
+    """The extensions ``ralu generate`` writes: those of :data:`FORMATS` that this Pillow
+    writes as that format (a Pillow built without WebP leaves ``.webp`` out)."""
+    from PIL import Image
+
+    known = Image.registered_extensions()
+    return tuple(s for s, (fmt, _) in FORMATS.items() if known.get(s) == fmt and fmt in Image.SAVE)
+
+
+def needs_room(path) -> bool:
+    """Whether ``path``'s format holds a recipe of a bounded size (JPEG)."""
+    return FORMATS.get(Path(path).suffix.lower(), ("PNG",))[0] in ROOM
+
+
+def save_options(path, recipe: dict) -> dict:
+    """``Image.save``'s keywords that write ``path`` in its format (by extension, one of
+    :func:`image_suffixes`) with ``recipe`` in its metadata; a recipe too long for the format is
+    one line."""
+    from PIL import ExifTags, Image
+
+    suffix = Path(path).suffix.lower()
+    if suffix not in image_suffixes():
+        raise UsageError(f"{brief(str(path))}: ralu generate writes images that carry their recipe: "
+                         f"{', '.join(image_suffixes())}")
+    fmt, options = FORMATS[suffix]
+    text = json.dumps(recipe)                  # ensure_ascii: one byte a character, any prompt
+    if fmt == "PNG":
+        from PIL.PngImagePlugin import PngInfo
+
+        info = PngInfo()
+        info.add_text(RECIPE_KEY, text)
+        info.add_text("prompt", recipe["prompt"])
+        return {"format": fmt, "pnginfo": info, **options}
+    exif = Image.Exif()
+    exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.UserComment] = _ASCII + text.encode("ascii")
+    size = len(exif.tobytes())
+    if size > ROOM.get(fmt, size):
+        raise UsageError(f"{brief(str(path))}: this image's recipe takes {size} bytes of EXIF and a {fmt} holds at "
+                         f"most {ROOM[fmt]} (its prompts are long); write a PNG or WebP instead")
+    return {"format": fmt, "exif": exif, **options}
 
 
 def sidecar(path) -> Path:
@@ -23,38 +77,57 @@ def sidecar(path) -> Path:
 
 
 def read_recipe(path) -> dict:
-    """The recipe a PNG written by ``ralu generate`` carries (a clip's: the JSON file beside it)."""
+    """The recipe an image written by ``ralu generate`` carries (a clip's: the JSON file beside it)."""
     from PIL import Image, UnidentifiedImageError
 
+    check_path(path, "cannot read")
     if Path(path).suffix.lower() == ".mp4":
         side = sidecar(path)
         if not Path(path).is_file():
-            raise UsageError(f"cannot read clip {str(path)!r}: no such file")
+            raise UsageError(f"cannot read clip {brief(str(path))}: no such file")
         try:
-            text = side.read_text(encoding="utf-8")
+            text = read_text(side)
         except FileNotFoundError:
-            raise UsageError(f"{str(path)!r} carries no RALU recipe (ralu generate writes a clip's recipe to "
+            raise UsageError(f"{brief(str(path))} carries no RALU recipe (ralu generate writes a clip's recipe to "
                              f"{side.name} beside it)") from None
         except (OSError, UnicodeDecodeError) as err:
-            raise UsageError(f"cannot read {str(side)!r}: {err}") from None
+            raise UsageError(f"cannot read {brief(str(side))}: {err}") from None
         return _parse(text, path)
     try:
         with Image.open(path) as img:
-            text = getattr(img, "text", {}).get(RECIPE_KEY)
-    except (OSError, UnidentifiedImageError) as err:
-        raise UsageError(f"cannot read image {str(path)!r}: {err}") from None
+            text = _embedded(img)
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError, ValueError) as err:
+        raise UsageError(f"cannot read image {brief(str(path))}: {err}") from None
     if text is None:
-        raise UsageError(f"{str(path)!r} carries no RALU recipe (PNG files written by ralu generate do)")
+        raise UsageError(f"{brief(str(path))} carries no RALU recipe (the PNG, JPEG and WebP files ralu generate "
+                         "writes do)")
     return _parse(text, path)
+
+
+def _embedded(img):
+    """The recipe text ``img`` carries, or None: a PNG's ``ralu`` chunk, else an EXIF
+    UserComment that is ASCII JSON."""
+    from PIL import ExifTags
+
+    text = getattr(img, "text", {}).get(RECIPE_KEY)
+    if text is not None or img.format == "PNG":
+        return text
+    comment = img.getexif().get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.UserComment)
+    if not isinstance(comment, bytes) or not comment.startswith(_ASCII):
+        return None
+    try:
+        return comment[len(_ASCII):].decode("ascii")
+    except UnicodeDecodeError:
+        return None
 
 
 def _parse(text: str, path) -> dict:
     try:
         recipe = json.loads(text)
     except (json.JSONDecodeError, RecursionError):
-        raise UsageError(f"{str(path)!r} has a damaged RALU recipe") from None
+        raise UsageError(f"{brief(str(path))} has a damaged RALU recipe") from None
     if not isinstance(recipe, dict) or recipe.get("format") != RECIPE_FORMAT:
-        raise UsageError(f"{str(path)!r} has a recipe in an unknown format (expected {RECIPE_FORMAT})")
+        raise UsageError(f"{brief(str(path))} has a recipe in an unknown format (expected {RECIPE_FORMAT})")
     return recipe
 
 

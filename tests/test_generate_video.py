@@ -72,7 +72,7 @@ def test_a_prompts_file_of_clips_resumes(wan_dir, tmp_path, capsys):
     (["--fps", "nan"], "--fps must be finite, got nan"),
     (["--num-frames", "10001"], "a clip of 2501 latent frames of 4x4 tokens exceeds Wan's rotary table (64 positions "
                                 "per axis); at most 253 frames and 1024 pixels a side"),
-    (["--out", "x.png"], "needs a video extension, one of .mp4"),
+    (["--out", "x.png"], "needs one of the extensions ralu generate writes, each file with its recipe: .mp4 (clips)"),
     (["--compare"], "--compare puts two images side by side; for a video model"),
     (["--fps", "0"], "--fps must be from 0.01 to 480 frames per second, got 0"),
     (["--fps", "1e308"], "--fps must be from 0.01 to 480 frames per second, got 1e+308"),

@@ -27,10 +27,10 @@ SMALL = ["--height", "64", "--width", "64", "--max-sequence-length", "16", "--de
 
 
 def one_line(capsys):
-    """The run's one message line (progress bars of the loading and sampling aside)."""
-    err = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", capsys.readouterr().err)     # progress bars' cursor moves
-    lines = [line.strip() for line in re.split(r"[\r\n]", err) if line.strip().startswith(("ralu:", "ralu-schedule:"))]
-    assert "Traceback" not in err and len(lines) == 1, err
+    """The run's one error line, the last on stderr (the progress lines before it aside)."""
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith(("ralu: error:", "ralu-schedule: error:"))]
+    assert "Traceback" not in err and "\x1b" not in err and len(lines) == 1 and err.endswith(lines[0] + "\n"), err
     return lines[0]
 
 
