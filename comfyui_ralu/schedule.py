@@ -28,11 +28,21 @@ STAGE_OUTPUTS = 4
 __all__ = ["CUSTOM", "STAGE_OUTPUTS", "NodeError", "RALUSchedule", "base_shift", "family_presets", "make_schedule"]
 
 
+def with_references(model: str) -> bool:
+    """Whether ``model`` (a ralu_schedule model name) adds reference images' tokens to every call
+    (FLUX.1 Kontext, Qwen-Image-Edit: ``ralu_schedule.cost``'s ``references``), which ComfyUI
+    gives as reference latents and the RALU Sampler refuses."""
+    from ralu_schedule.cost import MODELS
+
+    return model in MODELS and MODELS[model].references is not None
+
+
 def family_presets(family: str | None = None) -> list:
     """The presets made for a model family the nodes run (``family``: ralu_schedule's name), or
-    for all of them, family by family."""
+    for all of them, family by family; not those of models with reference images (:func:`with_references`)."""
     names = [family] if family is not None else [f.name for f in FAMILIES]
-    return [n for name in names for n in sorted(n for n, p in PRESETS.items() if family_of(p.model) == name)]
+    return [n for name in names for n in sorted(n for n, p in PRESETS.items()
+                                                if family_of(p.model) == name and not with_references(p.model))]
 
 
 def base_shift(model, node: str) -> float:
@@ -101,6 +111,10 @@ def make_schedule(model, preset_name: str, parameters: str, node: str, *, steps=
     if family_of(model_name) != family.name:
         raise NodeError(node, f"preset {preset_name!r} was made for {model_name}, but the MODEL is {family.display}; a "
                               f"preset must be of the model's family: use one of {', '.join(mine)} (or {CUSTOM!r})")
+    if with_references(model_name):
+        raise NodeError(node, f"preset {preset_name!r} was made for {model_name}, whose reference images the RALU "
+                              f"nodes do not run (ComfyUI's reference latents are refused): use one of {', '.join(mine)} "
+                              f"(or {CUSTOM!r})")
     if parameters == "optimised":
         return _solved(PRESETS[preset_name].layout.with_base(base_shift(model, node), None))
     try:

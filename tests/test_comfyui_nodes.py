@@ -194,12 +194,17 @@ def test_preset_menu_lists_the_families_the_nodes_run_then_custom_then_the_other
     from ralu_schedule import PRESETS
     from ralu_schedule.models import family_of
 
+    from comfyui_ralu.schedule import with_references
+
     menu = ralu_nodes.NODE_CLASS_MAPPINGS["RALUSchedule"].INPUT_TYPES()["required"]["preset"][0]
     custom = menu.index("custom")
     assert set(menu) == set(PRESETS) | {"custom"}
     runs = [family_of(PRESETS[n].model) for n in menu[:custom]]
     assert runs == sorted(runs, key=list(FAMILIES).index) and set(runs) == set(FAMILIES)
-    assert not {family_of(PRESETS[n].model) for n in menu[custom + 1:]} & set(FAMILIES)
+    others = [n for n in menu[custom + 1:] if not with_references(PRESETS[n].model)]
+    assert not {family_of(PRESETS[n].model) for n in others} & set(FAMILIES)
+    # the image-to-video presets run (WanImageToVideo's condition follows the stages), the reference models' do not
+    assert "wan22-i2v-a14b-7x" in menu[:custom] and {"flux-kontext-dev-7x", "qwen-image-edit-7x"} <= set(menu[custom:])
 
 
 # -- RALU Schedule ----------------------------------------------------------------------------
@@ -236,7 +241,9 @@ def test_solved_schedules_take_h0_from_the_models_sampling(ralu_nodes, case_of, 
 @pytest.mark.parametrize("preset, fields, rule", [
     ("sd3-medium-7x", {}, "preset 'sd3-medium-7x' was made for sd3-medium, but the MODEL is FLUX.1"),
     ("qwen-image-4x", {}, "a preset must be of the model's family"),
-    ("z-image-4x", {}, "use one of flux-dev-10x, flux-dev-4x, flux-dev-7x, flux-schnell-16x"),
+    ("z-image-4x", {}, "use one of flux-dev-10x, flux-dev-4x, flux-dev-7x, flux-schnell-16x (or 'custom')"),
+    ("flux-kontext-dev-7x", {}, "preset 'flux-kontext-dev-7x' was made for flux-kontext-dev, whose reference images "
+                                "the RALU nodes do not run"),
     ("nope", {}, "unknown preset 'nope'"),
     ("custom", {"steps": "2, x", "ends": "0.3, 1.0"}, "steps must be comma-separated integers"),
     ("custom", {"steps": "2, 3", "ends": "0.3, 0.2"}, "the custom layout is invalid: ends must increase"),

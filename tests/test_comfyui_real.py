@@ -82,6 +82,9 @@ def ralu_nodes():
     import diffusers.loaders.single_file_utils  # noqa: F401
 
     sys.path[:0] = ([COMFYUI] if COMFYUI else []) + EXTRA + [str(ROOT)]
+    # ComfyUI's utils package first: importing ComfyUI's nodes.py (comfy_extras' nodes do) puts comfy/ at the
+    # front of sys.path, where comfy/utils.py would then answer to "utils"
+    import utils.install_util  # noqa: F401
     from comfy.cli_args import args
 
     args.cpu = True
@@ -636,9 +639,7 @@ SMALL = {"image": (128, 96, None), "ralu_qwen_image": (128, 128, None), "video":
 @pytest.fixture(scope="module")
 def comfy_nodes(ralu_nodes):
     """ComfyUI's node registry, with the RALU package loaded by ComfyUI's custom-node loader."""
-    import utils.install_util  # noqa: F401  (ComfyUI's utils package, before anything else claims the name)
-
-    import nodes
+    import nodes  # ComfyUI's (its utils package was imported first, by ralu_nodes)
 
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
     assert asyncio.run(nodes.load_custom_node(str(ROOT / "comfyui_ralu")))
