@@ -356,6 +356,17 @@ def test_two_experts_are_wan_only_and_the_boundary_a_sigma(ralu_nodes, case_of):
 
 # -- Wan image-to-video: the concatenated condition follows the token layout --------------------
 
+def i2v_transformer(case):
+    """A tiny Wan image-to-video transformer (36 input channels: latent, 4-channel mask, start image; no CLIP)."""
+    import diffusers
+
+    torch.manual_seed(4)
+    return diffusers.WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                                           in_channels=36, out_channels=16, text_dim=cases.text_width(case.pipe),
+                                           freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+                                           qk_norm="rms_norm_across_heads", rope_max_seq_len=64)
+
+
 def test_wan_image_condition_follows_each_stages_token_layout(ralu_nodes, case_of, monkeypatch):
     """A Wan I2V model (36 input channels: latent, 4-channel mask, start image) under the
     stand-in's ComfyUI conditioning (``concat_mask``, ``concat_latent_image``): at every call the
@@ -364,18 +375,13 @@ def test_wan_image_condition_follows_each_stages_token_layout(ralu_nodes, case_o
     strip; a one-stage run is the stand-in's own run."""
     import comfy.sample
     import comfy.samplers
-    import diffusers
     import torch.nn.functional as F
 
     from comfyui_ralu.families import wan
     from ralu_torch.tokens import latent_tokens, pack
 
     case = case_of("wan")
-    torch.manual_seed(4)
-    tr = diffusers.WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
-                                         in_channels=36, out_channels=16, text_dim=cases.text_width(case.pipe),
-                                         freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True,
-                                         qk_norm="rms_norm_across_heads", rope_max_seq_len=64)
+    tr = i2v_transformer(case)
     model = case.model(expert=tr, image_to_video=True)
     B, C, T, H, W = case.latent
     g = torch.Generator().manual_seed(2)
@@ -404,6 +410,41 @@ def test_wan_image_condition_follows_each_stages_token_layout(ralu_nodes, case_o
     run = lambda s: comfy.sample.sample_custom(model, noise, 1.0, s, sigmas, cond, cond,  # noqa: E731
                                                torch.zeros(case.latent))
     assert (run(ralu) - run(comfy.samplers.sampler_object("euler"))).abs().max() <= 1e-5
+
+
+def test_wan_i2v_ralu_ksampler_equals_ralu_on_the_image_to_video_pipeline(ralu_nodes, case_of):
+    """Wan image-to-video with a start image, the whole method: the stand-in's conditioning holds
+    the condition WanImageToVideoPipeline makes of the image (its own ``prepare_latents``: the
+    4-channel frame mask and the VAE latents of the clip the image starts, in VAE space as
+    ComfyUI's WanImageToVideo gives them); the RALU KSampler (wan-480p-4x, CFG 2, batch 2) equals
+    ralu_torch.RALU on that pipeline with the same weights and image, and the model's input shows
+    the low-resolution, mixed and full token counts."""
+    import comfy.sample
+    import diffusers
+
+    from ralu_torch.testing import tiny_image
+
+    case = case_of("wan")
+    tr = i2v_transformer(case)
+    pipe = diffusers.WanImageToVideoPipeline(tokenizer=None, text_encoder=None, vae=case.pipe.vae,
+                                             scheduler=case.pipe.scheduler, transformer=tr)
+    pipe.set_progress_bar_config(disable=True)
+    model = case.model(expert=tr, image_to_video=True)
+    B, C, T, H, W = case.latent
+    height, width = H * pipe.vae_scale_factor_spatial, W * pipe.vae_scale_factor_spatial
+    image = tiny_image(height, width, seed=3)
+    pixels = pipe.video_processor.preprocess(image, height=height, width=width)
+    condition = pipe.prepare_latents(pixels, 1, C, height, width, (T - 1) * pipe.vae_scale_factor_temporal + 1,
+                                     torch.float32, torch.device("cpu"), None, torch.zeros(0))[1]
+    given = dict(concat_mask=condition[:, :4], concat_latent_image=model.model.process_latent_out(condition[:, 4:]))
+    pos, neg = cases.embeddings(case.pipe, "wan", B), cases.embeddings(case.pipe, "wan", B, seed=9)
+    out = ksampler(ralu_nodes, model, case.vae(), "wan-480p-4x", latent=case.latent, cfg=2.0,
+                   positive=cases.conditioning("wan", pos, **given), negative=cases.conditioning("wan", neg, **given))
+    noise = comfy.sample.prepare_noise(torch.zeros(case.latent), SEED)
+    ref, stage_tokens = cases.reference(pipe, "wan", "wan-480p-4x", noise, pos, neg, 2.0, SEED + 1, image=image)
+    assert (model.model.process_latent_in(out) - ref).abs().max() <= 1e-4
+    seen = sorted({n for n, _ in model.model.diffusion_model.calls})
+    assert seen[0] == stage_tokens[0] and seen[-1] == stage_tokens[-1] and seen[0] < seen[1] < seen[-1]
 
 
 # -- previews, seeds, refusals ------------------------------------------------------------------

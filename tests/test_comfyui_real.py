@@ -583,6 +583,46 @@ def test_wan_i2v_condition_follows_each_stages_tokens(ralu_nodes, wan_i2v, monke
                                   atol=1e-5)
 
 
+def test_wan_i2v_ralu_ksampler_equals_ralu_on_the_image_to_video_pipeline(ralu_nodes, vaes):
+    """Wan image-to-video with a conditioning image, the whole method: ComfyUI's WAN21 with 36
+    input channels and no CLIP (as each of Wan 2.2 I2V A14B's experts), conditioned by
+    WanImageToVideo on a start image, under the RALU KSampler (wan-480p-7x, CFG 2, batch 2),
+    equals ralu_torch.RALU on diffusers' WanImageToVideoPipeline with the same weights, VAE and
+    image (each side encodes the image with its own VAE and builds its own mask); the model's
+    input shows the low-resolution, mixed and full token counts."""
+    import comfy.sample
+    import comfy.supported_models
+    from comfy_extras.nodes_wan import WanImageToVideo
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
+
+    model = comfy_model(comfy.supported_models.WAN21_T2V, {**WAN, "in_dim": 36}, seed=9)
+    vae, vae_d = vaes["wan"]
+    pipe = WanImageToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae_d, transformer=wan_diffusers(model),
+                                   scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), image_encoder=None,
+                                   image_processor=None)
+    pipe.set_progress_bar_config(disable=True)
+    case = Case("wan", model, vae, pipe, (2, 16, 3, 16, 12))
+    pos, neg = conds(case)
+    start = torch.rand(1, 128, 96, 3, generator=torch.Generator().manual_seed(8))
+    positive, negative, latent = WanImageToVideo.execute(cases.conditioning("wan", pos), cases.conditioning("wan", neg),
+                                                         vae, width=96, height=128, length=9, batch_size=2,
+                                                         start_image=start).result
+    assert tuple(latent["samples"].shape) == case.latent
+    node = ralu_nodes.NODE_CLASS_MAPPINGS["RALUKSampler"]()
+    with TokenCounter(model) as counter:
+        out = node.sample(model, SEED, "wan-480p-7x", "default", CFG, "euler", positive, negative, latent, vae)[0]
+    noise = comfy.sample.prepare_noise(torch.zeros(case.latent), SEED)
+    ref, stage_tokens = cases.reference(pipe, "wan", "wan-480p-7x", noise, pos, neg, CFG, SEED + 1,
+                                        image=start.permute(0, 3, 1, 2))
+    diff = (model.model.process_latent_in(out["samples"]) - ref).abs().max().item()
+    seen = sorted(set(counter.counts))
+    print(f"wan i2v (36 channels, a start image), wan-480p-7x, cfg {CFG:g}: stage tokens {stage_tokens}, tokens per "
+          f"call at the model {seen}; max |RALU KSampler - ralu_torch.RALU| = {diff:.2e} "
+          f"(latents up to {ref.abs().max().item():.2f})")
+    assert seen[0] == stage_tokens[0] and seen[-1] == stage_tokens[-1] and any(seen[0] < n < seen[-1] for n in seen)
+    assert diff <= 1e-4
+
+
 # -- the pyramid by hand ------------------------------------------------------------------------------
 
 class _PooledNoise:
