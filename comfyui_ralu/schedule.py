@@ -113,8 +113,8 @@ def make_schedule(model, preset_name: str, parameters: str, node: str, *, steps=
                               f"preset must be of the model's family: use one of {', '.join(mine)} (or {CUSTOM!r})")
     if with_references(model_name):
         raise NodeError(node, f"preset {preset_name!r} was made for {model_name}, whose reference images the RALU "
-                              f"nodes do not run (ComfyUI's reference latents are refused): use one of {', '.join(mine)} "
-                              f"(or {CUSTOM!r})")
+                              "nodes do not run (ComfyUI's reference latents are refused): use one of "
+                              f"{', '.join(mine)} (or {CUSTOM!r})")
     if parameters == "optimised":
         return _solved(PRESETS[preset_name].layout.with_base(base_shift(model, node), None))
     try:

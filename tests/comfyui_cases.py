@@ -78,8 +78,8 @@ def first_noise(noise: torch.Tensor, D: int) -> torch.Tensor:
 def reference(pipe, family: str, preset: str, noise: torch.Tensor, pos: dict, neg: dict, cfg: float, seed: int,
               *, select: str = "edges", solver="euler", **call):
     """``ralu_torch.RALU`` on ``pipe`` from the nodes' first noise (``noise``: ComfyUI's, of the
-    full latent), re-injection from ``seed``, ``call`` passed on (``image=``): the final latents in ComfyUI's latent form, and
-    the stage token counts."""
+    full latent), re-injection from ``seed``, ``call`` passed on (``image=``): the final latents in
+    ComfyUI's latent form, and the stage token counts."""
     from ralu_schedule import preset as get_preset
     from ralu_torch import RALU
     from ralu_torch.tokens import unpack
@@ -97,8 +97,8 @@ def reference(pipe, family: str, preset: str, noise: torch.Tensor, pos: dict, ne
         kw["num_frames"] = (noise.shape[2] - 1) * pipe.vae_scale_factor_temporal + 1
     elif family == "qwen-image":
         first = first[:, :, 0]
-    out = ralu(**ralu_inputs(family, pos, neg, cfg), **kw, **call, height=H, width=W, latents=first, output_type="latent",
-               generator=torch.Generator().manual_seed(seed))
+    out = ralu(**ralu_inputs(family, pos, neg, cfg), **kw, **call, height=H, width=W, latents=first,
+               output_type="latent", generator=torch.Generator().manual_seed(seed))
     images = out.images
     if family in ("flux", "chroma", "qwen-image"):
         images = unpack(images, (noise.shape[-2] // 2, noise.shape[-1] // 2))
