@@ -1,142 +1,184 @@
-"""ComfyUI's FLUX as a ``ralu_torch`` sampler backend.
+"""ComfyUI's models as a ``ralu_torch`` sampler backend, for every family the nodes run.
 
 ``ralu_torch.sampler.sample`` runs RALU's stages against any object with the
-``SamplerBackend`` contract (``ralu_torch/backends/base.py``). :class:`ComfyFluxBackend`
-meets it with what ComfyUI hands a sampler: the guider (``model_wrap(x, sigma,
-model_options=..., seed=...)`` returns the denoised latent, after conditioning, CFG, hooks,
-LoRAs and every model patch ComfyUI applies) and the graph's VAE.
+``SamplerBackend`` contract (``ralu_torch/backends/base.py``). :class:`ComfyBackend` meets it
+with what ComfyUI hands a sampler: the guider (``model_wrap(x, sigma, model_options=...,
+seed=...)`` returns the denoised latent, after conditioning, CFG, hooks, LoRAs and every
+model patch ComfyUI applies) and the graph's VAE. What differs per family (positions, a
+concatenated condition) is the family module's (:mod:`comfyui_ralu.families`).
 
-Positions (the coordinate rule of docs/backends.md): a token at full-resolution cell
-``(r, c)`` sits at ``(r / D, c / D)``, ``D`` the coarsest token size present. ComfyUI's FLUX
-builds its image ids ``(0, row, col)`` from the shape of the latent it is given, so
+Each stage is handed to the model in the latent form of :func:`~.families.base.stage_latent`
+(its own grid when its tokens share one size, a strip of its tokens otherwise), and its calls
+carry :class:`StageCall`, an ``APPLY_MODEL`` wrapper in ``transformer_options["wrappers"]``
+(the per-call form of what ``ModelPatcher.add_wrapper`` registers): around each call it puts
+the mixed stage's positions in the model (the family's substitution) and gives a concatenated
+condition the stage's token layout.
 
-- a stage whose tokens share one size (the low-resolution stage, the full-resolution one) is
-  handed to the model as the 4-D latent of its own grid: ComfyUI builds exactly the ids of
-  the coordinate rule, and the stage runs as a stock ComfyUI step on a smaller image;
-- the mixed stage is handed over as a strip latent ``(B, 16, 2, 2 L)`` holding only its ``L``
-  tokens, one row (the shorter sequence, never a masked full-size one), with a
-  ``post_input`` patch in the call's ``transformer_options`` (ComfyUI's FLUX extension point
-  after its input layers, ``ModelPatcher.set_model_post_input_patch``) that puts each
-  image's ids of the coordinate rule in place of the strip's. FLUX's forward runs unchanged
-  on them: one call per step for the whole batch, each image with its own positions (its
-  rotary takes ids per image).
+Two experts (Wan 2.2 A14B): the backend holds a guider per expert and sends each call to the
+expert its noise level belongs to, ``sigma >= boundary`` the first (high-noise) one, as
+WanPipeline compares its timesteps (``1000 sigma`` against ``1000 boundary``): per call, since
+RALU's transitions move the noise level back up. The sigma is the schedule's host value
+(``before_call``), never read from the device.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
+from ralu_torch.backends.wan import high_noise
 
-from ralu_torch.backends.flux import image_ids
-from ralu_torch.tokens import pack, to_latent, unpack
+from .families import unwrap
+from .families.base import NodeError, stage_latent, stage_values
 
-#: The name of the per-call patch list of ComfyUI's FLUX forward that the mixed stage uses.
-PATCH = "post_input"
-
-
-class TokenPositions:
-    """``post_input`` patch of ComfyUI's FLUX: the image ids of the mixed stage's tokens.
-
-    ``ids``: ``(B, L, 3)`` float32, one table per image. ComfyUI batches the conditionings
-    it evaluates together (positive and negative under CFG) as whole copies of the batch,
-    so the model sees ``n B`` images; each copy gets the batch's ids.
-    """
-
-    def __init__(self, ids: torch.Tensor, node: str):
-        self.ids = ids
-        self.node = node
-
-    def __call__(self, args: dict) -> dict:
-        img_ids = args["img_ids"]
-        n, length = img_ids.shape[0], img_ids.shape[1]
-        batch, tokens = self.ids.shape[0], self.ids.shape[1]
-        if length != tokens or n % batch:
-            raise ValueError(f"{self.node}: FLUX was given {length} image tokens for {n} images where the mixed stage "
-                             f"has {tokens} tokens for {batch}; reference latents (Kontext), ControlNets and other "
-                             "additions to the image sequence cannot run in a mixed-resolution stage")
-        return {**args, "img_ids": self.ids.to(img_ids.device).repeat(n // batch, 1, 1)}
+#: The key of the nodes' wrapper in ``transformer_options["wrappers"]["apply_model"]``.
+WRAPPER_KEY = "ralu"
 
 
 @dataclass
-class StagePositions:
-    """A stage as the model sees it: the latent frame its tokens are laid out on, and the
-    ``model_options`` of its calls."""
+class Expert:
+    """One model as the sampler was handed it: the guider and its ``extra_args``."""
 
-    frame: tuple
-    model_options: dict
+    model_wrap: object
+    extra_args: dict
+
+    @property
+    def base(self):
+        return self.model_wrap.inner_model
+
+    @property
+    def net(self):
+        return unwrap(self.base.diffusion_model)
 
 
-def with_patch(model_options: dict, name: str, patch) -> dict:
-    """``model_options`` with ``patch`` appended to ``transformer_options["patches"][name]``,
-    copying only the dicts and the list on the way (the caller's stay as they were)."""
+class StageCall:
+    """The ``APPLY_MODEL`` wrapper of one stage's calls (module docstring): ComfyUI calls it
+    as ``wrapper(executor, x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)``."""
+
+    def __init__(self, backend: "ComfyBackend", tokens, positions):
+        self.backend, self.tokens, self.positions = backend, tokens, positions
+
+    def __call__(self, executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options={},
+                 **kwargs):
+        be = self.backend
+        if c_concat is not None:
+            c_concat = be.family.follow(c_concat, self.tokens, be.frames, be.node)
+        net = unwrap(executor.class_obj.diffusion_model)
+        context = contextlib.nullcontext() if self.positions is None else \
+            be.family.substitute(net, self.positions, x.shape[0], be.node)
+        with context:
+            return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+
+
+def with_wrapper(model_options: dict, wrapper) -> dict:
+    """``model_options`` with ``wrapper`` as the nodes' ``APPLY_MODEL`` wrapper, copying only the
+    dicts on the way (the caller's stay as they were)."""
     options = dict(model_options)
     transformer = dict(options.get("transformer_options", {}))
-    patches = dict(transformer.get("patches", {}))
-    patches[name] = list(patches.get(name, [])) + [patch]
-    transformer["patches"] = patches
+    wrappers = dict(transformer.get("wrappers", {}))
+    apply = dict(wrappers.get("apply_model", {}))
+    apply[WRAPPER_KEY] = [wrapper]
+    wrappers["apply_model"] = apply
+    transformer["wrappers"] = wrappers
     options["transformer_options"] = transformer
     return options
 
 
-class ComfyFluxBackend:
-    """``ralu_torch``'s ``SamplerBackend`` around a ComfyUI guider and VAE (module docstring).
+@dataclass
+class Stage:
+    """A stage as the model sees it: its tokens and each expert's ``model_options``."""
 
-    ``model_wrap``: what ComfyUI passes a sampler's ``sample`` (its ``inner_model`` is the
-    ``BaseModel``); ``extra_args``: the sampler's ``extra_args`` (``model_options``, ``seed``);
-    ``vae``: ComfyUI's ``VAE`` (``decode`` takes a latent and gives images in ``[0, 1]``,
-    channels last).
-    """
+    tokens: object
+    options: list
 
-    features = 64               # 16 channels x 2 x 2, ordered (channel, dy, dx) as ComfyUI's FLUX packs them
-    latent_channels = 16
-    pixels_per_token = 16       # 8 pixels per latent pixel x 2
+
+class ComfyBackend:
+    """``ralu_torch``'s ``SamplerBackend`` around ComfyUI guiders and a VAE (module docstring).
+
+    ``experts``: one :class:`Expert`, or two with ``boundary`` (Wan 2.2); ``family``: the
+    MODEL's family module; ``frames``: latent frames of a video latent (1 for an image);
+    ``vae``: ComfyUI's ``VAE`` (``decode`` takes a latent and gives pixels in ``[0, 1]``,
+    channels last; ``spacial_compression_decode()``)."""
+
     noise_layout = "latent"
-    dtype = torch.float32       # the sampler's state; ComfyUI casts to the model's dtype itself
+    dtype = torch.float32        # the sampler's state; ComfyUI casts to the model's dtype itself
 
-    def __init__(self, model_wrap, extra_args: dict, vae, device, node: str):
-        self.model_wrap = model_wrap
-        self.base = model_wrap.inner_model
-        self.model_options = extra_args.get("model_options", {})
-        self.seed = extra_args.get("seed")
-        self.vae = vae
+    def __init__(self, family, experts: list, vae, *, device, frames: int = 1, boundary: float | None = None,
+                 node: str = "RALU Sampler"):
+        self.family, self.experts, self.vae = family, experts, vae
+        self.boundary, self.frames, self.node = boundary, frames, node
         self._device = torch.device(device)
-        self.node = node
+        base = experts[0].base
+        self.latent_channels = base.latent_format.latent_channels
+        self.features = 4 * self.latent_channels
+        self.scale = vae.spacial_compression_decode()
+        self.pixels_per_token = 2 * self.scale
         self.tokens = None       # the current stage's token set (for previews)
         self.last = None         # (x, v, sigma) of the last call (for previews)
+        self._sigma = None
 
     @property
     def device(self) -> torch.device:
         return self._device
 
-    def prepare(self, tokens, cond) -> StagePositions:
+    def prepare(self, tokens, cond) -> Stage:
         self.tokens = tokens
-        if tokens.uniform:       # one token size, raster order: ComfyUI's own ids are the coordinate rule's
-            return StagePositions(tokens.frame, self.model_options)
-        ids = torch.stack([image_ids(p) for p in tokens.positions()])
-        options = with_patch(self.model_options, PATCH, TokenPositions(ids, self.node))
-        return StagePositions((1, tokens.length), options)
+        positions = None if tokens.uniform else \
+            self.family.positions(self.experts[0].net, tokens, self.frames, self.node)
+        wrapper = StageCall(self, tokens, positions)
+        return Stage(tokens, [with_wrapper(e.extra_args.get("model_options", {}), wrapper) for e in self.experts])
 
-    def velocity(self, x, positions: StagePositions, sigma, cond) -> torch.Tensor:
-        latent = unpack(x, positions.frame)
-        denoised = self.model_wrap(latent, sigma.expand(x.shape[0]), model_options=positions.model_options,
-                                   seed=self.seed)
-        v = pack(((latent - denoised.float()) / sigma).contiguous())     # ComfyUI's FLUX returns x - sigma v
+    def before_call(self, sigma: float, step=None, steps=None) -> None:
+        self._sigma = sigma
+
+    def expert(self) -> int:
+        """The index of the expert of the next call (module docstring)."""
+        if self.boundary is None:
+            return 0
+        if self._sigma is None:
+            raise NodeError(self.node, "two experts need each call's sigma on the host")
+        return 0 if high_noise(self._sigma, self.boundary * 1000.0) else 1       # ralu_torch's Wan rule
+
+    def velocity(self, x, stage: Stage, sigma, cond) -> torch.Tensor:
+        k = self.expert()
+        self._sigma = None
+        expert = self.experts[k]
+        latent = stage_latent(x, stage.tokens, self.frames, self.family.video)
+        denoised = expert.model_wrap(latent, sigma.expand(x.shape[0]), model_options=stage.options[k],
+                                     seed=expert.extra_args.get("seed"))
+        v = stage_values((latent - denoised.float()) / sigma)          # ComfyUI's flow models return x - sigma v
         self.last = (x, v, sigma)
         return v
 
+    def model_form(self, latents: torch.Tensor) -> torch.Tensor:
+        """A full-grid latent ``(B, C, T h, w)`` (frames stacked) in the model's form."""
+        if not self.family.video:
+            return latents
+        B, C, H, W = latents.shape
+        return latents.view(B, C, self.frames, H // self.frames, W)
+
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Model-space latents to images in ``[-1, 1]`` through the graph's VAE (ComfyUI's
-        decode clamps to ``[0, 1]``; every selection policy reads only that range)."""
-        images = self.vae.decode(self.base.process_latent_out(latents))
-        expected = (latents.shape[-2] * 8, latents.shape[-1] * 8)
-        if images.dim() != 4 or tuple(images.shape[1:3]) != expected or images.shape[-1] != 3:
-            raise ValueError(f"{self.node}: the VAE decoded a {tuple(latents.shape)} latent to {tuple(images.shape)}, "
-                             f"not (batch, {expected[0]}, {expected[1]}, 3); connect FLUX's VAE")
-        return images.movedim(-1, 1).to(self._device, torch.float32) * 2.0 - 1.0
+        """Model-space latents (frames stacked on the rows) to images ``(B, 3, H, W)`` or a clip
+        ``(B, 3, frames, H, W)`` in ``[-1, 1]`` through the graph's VAE (ComfyUI's decode clamps
+        to ``[0, 1]``; every selection policy reads only that range). A one-frame video model
+        (Qwen-Image) gives an image."""
+        latent = self.model_form(latents)
+        images = self.vae.decode(self.experts[0].base.process_latent_out(latent))
+        h, w = latent.shape[-2] * self.scale, latent.shape[-1] * self.scale
+        if images.dim() == (5 if self.family.video else 4):
+            images = images.movedim(-1, 1)
+            if self.family.video and self.frames == 1:
+                images = images[:, :, 0]
+        if images.dim() not in (4, 5) or images.shape[1] != 3 or tuple(images.shape[-2:]) != (h, w):
+            raise NodeError(self.node, f"the VAE decoded a {tuple(latent.shape)} latent to {tuple(images.shape)}, not "
+                                       f"{h}x{w} RGB pixels; connect the {self.family.display} model's VAE")
+        return images.to(self._device, torch.float32) * 2.0 - 1.0
 
     def preview(self):
         """The last call's denoised estimate and state, painted on the full-resolution latent
-        grid (what ComfyUI's preview callback takes)."""
+        grid in the model's latent form (what ComfyUI's preview callback takes)."""
+        from ralu_torch.tokens import to_latent
+
         x, v, sigma = self.last
-        return to_latent(x - sigma * v, self.tokens), to_latent(x, self.tokens)
+        return self.model_form(to_latent(x - sigma * v, self.tokens)), self.model_form(to_latent(x, self.tokens))

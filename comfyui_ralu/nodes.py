@@ -9,24 +9,32 @@ from ralu_schedule import PRESETS
 from ralu_schedule.presets import PARAMETERS
 from ralu_torch.options import KEPT_NOISE, SELECTIONS, UPSAMPLE_MODES
 
-from .sampler import SOLVERS, RALUSampler
-from .schedule import CUSTOM, STAGE_OUTPUTS, NodeError, RALUSchedule, family_presets, flux_model, make_schedule
+from .families import resolve, supported
+from .sampler import SOLVERS, RALUSampler, SecondExpert, with_expert
+from .schedule import CUSTOM, STAGE_OUTPUTS, NodeError, RALUSchedule, family_presets, make_schedule
 
 CATEGORY = "sampling/ralu"
 SCHEDULE = "RALU_SCHEDULE"
 MAX_SEED = 0xffffffffffffffff
 
 
+#: The model families the nodes run, as their descriptions and tooltips name them.
+FAMILIES = supported()
+
+
 def preset_menu() -> list:
-    """FLUX's presets first (the ones that run), ``custom``, then the other families' (refused by name)."""
+    """The presets of the families the nodes run (family by family), ``custom``, then the other
+    families' presets (refused by name)."""
     mine = family_presets()
     return mine + [CUSTOM] + sorted(n for n in PRESETS if n not in mine)
 
 
-def _preset_inputs() -> dict:
+def _preset_inputs(custom: bool = True) -> dict:
+    menu = preset_menu() if custom else [n for n in preset_menu() if n != CUSTOM]
+    tip = "a ralu_schedule preset of the MODEL's family" + (", or 'custom' for the layout fields below" if custom else
+                                                            "") + "; a preset of another family is refused"
     return {
-        "preset": (preset_menu(), {"default": "flux-dev-7x", "tooltip": "a FLUX.1 preset of ralu_schedule, or 'custom' "
-                                   "for the layout fields below; presets of other model families are refused"}),
+        "preset": (menu, {"default": "flux-dev-7x", "tooltip": tip}),
         "parameters": (list(PARAMETERS), {"default": "default", "tooltip": "default/authors: the preset's published "
                                           "parameters; optimised: its layout solved for the MODEL's own shift"}),
     }
@@ -48,15 +56,17 @@ class RALUScheduleNode:
         for k in range(STAGE_OUTPUTS)) + ("the layout and solved parameters, as text",)
     FUNCTION = "build"
     CATEGORY = CATEGORY
-    DESCRIPTION = "A RALU schedule (Region-Adaptive Latent Upsampling) for FLUX.1, from a preset or a layout."
+    DESCRIPTION = f"A RALU schedule (Region-Adaptive Latent Upsampling) for {FAMILIES}, from a preset or a layout."
 
     @classmethod
     def INPUT_TYPES(cls):
         text = lambda default, tip: ("STRING", {"default": default, "tooltip": tip})  # noqa: E731
-        return {"required": {"model": ("MODEL", {"tooltip": "FLUX.1: its sampling shift is h0 of solved schedules"}),
+        return {"required": {"model": ("MODEL", {"tooltip": "its family picks the presets; its sampling shift is h0 of "
+                                                      "solved schedules"}),
                              **_preset_inputs()},
                 "optional": {"steps": text("2, 3, 5", "custom layout: Euler steps per stage"),
-                             "ends": text("0.2, 0.3, 1.0", "custom layout: where each stage ends (data time, last 1.0)"),
+                             "ends": text("0.2, 0.3, 1.0", "custom layout: where each stage ends (data time, "
+                                          "last 1.0)"),
                              "fractions": text("0.1, 1.0", "custom layout: share of low-resolution tokens each "
                                                "transition upsamples (last 1.0)"),
                              "factors": text("2, 2", "custom layout: upsampling factor per axis of each transition")}}
@@ -83,7 +93,7 @@ class RALUSamplerNode:
     def INPUT_TYPES(cls):
         return {"required": {
             "schedule": (SCHEDULE, {"tooltip": "from RALU Schedule"}),
-            "vae": ("VAE", {"tooltip": "FLUX's VAE: decodes the clean estimate for the edge selection"}),
+            "vae": ("VAE", {"tooltip": "the model's VAE: decodes the clean estimate for the edge selection"}),
             "solver": _options(SOLVERS, "euler", "the solver inside each stage"),
             "select": _options(SELECTIONS, "edges", "which low-resolution tokens a partial transition upsamples"),
             "upsample": _options(UPSAMPLE_MODES, "latent", "latent: nearest upsampling of the latent (the paper); "
@@ -98,40 +108,59 @@ class RALUSamplerNode:
 
 
 class RALUKSamplerNode:
-    """The convenience node: KSampler's inputs with a RALU preset in place of steps and scheduler."""
+    """The convenience node: KSampler's inputs with a RALU preset in place of steps and scheduler,
+    and Wan 2.2's low-noise expert as an optional second MODEL."""
 
     NAME = "RALU KSampler"
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "sample"
     CATEGORY = CATEGORY
-    DESCRIPTION = "KSampler with RALU (Region-Adaptive Latent Upsampling) for FLUX.1: a preset instead of steps."
+    DESCRIPTION = (f"KSampler with RALU (Region-Adaptive Latent Upsampling) for {FAMILIES}: a preset instead of "
+                   "steps. For Wan 2.2 A14B give the high-noise expert as model and the low-noise one as model_2.")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("MODEL", {"tooltip": "FLUX.1 (dev or schnell)"}),
+            "model": ("MODEL", {"tooltip": f"{FAMILIES}; with model_2, Wan 2.2's high-noise expert"}),
             "seed": ("INT", {"default": 0, "min": 0, "max": MAX_SEED, "control_after_generate": True,
                              "tooltip": "the first noise (as KSampler draws it); re-injection noise uses seed + 1"}),
-            **_preset_inputs(),
+            **_preset_inputs(custom=False),
             "cfg": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
                               "tooltip": "classifier-free guidance (FLUX.1-dev: 1.0, with FluxGuidance on positive)"}),
             "solver": _options(SOLVERS, "euler", "the solver inside each stage"),
             "positive": ("CONDITIONING",),
             "negative": ("CONDITIONING",),
-            "latent_image": ("LATENT", {"tooltip": "an empty latent of the image size (multiples of 32 pixels for "
-                                        "the 7x and 4x presets)"}),
-            "vae": ("VAE", {"tooltip": "FLUX's VAE: decodes the clean estimate for the edge selection"})}}
+            "latent_image": ("LATENT", {"tooltip": "an empty latent of the image or video size (multiples of 32 "
+                                        "pixels for most 7x and 4x presets, 64 for Wan 2.2 TI2V-5B)"}),
+            "vae": ("VAE", {"tooltip": "the model's VAE: decodes the clean estimate for the edge selection"})},
+            "optional": {
+            "model_2": ("MODEL", {"tooltip": "Wan 2.2 A14B's low-noise expert: calls below the boundary go to it"}),
+            "boundary": ("FLOAT", {"default": 0.875, "min": 0.0, "max": 1.0, "step": 0.001,
+                                   "tooltip": "with model_2: the sigma from which down model_2 denoises (Wan 2.2 "
+                                              "A14B: 0.875 text-to-video, 0.9 image-to-video); unused without it"})}}
 
-    def sample(self, model, seed, preset, parameters, cfg, solver, positive, negative, latent_image, vae):
+    def sample(self, model, seed, preset, parameters, cfg, solver, positive, negative, latent_image, vae,
+               model_2=None, boundary=0.875):
         import comfy.sample
         import comfy.utils
         import latent_preview
 
+        if preset == CUSTOM:
+            raise NodeError(self.NAME, "a custom layout needs the RALU Schedule node's layout fields (with the RALU "
+                                       "Sampler); the RALU KSampler takes a preset")
         spec = RALUSchedule(make_schedule(model, preset, parameters, self.NAME))
         sampler = RALUSampler(spec, vae, solver_name=solver, node=self.NAME)
+        total = sampler.model_calls()
+        if model_2 is not None:
+            family = resolve(model, self.NAME)[0]
+            if family.name != "wan":
+                raise NodeError(self.NAME, f"model_2 is Wan 2.2 A14B's low-noise expert; {family.display} has one "
+                                           "model: leave model_2 unconnected")
+            sampler = SecondExpert(sampler, model_2, positive, negative, cfg, boundary)
+            model = with_expert(model, model_2)
         latent = comfy.sample.fix_empty_latent_channels(model, latent_image["samples"])
         noise = comfy.sample.prepare_noise(latent, seed, latent_image.get("batch_index"))
-        callback = latent_preview.prepare_callback(model, sampler.model_calls())
+        callback = latent_preview.prepare_callback(model, total)
         samples = comfy.sample.sample_custom(model, noise, cfg, sampler, spec.sigmas(), positive, negative, latent,
                                              noise_mask=latent_image.get("noise_mask"), callback=callback,
                                              disable_pbar=not comfy.utils.PROGRESS_BAR_ENABLED, seed=seed)
@@ -152,7 +181,7 @@ class RALUUpsampleLatentNode:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("MODEL", {"tooltip": "FLUX.1: its latent format"}),
+            "model": ("MODEL", {"tooltip": "the model: its latent format"}),
             "samples": ("LATENT", {"tooltip": "what SamplerCustomAdvanced returned for stage k"}),
             "schedule": (SCHEDULE,),
             "transition": ("INT", {"default": 1, "min": 1, "max": STAGE_OUTPUTS - 1,
@@ -164,22 +193,30 @@ class RALUUpsampleLatentNode:
         from ralu_torch import upsample_latents
 
         node = self.NAME
-        base = flux_model(model, node)
+        family, base, _ = resolve(model, node)
         plan = _check_schedule(schedule, node).plan
         if not 1 <= transition <= len(plan.transitions):
             raise NodeError(node, f"transition must be 1..{len(plan.transitions)} for this "
                                   f"{len(plan.stages)}-stage schedule, got {transition}")
         tr, end = plan.transitions[transition - 1], plan.stages[transition - 1].end
         latent = samples["samples"]
-        if latent.dim() != 4 or latent.shape[1] != 16:
-            raise NodeError(node, f"samples must be a FLUX latent (batch, 16, height, width), got {tuple(latent.shape)}")
+        channels = base.latent_format.latent_channels
+        if latent.dim() != (5 if family.video else 4) or latent.shape[1] != channels:
+            form = "(batch, channels, frames, height, width)" if family.video else "(batch, channels, height, width)"
+            raise NodeError(node, f"samples must be a {family.display} latent {form} with {channels} channels, got "
+                                  f"{tuple(latent.shape)}")
         # ComfyUI hands on a partly denoised flow latent as x / (1 - sigma) (its inverse noise scaling), and
         # the next sampler scales it back by 1 - sigma of its first sigma (its noise scaling, with zero noise).
         x_e = base.process_latent_in(latent.float()) * end
+        shape = x_e.shape
+        if x_e.dim() == 5:                        # a clip: frames stacked on the rows, upsampled one by one
+            x_e = x_e.reshape(shape[0], shape[1], shape[2] * shape[3], shape[4])
         try:
             x_s = upsample_latents(x_e, tr, generator=torch.Generator().manual_seed(seed), upsample=upsample)
         except ValueError as err:
             raise NodeError(node, str(err)) from None
+        if len(shape) == 5:
+            x_s = x_s.view(shape[0], shape[1], shape[2], -1, x_s.shape[-1])
         return ({**samples, "samples": base.process_latent_out(x_s / tr.restart).to(latent.dtype)},)
 
 

@@ -13,63 +13,48 @@ import math
 from dataclasses import dataclass
 
 from ralu_schedule import PRESETS, Layout, Schedule, preset, solve
+from ralu_schedule.export import sigma_lists
 from ralu_schedule.models import family_of
 from ralu_schedule.presets import PARAMETERS
 from ralu_schedule.shift import shift_map
 
-#: The model family the nodes run (ralu_schedule's family names).
-FAMILY = "flux"
+from .families import FAMILIES, NodeError, resolve
+
 #: What the preset menu offers besides the presets: a layout typed into the node's fields.
 CUSTOM = "custom"
 #: The most stages whose sigmas the RALU Schedule node hands out one by one.
 STAGE_OUTPUTS = 4
 
-
-class NodeError(ValueError):
-    """Bad input inside a graph: the message names the node and the rule (ComfyUI shows it)."""
-
-    def __init__(self, node: str, rule: str):
-        super().__init__(f"{node}: {rule}")
-        self.node, self.rule = node, rule
+__all__ = ["CUSTOM", "STAGE_OUTPUTS", "NodeError", "RALUSchedule", "base_shift", "family_presets", "make_schedule"]
 
 
-def family_presets() -> list:
-    """The presets made for FLUX.1 (dev and schnell)."""
-    return sorted(n for n, p in PRESETS.items() if family_of(p.model) == FAMILY)
+def with_references(model: str) -> bool:
+    """Whether ``model`` (a ralu_schedule model name) adds reference images' tokens to every call
+    (FLUX.1 Kontext, Qwen-Image-Edit: ``ralu_schedule.cost``'s ``references``), which ComfyUI
+    gives as reference latents and the RALU Sampler refuses."""
+    from ralu_schedule.cost import MODELS
+
+    return model in MODELS and MODELS[model].references is not None
 
 
-def flux_model(model, node: str):
-    """ComfyUI's ``BaseModel`` of ``model`` (a ``ModelPatcher`` or the model itself), checked
-    to run ComfyUI's own FLUX.1 forward on a 16-channel latent; a ``NodeError`` otherwise."""
-    import comfy.ldm.flux.model
-    import comfy.model_base
-
-    base = getattr(model, "model", model)
-    net = getattr(base, "diffusion_model", None)
-    net = getattr(net, "_orig_mod", net)                  # torch.compile keeps the module it wraps here
-    name = type(base).__name__
-    if isinstance(base, comfy.model_base.Chroma) or not isinstance(base, comfy.model_base.Flux) \
-            or not isinstance(net, comfy.ldm.flux.model.Flux):
-        raise NodeError(node, f"the MODEL is {name} ({type(net).__name__}); the RALU nodes run FLUX.1 "
-                              "(dev or schnell) through ComfyUI's FLUX model only")
-    unet = getattr(getattr(base, "model_config", None), "unet_config", {}) or {}
-    channels = unet.get("in_channels", 16)
-    if channels != unet.get("out_channels", 16):
-        raise NodeError(node, f"the MODEL takes {channels} input channels (a FLUX Fill, Depth or Canny model that "
-                              "concatenates an image to the latent); RALU's low-resolution stages run plain "
-                              "text-to-image FLUX.1 only")
-    return base
+def family_presets(family: str | None = None) -> list:
+    """The presets made for a model family the nodes run (``family``: ralu_schedule's name), or
+    for all of them, family by family; not those of models with reference images (:func:`with_references`)."""
+    names = [family] if family is not None else [f.name for f in FAMILIES]
+    return [n for name in names for n in sorted(n for n, p in PRESETS.items()
+                                                if family_of(p.model) == name and not with_references(p.model))]
 
 
 def base_shift(model, node: str) -> float:
     """``h0``, the shift of the sampler the MODEL runs by itself, read from its model sampling:
-    ComfyUI's FLUX sampling maps an unshifted ``u`` to ``sigma(u * multiplier)`` (FLUX.1-dev:
-    ``e^mu u / (1 + (e^mu - 1) u)``, ``mu`` set by ModelSamplingFlux; schnell: a static shift), so
+    ComfyUI's flow samplings map an unshifted ``u`` to ``sigma(u * multiplier)`` (FLUX.1-dev,
+    Chroma, Qwen-Image: ``e^mu u / (1 + (e^mu - 1) u)``, ``mu`` set by ModelSamplingFlux or
+    ModelSamplingAuraFlow; SD3 and Wan: a static shift, ModelSamplingSD3), so
     ``h0 = sigma / (1 - sigma)`` at ``u = 1/2``. Checked at two more points against the one
     shift map of ``ralu_schedule``: a model sampling that is not a shifted flow schedule is refused."""
     import torch
 
-    ms = flux_model(model, node).model_sampling
+    ms = resolve(model, node)[1].model_sampling
     scale = float(getattr(ms, "multiplier", 1.0))
 
     def sigma(u):
@@ -100,13 +85,14 @@ def _solved(layout: Layout) -> Schedule:
 
 def make_schedule(model, preset_name: str, parameters: str, node: str, *, steps="", ends="", fractions="",
                   factors="") -> Schedule:
-    """The schedule the nodes run: a FLUX preset (``"default"``/``"authors"``: exactly
-    ``ralu_schedule.preset``, as ``ralu_torch.RALU`` runs it; ``"optimised"``: its layout solved
-    for the MODEL's own shift), or with ``preset_name == "custom"`` the layout typed into
+    """The schedule the nodes run: a preset of the MODEL's family (``"default"``/``"authors"``:
+    exactly ``ralu_schedule.preset``, as ``ralu_torch.RALU`` runs it; ``"optimised"``: its layout
+    solved for the MODEL's own shift), or with ``preset_name == "custom"`` the layout typed into
     ``steps``, ``ends``, ``fractions`` and ``factors``, solved for the MODEL's shift."""
-    flux_model(model, node)
+    family = resolve(model, node)[0]
     if parameters not in PARAMETERS:
         raise NodeError(node, f"parameters must be one of {', '.join(PARAMETERS)}, got {parameters!r}")
+    mine = family_presets(family.name)
     if preset_name == CUSTOM:
         try:
             layout = Layout(steps=parse_numbers(node, "steps", steps, int), ends=parse_numbers(node, "ends", ends),
@@ -119,12 +105,16 @@ def make_schedule(model, preset_name: str, parameters: str, node: str, *, steps=
             raise NodeError(node, f"the custom layout is invalid: {err}") from None
         return _solved(layout)
     if preset_name not in PRESETS:
-        raise NodeError(node, f"unknown preset {preset_name!r}; the FLUX presets are "
-                              f"{', '.join(family_presets())} (or {CUSTOM!r} for a layout of your own)")
+        raise NodeError(node, f"unknown preset {preset_name!r}; the {family.display} presets are "
+                              f"{', '.join(mine) or 'none'} (or {CUSTOM!r} for a layout of your own)")
     model_name = PRESETS[preset_name].model
-    if family_of(model_name) != FAMILY:
-        raise NodeError(node, f"preset {preset_name!r} was made for {model_name}, but the MODEL is FLUX.1; a preset "
-                              f"must be of the model's family: use one of {', '.join(family_presets())}")
+    if family_of(model_name) != family.name:
+        raise NodeError(node, f"preset {preset_name!r} was made for {model_name}, but the MODEL is {family.display}; a "
+                              f"preset must be of the model's family: use one of {', '.join(mine)} (or {CUSTOM!r})")
+    if with_references(model_name):
+        raise NodeError(node, f"preset {preset_name!r} was made for {model_name}, whose reference images the RALU "
+                              "nodes do not run (ComfyUI's reference latents are refused): use one of "
+                              f"{', '.join(mine)} (or {CUSTOM!r})")
     if parameters == "optimised":
         return _solved(PRESETS[preset_name].layout.with_base(base_shift(model, node), None))
     try:
@@ -145,12 +135,12 @@ class RALUSchedule:
         return self.schedule.plan
 
     def stage_sigmas(self, k: int):
-        """Stage ``k``'s ``steps + 1`` sigmas, its end included (empty beyond the last stage)."""
+        """Stage ``k``'s ``steps + 1`` sigmas, its end included (empty beyond the last stage):
+        ``ralu_schedule.export.sigma_lists``, as ComfyUI's SIGMAS."""
         import torch
 
-        stages = self.plan.stages
-        values = stages[k].sigmas if k < len(stages) else []
-        return torch.tensor([float(s) for s in values], dtype=torch.float32)
+        lists = sigma_lists(self.schedule)
+        return torch.tensor(lists[k] if k < len(lists) else [], dtype=torch.float32)
 
     def sigmas(self):
         """Every stage's sigmas one after another: what SamplerCustomAdvanced takes with the

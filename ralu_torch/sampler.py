@@ -8,11 +8,16 @@ Two parts are pluggable, in the manner of k-diffusion's ``noise_sampler``: ``sel
 policy that picks the tokens a partial transition upsamples (:mod:`ralu_torch.selection`),
 and ``noise_sampler``, a callable ``(shape, generator, device) -> float32 tensor`` of
 standard normals that the sampler's noise (the first noise, each re-injection) goes through.
+
+A stage's solver is the built-in Euler step, a diffusers flow-matching scheduler, or a
+:class:`StageLoop`: a solver that runs its own loop over a stage's sigmas (a node UI's
+k-diffusion style sampler, such as ComfyUI's UniPC), given the model as a velocity function.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +30,18 @@ from .selection import check_mask, selection_policy
 from .solvers import stage_scheduler, step_takes_generator
 from .tokens import (TokenSet, check_mode, child_source, latent_tokens, noise_shape, noise_tokens, pack, raster_latent,
                      to_latent, upsample_values)
+
+
+@runtime_checkable
+class StageLoop(Protocol):
+    """A solver that runs a whole stage itself (see :func:`run_stage_loop`)."""
+
+    def calls(self, steps: int) -> int:
+        """Model calls of a stage of ``steps`` steps."""
+
+    def run_stage(self, velocity: Callable, x: torch.Tensor, sigmas: torch.Tensor, on_step: Callable) -> torch.Tensor:
+        """``x`` at ``sigmas[0]`` to ``x`` at ``sigmas[-1]``: ``velocity(x, sigma)`` is the model
+        (``sigma`` a scalar tensor), ``on_step(i, x)`` is called after step ``i`` with its state."""
 
 
 @dataclass
@@ -55,7 +72,8 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
     keeps a :class:`TransitionRecord` per transition (token sets, selection, decoded
     estimate); by default nothing outlives its transition. ``solver``: ``None`` for the
     built-in Euler step, or a diffusers flow-matching scheduler, of which each stage runs a
-    fresh copy over its own sigmas (:func:`ralu_torch.solvers.stage_scheduler`). ``scope``
+    fresh copy over its own sigmas (:func:`ralu_torch.solvers.stage_scheduler`), or a
+    :class:`StageLoop` that runs each stage's loop itself (:func:`run_stage_loop`). ``scope``
     (:class:`ralu_torch.caches.StageScope`) scopes diffusers' cache hooks to stages, wraps
     each model call, and can interrupt the run after any step; an interrupted run returns
     its current state painted on the full-resolution grid (``interrupted=True``).
@@ -86,9 +104,14 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
         x = noised_start(start, x, tokens, plan.stages[0].sigmas[0])
     result = SampleResult(latents=x, tokens=tokens)
     # every stage's scheduler before the first model call, so a solver that cannot run one is refused up front
-    scheds = [None if solver is None else stage_scheduler(solver, plan, k, device=device)
+    loop = isinstance(solver, StageLoop)
+    if loop and scope is not None:
+        raise ValueError("a solver that runs its own stage loop cannot take a cache scope (caches and interruption "
+                         "act between the steps of a loop RALU runs)")
+    scheds = [None if solver is None or loop else stage_scheduler(solver, plan, k, device=device)
               for k in range(lay.num_stages)]
-    calls = [st.steps if sched is None else len(sched.timesteps) for st, sched in zip(plan.stages, scheds)]
+    calls = [solver.calls(st.steps) if loop else st.steps if sched is None else len(sched.timesteps)
+             for st, sched in zip(plan.stages, scheds)]
     if scope is not None:
         scope.begin(calls)
     step = 0
@@ -100,7 +123,10 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
         bar = progress(calls[k], k) if progress else None
         if scope is not None:
             scope.start_stage(k, calls[k], tokens.length)
-        if sched is None:
+        if loop:
+            x, v = run_stage_loop(backend, x, positions, solver, sig, cond, stage=k, first_step=step,
+                                  callback=callback, bar=bar)
+        elif sched is None:
             x, v = run_steps(backend, x, positions, sig, cond, stage=k, first_step=step, callback=callback, bar=bar,
                              scope=scope, host=stage.sigmas, steps=lay.total_steps)
         else:
@@ -197,6 +223,32 @@ def run_scheduler(backend, x, positions, sched, cond, generator, *, stage=0, fir
         if scope is not None and scope.interrupted:
             break
     return x, v
+
+
+def run_stage_loop(backend, x, positions, solver: StageLoop, sig, cond, *, stage=0, first_step=0, callback=None,
+                   bar=None):
+    """One stage on a :class:`StageLoop`: the solver's own loop over the stage's sigmas ``sig``,
+    the model given to it as ``velocity(x, sigma)`` at prepared ``positions``. Returns the state
+    and the last velocity (the Tweedie estimate's, as for the other solvers). The loop hands
+    sigmas as tensors, so each call's sigma is read on the host here (for ``before_call``). A
+    ``callback`` sees each step's state; the loop owns the state, so one that returns another
+    is refused."""
+    last = []
+
+    def velocity(xi, sigma):
+        v = _velocity(backend, xi, positions, sigma, cond, None, len(last), float(sigma))
+        last[:] = [v]
+        return v
+
+    def on_step(i, xi):
+        if callback is not None and callback(first_step + i, stage, sig[i], xi) is not xi:
+            raise ValueError("a step callback of a stage run by its solver's own loop must return the state it "
+                             "was given (the loop owns it)")
+        if bar is not None:
+            bar.update()
+
+    x = solver.run_stage(velocity, x, sig.clone(), on_step)
+    return x, last[0]
 
 
 def apply_transition(x, tokens: TokenSet, mask, tr, generator, *, noise=draw, upsample: str = "latent",

@@ -5,16 +5,32 @@ Runs when ComfyUI is importable: ``RALU_COMFYUI=/path/to/ComfyUI`` (a checkout),
 requirements installed with ``pip install --target``, a torchvision stand-in on a CPU torch
 without torchvision), or ComfyUI's folder already on ``sys.path``. Skipped otherwise.
 
-The model is a tiny FLUX built through ComfyUI's own classes (``supported_models.Flux``,
-``model_base.Flux``, ``ModelPatcher``) with the random weights of ``ralu_torch.testing``'s tiny
-diffusers ``FluxTransformer2DModel``, carried over by ComfyUI's own converter of diffusers'
-FLUX layout (``comfy.model_detection.convert_diffusers_mmdit``; diffusers' converter the other
-way, ``convert_flux_transformer_checkpoint_to_diffusers``, fixes FLUX.1's width 3072 and cannot
-convert a tiny model). The VAE is FLUX's architecture with random weights, loaded by ComfyUI
-from the diffusers state dict as its VAELoader loads a file.
+Every model is tiny, built through ComfyUI's own classes (``supported_models``, ``model_base``,
+``ModelPatcher``), with the same weights as a diffusers model of its family, carried over by
+the two libraries' own converters:
+
+- FLUX.1: diffusers' random weights into FLUX's original layout by ComfyUI's converter of
+  diffusers' layout (``comfy.model_detection.convert_diffusers_mmdit``; diffusers' converter the
+  other way fixes FLUX.1's width 3072 and cannot convert a tiny model);
+- Chroma: the same converter for its FLUX blocks; its distilled guidance layer, which that
+  converter does not know, renamed key by key here (diffusers' Chroma converter fixes width
+  3072). ComfyUI's Chroma fixes the modulation table at 344 entries (19 double and 38 single
+  blocks), so the tiny Chroma keeps those block counts at width 32;
+- SD3: ComfyUI's loader of a diffusers state dict (``comfy.sd.load_diffusion_model_state_dict``,
+  which detects the model and converts it); ComfyUI's MMDiT fixes the head width at 64;
+- Qwen-Image: ComfyUI's model takes diffusers' layout as it is;
+- Wan: ComfyUI's model (Wan's original layout) with random weights, into diffusers' layout by
+  diffusers' converter (``convert_wan_transformer_to_diffusers``).
+
+The VAEs are the families' architectures with random weights: FLUX's (FLUX.1, Chroma, SD3,
+loaded by ComfyUI from the diffusers state dict as its VAELoader loads a file) and Wan 2.1's
+(Wan, Qwen-Image: ComfyUI's fixes its width, 96; into diffusers by ``convert_wan_vae_to_diffusers``).
+Wan 2.2 TI2V-5B's VAE (705M parameters, no converter in either library) exists on the ComfyUI
+side only; its comparison with ralu_torch.RALU uses the random selection, which reads no decode.
 """
 
 import asyncio
+import dataclasses
 import importlib.util
 import os
 import sys
@@ -22,6 +38,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+import comfyui_cases as cases
 
 ROOT = Path(__file__).parents[1]
 COMFYUI = os.environ.get("RALU_COMFYUI")
@@ -41,7 +59,8 @@ def _available() -> str | None:
 pytestmark = [pytest.mark.skipif(_available() is not None, reason=str(_available())), pytest.mark.slow]
 
 SEED = 7
-GUIDANCE = 3.5
+CFG = 2.0
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +68,23 @@ def ralu_nodes():
     """ComfyUI imported headless on the CPU, and the RALU node package; sys.path and
     sys.modules as they were afterwards (the stand-in tests use the same module names)."""
     saved_path, saved_modules = list(sys.path), set(sys.modules)
-    # transformers decides once whether torchvision exists; decide it before a stand-in can be seen
+    # transformers and diffusers decide once whether torchvision exists: decide it before a stand-in can be seen
+    import diffusers
     import transformers.utils.import_utils as tiu
 
-    import ralu_torch.pipeline  # noqa: F401  (diffusers and transformers imported before ComfyUI's paths)
+    import ralu_torch.pipeline  # noqa: F401
 
     tiu.is_torchvision_available()
+    for name in ("ChromaTransformer2DModel", "SD3Transformer2DModel", "QwenImageTransformer2DModel",
+                 "WanTransformer3DModel", "AutoencoderKLWan", "AutoencoderKLQwenImage", "WanPipeline", "ChromaPipeline",
+                 "QwenImagePipeline", "StableDiffusion3Pipeline", "FluxPipeline"):
+        getattr(diffusers, name)
+    import diffusers.loaders.single_file_utils  # noqa: F401
+
     sys.path[:0] = ([COMFYUI] if COMFYUI else []) + EXTRA + [str(ROOT)]
+    # ComfyUI's utils package first: importing ComfyUI's nodes.py (comfy_extras' nodes do) puts comfy/ at the
+    # front of sys.path, where comfy/utils.py would then answer to "utils"
+    import utils.install_util  # noqa: F401
     from comfy.cli_args import args
 
     args.cpu = True
@@ -72,153 +101,529 @@ def ralu_nodes():
             del sys.modules[name]
 
 
-@pytest.fixture(scope="module")
-def models(ralu_nodes):
-    """(ComfyUI MODEL, ComfyUI VAE, the diffusers FluxPipeline with the same weights)."""
-    import comfy.model_detection
+# -- the models ----------------------------------------------------------------------------------
+
+def fill(module, seed: int, scale: float = 0.05):
+    """Random weights (ComfyUI's model classes leave theirs uninitialised)."""
+    g = torch.Generator().manual_seed(seed)
+    for p in module.parameters():
+        p.data.copy_(torch.randn(p.shape, generator=g) * scale)
+    return module
+
+
+def patcher(base):
     import comfy.model_patcher
+
+    return comfy.model_patcher.ModelPatcher(base, load_device=CPU, offload_device=CPU)
+
+
+def comfy_model(config_class, unet: dict, weights: dict | None = None, seed: int | None = None):
+    """A ComfyUI MODEL of ``config_class`` (``comfy.supported_models``) with ``unet``'s
+    configuration: ``weights`` loaded (every key), or random ones from ``seed``."""
+    config = config_class(unet)
+    config.set_inference_dtype(torch.float32, None)
+    base = config.get_model({})
+    if weights is None:
+        fill(base.diffusion_model, seed)
+    else:
+        missing, unexpected = base.diffusion_model.load_state_dict(weights, strict=False)
+        assert not missing and not unexpected, (missing, unexpected)
+    return patcher(base)
+
+
+def copied(module) -> dict:
+    return {k: v.clone() for k, v in module.state_dict().items()}      # converters write in place
+
+
+@dataclasses.dataclass
+class Case:
+    family: str
+    model: object                  # ComfyUI MODEL (the high-noise expert for Wan 2.2)
+    vae: object                    # ComfyUI VAE
+    pipe: object                   # diffusers pipeline with the same weights
+    latent: tuple                  # the checks' ComfyUI latent
+    model_2: object = None         # Wan 2.2 A14B's low-noise expert
+    pipe_2: object = None          # the two-expert diffusers pipeline
+
+
+@pytest.fixture(scope="module")
+def vaes(ralu_nodes):
+    """The two VAE architectures, each in ComfyUI and in diffusers with the same weights."""
+    import comfy.ldm.wan.vae
     import comfy.sd
+    from diffusers import AutoencoderKL, AutoencoderKLQwenImage, AutoencoderKLWan
+    from diffusers.loaders.single_file_utils import convert_wan_vae_to_diffusers
+
+    from ralu_torch.testing import FLUX_VAE
+
+    torch.manual_seed(11)
+    flux = AutoencoderKL(**FLUX_VAE)
+    wan = fill(comfy.ldm.wan.vae.WanVAE(dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                                        temperal_downsample=[False, True, True], dropout=0.0), 12)
+    wan_d, qwen_d = AutoencoderKLWan(), AutoencoderKLQwenImage()
+    for d in (wan_d, qwen_d):
+        missing, unexpected = d.load_state_dict(convert_wan_vae_to_diffusers(copied(wan)), strict=False)
+        assert not missing and not unexpected
+    return {"flux": (comfy.sd.VAE(sd=copied(flux)), flux), "wan": (comfy.sd.VAE(sd=copied(wan)), wan_d),
+            "qwen-image": (None, qwen_d)}
+
+
+def _flux(vaes):
+    import comfy.model_detection
     import comfy.supported_models
-    from diffusers import AutoencoderKL, FluxPipeline
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline
 
-    from ralu_torch.testing import FLUX_VAE, flux_pipeline
+    from ralu_torch.testing import FLUX_DEV_SCHEDULER, flux_pipeline
 
-    tiny = flux_pipeline(tiny=True)
-    t = tiny.transformer
+    t = flux_pipeline(tiny=True).transformer
     c = t.config
     unet = dict(image_model="flux", in_channels=16, out_channels=16, patch_size=2, vec_in_dim=c.pooled_projection_dim,
                 context_in_dim=c.joint_attention_dim, hidden_size=c.num_attention_heads * c.attention_head_dim,
                 mlp_ratio=4.0, num_heads=c.num_attention_heads, depth=c.num_layers,
                 depth_single_blocks=c.num_single_layers, axes_dim=list(c.axes_dims_rope), theta=10000, qkv_bias=True,
                 guidance_embed=c.guidance_embeds)
-    config = comfy.supported_models.Flux(unet)
-    config.set_inference_dtype(torch.float32, None)
-    base = config.get_model({})
-    # ComfyUI's converter writes some tensors in place: give it copies
-    weights = comfy.model_detection.convert_diffusers_mmdit({k: v.clone() for k, v in t.state_dict().items()}, "")
-    missing, unexpected = base.diffusion_model.load_state_dict(weights, strict=False)
+    model = comfy_model(comfy.supported_models.Flux, unet, comfy.model_detection.convert_diffusers_mmdit(copied(t), ""))
+    vae, vae_d = vaes["flux"]
+    pipe = FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(**FLUX_DEV_SCHEDULER), vae=vae_d, text_encoder=None,
+                        tokenizer=None, text_encoder_2=None, tokenizer_2=None, transformer=t)
+    return Case("flux", model, vae, pipe, (2, 16, 32, 24))
+
+
+def _chroma(vaes):
+    import comfy.model_detection
+    import comfy.supported_models
+    from diffusers import ChromaPipeline, ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
+
+    from ralu_torch.testing import SCHEDULERS
+
+    torch.manual_seed(0)
+    t = ChromaTransformer2DModel(patch_size=1, in_channels=64, num_layers=19, num_single_layers=38,
+                                 attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                 axes_dims_rope=(4, 6, 6), approximator_num_channels=64, approximator_hidden_dim=32,
+                                 approximator_layers=1)
+    weights = comfy.model_detection.convert_diffusers_mmdit(copied(t), "")
+    for k, v in copied(t).items():            # the guidance approximator, which that converter does not know
+        if k.startswith("distilled_guidance_layer."):
+            name = k.replace(".linear_1.", ".in_layer.").replace(".linear_2.", ".out_layer.")
+            weights[name[:-len(".weight")] + ".scale" if ".norms." in name else name] = v
+    unet = dict(image_model="chroma", in_channels=64, out_channels=64, context_in_dim=32, hidden_size=32,
+                mlp_ratio=4.0, num_heads=2, depth=19, depth_single_blocks=38, axes_dim=[4, 6, 6], theta=10000,
+                qkv_bias=True, patch_size=2, in_dim=64, out_dim=32, hidden_dim=32, n_layers=1)
+    model = comfy_model(comfy.supported_models.Chroma, unet, weights)
+    vae, vae_d = vaes["flux"]
+    pipe = ChromaPipeline(scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULERS["chroma"]), vae=vae_d,
+                          transformer=t, text_encoder=None, tokenizer=None)
+    return Case("chroma", model, vae, pipe, (2, 16, 32, 24))
+
+
+def _sd3(vaes):
+    import comfy.sd
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, \
+        StableDiffusion3Pipeline
+
+    from ralu_torch.testing import FLUX_VAE
+
+    torch.manual_seed(0)
+    t = SD3Transformer2DModel(sample_size=32, patch_size=2, in_channels=16, out_channels=16, num_layers=2,
+                              attention_head_dim=64, num_attention_heads=2, joint_attention_dim=32,
+                              caption_projection_dim=128, pooled_projection_dim=32, pos_embed_max_size=48,
+                              dual_attention_layers=(0,), qk_norm="rms_norm")
+    model = comfy.sd.load_diffusion_model_state_dict(copied(t))
+    vae, flux_d = vaes["flux"]
+    vae_d = AutoencoderKL(**{**FLUX_VAE, "scaling_factor": 1.5305, "shift_factor": 0.0609})
+    vae_d.load_state_dict(flux_d.state_dict())
+    pipe = StableDiffusion3Pipeline(transformer=t, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae_d,
+                                    text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,
+                                    text_encoder_3=None, tokenizer_3=None)
+    return Case("sd3", model, vae, pipe, (2, 16, 32, 24))
+
+
+def _qwen(vaes):
+    import comfy.supported_models
+    from diffusers import FlowMatchEulerDiscreteScheduler, QwenImagePipeline, QwenImageTransformer2DModel
+
+    from ralu_torch.testing import SCHEDULERS
+
+    config = dict(patch_size=2, in_channels=64, out_channels=16, num_layers=1, attention_head_dim=16,
+                  num_attention_heads=2, joint_attention_dim=32, axes_dims_rope=(4, 6, 6))
+    torch.manual_seed(0)
+    t = QwenImageTransformer2DModel(**config)
+    model = comfy_model(comfy.supported_models.QwenImage, {"image_model": "qwen_image", **config}, copied(t))
+    pipe = QwenImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(**SCHEDULERS["qwen-image"]),
+                             vae=vaes["qwen-image"][1], transformer=t, text_encoder=None, tokenizer=None)
+    return Case("qwen-image", model, vaes["wan"][0], pipe, (2, 16, 1, 32, 32))
+
+
+WAN = dict(image_model="wan2.1", model_type="t2v", patch_size=(1, 2, 2), text_len=512, in_dim=16, dim=24, ffn_dim=32,
+           freq_dim=32, text_dim=32, out_dim=16, num_heads=2, num_layers=2, window_size=(-1, -1), qk_norm=True,
+           cross_attn_norm=True, eps=1e-6)
+
+
+def wan_diffusers(model, **extra):
+    """The diffusers ``WanTransformer3DModel`` with the weights of ComfyUI's Wan ``model``."""
+    from diffusers import WanTransformer3DModel
+    from diffusers.loaders.single_file_utils import convert_wan_transformer_to_diffusers
+
+    net = model.model.diffusion_model
+    t = WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
+                              in_channels=net.in_dim, out_channels=net.out_dim, text_dim=32, freq_dim=32, ffn_dim=32,
+                              num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads", **extra)
+    missing, unexpected = t.load_state_dict(convert_wan_transformer_to_diffusers(copied(net)), strict=False)
     assert not missing and not unexpected, (missing, unexpected)
-    cpu = torch.device("cpu")
-    model = comfy.model_patcher.ModelPatcher(base, load_device=cpu, offload_device=cpu)
-    torch.manual_seed(11)
-    vae_d = AutoencoderKL(**FLUX_VAE)
-    vae = comfy.sd.VAE(sd={k: v.clone() for k, v in vae_d.state_dict().items()})
-    pipe = FluxPipeline(scheduler=tiny.scheduler, vae=vae_d, text_encoder=None, tokenizer=None, text_encoder_2=None,
-                        tokenizer_2=None, transformer=t)
-    pipe.set_progress_bar_config(disable=True)
-    return model, vae, pipe
+    return t
 
 
-def embeddings(pipe, batch, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    c = pipe.transformer.config
-    return torch.randn(batch, 8, c.joint_attention_dim, generator=g), torch.randn(batch, c.pooled_projection_dim,
-                                                                                    generator=g)
+def _wan(vaes):
+    import comfy.supported_models
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    high = comfy_model(comfy.supported_models.WAN21_T2V, WAN, seed=1)
+    low = comfy_model(comfy.supported_models.WAN21_T2V, WAN, seed=2)
+    vae, vae_d = vaes["wan"]
+    t, t2 = wan_diffusers(high), wan_diffusers(low)
+    sched = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    one = WanPipeline(tokenizer=None, text_encoder=None, vae=vae_d, scheduler=sched, transformer=t)
+    two = WanPipeline(tokenizer=None, text_encoder=None, vae=vae_d, scheduler=sched, transformer=t,
+                      transformer_2=t2, boundary_ratio=0.875)
+    for p in (one, two):
+        p.set_progress_bar_config(disable=True)
+    return Case("wan", high, vae, one, (2, 16, 3, 16, 12), model_2=low, pipe_2=two)
 
 
-def conditioning(text, pooled):
-    return [[text, {"pooled_output": pooled, "guidance": GUIDANCE}]]
+BUILDERS = {"flux": _flux, "chroma": _chroma, "sd3": _sd3, "qwen-image": _qwen, "wan": _wan}
 
 
-def custom_sample(sampler, sigmas, model, cond, latent):
-    from comfy_extras.nodes_custom_sampler import BasicGuider, Noise_RandomNoise, SamplerCustomAdvanced
+@pytest.fixture(scope="module")
+def case_of(ralu_nodes, vaes):
+    made = {}
 
-    guider = BasicGuider().get_guider(model, cond)[0]
+    def get(family):
+        if family not in made:
+            made[family] = BUILDERS[family](vaes)
+            made[family].pipe.set_progress_bar_config(disable=True)
+        return made[family]
+
+    return get
+
+
+def custom_sample(sampler, sigmas, model, positive, negative, latent, cfg=CFG):
+    from comfy_extras.nodes_custom_sampler import CFGGuider, Noise_RandomNoise, SamplerCustomAdvanced
+
+    guider = CFGGuider().get_guider(model, positive, negative, cfg)[0]
     return SamplerCustomAdvanced().sample(Noise_RandomNoise(SEED), guider, sampler, sigmas, latent)[0]["samples"]
 
 
-@pytest.mark.parametrize("solver", ["euler", "heun"])
-def test_one_stage_ralu_sampler_equals_comfyuis_own_sampler(ralu_nodes, models, solver):
-    """Evidence 1: a one-stage schedule through the RALU Sampler and SamplerCustomAdvanced is
-    ComfyUI's own sampler of that name on the same sigmas."""
+def conds(case, batch=2):
+    pos = cases.embeddings(case.pipe, case.family, batch)
+    neg = cases.embeddings(case.pipe, case.family, batch, seed=5)
+    return pos, neg
+
+
+# -- evidence 1: one stage is ComfyUI's own sampler ------------------------------------------------
+
+ONE_STAGE = [("flux", "euler"), ("flux", "heun"), ("chroma", "euler"), ("sd3", "euler"), ("qwen-image", "euler"),
+             ("wan", "euler"), ("wan", "uni_pc"), ("wan", "uni_pc_bh2"), ("sd3", "dpmpp_2m")]
+
+
+@pytest.mark.parametrize("family, solver", ONE_STAGE)
+def test_one_stage_ralu_sampler_equals_comfyuis_own_sampler(ralu_nodes, case_of, family, solver):
+    """A one-stage schedule (6 steps, solved for the MODEL's shift) through the RALU Sampler and
+    SamplerCustomAdvanced is ComfyUI's own sampler of that name on the same sigmas (batch 2,
+    CFG with a negative)."""
     import comfy.samplers
 
-    model, vae, pipe = models
+    case = case_of(family)
     nodes = ralu_nodes.NODE_CLASS_MAPPINGS
-    spec, sigmas = nodes["RALUSchedule"]().build(model, "custom", "default", steps="6", ends="1.0")[:2]
+    spec, sigmas = nodes["RALUSchedule"]().build(case.model, "custom", "default", steps="6", ends="1.0")[:2]
     assert len(sigmas) == 7 and float(sigmas[0]) == 1.0 and float(sigmas[-1]) == 0.0
-    ralu = nodes["RALUSampler"]().get_sampler(spec, vae, solver, "edges", "latent", "exact")[0]
-    text, pooled = embeddings(pipe, 2)
-    latent = {"samples": torch.zeros(2, 16, 16, 12)}
-    ours = custom_sample(ralu, sigmas, model, conditioning(text, pooled), latent)
-    stock = custom_sample(comfy.samplers.sampler_object(solver), sigmas, model, conditioning(text, pooled), latent)
+    ralu = nodes["RALUSampler"]().get_sampler(spec, case.vae, solver, "edges", "latent", "exact")[0]
+    pos, neg = conds(case)
+    c = lambda e: cases.conditioning(family, e)  # noqa: E731
+    latent = {"samples": torch.zeros(case.latent)}
+    ours = custom_sample(ralu, sigmas, case.model, c(pos), c(neg), latent)
+    stock = custom_sample(comfy.samplers.sampler_object(solver), sigmas, case.model, c(pos), c(neg), latent)
     diff = (ours - stock).abs().max().item()
-    print(f"one stage, {solver}: max |RALU Sampler - ComfyUI {solver}| = {diff:.2e}")
+    print(f"one stage, {family}, {solver}: max |RALU Sampler - ComfyUI {solver}| = {diff:.2e}")
     assert torch.isfinite(ours).all() and ours.abs().max() > 0.1
     assert diff <= 1e-5
 
 
-def ralu_reference(pipe, preset, text, pooled, first_noise, *, select="edges", negative=None, cfg=1.0):
-    from ralu_torch import RALU
-    from ralu_torch.tokens import unpack
+# -- evidence 2 and 3: the whole method against ralu_torch.RALU, tokens at the model's input ------
 
-    kwargs = dict(prompt_embeds=text, pooled_prompt_embeds=pooled, guidance_scale=GUIDANCE)
-    if negative is not None:
-        kwargs.update(negative_prompt_embeds=negative[0], negative_pooled_prompt_embeds=negative[1], true_cfg_scale=cfg)
-    H, W = first_noise.shape[-2] * 16, first_noise.shape[-1] * 16
-    out = RALU(pipe, preset, select=select)(**kwargs, height=H, width=W, latents=first_noise, output_type="latent",
-                                            generator=torch.Generator().manual_seed(SEED + 1))
-    return unpack(out.images, (H // 16, W // 16)), out.stage_tokens
+class TokenCounter:
+    """Image tokens per call at the diffusion model's input (a forward pre-hook): a latent's
+    ``(frames x) height/2 x width/2`` (one frame for a strip)."""
+
+    def __init__(self, model):
+        self.counts = []
+        net = model.model.diffusion_model
+        self.handle = net.register_forward_pre_hook(lambda m, args: self.counts.append(self.tokens(args[0])))
+
+    @staticmethod
+    def tokens(x):
+        frames = x.shape[2] if x.dim() == 5 else 1
+        return frames * (x.shape[-2] // 2) * (x.shape[-1] // 2)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
 
 
-@pytest.mark.parametrize("preset, cfg", [("flux-dev-7x", 1.0), ("flux-dev-4x", 1.0), ("flux-dev-7x", 2.0)])
-def test_ralu_ksampler_equals_ralu_on_diffusers(ralu_nodes, models, preset, cfg):
-    """Evidence 2: the RALU KSampler node on ComfyUI's FLUX and ralu_torch.RALU on diffusers'
-    FLUX with the same weights and the same noise give the same final latents (batch 2, so the
-    mixed stage's images hold different tokens; cfg 2 batches positive and negative)."""
-    import comfy.sample
-    import torch.nn.functional as F
-
-    model, vae, pipe = models
-    text, pooled = embeddings(pipe, 2)
-    neg_text, neg_pooled = embeddings(pipe, 2, seed=5)
-    latent = {"samples": torch.zeros(2, 16, 32, 24)}                    # 256x192 pixels: 48 low-resolution tokens
+def ksampler(ralu_nodes, case, preset, pos, neg, cfg=CFG, **optional):
     node = ralu_nodes.NODE_CLASS_MAPPINGS["RALUKSampler"]()
-    out = node.sample(model, SEED, preset, "default", cfg, "euler", conditioning(text, pooled),
-                      conditioning(neg_text, neg_pooled), latent, vae)[0]["samples"]
-    ours = model.model.process_latent_in(out)
-    first = F.avg_pool2d(comfy.sample.prepare_noise(latent["samples"], SEED), 2) * 2      # what the node pools
-    negative = (neg_text, neg_pooled) if cfg > 1 else None
-    ref, stage_tokens = ralu_reference(pipe, preset, text, pooled, first, negative=negative, cfg=cfg)
+    c = lambda e: cases.conditioning(case.family, e)  # noqa: E731
+    return node.sample(case.model, SEED, preset, "default", cfg, "euler", c(pos), c(neg),
+                       {"samples": torch.zeros(case.latent)}, case.vae, **optional)[0]["samples"]
+
+
+PARITY = [(f, p) for f, presets in cases.PRESETS.items() for p in presets] + [("flux", "flux-dev-7x@1")]
+
+
+@pytest.mark.parametrize("family, preset", PARITY)
+def test_ralu_ksampler_equals_ralu_on_diffusers(ralu_nodes, case_of, family, preset):
+    """The RALU KSampler on ComfyUI's model and ralu_torch.RALU on the diffusers model with the
+    same weights and the same noise give the same final latents: the family's 7x and 4x preset,
+    batch 2 (each image its own mixed token set), CFG 2 with a negative (cfg 1 once, for
+    FLUX.1-dev's distilled guidance alone). The model's input shows the stage token counts:
+    the low-resolution stage, a mixed one strictly between, full resolution."""
+    import comfy.sample
+
+    preset, _, cfg = preset.partition("@")
+    cfg = float(cfg or CFG)
+    case = case_of(family)
+    pos, neg = conds(case)
+    with TokenCounter(case.model) as counter:
+        out = ksampler(ralu_nodes, case, preset, pos, neg, cfg)
+    ours = case.model.model.process_latent_in(out)
+    noise = comfy.sample.prepare_noise(torch.zeros(case.latent), SEED)
+    ref, stage_tokens = cases.reference(case.pipe, family, preset, noise, pos, neg, cfg, SEED + 1)
     diff = (ours - ref).abs().max().item()
-    print(f"{preset}, cfg {cfg}: stage tokens {stage_tokens}; max |RALU KSampler - ralu_torch.RALU| = {diff:.2e} "
-          f"(latents up to {ref.abs().max().item():.2f})")
-    assert stage_tokens[1] not in (stage_tokens[0], stage_tokens[-1])      # a real mixed stage
+    seen = sorted(set(counter.counts))
+    print(f"{preset}, cfg {cfg:g}: stage tokens {stage_tokens}, tokens per call at the model {seen}; "
+          f"max |RALU KSampler - ralu_torch.RALU| = {diff:.2e} (latents up to {ref.abs().max().item():.2f})")
+    assert stage_tokens[0] < stage_tokens[1] < stage_tokens[-1]             # a real mixed stage
+    assert seen[0] == stage_tokens[0] and seen[-1] == stage_tokens[-1] and any(seen[0] < n < seen[-1] for n in seen)
     assert diff <= 1e-4
 
 
-def test_mixed_stage_runs_short_sequence_with_per_image_positions(ralu_nodes, models):
-    """The mixed stage hands ComfyUI's FLUX only its tokens (the strip), and the ids it sees
-    are each image's coordinate-rule positions."""
-    model, vae, pipe = models
-    seen = []
-    net = model.model.diffusion_model
-    original = net.forward_orig
+def test_wan22_two_experts_equal_ralu_with_both(ralu_nodes, case_of):
+    """Wan 2.2 A14B as ComfyUI loads it, two WAN21 models: the RALU KSampler with the high-noise
+    expert as model and the low-noise one as model_2 (boundary 0.875) equals ralu_torch.RALU on
+    the two-expert WanPipeline; each expert was called, and both more than once (RALU's
+    transitions return the noise level above the boundary)."""
+    import comfy.sample
 
-    def spy(img, img_ids, *args, **kwargs):
-        options = kwargs.get("transformer_options", args[6] if len(args) > 6 else {})  # forward_orig(img, img_ids, txt, txt_ids, timesteps, y, guidance, control, transformer_options)
-        patches = options.get("patches", {})
-        after = img_ids
-        for p in patches.get("post_input", []):
-            after = p({"img": img, "txt": None, "img_ids": img_ids, "txt_ids": None})["img_ids"]
-        seen.append((img.shape[1], after.clone()))
-        return original(img, img_ids, *args, **kwargs)
-
-    net.forward_orig = spy
+    case = case_of("wan")
+    pos, neg = conds(case)
+    calls = {}
+    hooks = [m.model.diffusion_model.register_forward_pre_hook(
+        lambda mod, args, k=k: calls.__setitem__(k, calls.get(k, 0) + 1)) for k, m in (("high", case.model),
+                                                                                     ("low", case.model_2))]
     try:
-        text, pooled = embeddings(pipe, 2)
-        ralu_nodes.NODE_CLASS_MAPPINGS["RALUKSampler"]().sample(model, SEED, "flux-dev-4x", "default", 1.0, "euler",
-                                                           conditioning(text, pooled), conditioning(text, pooled),
-                                                           {"samples": torch.zeros(2, 16, 16, 12)}, vae)
+        out = ksampler(ralu_nodes, case, "wan-480p-7x", pos, neg, model_2=case.model_2, boundary=0.875)
     finally:
-        del net.forward_orig
-    lengths = [n for n, _ in seen]
-    assert lengths[0] == 12 and lengths[-1] == 48 and any(12 < n < 48 for n in lengths)
-    mixed = next(ids for n, ids in seen if 12 < n < 48)
-    assert not torch.equal(mixed[0], mixed[1])                         # each image its own positions
-    frac = mixed[..., 1:] % 1
-    assert set(frac.unique().tolist()) == {0.0, 0.5}                   # coarse tokens and half-step children
+        for h in hooks:
+            h.remove()
+    noise = comfy.sample.prepare_noise(torch.zeros(case.latent), SEED)
+    ref, stage_tokens = cases.reference(case.pipe_2, "wan", "wan-480p-7x", noise, pos, neg, CFG, SEED + 1)
+    diff = (case.model.model.process_latent_in(out) - ref).abs().max().item()
+    print(f"wan 2.2 two experts, wan-480p-7x, cfg {CFG:g}: model calls {calls}; "
+          f"max |RALU KSampler - ralu_torch.RALU| = {diff:.2e} (latents up to {ref.abs().max().item():.2f})")
+    assert calls.get("high", 0) > 1 and calls.get("low", 0) > 1
+    assert diff <= 1e-4
 
+
+# -- Wan 2.2 TI2V-5B (WAN22, 48 latent channels, a 16x VAE) ---------------------------------------
+
+@pytest.fixture(scope="module")
+def wan22(ralu_nodes):
+    """ComfyUI's Wan 2.2 TI2V-5B model (tiny) and its VAE (the architecture ComfyUI fixes, random
+    weights); the diffusers WanPipeline with the model's weights and a small 48-channel, 16x
+    Wan 2.2 VAE (the random selection below reads no decode)."""
+    import comfy.ldm.wan.vae2_2
+    import comfy.sd
+    import comfy.supported_models
+    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanPipeline
+
+    model = comfy_model(comfy.supported_models.WAN22_T2V, {**WAN, "in_dim": 48, "out_dim": 48}, seed=4)
+    vae = comfy.sd.VAE(sd=copied(fill(comfy.ldm.wan.vae2_2.WanVAE(
+        dim=160, z_dim=48, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+        temperal_downsample=[False, True, True], dropout=0.0), 13, scale=0.02)))
+    fmt = model.model.latent_format
+    torch.manual_seed(5)
+    vae_d = AutoencoderKLWan(base_dim=8, z_dim=48, dim_mult=[1, 2, 2, 2], num_res_blocks=1, is_residual=True,
+                             in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16,
+                             latents_mean=fmt.latents_mean.flatten().tolist(),
+                             latents_std=fmt.latents_std.flatten().tolist())
+    pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=vae_d, transformer=wan_diffusers(model),
+                       scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0), expand_timesteps=True)
+    pipe.set_progress_bar_config(disable=True)
+    yield Case("wan", model, vae, pipe, (2, 48, 2, 8, 8))
+    del vae
+
+
+def test_wan22_5b_one_stage_and_the_whole_method(ralu_nodes, wan22):
+    """Wan 2.2 TI2V-5B: a one-stage schedule through the RALU Sampler is ComfyUI's euler; the
+    RALU Sampler on wan-480p-7x and wan-480p-4x (CFG 2, batch 2) equals ralu_torch.RALU on the
+    diffusers model, both with the random selection (its VAE has no converter between the two
+    layouts, so the decoded estimates the edge selection reads would differ); the model's
+    input shows the low-resolution, mixed and full token counts."""
+    import comfy.sample
+    import comfy.samplers
+
+    case, nodes = wan22, ralu_nodes.NODE_CLASS_MAPPINGS
+    pos, neg = conds(case)
+    c = lambda e: cases.conditioning("wan", e)  # noqa: E731
+    latent = {"samples": torch.zeros(case.latent)}
+    spec, sigmas = nodes["RALUSchedule"]().build(case.model, "custom", "default", steps="6", ends="1.0")[:2]
+    ralu = nodes["RALUSampler"]().get_sampler(spec, case.vae, "euler", "edges", "latent", "exact")[0]
+    diff = (custom_sample(ralu, sigmas, case.model, c(pos), c(neg), latent) -
+            custom_sample(comfy.samplers.sampler_object("euler"), sigmas, case.model, c(pos), c(neg), latent))
+    print(f"one stage, wan2.2-ti2v-5b, euler: max |RALU Sampler - ComfyUI euler| = {diff.abs().max().item():.2e}")
+    assert diff.abs().max() <= 1e-5
+    for preset in cases.PRESETS["wan"]:
+        spec, sigmas = nodes["RALUSchedule"]().build(case.model, preset, "default")[:2]
+        ralu = nodes["RALUSampler"]().get_sampler(spec, case.vae, "euler", "random", "latent", "exact")[0]
+        with TokenCounter(case.model) as counter:
+            out = custom_sample(ralu, sigmas, case.model, c(pos), c(neg), latent)
+        noise = comfy.sample.prepare_noise(latent["samples"], SEED)
+        ref, stage_tokens = cases.reference(case.pipe, "wan", preset, noise, pos, neg, CFG, SEED + 1, select="random")
+        d = (case.model.model.process_latent_in(out) - ref).abs().max().item()
+        seen = sorted(set(counter.counts))
+        print(f"wan2.2-ti2v-5b {preset}, cfg {CFG:g}, random selection: stage tokens {stage_tokens}, tokens per call "
+              f"at the model {seen}; max |RALU Sampler - ralu_torch.RALU| = {d:.2e}")
+        assert seen == sorted(set(stage_tokens)) and stage_tokens[0] < stage_tokens[1] < stage_tokens[-1]
+        assert d <= 1e-4
+
+
+# -- Wan image-to-video: ComfyUI's WanImageToVideo conditioning --------------------------------------
+
+@pytest.fixture(scope="module")
+def wan_i2v(ralu_nodes, vaes):
+    """ComfyUI's Wan 2.1 I2V model (tiny: 36 input channels, CLIP image embedder) and the
+    positive, negative and latent that ComfyUI's WanImageToVideo node makes of a start image and
+    a CLIP vision output (batch 2)."""
+    import comfy.clip_vision
+    import comfy.supported_models
+    from comfy_extras.nodes_wan import WanImageToVideo
+
+    model = comfy_model(comfy.supported_models.WAN21_I2V, {**WAN, "model_type": "i2v", "in_dim": 36}, seed=3)
+    vae = vaes["wan"][0]
+    case = Case("wan", model, vae, None, (2, 16, 3, 16, 12))
+    g = torch.Generator().manual_seed(1)
+    pos, neg = ({"text": torch.randn(2, 8, WAN["text_dim"], generator=g)} for _ in range(2))
+    vision = comfy.clip_vision.Output()
+    vision["penultimate_hidden_states"] = torch.randn(1, 257, 1280, generator=torch.Generator().manual_seed(6))
+    start = torch.rand(1, 128, 96, 3, generator=torch.Generator().manual_seed(8))
+    out = WanImageToVideo.execute(cases.conditioning("wan", pos), cases.conditioning("wan", neg), vae, width=96,
+                                  height=128, length=9, batch_size=2, start_image=start, clip_vision_output=vision)
+    positive, negative, latent = out.result
+    assert tuple(latent["samples"].shape) == case.latent
+    return case, positive, negative, latent
+
+
+@pytest.mark.parametrize("solver", ["euler", "uni_pc"])
+def test_wan_i2v_one_stage_equals_comfyuis_own_sampler(ralu_nodes, wan_i2v, solver):
+    """Wan 2.1 I2V under WanImageToVideo's conditioning (the concatenated start image and mask,
+    the CLIP vision features): a one-stage schedule through the RALU Sampler is ComfyUI's own
+    sampler on the same sigmas (the condition at full resolution, as ComfyUI gives it)."""
+    import comfy.samplers
+
+    case, positive, negative, latent = wan_i2v
+    nodes = ralu_nodes.NODE_CLASS_MAPPINGS
+    spec, sigmas = nodes["RALUSchedule"]().build(case.model, "custom", "default", steps="6", ends="1.0")[:2]
+    ralu = nodes["RALUSampler"]().get_sampler(spec, case.vae, solver, "edges", "latent", "exact")[0]
+    ours = custom_sample(ralu, sigmas, case.model, positive, negative, latent)
+    stock = custom_sample(comfy.samplers.sampler_object(solver), sigmas, case.model, positive, negative, latent)
+    diff = (ours - stock).abs().max().item()
+    print(f"one stage, wan i2v, {solver}: max |RALU Sampler - ComfyUI {solver}| = {diff:.2e}")
+    assert torch.isfinite(ours).all() and diff <= 1e-5
+
+
+def test_wan_i2v_condition_follows_each_stages_tokens(ralu_nodes, wan_i2v, monkeypatch):
+    """The RALU KSampler on Wan 2.1 I2V (wan-480p-7x, CFG 2): the model receives, at every
+    call, the condition ComfyUI made at full resolution read on that stage's tokens
+    (``ralu_torch.tokens.latent_tokens``: average-pooled on the uniform stages, per token on the
+    mixed stage's strip), the low-resolution, mixed and full token counts at its input."""
+    import torch.nn.functional as F
+
+    from comfyui_ralu.families import wan
+    from ralu_torch.tokens import latent_tokens, pack
+
+    case, positive, negative, latent = wan_i2v
+    full, given, stages = [], [], []
+
+    def outer(executor, x, t, c_concat=None, *args, **kwargs):       # ComfyUI's condition, before the nodes' wrapper
+        full.append(c_concat.clone())
+        return executor(x, t, c_concat, *args, **kwargs)
+
+    model = case.model.clone()
+    model.add_wrapper_with_key("apply_model", "a-spy", outer)
+    follow = wan.FAMILY.follow
+    monkeypatch.setattr(wan.FAMILY, "follow", lambda c, tokens, *a: stages.append(tokens) or follow(c, tokens, *a))
+    hook = model.model.diffusion_model.register_forward_pre_hook(lambda m, args: given.append(args[0][:, 16:].clone()))
+    try:
+        ralu_nodes.NODE_CLASS_MAPPINGS["RALUKSampler"]().sample(model, SEED, "wan-480p-7x", "default", CFG, "euler",
+                                                               positive, negative, latent, case.vae)
+    finally:
+        hook.remove()
+    counts = sorted({TokenCounter.tokens(g) for g in given})
+    print(f"wan i2v, wan-480p-7x: tokens per call at the model {counts}; condition checked at {len(given)} calls")
+    assert len(counts) == 3 and len(full) == len(given) == len(stages)
+    for c, g, tokens in zip(full, given, stages):
+        n, C, T, H, W = c.shape
+        stacked = c.reshape(n, C, T * H, W).float()
+        rep = type(tokens)(cells=tokens.cells.repeat(n // tokens.batch, 1, 1), size=tokens.size.repeat(
+            n // tokens.batch, 1), grid=tokens.grid)
+        assert torch.allclose(pack(g.reshape(n, C, -1, g.shape[-1]).float()), latent_tokens(stacked, rep), atol=1e-5)
+        if tokens.uniform and tokens.coarsest > 1:
+            assert torch.allclose(g.reshape(n, C, -1, g.shape[-1]).float(), F.avg_pool2d(stacked, tokens.coarsest),
+                                  atol=1e-5)
+
+
+def test_wan_i2v_ralu_ksampler_equals_ralu_on_the_image_to_video_pipeline(ralu_nodes, vaes):
+    """Wan image-to-video with a conditioning image, the whole method: ComfyUI's WAN21 with 36
+    input channels and no CLIP (as each of Wan 2.2 I2V A14B's experts), conditioned by
+    WanImageToVideo on a start image, under the RALU KSampler (wan-480p-7x, CFG 2, batch 2),
+    equals ralu_torch.RALU on diffusers' WanImageToVideoPipeline with the same weights, VAE and
+    image (each side encodes the image with its own VAE and builds its own mask); the model's
+    input shows the low-resolution, mixed and full token counts."""
+    import comfy.sample
+    import comfy.supported_models
+    from comfy_extras.nodes_wan import WanImageToVideo
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanImageToVideoPipeline
+
+    model = comfy_model(comfy.supported_models.WAN21_T2V, {**WAN, "in_dim": 36}, seed=9)
+    vae, vae_d = vaes["wan"]
+    pipe = WanImageToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae_d, transformer=wan_diffusers(model),
+                                   scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), image_encoder=None,
+                                   image_processor=None)
+    pipe.set_progress_bar_config(disable=True)
+    case = Case("wan", model, vae, pipe, (2, 16, 3, 16, 12))
+    pos, neg = conds(case)
+    start = torch.rand(1, 128, 96, 3, generator=torch.Generator().manual_seed(8))
+    positive, negative, latent = WanImageToVideo.execute(cases.conditioning("wan", pos), cases.conditioning("wan", neg),
+                                                         vae, width=96, height=128, length=9, batch_size=2,
+                                                         start_image=start).result
+    assert tuple(latent["samples"].shape) == case.latent
+    node = ralu_nodes.NODE_CLASS_MAPPINGS["RALUKSampler"]()
+    with TokenCounter(model) as counter:
+        out = node.sample(model, SEED, "wan-480p-7x", "default", CFG, "euler", positive, negative, latent, vae)[0]
+    noise = comfy.sample.prepare_noise(torch.zeros(case.latent), SEED)
+    ref, stage_tokens = cases.reference(pipe, "wan", "wan-480p-7x", noise, pos, neg, CFG, SEED + 1,
+                                        image=start.permute(0, 3, 1, 2))
+    diff = (model.model.process_latent_in(out["samples"]) - ref).abs().max().item()
+    seen = sorted(set(counter.counts))
+    print(f"wan i2v (36 channels, a start image), wan-480p-7x, cfg {CFG:g}: stage tokens {stage_tokens}, tokens per "
+          f"call at the model {seen}; max |RALU KSampler - ralu_torch.RALU| = {diff:.2e} "
+          f"(latents up to {ref.abs().max().item():.2f})")
+    assert seen[0] == stage_tokens[0] and seen[-1] == stage_tokens[-1] and any(seen[0] < n < seen[-1] for n in seen)
+    assert diff <= 1e-4
+
+
+# -- the pyramid by hand ------------------------------------------------------------------------------
 
 class _PooledNoise:
     """A NOISE for the first stage of a pyramid wired by hand: ComfyUI's noise of the full-size
@@ -230,12 +635,11 @@ class _PooledNoise:
         self.full = full
 
     def generate_noise(self, latent):
-        import torch.nn.functional as F
-
-        return F.avg_pool2d(self.full, 2) * 2
+        return cases.first_noise(self.full, 2)
 
 
-def test_pyramid_wired_by_hand_from_stock_nodes_equals_the_ralu_sampler(ralu_nodes, models):
+@pytest.mark.parametrize("family", ["flux", "wan"])
+def test_pyramid_wired_by_hand_from_stock_nodes_equals_the_ralu_sampler(ralu_nodes, case_of, family):
     """SamplerCustomAdvanced with ComfyUI's euler on the schedule's stage_1 sigmas, RALU Upsample
     Latent, SamplerCustomAdvanced with Disable Noise on stage_2: the RALU Sampler's run."""
     import comfy.sample
@@ -243,87 +647,140 @@ def test_pyramid_wired_by_hand_from_stock_nodes_equals_the_ralu_sampler(ralu_nod
     from comfy_extras.nodes_custom_sampler import BasicGuider, Noise_EmptyNoise, Noise_RandomNoise, \
         SamplerCustomAdvanced
 
-    model, vae, pipe = models
+    case = case_of(family)
     nodes = ralu_nodes.NODE_CLASS_MAPPINGS
-    spec, flat, stage1, stage2 = nodes["RALUSchedule"]().build(model, "custom", "default", steps="3, 4",
+    spec, flat, stage1, stage2 = nodes["RALUSchedule"]().build(case.model, "custom", "default", steps="3, 4",
                                                                ends="0.35, 1.0")[:4]
-    text, pooled = embeddings(pipe, 2)
-    guider = BasicGuider().get_guider(model, conditioning(text, pooled))[0]
-    latent = {"samples": torch.zeros(2, 16, 16, 12)}
+    pos, _ = conds(case)
+    guider = BasicGuider().get_guider(case.model, cases.conditioning(family, pos))[0]
+    latent = {"samples": torch.zeros(case.latent)}
     run = SamplerCustomAdvanced().sample
-    ralu = nodes["RALUSampler"]().get_sampler(spec, vae, "euler", "edges", "latent", "exact")[0]
+    ralu = nodes["RALUSampler"]().get_sampler(spec, case.vae, "euler", "edges", "latent", "exact")[0]
     whole = run(Noise_RandomNoise(SEED), guider, ralu, flat, latent)[0]["samples"]
     euler = comfy.samplers.sampler_object("euler")
     full = comfy.sample.prepare_noise(latent["samples"], SEED)
-    low = run(_PooledNoise(full), guider, euler, stage1, {"samples": torch.zeros(2, 16, 8, 6)})[0]
-    up = nodes["RALUUpsampleLatent"]().upsample(model, low, spec, 1, SEED + 1, "latent")[0]
+    small = torch.zeros(cases.first_noise(full, 2).shape)
+    low = run(_PooledNoise(full), guider, euler, stage1, {"samples": small})[0]
+    up = nodes["RALUUpsampleLatent"]().upsample(case.model, low, spec, 1, SEED + 1, "latent")[0]
     by_hand = run(Noise_EmptyNoise(), guider, euler, stage2, up)[0]["samples"]
     diff = (by_hand - whole).abs().max().item()
-    print(f"pyramid 3+4 steps: max |by hand - RALU Sampler| = {diff:.2e}")
+    print(f"pyramid 3+4 steps, {family}: max |by hand - RALU Sampler| = {diff:.2e}")
     assert diff <= 1e-5
 
 
-def test_documented_api_workflow_runs_headless_and_writes_an_image(ralu_nodes, models, tmp_path):
-    """Evidence 3: the API-format workflow of docs/comfyui.md, run by ComfyUI's executor with
-    the RALU package loaded by ComfyUI's custom-node loader. Its VAELoader reads a FLUX VAE file
-    (random weights); the FLUX and text-encoder loaders return tiny models built through
-    ComfyUI's classes (ComfyUI fixes FLUX's width and T5-XXL's size when it reads files); the
-    image is made 128x96 pixels instead of 1024x1024."""
-    import json
+# -- evidence 4: every example workflow runs headless ----------------------------------------------
 
-    import comfy.sd
-    import comfy.text_encoders.flux
-    import execution
-    import folder_paths
-    import nodes
-    from safetensors.torch import save_file
+WORKFLOWS = sorted(p.name[:-len("_api.json")] for p in (ROOT / "comfyui_ralu" / "example_workflows").glob("*_api.json"))
+#: The workflows' sizes, shrunk for the CPU: (width, height, frames) of every latent-making node.
+SMALL = {"image": (128, 96, None), "ralu_qwen_image": (128, 128, None), "video": (96, 128, 9),
+         "ralu_wan22_5b_t2v": (128, 128, 9)}
 
-    model, vae, pipe = models
+
+@pytest.fixture(scope="module")
+def comfy_nodes(ralu_nodes):
+    """ComfyUI's node registry, with the RALU package loaded by ComfyUI's custom-node loader."""
+    import nodes  # ComfyUI's (its utils package was imported first, by ralu_nodes)
+
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))
     assert asyncio.run(nodes.load_custom_node(str(ROOT / "comfyui_ralu")))
-    prompt = json.loads((ROOT / "comfyui_ralu" / "example_workflows" / "ralu_flux_api.json").read_text())
-    files = {node["class_type"]: node["inputs"] for node in prompt.values()}
-    vae_dir = tmp_path / "vae"
-    vae_dir.mkdir()
-    save_file({k: v.contiguous() for k, v in pipe.vae.state_dict().items()}, str(vae_dir / files["VAELoader"]["vae_name"]))
-    folder_paths.add_model_folder_path("vae", str(vae_dir), is_default=True)
+    return nodes
+
+
+def tiny_clip():
+    """One tiny CLIP through ComfyUI's classes for every workflow (FLUX's CLIP-L and T5 pair at
+    width 32, pooled 32): the families' own encoders have sizes ComfyUI's classes fix (T5-XXL's,
+    SD3's 4096-wide padding, Qwen2.5-VL's vision tower)."""
+    import comfy.sd
+    import comfy.text_encoders.flux
+
+    target = _ClipTarget(comfy.text_encoders.flux.flux_clip(), comfy.text_encoders.flux.FluxTokenizer)
+    options = {"clip_l_model_config": dict(hidden_size=32, intermediate_size=37, num_hidden_layers=1,
+                                           num_attention_heads=2, projection_dim=32),
+               "t5xxl_model_config": dict(d_model=32, d_ff=37, d_kv=16, num_layers=1, num_heads=2)}
+    clip = comfy.sd.CLIP(target, model_options=options)
+    fill(clip.cond_stage_model, 3, scale=0.02)
+    return clip
+
+
+def tiny_loader(nodes, class_type, prompt, load):
+    """``class_type`` with its file lists replaced by the files the workflow names, loading
+    ``load(**inputs)`` instead of reading them."""
+    base = nodes.NODE_CLASS_MAPPINGS[class_type]
+    named = {}
+    for node in prompt.values():
+        if node["class_type"] == class_type:
+            for k, v in node["inputs"].items():
+                named.setdefault(k, []).append(v)
+
+    class Tiny:
+        RETURN_TYPES = tuple(base.RETURN_TYPES)
+        FUNCTION = "tiny_load"
+        CATEGORY = "loaders"
+
+        @classmethod
+        def INPUT_TYPES(cls):
+            return {"required": {k: (sorted(set(v)),) for k, v in named.items()}}
+
+        def tiny_load(self, **inputs):
+            return load(**inputs)
+
+    return Tiny
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_example_workflow_runs_headless_and_writes_its_output(ralu_nodes, comfy_nodes, case_of, vaes, request,
+                                                              tmp_path, name):
+    """Evidence 4: each example workflow (API format) run by ComfyUI's executor with the RALU
+    package loaded by ComfyUI's custom-node loader writes its image or video. The loaders of
+    models, text encoders and VAEs are replaced by ones returning the tiny models above
+    (through ComfyUI's classes), every text encoder by one tiny CLIP (tiny_clip), and the sizes
+    are shrunk for the CPU; LoadImage reads an image written to ComfyUI's input folder."""
+    import json
+
+    import comfy.supported_models
+    import execution
+    import folder_paths
+    from PIL import Image
+
+    nodes = comfy_nodes
+    prompt = json.loads((ROOT / "comfyui_ralu" / "example_workflows" / f"{name}_api.json").read_text())
+    video = any(n["class_type"] == "SaveAnimatedWEBP" for n in prompt.values())
+    width, height, frames = SMALL.get(name, SMALL["video" if video else "image"])
+    flux, chroma, sd3, qwen = (case_of(f) for f in ("flux", "chroma", "sd3", "qwen-image"))
+    wan = case_of("wan")
+    five = request.getfixturevalue("wan22") if name == "ralu_wan22_5b_t2v" else None
+    i2v = [comfy_model(comfy.supported_models.WAN21_T2V, {**WAN, "in_dim": 36}, seed=s) for s in (8, 9)] \
+        if name == "ralu_wan_i2v" else [None, None]
+    models = {"flux1-dev.safetensors": flux.model, "Chroma1-HD.safetensors": chroma.model,
+              "qwen_image_fp8_e4m3fn.safetensors": qwen.model, "wan2.1_t2v_14B_fp16.safetensors": wan.model,
+              "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors": wan.model,
+              "wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors": wan.model_2,
+              "wan2.2_ti2v_5B_fp16.safetensors": five and five.model,
+              "wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors": i2v[0],
+              "wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors": i2v[1]}
+    vae_files = {"ae.safetensors": flux.vae, "qwen_image_vae.safetensors": vaes["wan"][0],
+                 "wan_2.1_vae.safetensors": vaes["wan"][0], "wan2.2_vae.safetensors": five and five.vae}
+    clip = tiny_clip()
+    replaced = {"UNETLoader": lambda unet_name, weight_dtype: (models[unet_name],),
+                "CLIPLoader": lambda **kw: (clip,), "DualCLIPLoader": lambda **kw: (clip,),
+                "TripleCLIPLoader": lambda **kw: (clip,), "VAELoader": lambda vae_name: (vae_files[vae_name],),
+                "CheckpointLoaderSimple": lambda ckpt_name: (sd3.model, clip, flux.vae)}
+    for node in prompt.values():
+        inputs = node["inputs"]
+        if "width" in inputs and "height" in inputs:
+            inputs.update(width=width, height=height)
+            if "length" in inputs:
+                inputs["length"] = frames
+    (tmp_path / "in").mkdir()
+    Image.fromarray((torch.rand(height, width, 3, generator=torch.Generator().manual_seed(4)) * 255).byte().numpy()) \
+        .save(tmp_path / "in" / "example.png")
+    folder_paths.set_input_directory(str(tmp_path / "in"))
     folder_paths.set_output_directory(str(tmp_path / "out"))
-
-    class TinyFlux(nodes.UNETLoader):
-        @classmethod
-        def INPUT_TYPES(cls):
-            return {"required": {"unet_name": ([files["UNETLoader"]["unet_name"]],),
-                                 "weight_dtype": (["default"],)}}
-
-        def load_unet(self, unet_name, weight_dtype):
-            return (model,)
-
-    class TinyText(nodes.DualCLIPLoader):
-        @classmethod
-        def INPUT_TYPES(cls):
-            d = files["DualCLIPLoader"]
-            return {"required": {"clip_name1": ([d["clip_name1"]],), "clip_name2": ([d["clip_name2"]],),
-                                 "type": (["flux"],)}}
-
-        def load_clip(self, clip_name1, clip_name2, type):
-            target = _ClipTarget(comfy.text_encoders.flux.flux_clip(), comfy.text_encoders.flux.FluxTokenizer)
-            width = pipe.transformer.config.joint_attention_dim
-            options = {"clip_l_model_config": dict(hidden_size=width, intermediate_size=37, num_hidden_layers=1,
-                                                   num_attention_heads=2, projection_dim=width),
-                       "t5xxl_model_config": dict(d_model=width, d_ff=37, d_kv=16, num_layers=1, num_heads=2)}
-            clip = comfy.sd.CLIP(target, model_options=options)
-            g = torch.Generator().manual_seed(3)
-            for p in clip.cond_stage_model.parameters():
-                p.data.copy_(torch.randn(p.shape, generator=g) * 0.02)
-            return (clip,)
-
     mappings = nodes.NODE_CLASS_MAPPINGS
-    saved = {k: mappings[k] for k in ("UNETLoader", "DualCLIPLoader")}
-    mappings.update(UNETLoader=TinyFlux, DualCLIPLoader=TinyText)
+    used = {n["class_type"] for n in prompt.values()} & set(replaced)
+    saved = {k: mappings[k] for k in used}
+    mappings.update({k: tiny_loader(nodes, k, prompt, replaced[k]) for k in used})
     try:
-        for node in prompt.values():
-            if node["class_type"] == "EmptySD3LatentImage":
-                node["inputs"].update(width=128, height=96)
         valid = asyncio.run(execution.validate_prompt("ralu-check", prompt, None))
         assert valid[0], valid[1:]
         executor = execution.PromptExecutor(_Server(), cache_type=False)
@@ -332,13 +789,14 @@ def test_documented_api_workflow_runs_headless_and_writes_an_image(ralu_nodes, m
         assert executor.success, errors
     finally:
         mappings.update(saved)
-    images = sorted((tmp_path / "out").rglob("*.png"))
-    assert len(images) == 1
-    from PIL import Image
-
-    with Image.open(images[0]) as im:
-        assert im.size == (128, 96)
-    print(f"workflow wrote {images[0].name}, {images[0].stat().st_size} bytes")
+    written = sorted((tmp_path / "out").rglob("*.webp" if video else "*.png"))
+    assert len(written) == 1
+    with Image.open(written[0]) as im:
+        assert im.size == (width, height)
+        count = getattr(im, "n_frames", 1)
+    assert count == (frames if video else 1)
+    print(f"workflow {name} wrote {written[0].name}, {count} frame(s) of {width}x{height}, "
+          f"{written[0].stat().st_size} bytes")
 
 
 class _ClipTarget:
@@ -355,3 +813,77 @@ class _Server:
 
     def send_sync(self, *args, **kwargs):
         pass
+
+
+# -- item 7: installing the nodes as a ComfyUI user does --------------------------------------------
+
+def test_install_from_a_fresh_clone_into_a_fresh_comfyui(ralu_nodes, tmp_path):
+    """The documented route, run as a user would: a fresh clone of this repository (its
+    committed state), a fresh copy of ComfyUI, ``python comfyui_ralu/install.py <ComfyUI>``
+    with ComfyUI's Python (here pip installs into a folder of its own, ``-- --target DIR
+    --no-deps``, instead of this test's shared environment). Then a new ComfyUI process, with
+    the installed library first on its path and no path to this checkout, loads the copied
+    nodes by its own custom-node loader, and they come from the fresh installation."""
+    import shutil
+    import subprocess
+
+    clone, comfy = tmp_path / "ralu", tmp_path / "ComfyUI"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    source = Path(COMFYUI or Path(importlib.util.find_spec("comfy").origin).parents[1]).resolve()
+    top = {".git", "custom_nodes", "models", "output", "input", "user"}       # ComfyUI's code, no user files
+    shutil.copytree(source, comfy, ignore=lambda d, names: [n for n in names if n == "__pycache__" or
+                                                            (Path(d).resolve() == source and n in top)])
+    (comfy / "custom_nodes").mkdir()
+    site = tmp_path / "site"
+    done = subprocess.run([sys.executable, str(clone / "comfyui_ralu" / "install.py"), str(comfy), "--", "--target",
+                           str(site), "--no-deps", "-q"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (comfy / "custom_nodes" / "comfyui_ralu" / "__init__.py").is_file()
+    script = f"""
+import asyncio, sys
+sys.path[:0] = {[str(site), str(comfy)] + EXTRA!r}
+import transformers.utils.import_utils as tiu
+tiu.is_torchvision_available()
+from comfy.cli_args import args
+args.cpu = True
+import utils.install_util, nodes, ralu_torch
+asyncio.run(nodes.init_extra_nodes(init_custom_nodes=True, init_api_nodes=False))
+ralu = sorted(k for k in nodes.NODE_CLASS_MAPPINGS if k.startswith("RALU"))
+print("nodes", ralu)
+print("library", ralu_torch.__file__)
+print("package", sys.modules[nodes.NODE_CLASS_MAPPINGS["RALUKSampler"].__module__].__file__)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = dict(line.split(" ", 1) for line in run.stdout.splitlines() if line.startswith(("nodes", "library",
+                                                                                              "package")))
+    print(f"install: {done.stdout.strip().splitlines()[-1]}; {lines}")
+    assert lines["nodes"] == "['RALUKSampler', 'RALUSampler', 'RALUSchedule', 'RALUUpsampleLatent']"
+    assert lines["library"].startswith(str(site)) and lines["package"].startswith(str(comfy / "custom_nodes"))
+
+
+# -- evidence 5: a model the nodes do not run -------------------------------------------------------
+
+@pytest.mark.parametrize("config, rule", [
+    ("HunyuanVideo", "the MODEL is HunyuanVideo; the RALU nodes run FLUX.1, Chroma, SD3/SD3.5, Qwen-Image, "
+                     "Wan 2.1/2.2 through ComfyUI's own models"),
+    ("WAN21_Vace", "the MODEL is WAN21_Vace (Wan VACE, which adds reference and control frames); the RALU nodes run "
+                   "FLUX.1, Chroma"),
+])
+def test_a_model_the_nodes_do_not_run_is_refused_in_one_line(ralu_nodes, case_of, config, rule):
+    """ComfyUI's own model classes (built without weights: the refusal comes before any call)."""
+    import comfy.supported_models
+
+    cls = getattr(comfy.supported_models, config)
+    base = cls({**cls.unet_config, "disable_unet_model_creation": True}).get_model({})
+    model, flux = patcher(base), case_of("flux")
+    pos, neg = conds(flux)
+    node = ralu_nodes.NODE_CLASS_MAPPINGS
+    for name, call in [("RALU Schedule", lambda: node["RALUSchedule"]().build(model, "flux-dev-7x", "default")),
+                       ("RALU KSampler", lambda: ksampler(ralu_nodes, dataclasses.replace(flux, model=model),
+                                                          "flux-dev-7x", pos, neg))]:
+        with pytest.raises(ValueError) as err:
+            call()
+        print(f"refused: {err.value}")
+        assert str(err.value).startswith(f"{name}: {rule}") and "\n" not in str(err.value)

@@ -212,7 +212,6 @@ def test_three_stages_take_the_condition_as_the_rule_lays_it_out(pipes, model, m
     video = model in WAN
     height, width = (64, 128) if model == "wan2.2-ti2v-5b" else (64, 64)
     kw = inputs(pipe, model, height, width)
-    frames = {"num_frames": 5} if video else {}
     if model == "flux-fill":        # the masked image's latents are drawn after the noise: given noise aligns both
         noise_full = torch.randn(2, (height // 16) * (width // 16), 64, generator=torch.Generator().manual_seed(9))
         noise_coarse = torch.randn(2, 16, height // 16, width // 16, generator=torch.Generator().manual_seed(9))

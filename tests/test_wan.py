@@ -171,9 +171,9 @@ def test_calls_per_step_and_each_call_to_its_own_expert(pipes, monkeypatch):
     calls.clear()
     sigmas, original = [], sampler_module._velocity
 
-    def record(backend, x, positions, sigma, cond, scope, index, host_sigma=None):
+    def record(backend, x, positions, sigma, cond, scope, index, host_sigma=None, *step):
         sigmas.append(host_sigma)
-        return original(backend, x, positions, sigma, cond, scope, index, host_sigma)
+        return original(backend, x, positions, sigma, cond, scope, index, host_sigma, *step)
 
     monkeypatch.setattr(sampler_module, "_velocity", record)
     layout = Layout(steps=(2, 2, 3), ends=(0.05, 0.1, 1.0), fractions=(0.25, 1.0))   # restarts above the boundary

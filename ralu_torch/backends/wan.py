@@ -104,6 +104,15 @@ def forward_tokens(transformer, x: torch.Tensor, rotary: tuple, text: torch.Tens
     return out.view(B, L, PATCH[1], PATCH[2], -1).permute(0, 1, 4, 2, 3).reshape(B, L, -1)
 
 
+def high_noise(sigma: float, boundary: float, num_train_timesteps: int = 1000) -> bool:
+    """Whether a call at ``sigma`` goes to Wan 2.2's high-noise expert, by WanPipeline's rule in its
+    arithmetic: the scheduler's float32 timestep ``t = sigma * num_train_timesteps`` against the
+    boundary timestep ``boundary_ratio * num_train_timesteps`` (``t >= boundary``), compared as torch
+    compares a float32 tensor with a Python float: in float32 (on the host, no device read)."""
+    t = np.float32(sigma) * np.float32(num_train_timesteps)
+    return bool(t >= np.float32(boundary))
+
+
 @dataclasses.dataclass
 class WanPositions:
     rotary: tuple          # (cos, sin), each (B, L, 1, D)
@@ -250,10 +259,7 @@ class WanBackend(DiffusersBackend):
         if self._sigma is None:
             raise ValueError("a two-expert Wan pipeline needs each call's sigma on the host (the sampler's "
                              "before_call)")
-        # WanPipeline's rule in its arithmetic: the scheduler's float32 timestep t = sigma * num_train_timesteps
-        # against the boundary as torch compares a float32 tensor with a Python float: in float32 (on the host)
-        t = np.float32(self._sigma) * np.float32(self.pipe.scheduler.config.num_train_timesteps)
-        high = bool(t >= np.float32(self.boundary))
+        high = high_noise(self._sigma, self.boundary, self.pipe.scheduler.config.num_train_timesteps)
         return (self.transformer, cond.scale) if high else (self.transformer_2, cond.scale_2)
 
     @property

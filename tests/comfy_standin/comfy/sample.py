@@ -1,4 +1,4 @@
-"""Stand-in for ``comfy.sample``: KSampler's noise and ``sample_custom``."""
+"""Stand-in for ``comfy.sample``: KSampler's noise, the empty-latent fix and ``sample_custom``."""
 
 import torch
 
@@ -11,6 +11,9 @@ def prepare_noise(latent_image, seed, noise_inds=None):
 
 
 def fix_empty_latent_channels(model, latent_image):
+    """An empty image latent of a clip model (``latent_dimensions`` 3) gets its frame axis."""
+    if model.get_model_object("latent_format").latent_dimensions == 3 and latent_image.ndim == 4:
+        latent_image = latent_image.unsqueeze(2)
     return latent_image
 
 
