@@ -159,6 +159,7 @@ def _eval_parser(sub) -> None:
     e.add_argument("--sheet", type=int, default=4, help="prompts on the contact sheet (default 4; 0: none)")
     e.add_argument("--overwrite", action="store_true", help="replace existing images whose recipe differs")
     e.add_argument("--force", action="store_true", help="run a preset made for another model family")
+    add_input_flags(e)
     a = e.add_argument_group("analytic backend")
     a.add_argument("--data", nargs="+", choices=DATA, default=list(DATA), help="default both")
     a.add_argument("--exponent", type=float, default=2.0, help="the stationary field's spectrum exponent")

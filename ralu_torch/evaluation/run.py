@@ -107,18 +107,21 @@ def _config_args(args, config: Config):
 def _prepare(args, configs):
     """Everything decided from the command line and configs alone: (entries, plan, local model, family)."""
     from ..generation.flags import check_guidance_flags as _check_guidance_flags, check_sizes as _check_sizes
-    from ..generation.plan import model_family as _family, schedule_entry as _schedule_entry
+    from ..generation.inputs import prepare_inputs
+    from ..generation.plan import model_family as _family, read_configs, schedule_entry as _schedule_entry
     from ..schedules import _check_family
     from ..sources import check_model
 
     _check_flags(args, configs)
     entries = _entries(args)
-    plan = Plan(entries, args.num_images or 1, args.seed, args.height, args.width, None)
     local = check_model(args.model)
-    family, _ = _family(args.model, local)
+    read = read_configs(args.model, local)
+    family, _ = _family(args.model, local, read)
     if family is not None and family.video:
         raise UsageError(f"ralu eval scores images and {brief(args.model)} is a video model ({family.name}); time "
                          f"its clips with bench/latency.py --family {family.name} and make them with ralu generate")
+    entries = prepare_inputs(entries, args, read)          # an image-conditioned model's files: every configuration's
+    plan = Plan(entries, args.num_images or 1, args.seed, args.height, args.width, None)
     for c in configs:
         if c.kind == "baseline":
             continue
@@ -166,6 +169,7 @@ def cache_on(pipe, config: Config):
 
 
 def _evaluate_model(args, configs, out: Path, say) -> Path:
+    from ..generation.execute import schedule_to_run
     from ..generation.load import check_device, load_pipeline as _load
     from ..generation.plan import processes as _processes
     from ..recipe import base_recipe as _base_recipe, job_recipe as _recipe
@@ -196,7 +200,7 @@ def _evaluate_model(args, configs, out: Path, say) -> Path:
         ralu = ralus[c.text]
 
         def wanted(job, base=base, ralu=ralu, c=c):
-            rec = _recipe(base, job, (ralu.schedule_for(job.height, job.width), None, c.text))
+            rec = _recipe(base, job, (schedule_to_run(ralu, job), None, c.text))
             return {**rec, "eval": {"configuration": c.text}}
 
         if rank == 0:
