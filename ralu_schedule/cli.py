@@ -16,7 +16,7 @@ from ._errors import UsageError
 from ._files import output_path
 from ._main import run_main
 from .caching import CACHES, parse_cache
-from .cost import CONVENTIONS, MODELS, format_cost, layout_cost
+from .cost import CONVENTIONS, MODELS, REFERENCE_MODES, format_cost, layout_cost
 from .export import FORMATS, SOLVERS, export
 from .layout import DEFAULT_BASE_SHIFT, Layout, Schedule
 from .matching import DEFAULT_SHIFT_BOUNDS, DEFAULT_Z_MAX, METHODS, Z_SPAN, Bounds, solve
@@ -180,9 +180,10 @@ def _cmd_preset(args):
         if extra:
             raise UsageError(f"--list prints the table of presets; it takes no {', '.join(extra)}")
         width = max(map(len, PRESETS))
-        print(f"{'preset':<{width}}  {'model':<19}  {'evidence':<18}  description")
+        mw = max(len(p.model) for p in PRESETS.values())
+        print(f"{'preset':<{width}}  {'model':<{mw}}  {'evidence':<18}  description")
         for name, p in sorted(PRESETS.items()):
-            print(f"{name:<{width}}  {p.model:<19}  {p.evidence:<18}  {p.description}")
+            print(f"{name:<{width}}  {p.model:<{mw}}  {p.evidence:<18}  {p.description}")
         print()
         for kind, meaning in EVIDENCE.items():
             print(f"{kind}: {meaning}")
@@ -226,7 +227,8 @@ def _cmd_cost(args):
         steps = MODEL_INFO[model].default_steps if model in MODEL_INFO else 50
     c = layout_cost(layout, model, res, convention=args.convention, baseline_steps=steps,
                     solver=args.solver, cache=None if args.cache is None else parse_cache(args.cache),
-                    text_tokens=args.text_tokens, frames=args.frames)
+                    text_tokens=args.text_tokens, frames=args.frames, references=args.references,
+                    reference_images=args.reference_images)
     print(json.dumps(c.to_dict(), indent=2) if args.json else format_cost(c))
 
 
@@ -286,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-tokens", type=int, default=None,
                    help="prompt tokens (max_sequence_length where the pipeline pads to it) instead of the "
                         "model's default")
+    p.add_argument("--references", choices=REFERENCE_MODES, default=None,
+                   help="models with reference images (flux-kontext-dev, qwen-image-edit, ...): every stage sees "
+                        "them at full resolution (default) or at the stage's resolution")
+    p.add_argument("--reference-images", type=int, default=None,
+                   help="reference images to price (default: the model's, e.g. 1; FLUX.2 0)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_cost)
     return parser

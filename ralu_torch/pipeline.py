@@ -103,13 +103,24 @@ class RALU:
     ``compile``: ``True`` or a dict of ``torch.compile`` options compiles the transformer's
     blocks in place (regional compilation; ``dynamic=True`` unless the dict says otherwise),
     once, here; the pipeline's own calls then use the compiled blocks too.
+    ``references``: for pipelines with reference images (``FluxKontextPipeline``,
+    ``QwenImageEditPipeline``, ``QwenImageEditPlusPipeline``, ``Flux2Pipeline``/``Flux2KleinPipeline``
+    with ``image=``): ``"full"`` (default) gives every stage the references at full resolution,
+    as the stock pipeline does; ``"stage"`` reads them at each stage's resolution
+    (:mod:`ralu_torch.backends.references`, docs/conditioned-references.md).
     """
 
     def __init__(self, pipe, schedule=None, *, parameters: str = "default", upsample: str = "latent",
                  kept_noise: str = "exact", select="edges", edge_thresholds=(0.1, 0.2), noise_sampler=None,
-                 solver="scheduler", cache=None, compile=False, allow_other_model: bool = False):
+                 solver="scheduler", cache=None, compile=False, allow_other_model: bool = False, references=None):
         self.pipe = pipe
         self.backend = backend_for(pipe)
+        if references is not None:
+            if not hasattr(self.backend, "set_references"):
+                raise ValueError(f"references= is for pipelines that take reference images (FluxKontextPipeline, "
+                                 f"QwenImageEditPipeline, QwenImageEditPlusPipeline, Flux2Pipeline, "
+                                 f"Flux2KleinPipeline); {type(pipe).__name__} takes none")
+            self.backend.set_references(references)
         if schedule is None:
             schedule = default_preset(BY_NAME[self.backend.name], read_pipeline_config(pipe))
         if parameters not in PARAMETERS:
@@ -280,6 +291,10 @@ class RALU:
             height, width, num_frames = start.height, start.width, start.num_frames
         elif prompt_kwargs.get("strength") is not None and "strength" not in inspect.signature(be.encode).parameters:
             raise ValueError(_no_strength(pipe))      # (FluxFillPipeline takes strength: its encode says which)
+        if hasattr(be, "set_layout"):       # what encode checks reference images against, before any model runs
+            be.set_layout(self.layout)
+        if hasattr(be, "call_size"):        # a pipeline that sizes its output from its inputs (max_area, an image)
+            height, width = be.call_size(prompt, height, width, prompt_kwargs)
         height = be.default_height if height is None else height   # only when not given: 0 is refused, not replaced
         width = be.default_width if width is None else width
         grid = self._grid(height, width, num_frames)

@@ -144,7 +144,7 @@ def test_wan_i2v_clip_regenerates_bit_for_bit(i2v_dir, tmp_path, ftfy):
                  "--width", "64", "--num-frames", "5", *SMALL, "--out", str(out)]) == 0
     recipe = json.loads((tmp_path / "clip.json").read_text())
     assert recipe["inputs"]["image"]["sha256"] == __import__("hashlib").sha256(image.read_bytes()).hexdigest()
-    assert (recipe["num_frames"], recipe["schedule_source"]) == (5, "wan-480p-7x") and "strength" not in recipe
+    assert (recipe["num_frames"], recipe["schedule_source"]) == (5, "wan21-i2v-480p-7x") and "strength" not in recipe
     again = tmp_path / "again.mp4"
     assert main(["generate", "--from", str(out), "--out", str(again)]) == 0
     assert again.read_bytes() == out.read_bytes()

@@ -52,16 +52,19 @@ class Conditioned:
     ``ralu_torch.backends``, a subclass of the family's); for a pipeline that starts from its
     input (img2img, video2video), the argument holding it and how the pipeline cuts its grid at
     a ``strength`` (:data:`ralu_schedule.strength.ROUNDINGS`); the files it takes on the command
-    line (``inputs``, :class:`Input`: the first one's size is the run's default size), whether it
-    resizes them to the run's size (Z-Image img2img runs at its image's own), and the modules its
-    call needs that diffusers does not (``requires``: Wan's image- and video-conditioned pipelines
-    clean every prompt with ftfy, unguarded, in diffusers 0.42.1)."""
+    line (``inputs``, :class:`Input`), whether it resizes them to the run's size (Z-Image img2img
+    runs at its image's own), the size it gives its output where none is given (``size``: absent,
+    its first file's size; else ``size(read, width, height)`` of a first file of ``width x height``
+    returns ``(height, width)``, or None for the model's default size), and the modules its call
+    needs that diffusers does not (``requires``: Wan's image- and video-conditioned pipelines clean
+    every prompt with ftfy, unguarded, in diffusers 0.42.1)."""
 
     backend: str
     start: str | None = None        # "image" or "video": the argument the run starts from, noised to the strength
     rounding: str = "img2img"
     inputs: tuple = ()
     resizes: bool = True
+    size: Callable | None = None
     requires: tuple = ()
 
 
@@ -70,6 +73,29 @@ START_IMAGE = Input("image", help="the image to start from")
 START_VIDEO = Input("video", kind="video", help="the clip to start from (an MP4)")
 #: An img2img pipeline's entry: it starts from ``image=``, noised to its strength.
 IMG2IMG = dict(start="image", inputs=(START_IMAGE,))
+#: An editing pipeline's reference image (FLUX.1 Kontext's is optional: without one it makes an image from text).
+EDIT_IMAGE = Input("image", help="the image to edit")
+EDIT_IMAGE_OPTIONAL = Input("image", required=False, help="the image to edit")
+
+
+def _kontext_size(read, width: int, height: int) -> None:
+    """FLUX.1 Kontext's output size does not follow its image: it is ``height x width`` (the model's
+    default where not given) rescaled to ``max_area`` pixels, which the pipeline call decides."""
+    return None
+
+
+def _qwen_edit_size(read, width: int, height: int) -> tuple:
+    """Qwen-Image-Edit's (and Edit Plus's) output size for an image of ``width x height``: about
+    ``VAE_IMAGE_SIZE`` (1024 x 1024) pixels at its aspect ratio, by the pipeline module's own
+    ``calculate_dimensions``, floored to the pipeline's multiple (twice its VAE's downsampling)."""
+    import importlib
+
+    name = read("").get("_class_name")
+    module = importlib.import_module("diffusers.pipelines.qwenimage." + (
+        "pipeline_qwenimage_edit_plus" if name == "QwenImageEditPlusPipeline" else "pipeline_qwenimage_edit"))
+    w, h = module.calculate_dimensions(getattr(module, "VAE_IMAGE_SIZE", 1024 * 1024), width / height)[:2]
+    multiple = 2 ** len(read("vae").get("temperal_downsample", [False, True, True])) * 2
+    return h // multiple * multiple, w // multiple * multiple
 
 
 def _wan_last_image(read) -> str | None:
@@ -93,7 +119,7 @@ def _wan_flf2v(read) -> bool:
 class Family:
     name: str
     display: str                # how messages name the family
-    pipelines: tuple            # text-to-image pipeline class names RALU runs
+    pipelines: tuple            # pipeline class names RALU runs
     backend: str                # "module:Class" under ralu_torch.backends
     siblings: tuple             # class-name prefixes of the family's other pipelines (refused by name)
     variant: Callable           # (read) -> model name; read(subfolder) is a config dict ({} if absent)
@@ -125,7 +151,14 @@ class Family:
 
 
 def _flux_variant(read) -> str:
+    if read("").get("_class_name") == "FluxKontextPipeline":
+        return "flux-kontext-dev"
     return "flux-dev" if read("transformer").get("guidance_embeds", True) else "flux-schnell"
+
+
+def _qwen_variant(read) -> str:
+    return {"QwenImageEditPipeline": "qwen-image-edit",
+            "QwenImageEditPlusPipeline": "qwen-image-edit-2509"}.get(read("").get("_class_name"), "qwen-image")
 
 
 def _sd3_variant(read) -> str:
@@ -147,6 +180,8 @@ def _zimage_variant(read) -> str:
 
 def _wan_variant(read) -> str:
     tr = read("transformer")
+    if read("").get("_class_name") == "WanImageToVideoPipeline":
+        return _wan_i2v_variant(read, tr)
     if tr.get("in_channels", 16) == 48:
         return "wan2.2-ti2v-5b"
     if read("").get("boundary_ratio") is not None:
@@ -155,8 +190,20 @@ def _wan_variant(read) -> str:
     return "wan2.1-t2v-1.3b" if small else "wan2.1-t2v-14b"      # the 1.3B by its published shape
 
 
+def _wan_i2v_variant(read, tr) -> str:
+    """WanImageToVideoPipeline's models: TI2V-5B (expand_timesteps, 48 channels), Wan 2.2 I2V A14B (two
+    experts), else Wan 2.1 I2V 14B, whose 480P and 720P checkpoints share one configuration: the 480p model,
+    the pipeline's default size (its 720p preset is named by hand)."""
+    if read("").get("expand_timesteps") or tr.get("in_channels") == 48:
+        return "wan2.2-ti2v-5b-i2v"
+    if read("").get("boundary_ratio") is not None:
+        return "wan2.2-i2v-a14b"
+    return "wan2.1-i2v-14b-480p"
+
+
 FAMILIES = (
-    Family("flux", "FLUX.1", ("FluxPipeline",), "flux:FluxBackend", ("Flux",), _flux_variant, negative="true-cfg",
+    Family("flux", "FLUX.1", ("FluxPipeline",), "flux:FluxBackend", ("Flux",), _flux_variant,
+           negative="true-cfg",
            guidance="FLUX.1-dev's guidance is distilled into the model (guidance_scale); true CFG with a negative "
                     "prompt and true_cfg_scale > 1 adds a second call per step",
            conditioned={"FluxImg2ImgPipeline": Conditioned("flux:FluxImg2ImgBackend", **IMG2IMG),
@@ -164,22 +211,25 @@ FAMILIES = (
                             Input("image", help="the image to fill"),
                             Input("mask_image", "mask", kind="mask", help="the mask (white: the region to fill)"))),
                         "FluxControlPipeline": Conditioned("flux:FluxControlBackend", inputs=(
-                            Input("control_image", help="the control image (a Canny or depth map)"),))}),
+                            Input("control_image", help="the control image (a Canny or depth map)"),)),
+                        "FluxKontextPipeline": Conditioned("flux:FluxKontextBackend", inputs=(EDIT_IMAGE_OPTIONAL,),
+                                                           size=_kontext_size)}),
     Family("sd3", "SD3", ("StableDiffusion3Pipeline",), "sd3:SD3Backend", ("StableDiffusion3",), _sd3_variant,
            negative="cfg", guidance="classifier-free guidance with guidance_scale > 1, both halves in one call",
            conditioned={"StableDiffusion3Img2ImgPipeline": Conditioned("sd3:SD3Img2ImgBackend", **IMG2IMG)}),
     Family("flux2", "FLUX.2", ("Flux2Pipeline", "Flux2KleinPipeline"), "flux2:Flux2Backend", ("Flux2",), _flux2_variant,
            negative="none",
            guidance="FLUX.2 [dev]'s guidance is distilled into the model; FLUX.2 [klein] base guides with an empty "
-                    "negative prompt when guidance_scale > 1 (a second call per step), the distilled [klein] does not",
-           extra_refused={"image": "reference images add conditioning tokens that RALU's low-resolution stages do "
-                                   "not model"}),
-    Family("qwen-image", "Qwen-Image", ("QwenImagePipeline",), "qwenimage:QwenImageBackend", ("QwenImage",),
-           lambda read: "qwen-image", negative="true-cfg",
+                    "negative prompt when guidance_scale > 1 (a second call per step), the distilled [klein] does not"),
+    Family("qwen-image", "Qwen-Image", ("QwenImagePipeline",),
+           "qwenimage:QwenImageBackend", ("QwenImage",), _qwen_variant, negative="true-cfg",
            guidance="true CFG with a negative prompt and true_cfg_scale > 1 (a second call per step), rescaled per "
                     "token to the conditional velocity's norm",
-           conditioned={"QwenImageImg2ImgPipeline": Conditioned("qwenimage:QwenImageImg2ImgBackend",
-                                                                 **IMG2IMG)}),
+           conditioned={"QwenImageImg2ImgPipeline": Conditioned("qwenimage:QwenImageImg2ImgBackend", **IMG2IMG),
+                        "QwenImageEditPipeline": Conditioned("qwenimage:QwenImageEditBackend", inputs=(EDIT_IMAGE,),
+                                                             size=_qwen_edit_size),
+                        "QwenImageEditPlusPipeline": Conditioned("qwenimage:QwenImageEditBackend", inputs=(EDIT_IMAGE,),
+                                                                 size=_qwen_edit_size)}),
     Family("z-image", "Z-Image", ("ZImagePipeline",), "zimage:ZImageBackend", ("ZImage",), _zimage_variant, negative="cfg",
            cfg_threshold=0.0,
            guidance="classifier-free guidance with guidance_scale > 0, both halves in one call (Z-Image-Turbo "
@@ -269,7 +319,7 @@ def strength_pipelines() -> tuple:
 
 
 def family_of_pipeline(class_name: str) -> Family | None:
-    """The family whose text-to-image pipelines include ``class_name``, else None."""
+    """The family whose pipelines include ``class_name``, else None."""
     for f in FAMILIES:
         if class_name in f.pipelines:
             return f

@@ -450,6 +450,14 @@ class WanImageToVideoBackend(WanBackend):
         return (1 - keep) * pack(cond.condition) + keep * x
 
 
+    def call_tflops(self, tokens: int, cond: WanImageConditioning) -> float:
+        """Wan's price of a call, with Wan 2.1 I2V's CLIP image tokens in every block's
+        cross-attention (as many as the call's ``image_embeds`` hold, at their width)."""
+        spec = self.cost_spec()
+        if cond.image_embeds is not None:
+            spec = dataclasses.replace(spec, image_tokens=cond.image_embeds.shape[1], image_dim=cond.image_embeds.shape[-1])
+        return cond.calls * spec.forward(tokens, cond.text_tokens).total("paper") / 1e12
+
 class WanVideoToVideoBackend(ImageStart, WanBackend):
     """``WanVideoToVideoPipeline``: Wan from a clip (:mod:`.img2img`), strength 0.8 and guidance 5.0
     by default, 480 x 832. The pipeline resizes every frame to the run's size, encodes each clip

@@ -96,7 +96,7 @@ def plot(path: Path, points: list[dict], metrics: list, title: str) -> bool:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
     return True
 

@@ -167,7 +167,7 @@ def prepare_inputs(entries, args, read, *, video: bool = False, frames_rule=None
         _check_masks(takes, got, given)
         out.append(_sized(dataclasses.replace(e, inputs=tuple(got[k] for k in sorted(got)),
                                               strength=e.strength if e.strength is not None else strength),
-                          args, entry, [got[i.key] for i in takes.values() if i.key in got], name, at, video))
+                          args, entry, [got[i.key] for i in takes.values() if i.key in got], name, at, video, read))
     return out
 
 
@@ -204,14 +204,22 @@ def _strength(value, name: str, entry, where: str) -> float:
         raise UsageError(f"{where}: {err}") from None
 
 
-def _sized(e, args, entry, files: list, name: str, at: str, video: bool):
-    """``e`` with its size from its first file where none is given (image models), or refused
-    where its pipeline does not resize its image and the size given is another."""
+def _sized(e, args, entry, files: list, name: str, at: str, video: bool, read):
+    """``e`` with its size from its first file where none is given (image models; the size its
+    pipeline gives that file where its table entry says, :attr:`Conditioned.size
+    <ralu_torch.backends.families.Conditioned>`), or refused where its pipeline does not resize
+    its image and the size given is another."""
     first = files[0] if files else None
     if first is None or video or first.kind == "video":
         return e
     height = e.height if e.height is not None else args.height
     width = e.width if e.width is not None else args.width
+    if entry.size is not None:
+        own = None if height is not None and width is not None else entry.size(read, first.width, first.height)
+        if own is None:
+            return e                                    # given, or the pipeline's own default (Kontext)
+        return dataclasses.replace(e, height=own[0] if height is None else e.height,
+                                   width=own[1] if width is None else e.width)
     if not entry.resizes:
         for what, given, own in (("height", height, first.height), ("width", width, first.width)):
             if given is not None and given != own:

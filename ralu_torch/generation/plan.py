@@ -117,6 +117,12 @@ def processes(world: int):
     if state.num_processes != world:
         raise UsageError(f"WORLD_SIZE is {world} but accelerate sees {state.num_processes} process(es) "
                          f"({state.distributed_type}); launch with accelerate launch or torchrun")
+    # the process group is torn down before the interpreter's own teardown: left to it, gloo's
+    # threads could still be joinable when their objects went, an abort ("terminate called
+    # without an active exception") after a run that had finished, seen on a 'nothing to do' rerun
+    import atexit
+
+    atexit.register(state.destroy_process_group)
     return state
 
 
