@@ -150,6 +150,60 @@ def test_wan_i2v_clip_regenerates_bit_for_bit(i2v_dir, tmp_path, ftfy):
     assert again.read_bytes() == out.read_bytes()
 
 
+@pytest.fixture(scope="module")
+def kontext_dir(tmp_path_factory):
+    """A tiny FLUX.1 Kontext (tests/tiny.py's) with the tiny FLUX.1 text encoders, saved."""
+    from tiny import tiny_kontext
+
+    from ralu_torch.testing import with_text
+
+    path = tmp_path_factory.mktemp("tiny-kontext")
+    with_text(tiny_kontext()).save_pretrained(path)
+    return path
+
+
+def test_kontext_edit_png_regenerates_bit_for_bit_and_a_changed_image_is_refused(kontext_dir, tmp_path, capsys):
+    """An editing model: its output size is its own (the model's 1024 x 1024, not the image's), the
+    recipe records the reference image's SHA-256, --from makes the same PNG and refuses a changed image."""
+    image = tmp_path / "cat.png"
+    tiny_image(64, 96).save(image)
+    out = tmp_path / "edit.png"
+    assert main(["generate", "--model", str(kontext_dir), "--prompt", "make it red", "--image", str(image), *SMALL,
+                 "--out", str(out)]) == 0
+    recipe = read_recipe(out)
+    digest = __import__("hashlib").sha256(image.read_bytes()).hexdigest()
+    assert recipe["inputs"]["image"] == {"path": str(image), "sha256": digest, "bytes": image.stat().st_size,
+                                         "width": 96, "height": 64}
+    assert (recipe["width"], recipe["height"], recipe["schedule_source"]) == (1024, 1024, "flux-kontext-dev-7x")
+    assert Image.open(out).size == (1024, 1024) and "strength" not in recipe
+    again = tmp_path / "again.png"
+    assert main(["generate", "--from", str(out), "--out", str(again)]) == 0
+    assert again.read_bytes() == out.read_bytes()
+    capsys.readouterr()
+    tiny_image(64, 96, seed=5).save(image)
+    assert main(["generate", "--from", str(out), "--out", str(tmp_path / "third.png")]) == 2
+    err = one_line(capsys)
+    assert f"its recipe's image '{image}' is not the file it recorded: SHA-256 {digest} recorded" in err
+    assert not (tmp_path / "third.png").exists()
+
+
+def test_qwen_image_edit_s_size_without_one_given_is_the_pipeline_s_own():
+    """The size ralu generate gives an edit without --height/--width (read before loading, from the
+    configs) is the one the pipeline's own sizing gives the image (the backend's call_size, which
+    tests/test_references.py holds to the stock pipeline's output)."""
+    from tiny import tiny_qwen_edit
+
+    from ralu_torch.backends import backend_for
+    from ralu_torch.backends.families import conditioned_pipeline, read_pipeline_config
+
+    for plus in (False, True):
+        pipe = tiny_qwen_edit(plus=plus)
+        rule, backend = conditioned_pipeline(type(pipe).__name__)[1].size, backend_for(pipe)
+        for width, height in ((96, 64), (64, 200), (300, 300)):
+            own = backend.call_size("a cat", None, None, {"image": tiny_image(height, width)})
+            assert rule(read_pipeline_config(pipe), width, height) == own
+
+
 def test_a_prompts_file_names_an_image_per_line(img2img_dir, tmp_path, capsys):
     """Paths relative to the prompts file's folder; each line's size is its image's; a line may set
     its strength; images of one input share a batch, and --from regenerates a batch member."""
@@ -200,6 +254,8 @@ MODELS = {
     "flf2v": ("WanImageToVideoPipeline", {"transformer": {**WAN_TRANSFORMER, "pos_embed_seq_len": 10}}),
     "ti2v": ("WanImageToVideoPipeline", {"index": {"expand_timesteps": True},
                                          "transformer": {**WAN_TRANSFORMER, "in_channels": 48, "image_dim": None}}),
+    "kontext": ("FluxKontextPipeline", {"transformer": FLUX_TRANSFORMER}),
+    "qwen-edit": ("QwenImageEditPipeline", {"vae": {"temperal_downsample": [False, True, True]}}),
     "v2v": ("WanVideoToVideoPipeline", {"transformer": {**WAN_TRANSFORMER, "in_channels": 16, "image_dim": None}}),
 }
 
@@ -262,6 +318,14 @@ BAD = [
     ("ti2v", ["--image", "cat.png", "--last-image", "cat.png"], "takes no last_image: Wan 2.2 TI2V conditions its "
                                                                  "clip on the first frame only"),
     ("i2v", ["--image", "clip.mp4"], "--image 'clip.mp4' is a clip; WanImageToVideoPipeline takes an image here"),
+    ("kontext", ["--image", "clip.mp4"], "--image 'clip.mp4' is a clip; FluxKontextPipeline takes an image here"),
+    ("kontext", ["--image", "clear.png"], "--image 'clear.png' has transparent pixels"),
+    ("kontext", ["--image", "cat.png", "--strength", "0.5"], "--strength: FluxKontextPipeline does not start from "
+                                                             "an image or a clip"),
+    ("kontext", ["--image", "cat.png", "--mask", "cat.png"], "--mask: FluxKontextPipeline takes no mask, it takes "
+                                                             "--image"),
+    ("qwen-edit", ["--num-images", "1"], "QwenImageEditPipeline needs --image FILE: the image to edit"),
+    ("qwen-edit", ["--image", "moving.gif"], "--image 'moving.gif' holds 3 frames (an animation)"),
     ("v2v", ["--video", "cat.png"], "--video 'cat.png' is one image; WanVideoToVideoPipeline starts from a clip"),
     ("v2v", ["--video", "six.mp4"], "--video 'six.mp4': a clip of 6 frames; frames must be 4k + 1"),
     ("v2v", ["--video", "clip.mp4", "--num-frames", "5"], "--num-frames: WanVideoToVideoPipeline makes a clip of its "
