@@ -31,7 +31,7 @@ from . import console as _console
 from .generation.compare import compare
 from .generation.flags import (apply_defaults, check_clip_positions, check_generate_flags, check_guidance_flags,
                                check_sizes, fill_from_recipe, frames_rule, output_formats)
-from .generation.inputs import prepare_inputs, starts_from
+from .generation.inputs import check_rescaled, prepare_inputs, starts_from
 from .generation.load import check_device, check_offload, load_pipeline, make_ralus
 from .generation.plan import (check_agreement, find_done, for_strength, model_family, pixels_per_token, processes,
                               read_configs, schedule_entry, share, things)
@@ -128,6 +128,7 @@ def generate(args) -> None:
     if starts_from(configs) is not None:
         schedules = for_strength(schedules, args.parameters)
     per_token = pixels_per_token(variant)
+    check_rescaled(entries, args, configs)
     check_sizes(entries, args, schedules, per_token)
     if video and family.position_limit is not None:
         check_clip_positions(family, variant, configs, entries, args, per_token)

@@ -324,6 +324,8 @@ BAD = [
                                                              "an image or a clip"),
     ("kontext", ["--image", "cat.png", "--mask", "cat.png"], "--mask: FluxKontextPipeline takes no mask, it takes "
                                                              "--image"),
+    ("kontext", ["--image", "cat.png", "--height", "64", "--width", "96"], "FluxKontextPipeline rescales its size to "
+     "its max_area: 96x64 (width x height) would become 1248x832; give --width 1248 --height 832 (a size it keeps)"),
     ("qwen-edit", ["--num-images", "1"], "QwenImageEditPipeline needs --image FILE: the image to edit"),
     ("qwen-edit", ["--image", "moving.gif"], "--image 'moving.gif' holds 3 frames (an animation)"),
     ("v2v", ["--video", "cat.png"], "--video 'cat.png' is one image; WanVideoToVideoPipeline starts from a clip"),

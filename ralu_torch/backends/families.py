@@ -65,6 +65,7 @@ class Conditioned:
     inputs: tuple = ()
     resizes: bool = True
     size: Callable | None = None
+    rescales: Callable | None = None    # (read, height, width) -> the output size the call makes of a size given
     requires: tuple = ()
 
 
@@ -80,8 +81,29 @@ EDIT_IMAGE_OPTIONAL = Input("image", required=False, help="the image to edit")
 
 def _kontext_size(read, width: int, height: int) -> None:
     """FLUX.1 Kontext's output size does not follow its image: it is ``height x width`` (the model's
-    default where not given) rescaled to ``max_area`` pixels, which the pipeline call decides."""
+    default where not given) rescaled to ``max_area`` pixels (:func:`max_area_size`)."""
     return None
+
+
+def max_area_size(height: int, width: int, max_area: float, multiple: int) -> tuple:
+    """``(height, width)`` rescaled to ``max_area`` pixels at its aspect ratio, each side floored to
+    a multiple of ``multiple``: FLUX.1 Kontext's output size (``FluxKontextBackend.call_size``; and
+    ``ralu generate``'s check of a size given, before loading)."""
+    aspect_ratio = width / height
+    return (round((max_area / aspect_ratio) ** 0.5) // multiple * multiple,
+            round((max_area * aspect_ratio) ** 0.5) // multiple * multiple)
+
+
+def _kontext_rescaled(read, height: int, width: int) -> tuple:
+    """The size FLUX.1 Kontext's call makes of ``height x width`` (its default ``max_area``, its VAE's
+    multiple), from the model's configs."""
+    import inspect
+
+    from diffusers import FluxKontextPipeline
+
+    max_area = inspect.signature(FluxKontextPipeline.__call__).parameters["max_area"].default
+    multiple = 2 ** (len(read("vae").get("block_out_channels", [0] * 4)) - 1) * 2
+    return max_area_size(height, width, max_area, multiple)
 
 
 def _qwen_edit_size(read, width: int, height: int) -> tuple:
@@ -213,7 +235,7 @@ FAMILIES = (
                         "FluxControlPipeline": Conditioned("flux:FluxControlBackend", inputs=(
                             Input("control_image", help="the control image (a Canny or depth map)"),)),
                         "FluxKontextPipeline": Conditioned("flux:FluxKontextBackend", inputs=(EDIT_IMAGE_OPTIONAL,),
-                                                           size=_kontext_size)}),
+                                                           size=_kontext_size, rescales=_kontext_rescaled)}),
     Family("sd3", "SD3", ("StableDiffusion3Pipeline",), "sd3:SD3Backend", ("StableDiffusion3",), _sd3_variant,
            negative="cfg", guidance="classifier-free guidance with guidance_scale > 1, both halves in one call",
            conditioned={"StableDiffusion3Img2ImgPipeline": Conditioned("sd3:SD3Img2ImgBackend", **IMG2IMG)}),

@@ -171,6 +171,29 @@ def prepare_inputs(entries, args, read, *, video: bool = False, frames_rule=None
     return out
 
 
+def check_rescaled(entries, args, read) -> None:
+    """A size given to a pipeline whose call rescales it (FLUX.1 Kontext's ``max_area``) must be
+    one the call keeps, so that the recipe's size is the image's and the schedule is checked
+    against it before loading; refused in one line naming the size it would become."""
+    _, entry = pipeline_entry(read)
+    if entry is None or entry.rescales is None:
+        return
+    prompts = Path(args.prompts).name if getattr(args, "prompts", None) else None
+    for e in entries:
+        height, width = e.height or args.height, e.width or args.width
+        made = entry.rescales(read, height, width)
+        if made != (height, width):
+            kept = made
+            for _ in range(8):                          # the size the call keeps, near the one it made
+                if entry.rescales(read, *kept) == kept:
+                    break
+                kept = entry.rescales(read, *kept)
+            at = f"{prompts}:{e.line}: " if prompts and e.line is not None else ""
+            raise UsageError(f"{at}{read('').get('_class_name')} rescales its size to its max_area: {width}x{height} "
+                             f"(width x height) would become {made[1]}x{made[0]}; give --width {kept[1]} --height "
+                             f"{kept[0]} (a size it keeps) or leave the size out (the model's own)")
+
+
 def _check_masks(takes: dict, got: dict, given: dict) -> None:
     """A mask of another size than its image (the first file that is no mask) is refused: both
     are resized to the output size, so it would cover another region."""
