@@ -284,7 +284,7 @@ def files(tmp_path_factory):
 
 
 BAD = [
-    ("t2i", ["--image", "cat.png"], "--image: FluxPipeline takes no image, it takes no files"),
+    ("t2i", ["--image", "cat.png"], "--image: ralu generate gives FluxPipeline no files (a text-to-image model"),
     ("t2i", ["--strength", "0.5"], "--strength: FluxPipeline does not start from an image or a clip, so it takes no "
                                    "strength"),
     ("img2img", [], "FluxImg2ImgPipeline needs --image FILE: the image to start from"),

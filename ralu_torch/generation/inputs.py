@@ -209,9 +209,11 @@ def _taken(key: str, name: str, takes: dict, read, where: str) -> None:
     """Input ``key`` given where ``where`` says: refused unless pipeline ``name`` takes it."""
     if key not in takes:
         owners = ", ".join(n for n, _ in input_flags()[key])
-        mine = (f"it takes {', '.join(flag(k) for k in takes)}" if takes
-                else "it takes no files (load an image-conditioned pipeline for that)")
-        raise UsageError(f"{where}: {name} takes no {key}, {mine}; {flag(key)} is for {owners}")
+        if not takes:                                   # (FLUX.2's reference images are not among them yet)
+            raise UsageError(f"{where}: ralu generate gives {name} no files (a text-to-image model: load an "
+                             f"image-conditioned pipeline for them); {flag(key)} is for {owners}")
+        raise UsageError(f"{where}: {name} takes no {key}, it takes {', '.join(flag(k) for k in takes)}; "
+                         f"{flag(key)} is for {owners}")
     why = takes[key].refused(read) if takes[key].refused is not None else None
     if why is not None:
         raise UsageError(f"{where}: this {name} model takes no {key}: {why}")
