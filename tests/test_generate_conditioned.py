@@ -226,18 +226,24 @@ def test_a_prompts_file_names_an_image_per_line(img2img_dir, tmp_path, capsys):
     assert np.array_equal(np.asarray(Image.open(again)), np.asarray(Image.open(out / "00003.png")))
 
 
-def test_eval_runs_an_img2img_model_on_the_same_input_for_every_configuration(img2img_dir, tmp_path):
+def test_eval_runs_an_img2img_model_on_the_same_input_for_every_configuration(img2img_dir, tmp_path, capsys):
     image = tmp_path / "cat.png"
     tiny_image(64, 64).save(image)
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red cat\n")
     out = tmp_path / "eval"
-    assert main(["eval", "--model", str(img2img_dir), "--configs", "baseline:4", "flux-dev-7x", "--image", str(image),
-                 "--strength", "0.6", "--height", "64", "--width", "64", "--prompts", str(prompts), "--out-dir",
-                 str(out), "--metrics", "psnr", "--repeats", "1", "--sheet", "0", *SMALL, "-q"]) == 0
+    args = ["eval", "--model", str(img2img_dir), "--configs", "baseline:4", "flux-dev-7x", "--image", str(image),
+            "--strength", "0.6", "--height", "64", "--width", "64", "--prompts", str(prompts), "--out-dir",
+            str(out), "--metrics", "psnr", "--repeats", "1", "--sheet", "0", *SMALL, "-q"]
+    assert main(args) == 0
     recipes = [read_recipe(p) for p in sorted((out / "images").glob("*/00000.png"))]
     assert len(recipes) == 2 and all(r["inputs"] == recipes[0]["inputs"] for r in recipes)
     assert recipes[0]["inputs"]["image"]["path"] == str(image) and all(r["strength"] == 0.6 for r in recipes)
+    capsys.readouterr()
+    tiny_image(64, 64, seed=7).save(image)                   # another input under the same name: other results
+    assert main(args) == 2
+    err = one_line(capsys)
+    assert "holds the results of another ralu eval (it differs in inputs)" in err, err
 
 
 # -- bad input, before loading ---------------------------------------------------------------------

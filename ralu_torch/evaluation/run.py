@@ -204,9 +204,8 @@ def cache_on(pipe, config: Config):
 
 def recipe_of(args, configs, entries, device: str, dtype_name: str) -> dict:
     """Everything that decides a run's results on a model (:class:`~.results.Folder`'s recipe)."""
-    prompts = json.dumps([[e.prompt, e.seed, e.height, e.width, e.negative_prompt,
-                           *([{f.key: f.sha256 for f in e.inputs}, e.strength] if e.inputs or e.strength else [])]
-                          for e in entries])             # an image-conditioned model's inputs by their bytes
+    prompts = json.dumps([[e.prompt, e.seed, e.height, e.width, e.negative_prompt] for e in entries])
+    inputs = [[{f.key: f.sha256 for f in e.inputs}, e.strength] for e in entries]   # a conditioned model's, by bytes
     metrics = list(args.metrics or NAMES)
     return {"model": args.model, "configurations": [c.text for c in configs],
             "prompts": {"count": len(entries), "sha256": hashlib.sha256(prompts.encode()).hexdigest()},
@@ -215,7 +214,9 @@ def recipe_of(args, configs, entries, device: str, dtype_name: str) -> dict:
             "guidance_scale": args.guidance_scale, "max_sequence_length": args.max_sequence_length,
             "metrics": metrics, "clip_model": source_name(args.clip_model) if "clip-score" in metrics else None,
             "clip_iqa_model": source_name(args.clip_iqa_model) if "clip-iqa" in metrics else None,
-            "repeats": args.repeats, "sheet": args.sheet}
+            "repeats": args.repeats, "sheet": args.sheet,
+            **({"inputs": hashlib.sha256(json.dumps(inputs).encode()).hexdigest()}
+               if any(e.inputs or e.strength is not None for e in entries) else {})}
 
 
 def _evaluate_model(args, configs, out: Path, say) -> Path:
