@@ -20,6 +20,7 @@ from ralu_schedule._main import run_main
 from ralu_schedule.presets import PARAMETERS
 
 from .console import session
+from .generation.inputs import add_input_flags
 from .options import DTYPES, OFFLOAD, SELECTIONS, UPSAMPLE_MODES
 
 PROG = "ralu"
@@ -42,7 +43,8 @@ def build_parser():
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     g = sub.add_parser("generate", help="generate an image")
     g.add_argument("--model", default=None, help="diffusers model id or local path: FLUX.1 dev or schnell, SD3, SD3.5, "
-                   "FLUX.2 [dev] or [klein], Qwen-Image, Z-Image(-Turbo), Chroma (docs/backends.md)")
+                   "FLUX.2 [dev] or [klein], Qwen-Image, Z-Image(-Turbo), Chroma, Wan (docs/backends.md), and their "
+                   "image-conditioned pipelines with the files below (docs/generate.md)")
     g.add_argument("--prompt", default=None)
     g.add_argument("--from", dest="from_image", default=None, metavar="IMAGE",
                    help="regenerate an image (or clip) written by ralu generate from its recipe (other flags "
@@ -84,12 +86,14 @@ def build_parser():
     g.add_argument("--force", action="store_true", help="run a preset made for another model family")
     many = g.add_argument_group("many images")
     many.add_argument("--prompts", default=None, metavar="FILE",
-                      help="a prompt per line, or JSON lines with prompt, seed, size, schedule, negative_prompt")
+                      help="a prompt per line, or JSON lines with prompt, seed, size, schedule, negative_prompt, and "
+                           "an image-conditioned model's files (image, mask, ...) and strength")
     many.add_argument("--num-images", type=int, default=None, help="images per prompt (default 1); image i gets seed "
                       "SEED + i")
     many.add_argument("--batch-size", type=int, default=1, help="images per sampler call (default 1)")
     many.add_argument("--out-dir", default=None, metavar="DIR",
                       help="write DIR/00000.png, DIR/00001.png, ... and DIR/manifest.jsonl; a rerun skips done images")
+    add_input_flags(g)
     model = g.add_argument_group("model")
     model.add_argument("--lora", action="append", default=[], metavar="PATH[:SCALE]",
                        help="load LoRA weights (a file, a folder or a hub id) at SCALE (default 1); repeatable")
@@ -167,6 +171,7 @@ def _eval_parser(sub) -> None:
     e.add_argument("--overwrite", action="store_true", help="replace the results of another recipe (or not written "
                    "by ralu eval) in --out-dir, and images whose recipe differs")
     e.add_argument("--force", action="store_true", help="run a preset made for another model family")
+    add_input_flags(e)
     a = e.add_argument_group("analytic backend")
     a.add_argument("--data", nargs="+", choices=DATA, default=list(DATA), help="default both")
     a.add_argument("--exponent", type=float, default=2.0, help="the stationary field's spectrum exponent")

@@ -25,15 +25,16 @@ from pathlib import Path
 
 from ralu_schedule._errors import UsageError
 from ralu_schedule._files import TEMPORARY_NAME, VIDEO_SUFFIXES, check_path, output_path
-from ralu_schedule.presets import DEFAULT_PRESETS
+from ralu_schedule.presets import DEFAULT_PRESETS, PRESETS
 
 from . import console as _console
 from .generation.compare import compare
 from .generation.flags import (apply_defaults, check_clip_positions, check_generate_flags, check_guidance_flags,
-                               check_sizes, fill_from_recipe, output_formats)
+                               check_sizes, fill_from_recipe, frames_rule, output_formats)
+from .generation.inputs import check_rescaled, prepare_inputs, starts_from
 from .generation.load import check_device, check_offload, load_pipeline, make_ralus
-from .generation.plan import (check_agreement, find_done, model_family, pixels_per_token, processes, read_configs,
-                              schedule_entry, share, things)
+from .generation.plan import (check_agreement, find_done, for_strength, model_family, pixels_per_token, processes,
+                              read_configs, schedule_entry, share, things)
 from .generation.write import RunFailure, busy, check_recipe_fits, write_locked
 from .jobs import MANIFEST, DirectoryLock, Entry, Job, Plan, check_writable_dir, lora_spec, merge_manifest, read_prompts
 from .parallel_generate import Split
@@ -66,8 +67,10 @@ def generate(args) -> None:
                 for m in from_batch["members"]] if from_batch
                else read_prompts(args.prompts) if args.prompts else [Entry(prompt=args.prompt)])
     schedules = {}                     # a job's schedule (None: the run's) -> (fixed, layout, source)
-    if recipe and not args.schedule and not args.preset:
-        schedules[None] = schedule_entry(recipe["schedule"], args.parameters, recipe.get("schedule_source", "recipe"))
+    if recipe and not args.schedule and not args.preset:   # a schedule solved for a strength: solved again
+        again = recipe.get("schedule_at_call") and recipe.get("schedule_source") in PRESETS
+        schedules[None] = schedule_entry(recipe["schedule_source"] if again else recipe["schedule"], args.parameters,
+                                         recipe.get("schedule_source", "recipe"))
     elif args.schedule or args.preset:
         schedules[None] = schedule_entry(args.schedule or args.preset, args.parameters, args.schedule or args.preset)
     for e in entries:                  # the run's default preset waits for the model's family, below
@@ -98,17 +101,24 @@ def generate(args) -> None:
     configs = read_configs(args.model, local_model)
     family, variant = model_family(args.model, local_model, configs)
     video = family is not None and family.video
-    apply_defaults(args, variant, video)
+    # an image-conditioned model's files, read and checked (a --from recipe's against its hashes)
+    recorded = {k: v for k, v in (recipe.get("inputs") or {}).items() if getattr(args, k, None) is None}
+    entries = prepare_inputs(entries, args, configs, video=video, recorded=recorded,
+                             frames_rule=frames_rule(variant) if video else None)
+    apply_defaults(args, variant, video, own_frames=starts_from(configs) == "video")
     if from_batch:
         plan = [Job(index=k, prompt=e.prompt, seed=e.seed, height=args.height, width=args.width,
-                    negative_prompt=e.negative_prompt, file="") for k, e in enumerate(entries)]
+                    negative_prompt=e.negative_prompt, file="", inputs=e.inputs, strength=e.strength)
+                for k, e in enumerate(entries)]
     else:
-        plan = dataclasses.replace(plan, height=args.height, width=args.width, suffix=".mp4" if video else ".png")
+        plan = dataclasses.replace(plan, entries=entries, height=args.height, width=args.width,
+                                   suffix=".mp4" if video else ".png")
     if not many:
         kind = "clip" if video else "compare" if args.compare else "image"
         name = f"{kind}.mp4" if video else f"{kind}.png"
-        suffixes = VIDEO_SUFFIXES if video else image_suffixes()
-        path = output_path(args.out or name, name, overwrite=True, suffixes=suffixes, needs=output_formats(not video, video))
+        path = output_path(args.out or name, name, overwrite=True,
+                           suffixes=VIDEO_SUFFIXES if video else image_suffixes(),
+                           needs=output_formats(not video, video))
         if video:
             check_path(sidecar(path), "--out", names=[TEMPORARY_NAME])     # the recipe beside the clip
         single = (from_batch["index"] if from_batch else 0, path)
@@ -117,7 +127,10 @@ def generate(args) -> None:
     default = DEFAULT_PRESETS[variant] if variant is not None else DEFAULT_PRESETS["flux-dev"]
     if None not in schedules:
         schedules[None] = schedule_entry(default, args.parameters, default)
+    if starts_from(configs) is not None:
+        schedules = for_strength(schedules, args.parameters)
     per_token = pixels_per_token(variant)
+    check_rescaled(entries, args, configs)
     check_sizes(entries, args, schedules, per_token)
     if video and family.position_limit is not None:
         check_clip_positions(family, variant, configs, entries, args, per_token)

@@ -4,7 +4,10 @@ Everything here is decided before any model loads, from the command line and the
 file alone, so that a bad line, a name clash or an unwritable directory costs no time:
 
 - ``read_prompts``: a prompts file, one prompt per line, or JSON lines
-  ``{"prompt": ..., "seed": ..., "size": "WIDTHxHEIGHT", "schedule": ..., "negative_prompt": ...}``.
+  ``{"prompt": ..., "seed": ..., "size": "WIDTHxHEIGHT", "schedule": ..., "negative_prompt": ...}``,
+  and for an image-conditioned model its files (``"image"``, ``"mask"``, ...: the keys of
+  :func:`ralu_torch.backends.families.input_flags`, paths relative to the prompts file's
+  folder) and ``"strength"``.
 - :class:`Plan`: the run's images, one :class:`Job` per image computed when asked for (a
   run of 10^9 images costs no more to plan than one). Image ``i`` (counting from 0 over the
   whole run, ``--num-images`` per prompt, in file order) gets seed ``S + i`` for ``--seed S``;
@@ -20,16 +23,21 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ralu_schedule._errors import UsageError, brief
 from ralu_schedule._files import BELOW_OUTPUT_DIR, check_parent, check_path, read_text
+from ralu_schedule.strength import check_strength
+
+from .backends.families import input_flags
 
 MANIFEST = "manifest.jsonl"
 PART = "manifest.part-{rank}.jsonl"      # one per process of a multi-process run, merged at its end
 SEED_LIMIT = 2**63
-LINE_KEYS = ("prompt", "seed", "size", "width", "height", "schedule", "negative_prompt")
+#: A prompts file's files (an image-conditioned model's inputs), by key: every key of the families' tables.
+FILE_KEYS = tuple(input_flags())
+LINE_KEYS = ("prompt", "seed", "size", "width", "height", "schedule", "negative_prompt", *FILE_KEYS, "strength")
 
 
 @dataclass(frozen=True)
@@ -45,10 +53,13 @@ class Job:
     negative_prompt: str | None = None
     file: str = ""
     line: int | None = None              # its line in the prompts file
+    inputs: tuple = ()                   # its files, read and checked (generation.inputs.InputFile), by key
+    strength: float | None = None        # None: the pipeline's default (or it takes none)
 
     def batch_key(self) -> tuple:
-        """Images that can share one sampler call: same size, schedule and kind of guidance."""
-        return (self.height, self.width, self.schedule, self.negative_prompt is None)
+        """Images that can share one sampler call: same size, schedule, kind of guidance, input
+        files and strength."""
+        return (self.height, self.width, self.schedule, self.negative_prompt is None, self.inputs, self.strength)
 
 
 @dataclass
@@ -62,6 +73,10 @@ class Entry:
     schedule: str | None = None
     negative_prompt: str | None = None
     line: int | None = None
+    files: dict = field(default_factory=dict)    # the line's file paths by key (relative to the prompts file's folder)
+    strength: float | None = None
+    inputs: tuple = ()                   # the files it uses, read and checked: its own and the run's
+    size_from: str | None = None         # the file whose size its size is, where it took one
 
 
 def read_prompts(path) -> list[Entry]:
@@ -84,14 +99,14 @@ def read_prompts(path) -> list[Entry]:
         if not line or line.startswith("#"):
             continue
         where = f"{path.name}:{n}"
-        entries.append(_json_entry(line, where, n) if line.startswith("{") else Entry(prompt=line, line=n))
+        entries.append(_json_entry(line, where, n, path.parent) if line.startswith("{") else Entry(prompt=line, line=n))
     if not entries:
         raise UsageError(f"--prompts {brief(str(path))} holds no prompt (one a line; blank lines and # comments "
                          "are skipped)")
     return entries
 
 
-def _json_entry(line: str, where: str, n: int) -> Entry:
+def _json_entry(line: str, where: str, n: int, folder: Path) -> Entry:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as err:
@@ -119,6 +134,16 @@ def _json_entry(line: str, where: str, n: int) -> Entry:
             if not isinstance(obj[key], str) or not obj[key]:
                 raise UsageError(f"{where}: \"{key}\" must be a non-empty string, got {brief(obj[key])}")
             setattr(e, key, obj[key])
+    for key in FILE_KEYS:
+        if key in obj:
+            if not isinstance(obj[key], str) or not obj[key]:
+                raise UsageError(f"{where}: \"{key}\" must be a path (a non-empty string), got {brief(obj[key])}")
+            e.files[key] = str(folder / obj[key])          # an absolute path stays itself
+    if "strength" in obj:
+        try:
+            e.strength = check_strength(obj["strength"])
+        except ValueError as err:
+            raise UsageError(f"{where}: \"strength\": {err}") from None
     return e
 
 
@@ -185,7 +210,8 @@ class Plan:
         e = self.entries[i // self.num_images]
         return Job(index=i, prompt=e.prompt, seed=self._seed(i), height=e.height or self.height,
                    width=e.width or self.width, schedule=e.schedule,
-                   negative_prompt=e.negative_prompt or self.negative_prompt, file=self.file(i), line=e.line)
+                   negative_prompt=e.negative_prompt or self.negative_prompt, file=self.file(i), line=e.line,
+                   inputs=e.inputs, strength=e.strength)
 
     def file(self, i: int) -> str:
         return f"{i:05d}{self.suffix}"
@@ -222,13 +248,19 @@ def batches(jobs, size: int):
 #: all of them is this job done. Versions, timings and the batch it was drawn in are left out.
 IDENTITY = ("model", "prompt", "negative_prompt", "true_cfg", "seed", "height", "width", "guidance_scale",
             "max_sequence_length", "dtype", "device", "upsample", "select", "parameters", "schedule", "loras",
-            "compile", "num_frames", "fps")
+            "compile", "num_frames", "fps", "inputs", "strength")
 
 
 def identity(recipe: dict) -> dict:
+    """What of ``recipe`` decides the pixels: :data:`IDENTITY`, an input file by its SHA-256 (the
+    same bytes under another path are the same input; changed bytes under the same path are not)."""
     ident = {k: recipe.get(k) for k in IDENTITY}
-    if recipe.get("parameters") == "optimised":     # solved at call time from the model's config: same source,
-        ident["schedule"] = recipe.get("schedule_source")   # same model and size give the same schedule
+    inputs = ident["inputs"] if isinstance(ident["inputs"], dict) else {}
+    ident["inputs"] = {k: v.get("sha256") if isinstance(v, dict) else None for k, v in inputs.items()}
+    # a schedule solved at call time (from the model's config; for a strength): the same source, model, size and
+    # strength give the same schedule
+    if recipe.get("parameters") == "optimised" or recipe.get("schedule_at_call"):
+        ident["schedule"] = recipe.get("schedule_source")
     ident["device"] = str(ident["device"] or "").split(":")[0]       # cuda:3 and cuda:0 draw the same
     return ident
 

@@ -15,6 +15,7 @@ What a run records is built here too, in one place: :func:`base_recipe` (the run
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ralu_schedule._errors import UsageError, brief
@@ -146,7 +147,8 @@ FIELDS = {"model": (str,), "prompt": (str,), "negative_prompt": (str,), "true_cf
           "height": (int,), "width": (int,), "guidance_scale": (int, float), "max_sequence_length": (int,),
           "dtype": (str,), "upsample": (str,), "select": (str,), "parameters": (str,), "compile": (bool,),
           "schedule": (dict,), "schedule_source": (str,), "loras": (list,), "batch": (dict,),
-          "num_frames": (int,), "fps": (int, float)}
+          "num_frames": (int,), "fps": (int, float), "inputs": (dict,), "strength": (int, float),
+          "schedule_at_call": (bool,)}
 LONGEST = 100_000        # characters of any one string field
 
 
@@ -174,7 +176,23 @@ def check_recipe(recipe: dict, path) -> dict:
         if not ok:
             raise UsageError(f"{where!r}: its recipe's batch must be {{members: [{{prompt, seed, negative_prompt}}, "
                              "...] (at most 1024), index}}")
+    _check_inputs(recipe.get("inputs") or {}, where)
     return recipe
+
+
+def _check_inputs(inputs: dict, where: str) -> None:
+    """A recipe's input files: ``{key: {"path": ..., "sha256": 64 hex digits, ...}}``, keys of the
+    families' tables (:func:`~ralu_torch.backends.families.input_flags`)."""
+    from .backends.families import input_flags
+
+    keys = tuple(input_flags())
+    for key, rec in inputs.items():
+        if key not in keys:
+            raise UsageError(f"{where!r}: its recipe's inputs name {brief(key)}; the inputs are {', '.join(keys)}")
+        path, digest = (rec.get("path"), rec.get("sha256")) if isinstance(rec, dict) else (None, None)
+        if not (isinstance(path, str) and 0 < len(path) <= LONGEST and isinstance(digest, str)
+                and re.fullmatch(r"[0-9a-f]{64}", digest)):
+            raise UsageError(f"{where!r}: its recipe's inputs[{key!r}] must be {{path, sha256 (64 hex digits), ...}}")
 
 
 # -- what a run records -------------------------------------------------------------------------
@@ -186,7 +204,8 @@ def base_recipe(args, device: str, dtype_name: str, loras: list) -> dict:
             "guidance_scale": args.guidance_scale, "max_sequence_length": args.max_sequence_length,
             "dtype": dtype_name, "device": device, "upsample": args.upsample, "select": args.select,
             "parameters": args.parameters, "loras": loras, "compile": bool(args.compile),
-            **({} if args.num_frames is None else {"num_frames": args.num_frames, "fps": args.fps})}
+            **({} if args.num_frames is None else {"num_frames": args.num_frames}),
+            **({} if args.fps is None else {"fps": args.fps})}
 
 
 def job_recipe(base: dict, job, schedule) -> dict:
@@ -196,7 +215,23 @@ def job_recipe(base: dict, job, schedule) -> dict:
     fixed, _, source = schedule
     return {**base, "prompt": job.prompt, "negative_prompt": job.negative_prompt, "seed": job.seed,
             "height": job.height, "width": job.width, "schedule": None if fixed is None else fixed.to_dict(),
-            "schedule_source": str(source)}
+            "schedule_source": str(source), **_conditioning(job, fixed is None)}
+
+
+def _conditioning(job, at_call: bool) -> dict:
+    """An image-conditioned job's files (each as :meth:`InputFile.record
+    <ralu_torch.generation.inputs.InputFile.record>` records it: path, SHA-256, size), whether its
+    schedule is solved at call time (``at_call``: a preset solved for the strength; the schedule
+    that ran is recorded after the run, and ``--from`` solves it again from the preset), and its
+    strength where given; nothing for a text-to-image job (its recipe stays as it was)."""
+    out = {}
+    if job.inputs:
+        out["inputs"] = {f.key: f.record() for f in job.inputs}
+        if at_call:
+            out["schedule_at_call"] = True
+    if job.strength is not None:
+        out["strength"] = job.strength
+    return out
 
 
 def manifest_line(rec: dict) -> dict:
@@ -206,4 +241,8 @@ def manifest_line(rec: dict) -> dict:
             "width": rec.get("width"), "height": rec.get("height"), "model": rec.get("model"),
             "schedule": sched, "preset": (sched.get("info") or {}).get("preset"), "dtype": rec.get("dtype"),
             "device": rec.get("device"), "loras": rec.get("loras"), "seconds": None, "tflops": None,
-            **({"num_frames": rec["num_frames"], "fps": rec.get("fps")} if rec.get("num_frames") is not None else {})}
+            **({"num_frames": rec.get("num_frames"), "fps": rec.get("fps")} if rec.get("fps") is not None else {}),
+            **({"inputs": {k: {"path": v.get("path"), "sha256": v.get("sha256")} for k, v in rec["inputs"].items()
+                           if isinstance(v, dict)}} if isinstance(rec.get("inputs"), dict) and rec["inputs"] else {}),
+            **({"strength": rec.get("strength_used", rec.get("strength"))}
+               if rec.get("strength_used", rec.get("strength")) is not None else {})}

@@ -306,6 +306,23 @@ def wan_pipeline_with_text(seed: int = 0, experts: int = 1):
     return full
 
 
+def with_text(pipe, seed: int = 0):
+    """``pipe``, a tiny FLUX.1 or Wan pipeline built without text encoders (:func:`conditioned_pipeline`'s),
+    given the tiny text encoders and tokenizers of :func:`flux_pipeline_with_text` or
+    :func:`wan_pipeline_with_text`: it then takes prompts, and ``ralu generate`` runs it saved."""
+    name = type(pipe).__name__
+    if name.startswith("Flux"):
+        text = flux_pipeline_with_text(seed)
+        parts = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
+    elif name.startswith("Wan"):
+        text = wan_pipeline_with_text(seed)
+        parts = ("text_encoder", "tokenizer")
+    else:
+        raise ValueError(f"with_text takes a FLUX.1 or Wan pipeline, got {name}")
+    pipe.register_modules(**{k: getattr(text, k) for k in parts})
+    return pipe
+
+
 #: Image-conditioned pipelines :func:`conditioned_pipeline` builds (channel-concatenated conditions).
 CONDITIONED_MODELS = ("flux-fill", "flux-control", "wan2.1-i2v", "wan2.1-flf2v", "wan2.2-i2v-a14b", "wan2.2-ti2v-5b")
 

@@ -24,15 +24,117 @@ from ralu_schedule.models import MODEL_INFO
 
 
 @dataclass(frozen=True)
+class Input:
+    """A file an image-conditioned pipeline takes, as ``ralu generate`` and ``ralu eval`` take it:
+    the flag ``--KEY`` (``_`` written ``-``) and a prompts file's JSON key ``"KEY"``, read and
+    checked before any weights load, handed to the pipeline's call argument ``argument``
+    (:mod:`ralu_torch.generation.inputs`)."""
+
+    argument: str                       # the pipeline's call argument
+    key: str = ""                       # the flag and prompts-file key (default: the argument)
+    kind: str = "image"                 # "image" (read as RGB), "mask" (grey, the image's size) or "video" (a clip)
+    required: bool | Callable = True    # or (read) -> bool, where the model's configs decide
+    refused: Callable | None = None     # (read) -> why this model takes none (None: it takes one)
+    one: bool = False                   # one for the whole call (not one per generated image)
+    help: str = ""                      # what it is, for --help
+
+    def __post_init__(self):
+        if not self.key:
+            object.__setattr__(self, "key", self.argument)
+
+    def needed(self, read) -> bool:
+        return self.required(read) if callable(self.required) else self.required
+
+
+@dataclass(frozen=True)
 class Conditioned:
     """An image-conditioned pipeline RALU runs: its backend (``"module:Class"`` under
-    ``ralu_torch.backends``, a subclass of the family's) and, for a pipeline that starts from
-    its input (img2img, video2video), the argument holding it and how the pipeline cuts its
-    grid at a ``strength`` (:data:`ralu_schedule.strength.ROUNDINGS`)."""
+    ``ralu_torch.backends``, a subclass of the family's); for a pipeline that starts from its
+    input (img2img, video2video), the argument holding it and how the pipeline cuts its grid at
+    a ``strength`` (:data:`ralu_schedule.strength.ROUNDINGS`); the files it takes on the command
+    line (``inputs``, :class:`Input`), whether it resizes them to the run's size (Z-Image img2img
+    runs at its image's own), the size it gives its output where none is given (``size``: absent,
+    its first file's size; else ``size(read, width, height)`` of a first file of ``width x height``
+    returns ``(height, width)``, or None for the model's default size), and the modules its call
+    needs that diffusers does not (``requires``: Wan's image- and video-conditioned pipelines clean
+    every prompt with ftfy, unguarded, in diffusers 0.42.1)."""
 
     backend: str
     start: str | None = None        # "image" or "video": the argument the run starts from, noised to the strength
     rounding: str = "img2img"
+    inputs: tuple = ()
+    resizes: bool = True
+    size: Callable | None = None
+    rescales: Callable | None = None    # (read, height, width) -> the output size the call makes of a size given
+    requires: tuple = ()
+
+
+#: The file inputs of the pipelines, shared by the table below (``Input.help`` is what --help says).
+START_IMAGE = Input("image", help="the image to start from")
+START_VIDEO = Input("video", kind="video", help="the clip to start from (an MP4)")
+#: An img2img pipeline's entry: it starts from ``image=``, noised to its strength.
+IMG2IMG = dict(start="image", inputs=(START_IMAGE,))
+#: An editing pipeline's reference image (FLUX.1 Kontext's is optional: without one it makes an image from text).
+EDIT_IMAGE = Input("image", help="the image to edit")
+EDIT_IMAGE_OPTIONAL = Input("image", required=False, help="the image to edit")
+
+
+def _kontext_size(read, width: int, height: int) -> None:
+    """FLUX.1 Kontext's output size does not follow its image: it is ``height x width`` (the model's
+    default where not given) rescaled to ``max_area`` pixels (:func:`max_area_size`)."""
+    return None
+
+
+def max_area_size(height: int, width: int, max_area: float, multiple: int) -> tuple:
+    """``(height, width)`` rescaled to ``max_area`` pixels at its aspect ratio, each side floored to
+    a multiple of ``multiple``: FLUX.1 Kontext's output size (``FluxKontextBackend.call_size``; and
+    ``ralu generate``'s check of a size given, before loading)."""
+    aspect_ratio = width / height
+    return (round((max_area / aspect_ratio) ** 0.5) // multiple * multiple,
+            round((max_area * aspect_ratio) ** 0.5) // multiple * multiple)
+
+
+def _kontext_rescaled(read, height: int, width: int) -> tuple:
+    """The size FLUX.1 Kontext's call makes of ``height x width`` (its default ``max_area``, its VAE's
+    multiple), from the model's configs."""
+    import inspect
+
+    from diffusers import FluxKontextPipeline
+
+    max_area = inspect.signature(FluxKontextPipeline.__call__).parameters["max_area"].default
+    multiple = 2 ** (len(read("vae").get("block_out_channels", [0] * 4)) - 1) * 2
+    return max_area_size(height, width, max_area, multiple)
+
+
+def _qwen_edit_size(read, width: int, height: int) -> tuple:
+    """Qwen-Image-Edit's (and Edit Plus's) output size for an image of ``width x height``: about
+    ``VAE_IMAGE_SIZE`` (1024 x 1024) pixels at its aspect ratio, by the pipeline module's own
+    ``calculate_dimensions``, floored to the pipeline's multiple (twice its VAE's downsampling)."""
+    import importlib
+
+    name = read("").get("_class_name")
+    module = importlib.import_module("diffusers.pipelines.qwenimage." + (
+        "pipeline_qwenimage_edit_plus" if name == "QwenImageEditPlusPipeline" else "pipeline_qwenimage_edit"))
+    w, h = module.calculate_dimensions(getattr(module, "VAE_IMAGE_SIZE", 1024 * 1024), width / height)[:2]
+    multiple = 2 ** len(read("vae").get("temperal_downsample", [False, True, True])) * 2
+    return h // multiple * multiple, w // multiple * multiple
+
+
+def _wan_last_image(read) -> str | None:
+    """Why a WanImageToVideoPipeline model takes no last frame (as its backend refuses one), or None."""
+    if read("").get("expand_timesteps"):
+        return "Wan 2.2 TI2V conditions its clip on the first frame only (expand_timesteps)"
+    tr = read("transformer")
+    if tr.get("image_dim") is not None and tr.get("pos_embed_seq_len") is None:
+        return ("this Wan 2.1 I2V model's image embedder takes one image's CLIP tokens; a last frame needs the "
+                "first-last-frame model (Wan 2.1 FLF2V)")
+    return None
+
+
+def _wan_flf2v(read) -> bool:
+    """Wan 2.1 FLF2V (an image embedder with positions for two images' CLIP tokens) needs a last frame."""
+    tr = read("transformer")
+    return tr.get("image_dim") is not None and tr.get("pos_embed_seq_len") is not None
 
 
 @dataclass(frozen=True)
@@ -130,14 +232,18 @@ FAMILIES = (
            negative="true-cfg",
            guidance="FLUX.1-dev's guidance is distilled into the model (guidance_scale); true CFG with a negative "
                     "prompt and true_cfg_scale > 1 adds a second call per step",
-           conditioned={"FluxImg2ImgPipeline": Conditioned("flux:FluxImg2ImgBackend", start="image"),
-                        "FluxFillPipeline": Conditioned("flux:FluxFillBackend"),
-                        "FluxControlPipeline": Conditioned("flux:FluxControlBackend"),
-                        "FluxKontextPipeline": Conditioned("flux:FluxKontextBackend")},
+           conditioned={"FluxImg2ImgPipeline": Conditioned("flux:FluxImg2ImgBackend", **IMG2IMG),
+                        "FluxFillPipeline": Conditioned("flux:FluxFillBackend", inputs=(
+                            Input("image", help="the image to fill"),
+                            Input("mask_image", "mask", kind="mask", help="the mask (white: the region to fill)"))),
+                        "FluxControlPipeline": Conditioned("flux:FluxControlBackend", inputs=(
+                            Input("control_image", help="the control image (a Canny or depth map)"),)),
+                        "FluxKontextPipeline": Conditioned("flux:FluxKontextBackend", inputs=(EDIT_IMAGE_OPTIONAL,),
+                                                           size=_kontext_size, rescales=_kontext_rescaled)},
            context_parallel=True, cfg_parallel=True),
     Family("sd3", "SD3", ("StableDiffusion3Pipeline",), "sd3:SD3Backend", ("StableDiffusion3",), _sd3_variant,
            negative="cfg", guidance="classifier-free guidance with guidance_scale > 1, both halves in one call",
-           conditioned={"StableDiffusion3Img2ImgPipeline": Conditioned("sd3:SD3Img2ImgBackend", start="image")}),
+           conditioned={"StableDiffusion3Img2ImgPipeline": Conditioned("sd3:SD3Img2ImgBackend", **IMG2IMG)}),
     Family("flux2", "FLUX.2", ("Flux2Pipeline", "Flux2KleinPipeline"), "flux2:Flux2Backend", ("Flux2",), _flux2_variant,
            negative="none",
            guidance="FLUX.2 [dev]'s guidance is distilled into the model; FLUX.2 [klein] base guides with an empty "
@@ -147,26 +253,34 @@ FAMILIES = (
            "qwenimage:QwenImageBackend", ("QwenImage",), _qwen_variant, negative="true-cfg",
            guidance="true CFG with a negative prompt and true_cfg_scale > 1 (a second call per step), rescaled per "
                     "token to the conditional velocity's norm",
-           conditioned={"QwenImageImg2ImgPipeline": Conditioned("qwenimage:QwenImageImg2ImgBackend", start="image"),
-                        "QwenImageEditPipeline": Conditioned("qwenimage:QwenImageEditBackend"),
-                        "QwenImageEditPlusPipeline": Conditioned("qwenimage:QwenImageEditBackend")},
+           conditioned={"QwenImageImg2ImgPipeline": Conditioned("qwenimage:QwenImageImg2ImgBackend", **IMG2IMG),
+                        "QwenImageEditPipeline": Conditioned("qwenimage:QwenImageEditBackend", inputs=(EDIT_IMAGE,),
+                                                             size=_qwen_edit_size),
+                        "QwenImageEditPlusPipeline": Conditioned("qwenimage:QwenImageEditBackend", inputs=(EDIT_IMAGE,),
+                                                                 size=_qwen_edit_size)},
            context_parallel=True, cfg_parallel=True),
     Family("z-image", "Z-Image", ("ZImagePipeline",), "zimage:ZImageBackend", ("ZImage",), _zimage_variant, negative="cfg",
            cfg_threshold=0.0,
            guidance="classifier-free guidance with guidance_scale > 0, both halves in one call (Z-Image-Turbo "
                     "runs without: guidance_scale 0)",
-           conditioned={"ZImageImg2ImgPipeline": Conditioned("zimage:ZImageImg2ImgBackend", start="image")}),
+           conditioned={"ZImageImg2ImgPipeline": Conditioned("zimage:ZImageImg2ImgBackend", **IMG2IMG,
+                                                              resizes=False)}),
     Family("chroma", "Chroma", ("ChromaPipeline",), "chroma:ChromaBackend", ("Chroma",), lambda read: "chroma", negative="cfg",
            guidance="classifier-free guidance with guidance_scale > 1, a second call per step",
-           conditioned={"ChromaImg2ImgPipeline": Conditioned("chroma:ChromaImg2ImgBackend", start="image")},
+           conditioned={"ChromaImg2ImgPipeline": Conditioned("chroma:ChromaImg2ImgBackend", **IMG2IMG)},
            cfg_parallel=True),
     Family("wan", "Wan", ("WanPipeline",), "wan:WanBackend", ("Wan",), _wan_variant, negative="cfg",
            guidance="classifier-free guidance with guidance_scale > 1, a second call per step; Wan 2.2 A14B's "
                     "low-noise expert guides with guidance_scale_2",
            video=True, position_limit=lambda read: int(read("transformer").get("rope_max_seq_len", 1024)),
            conditioned={"WanVideoToVideoPipeline": Conditioned("wan:WanVideoToVideoBackend", start="video",
-                                                                rounding="video2video"),
-                        "WanImageToVideoPipeline": Conditioned("wan:WanImageToVideoBackend")},
+                                                                rounding="video2video", inputs=(START_VIDEO,),
+                                                                requires=("ftfy",)),
+                        "WanImageToVideoPipeline": Conditioned("wan:WanImageToVideoBackend", requires=("ftfy",),
+                                                               inputs=(
+                            Input("image", one=True, help="the clip's first frame"),
+                            Input("last_image", one=True, required=_wan_flf2v, refused=_wan_last_image,
+                                  help="the clip's last frame (Wan 2.1 FLF2V)")))},
            context_parallel=True, cfg_parallel=True),
 )
 
@@ -225,6 +339,29 @@ def conditioned_pipeline(class_name: str) -> tuple | None:
         if class_name in f.conditioned:
             return f, f.conditioned[class_name]
     return None
+
+
+def inputs_of(class_name: str) -> tuple:
+    """The files pipeline ``class_name`` takes on the command line (:class:`Input`; empty for a
+    text-to-image pipeline)."""
+    found = conditioned_pipeline(class_name)
+    return found[1].inputs if found is not None else ()
+
+
+def input_flags() -> dict:
+    """Every file input of the table: ``{key: [(pipeline class name, Input), ...]}`` in the
+    order the table names them; ``ralu generate`` and ``ralu eval`` have a flag for each."""
+    out = {}
+    for f in FAMILIES:
+        for name, c in f.conditioned.items():
+            for i in c.inputs:
+                out.setdefault(i.key, []).append((name, i))
+    return out
+
+
+def strength_pipelines() -> tuple:
+    """The pipelines that take ``strength`` (they start from their input): ``--strength`` is theirs."""
+    return tuple(name for f in FAMILIES for name, c in f.conditioned.items() if c.start)
 
 
 def family_of_pipeline(class_name: str) -> Family | None:

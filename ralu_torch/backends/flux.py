@@ -21,6 +21,7 @@ import torch
 from ralu_schedule._errors import check_finite, check_positive_int
 
 from .conditions import check_batch, check_generators, check_image, check_mask
+from .families import max_area_size
 
 from ..parallel import local_joint
 from ..tokens import latent_tokens, unpack
@@ -351,14 +352,12 @@ class FluxKontextBackend(ReferenceBackend, FluxBackend):
         max_area = check_finite("max_area", max_area)
         if max_area <= 0:
             raise ValueError(f"max_area must be a positive number of pixels, got {max_area:g}")
-        aspect_ratio = width / height
         multiple = self.pipe.vae_scale_factor * 2
-        width = round((max_area * aspect_ratio) ** 0.5) // multiple * multiple
-        height = round((max_area / aspect_ratio) ** 0.5) // multiple * multiple
-        if not height or not width:
+        out_height, out_width = max_area_size(height, width, max_area, multiple)
+        if not out_height or not out_width:
             raise ValueError(f"max_area {max_area:g} leaves no {multiple}-pixel row or column at aspect ratio "
-                             f"{aspect_ratio:g}; give a larger max_area")
-        return height, width
+                             f"{width / height:g}; give a larger max_area")
+        return out_height, out_width
 
     def encode(self, *, image=None, generator=None, max_area=None, _auto_resize=None, **text) -> Guided:
         """FLUX.1's conditioning (:meth:`FluxBackend.encode`) and the reference image, preprocessed

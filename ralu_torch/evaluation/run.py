@@ -138,7 +138,8 @@ def _config_args(args, config: Config):
 def _prepare(args, configs):
     """Everything decided from the command line and configs alone: (entries, plan, local model, family)."""
     from ..generation.flags import check_guidance_flags as _check_guidance_flags, check_sizes as _check_sizes
-    from ..generation.plan import model_family as _family, schedule_entry as _schedule_entry
+    from ..generation.inputs import prepare_inputs
+    from ..generation.plan import model_family as _family, read_configs, schedule_entry as _schedule_entry
     from ..schedules import _check_family
     from ..sources import check_model
 
@@ -147,12 +148,14 @@ def _prepare(args, configs):
             what = "exact (the data themselves)" if c.kind == "exact" else f"ablation:{c.ablation}"
             raise UsageError(f"configuration {brief(c.label)}: {what} runs on --model analytic only")
     entries = _entries(args)
-    plan = Plan(entries, args.num_images or 1, args.seed, args.height, args.width, None)
     local = check_model(args.model)
-    family, _ = _family(args.model, local)
+    read = read_configs(args.model, local)
+    family, _ = _family(args.model, local, read)
     if family is not None and family.video:
         raise UsageError(f"ralu eval scores images and {brief(args.model)} is a video model ({family.name}); time "
                          f"its clips with bench/latency.py --family {family.name} and make them with ralu generate")
+    entries = prepare_inputs(entries, args, read)          # an image-conditioned model's files: every configuration's
+    plan = Plan(entries, args.num_images or 1, args.seed, args.height, args.width, None)
     for c in configs:
         if c.kind == "baseline":
             continue
@@ -202,6 +205,7 @@ def cache_on(pipe, config: Config):
 def recipe_of(args, configs, entries, device: str, dtype_name: str) -> dict:
     """Everything that decides a run's results on a model (:class:`~.results.Folder`'s recipe)."""
     prompts = json.dumps([[e.prompt, e.seed, e.height, e.width, e.negative_prompt] for e in entries])
+    inputs = [[{f.key: f.sha256 for f in e.inputs}, e.strength] for e in entries]   # a conditioned model's, by bytes
     metrics = list(args.metrics or NAMES)
     return {"model": args.model, "configurations": [c.text for c in configs],
             "prompts": {"count": len(entries), "sha256": hashlib.sha256(prompts.encode()).hexdigest()},
@@ -210,10 +214,13 @@ def recipe_of(args, configs, entries, device: str, dtype_name: str) -> dict:
             "guidance_scale": args.guidance_scale, "max_sequence_length": args.max_sequence_length,
             "metrics": metrics, "clip_model": source_name(args.clip_model) if "clip-score" in metrics else None,
             "clip_iqa_model": source_name(args.clip_iqa_model) if "clip-iqa" in metrics else None,
-            "repeats": args.repeats, "sheet": args.sheet}
+            "repeats": args.repeats, "sheet": args.sheet,
+            **({"inputs": hashlib.sha256(json.dumps(inputs).encode()).hexdigest()}
+               if any(e.inputs or e.strength is not None for e in entries) else {})}
 
 
 def _evaluate_model(args, configs, out: Path, say) -> Path:
+    from ..generation.execute import schedule_to_run
     from ..generation.load import check_device, load_pipeline as _load
     from ..generation.plan import processes as _processes
     from ..recipe import base_recipe as _base_recipe, job_recipe as _recipe
@@ -246,7 +253,7 @@ def _evaluate_model(args, configs, out: Path, say) -> Path:
             ralu = ralus[c.text]
 
             def wanted(job, base=base, ralu=ralu, c=c):
-                rec = _recipe(base, job, (ralu.schedule_for(job.height, job.width), None, c.text))
+                rec = _recipe(base, job, (schedule_to_run(ralu, job), None, c.text))
                 return {**rec, "eval": {"configuration": c.text}}
 
             if rank == 0:

@@ -9,7 +9,7 @@ from ralu_schedule.models import MODEL_INFO
 from .. import console as _console
 from ..backends.families import BY_NAME, read_pipeline_config
 from ..jobs import Job
-from .execute import call_args, clock, generators, run_batch, versions
+from .execute import call_args, clock, generators, ran_with, run_batch, versions
 from .write import RunFailure, save, side_by_side
 
 
@@ -20,7 +20,7 @@ def compare(args, pipe, ralu, job: Job, path: Path, recipe: dict, device: str) -
 
     variant = BY_NAME[ralu.backend.name].variant(read_pipeline_config(pipe))
     steps = args.baseline_steps or MODEL_INFO[variant].default_steps   # the model's stock run (FLUX.1-dev: 50)
-    kw = call_args(args, [job])
+    kw = call_args(args, [job], pipe)
     if "negative_prompt" in kw:
         kw["negative_prompt"] = kw["negative_prompt"][0]
     console = _console.current()
@@ -50,8 +50,7 @@ def compare(args, pipe, ralu, job: Job, path: Path, recipe: dict, device: str) -
             (f"RALU {name}, {'+'.join(map(str, lay.steps))} steps", seconds, ralu_tf)]
     picture = side_by_side([base.images[0], out.images[0]],
                            [[label, f"{s:.2f} s, {tf:.4g} transformer TFLOPs"] for label, s, tf in rows])
-    rec = {**recipe, "schedule": out.schedule.to_dict(), "guidance_used": ralu.guidance_scale,
-           "versions": versions(),
+    rec = {**recipe, **ran_with(ralu, out, job), "versions": versions(),
            "compare": {"baseline_steps": steps, "baseline_seconds": base_s, "ralu_seconds": seconds,
                        "baseline_tflops": base_tf, "ralu_tflops": ralu_tf}}
     try:

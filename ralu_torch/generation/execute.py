@@ -8,13 +8,18 @@ import traceback
 
 from ralu_schedule._errors import UsageError
 
+from .inputs import call_inputs
+
 
 def generators(torch, device: str, seeds):
     gen_device = "cpu" if device.startswith("mps") else device
     return [torch.Generator(device=gen_device).manual_seed(s) for s in seeds]
 
 
-def call_args(args, group: list) -> dict:
+def call_args(args, group: list, pipe) -> dict:
+    """The pipeline's call arguments for a batch of jobs (``args`` the parsed command line): the
+    size, guidance, negative prompts, frames, and an image-conditioned ``pipe``'s files and
+    strength (:func:`~ralu_torch.generation.inputs.call_inputs`)."""
     kw = {"height": group[0].height, "width": group[0].width, "guidance_scale": args.guidance_scale,
           "max_sequence_length": args.max_sequence_length}
     if group[0].negative_prompt is not None:
@@ -23,7 +28,7 @@ def call_args(args, group: list) -> dict:
         kw["true_cfg_scale"] = args.true_cfg
     if args.num_frames is not None:
         kw["num_frames"] = args.num_frames
-    return kw
+    return {**kw, **call_inputs(group, pipe)}
 
 
 def run_batch(ralu, group: list, args, device: str, callback=None):
@@ -35,7 +40,7 @@ def run_batch(ralu, group: list, args, device: str, callback=None):
     kwargs = {} if callback is None else {"callback_on_step_end": callback}
     start = clock(torch, device)
     try:
-        out = ralu([j.prompt for j in group], generator=gens, **call_args(args, group), **kwargs)
+        out = ralu([j.prompt for j in group], generator=gens, **call_args(args, group, ralu.pipe), **kwargs)
     except (TypeError, RuntimeError) as err:
         if args.offload == "none" or not any("accelerate" in f.filename for f in traceback.extract_tb(err.__traceback__)):
             raise
@@ -45,6 +50,32 @@ def run_batch(ralu, group: list, args, device: str, callback=None):
                          f"({type(err).__name__}: {str(err).splitlines()[0][:120]}); the pipeline's own call goes "
                          "through the same hooks; try another --offload") from None
     return clock(torch, device) - start, out
+
+
+def schedule_to_run(ralu, job):
+    """The schedule a call of ``ralu`` for ``job`` will record (``out.schedule``), known before it
+    runs: at the job's size, and for a pipeline that starts from its input, solved for the job's
+    strength (the pipeline's default where it has none); a fixed schedule, which the call cuts, as
+    it is."""
+    from ralu_schedule import Schedule
+
+    default = getattr(ralu.backend, "default_strength", None)
+    if default is not None:
+        sched = ralu.schedule_for(job.height, job.width, strength=default if job.strength is None else job.strength)
+        if isinstance(sched, Schedule):
+            return sched
+    return ralu.schedule_for(job.height, job.width)
+
+
+def ran_with(ralu, out, job) -> dict:
+    """What a finished call adds to ``job``'s recipe: the schedule that ran (solved), the guidance
+    scale used and, for a pipeline that starts from its input, the strength used (the job's, or
+    the pipeline's default)."""
+    rec = {"schedule": out.schedule.to_dict(), "guidance_used": ralu.guidance_scale}
+    default = getattr(ralu.backend, "default_strength", None)
+    if default is not None:
+        rec["strength_used"] = default if job.strength is None else job.strength
+    return rec
 
 
 def clock(torch, device: str) -> float:

@@ -13,18 +13,19 @@ from ralu_schedule._files import VIDEO_SUFFIXES
 from ralu_schedule.models import MODEL_INFO
 from ralu_schedule.presets import PARAMETERS
 
-from ..backends.families import FAMILIES
+from ..backends.families import FAMILIES, input_flags
 from ..jobs import SEED_LIMIT
 from ..options import SELECTIONS, UPSAMPLE_MODES
 from ..recipe import image_suffixes
 
 #: The recipe fields ``--from`` fills where the command line leaves them out.
 FROM_FIELDS = ("model", "prompt", "negative_prompt", "true_cfg", "seed", "height", "width", "guidance_scale",
-               "max_sequence_length", "dtype", "num_frames", "fps")
+               "max_sequence_length", "dtype", "num_frames", "fps", "strength")
 #: the frame rates a clip may be written at: both ends write an MP4 that ffmpeg reads back at that rate
 FPS_RANGE = (0.01, 480)
-#: The flags whose change makes ``--from`` a new image rather than the recorded batch's member.
-BATCH_FIELDS = ("prompt", "negative_prompt", "seed", "height", "width", "num_frames")
+#: The flags whose change makes ``--from`` a new image rather than the recorded batch's member
+#: (an input file given anew included: the recorded ones are checked against their SHA-256).
+BATCH_FIELDS = ("prompt", "negative_prompt", "seed", "height", "width", "num_frames", *input_flags(), "strength")
 
 
 def fill_from_recipe(args, recipe: dict):
@@ -95,10 +96,11 @@ def check_generate_flags(args, many: bool, world: int, recipe: dict, replicas: i
             raise UsageError("--offload with several processes: each process holds its own model; use one or the other")
 
 
-def apply_defaults(args, variant, video: bool) -> None:
+def apply_defaults(args, variant, video: bool, own_frames: bool = False) -> None:
     """The model's own size where none is given (1024 x 1024 for the image families, Wan's
     480 x 832), and a video model's frames and frame rate; ``--num-frames`` and ``--fps`` are
-    refused for an image model."""
+    refused for an image model. ``own_frames``: a pipeline that makes a clip of its input clip's
+    frames (video2video), which takes no frame count."""
     from ralu_schedule.cost import MODELS
 
     spec = MODELS.get(variant)
@@ -113,18 +115,26 @@ def apply_defaults(args, variant, video: bool) -> None:
     height, width = spec.default_resolution if spec is not None and video else (1024, 1024)
     args.height = height if args.height is None else args.height
     args.width = width if args.width is None else args.width
-    if video:
+    if video and not own_frames:
         frames = args.num_frames if args.num_frames is not None else spec.default_frames
         try:
             spec.latent_frames(frames)                   # the VAE's 4k + 1 rule, one line if broken
         except ValueError as err:
             raise UsageError(f"--num-frames: {err}") from None
         args.num_frames = frames
+    if video:
         args.fps = args.fps if args.fps is not None else info.fps
         check_finite("--fps", args.fps)
         if not FPS_RANGE[0] <= args.fps <= FPS_RANGE[1]:     # beyond, ffmpeg fails or writes a rate it reads back as 0
             raise UsageError(f"--fps must be from {FPS_RANGE[0]:g} to {FPS_RANGE[1]:g} frames per second, got "
                              f"{args.fps:g}")
+
+
+def frames_rule(variant):
+    """``rule(frames)``: raises ``ValueError`` for a frame count the model's VAE cannot encode."""
+    from ralu_schedule.cost import MODELS
+
+    return MODELS[variant].latent_frames
 
 
 def check_sizes(entries, args, schedules: dict, pixels_per_token: int = 16) -> None:
@@ -142,9 +152,11 @@ def check_sizes(entries, args, schedules: dict, pixels_per_token: int = 16) -> N
             token_grid(height, width, pixels_per_token=pixels_per_token,
                        downsampling=(fixed.layout if fixed is not None else layout).downsampling, what="this schedule")
         except ValueError as err:
+            origin = (f" (the size of {brief(e.size_from)}; give --height and --width to resize it)"
+                      if e.size_from is not None and (e.height, e.width) == (height, width) else "")
             if args.prompts and e.line is not None:
-                raise UsageError(f"{Path(args.prompts).name}:{e.line}: {err}") from None
-            raise
+                raise UsageError(f"{Path(args.prompts).name}:{e.line}: {err}{origin}") from None
+            raise UsageError(f"{err}{origin}") from None
 
 
 def check_clip_positions(family, variant, read, entries, args, pixels_per_token: int) -> None:
@@ -154,8 +166,9 @@ def check_clip_positions(family, variant, read, entries, args, pixels_per_token:
 
     limit = family.position_limit(read)
     spec = MODELS[variant]
-    frames = spec.latent_frames(args.num_frames)
     for e in entries:
+        clip = next((f.frames for f in e.inputs if f.frames is not None), None)     # a video2video run's own
+        frames = spec.latent_frames(args.num_frames if clip is None else clip)
         height, width = e.height or args.height, e.width or args.width
         rows, cols = height // pixels_per_token, width // pixels_per_token
         if max(frames, rows, cols) > limit:

@@ -9,10 +9,11 @@ import json
 import os
 from pathlib import Path
 
+from ralu_schedule import PRESETS, get_preset
 from ralu_schedule._errors import UsageError, brief
 from ralu_schedule._files import VIDEO_SUFFIXES, read_text
 
-from ..backends.families import family_of_pipeline
+from ..backends.families import conditioned_pipeline, family_of_pipeline
 from ..jobs import differences
 from ..recipe import read_recipe
 from ..schedules import _parse_schedule
@@ -26,6 +27,23 @@ def schedule_entry(arg, parameters: str, source, where: str | None = None):
             raise
         raise UsageError(f"{where}: {err}") from None
     return fixed, layout, source
+
+
+def for_strength(schedules: dict, parameters: str) -> dict:
+    """``schedules`` (key -> ``(fixed, layout, source)``) for a pipeline that starts from its input
+    (img2img, video2video): a preset is solved at call time for the range the strength leaves (RALU
+    does that given the preset's name), a schedule file stays fixed (RALU cuts it where the
+    pipeline cuts its own grid). The published parameters are for a run from noise: refused."""
+    out = {}
+    for key, (fixed, layout, source) in schedules.items():
+        if isinstance(source, str) and source in PRESETS:
+            if parameters == "authors":
+                raise UsageError(f"--parameters authors: preset {source}'s published parameters are for a run from "
+                                 "noise; from an image (strength) its layout is solved for the range the strength "
+                                 "leaves: use --parameters default or optimised")
+            fixed, layout = None, get_preset(source).layout
+        out[key] = (fixed, layout, source)
+    return out
 
 
 def read_configs(model: str, local=None):
@@ -64,11 +82,13 @@ def model_family(model: str, local=None, read=None):
     pipeline's ``model_index.json`` and the configs its family reads to tell its models apart
     (FLUX.1-schnell has no guidance embedding, FLUX.2 [klein] is distilled or not, 4B or 9B,
     Z-Image-Turbo has a smaller shift): JSON files only, no weights and no torch (a local folder,
-    the hub cache, or the hub). (None, None) for a pipeline no family runs: loading it then
-    fails with the list of those RALU runs. ``read``: the pipeline's configs (:func:`read_configs`),
-    where the caller has them already."""
+    the hub cache, or the hub); an image-conditioned pipeline's family is the family whose
+    table names it (:func:`~ralu_torch.backends.families.conditioned_pipeline`). (None, None) for
+    a pipeline no family runs: loading it then fails with the list of those RALU runs.
+    ``read``: the pipeline's configs (:func:`read_configs`), where the caller has them already."""
     read = read or read_configs(model, local)
-    family = family_of_pipeline(str(read("").get("_class_name", "")))
+    name = str(read("").get("_class_name", ""))
+    family = family_of_pipeline(name) or (conditioned_pipeline(name) or (None,))[0]
     if family is None:
         return None, None
     return family, family.variant(read)

@@ -14,7 +14,7 @@ from ralu_schedule._files import VIDEO_SUFFIXES, temporary
 from .. import console as _console
 from ..jobs import MANIFEST, PART, DirectoryLock, append_line, batches, check_writable_dir, merge_manifest
 from ..recipe import manifest_line, needs_room, save_options, sidecar
-from .execute import run_batch, versions
+from .execute import ran_with, run_batch, versions
 from .plan import things, unit
 
 
@@ -97,8 +97,7 @@ def write_images(args, plan, mine, ralus, target, wanted, out_dir, rank, world, 
                 path = target(job)
                 if path is None:
                     continue
-                rec = {**wanted(job), "schedule": out.schedule.to_dict(), "guidance_used": ralu.guidance_scale,
-                       "versions": made_with}
+                rec = {**wanted(job), **ran_with(ralu, out, job), "versions": made_with}
                 if len(group) > 1:
                     rec["batch"] = {"members": members, "index": k}
                 line = None if manifest is None else {
