@@ -303,6 +303,65 @@ class WanSpec(DiTSpec):
         return f + _lin(M, d, out)                         # proj_out
 
 
+@dataclass(frozen=True, kw_only=True)
+class QwenImage21Spec(DiTSpec):
+    """Qwen-Image 2.1 (``QwenImage21Transformer2DModel``): one single-stream, block-causal
+    sequence ``[text, image]``, a token per latent pixel (``patch`` 1: 16 pixels a side), no
+    biases, SwiGLU feed-forwards, one shared modulation layer. With ``causal_condition`` the
+    text is modulated from ``t = 0`` (one more timestep row), never sees the image, and its keys
+    and values are cached: the pipeline's first step runs the whole sequence, every later step
+    (:meth:`forward`, ``kv_cache``) the image tokens alone against the stored prefix, still
+    projecting the text (``txt_in``) each time. :meth:`prefix` is what the first step costs
+    beyond a later one (the text through every block, the output layer on the text), once per
+    image and branch; ``kv_cache=False``: every step runs the whole sequence."""
+
+    family: ClassVar[str] = "qwen-image-2.1"
+    patch: ClassVar[int] = 1
+    layers: int
+    mlp_ratio: int = 3
+    token_features: int = 64    # 64 latent channels, one latent pixel per token
+    out_features: int = 64
+    context_dim: int = 4096     # Qwen3-VL-8B's hidden size
+    kv_cache: bool = True
+
+    def _common(self, M: int, T: int) -> Flops:
+        d = self.width
+        f = _lin(M, self.token_features, d) + _lin(T, self.context_dim, d) + _lin(T, d, d)   # img_in, txt_in
+        f += _lin(2, 256, d) + _lin(2, d, d) + _lin(2, d, 4 * d)       # timestep MLP and modulation: t and t = 0
+        return f + _lin(2, d, d)                                        # norm_out's scale, both rows
+
+    def _layer(self, q: int, kv: int) -> Flops:
+        d = self.width
+        return _qkvo(q, d) + _ffn(q, d, self.mlp_ratio * d, gates=2) + _attn(q, kv, d)
+
+    def forward(self, image_tokens: int, text_tokens: int) -> Flops:
+        M, T = image_tokens, text_tokens
+        f = self._common(M, T) + _lin(M, self.width, self.out_features)
+        if self.kv_cache:
+            return f + self.layers * self._layer(M, T + M)
+        return f + self.layers * (self._layer(M, T + M) + self._layer(T, T)) + _lin(T, self.width, self.out_features)
+
+    def prefix(self, text_tokens: int) -> Flops:
+        """The first (prefill) step's cost beyond a cached one: zero without ``kv_cache``."""
+        T = text_tokens
+        return self.layers * self._layer(T, T) + _lin(T, self.width, self.out_features) if self.kv_cache else Flops()
+
+
+@dataclass(frozen=True)
+class TransformerPrefix:
+    """A transformer's once-per-image work on the text, as an entry of ``ModelSpec.encoders``
+    (Qwen-Image 2.1's cached prefix: :meth:`QwenImage21Spec.prefix`) on the transformer's own
+    text sequence."""
+
+    transformer: DiTSpec
+
+    def sequence(self, prompt_tokens: int) -> int:
+        return prompt_tokens
+
+    def forward(self, tokens: int) -> Flops:
+        return self.transformer.prefix(tokens)
+
+
 # -- text encoders and VAE ---------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class EncoderSpec:
@@ -432,7 +491,9 @@ class CausalVAEDecoderSpec:
     only attention is the middle block's, over one frame's latent pixels. Wan 2.1's
     upsampling convolutions halve the channels (the next block starts at half width); Wan
     2.2's keep them, its up blocks add a parameter-free shortcut, and its decoder ends in
-    ``3 x 2 x 2`` channels that are unpatchified to the pixels (16x spatial compression)."""
+    ``3 x 2 x 2`` channels that are unpatchified to the pixels (16x spatial compression).
+    ``image``: Qwen-Image 2.1's ``AutoencoderKLQwenImage21``, the image specialisation of Wan 2.2's
+    residual decoder, whose causal 3x3x3 convolutions are 3x3 ones on its one frame."""
 
     base_dim: int = 96
     z_dim: int = 16
@@ -442,6 +503,7 @@ class CausalVAEDecoderSpec:
     out_channels: int = 3
     residual: bool = False
     patch_size: int = 1
+    image: bool = False
 
     @property
     def downsampling(self) -> int:
@@ -461,6 +523,9 @@ class CausalVAEDecoderSpec:
         """FLOPs of decoding ``latent_frames`` latent frames to a ``height x width`` video
         (one image for one latent frame)."""
         n = check_positive_int("latent frames", latent_frames)
+        if self.image and n != 1:
+            raise ValueError(f"an image VAE (AutoencoderKLQwenImage21) decodes one frame: latent_frames must be 1, "
+                             f"got {latent_frames!r}")
         h, w = height // self.downsampling, width // self.downsampling
         f = n * _conv(self.z_dim, self.z_dim, 1, h, w)   # post_quant_conv, on the whole latent
         f += self._chunk(h, w, first=True)
@@ -469,14 +534,15 @@ class CausalVAEDecoderSpec:
     def _chunk(self, h: int, w: int, first: bool) -> Flops:
         """One latent frame through the decoder; ``first``: the first one (no temporal upsampling)."""
         t = 1   # frames at the current stage of the decoder
+        k = 9 if self.image else 27          # taps of a "causal 3-D" convolution (the image decoder's: 3x3)
 
         def resnet(cin, cout):
-            f = t * (_conv(cin, cout, 27, h, w) + _conv(cout, cout, 27, h, w))
+            f = t * (_conv(cin, cout, k, h, w) + _conv(cout, cout, k, h, w))
             return f + t * _conv(cin, cout, 1, h, w) if cin != cout else f
 
         dims = [self.base_dim * k for k in (self.dim_mult[-1], *reversed(self.dim_mult))]
         top = dims[0]
-        f = _conv(self.z_dim, top, 27, h, w)                                     # conv_in
+        f = _conv(self.z_dim, top, k, h, w)                                      # conv_in
         f += 2 * resnet(top, top) + _lin(h * w, top, 4 * top) + _attn(h * w, h * w, top)   # middle block
         for i, (cin, cout) in enumerate(zip(dims[:-1], dims[1:])):
             if i and not self.residual:
@@ -489,7 +555,7 @@ class CausalVAEDecoderSpec:
                     t *= 2
                 h, w = 2 * h, 2 * w
                 f += t * _conv(cout, cout if self.residual else cout // 2, 9, h, w)
-        return f + t * _conv(dims[-1], self.out_channels, 27, h, w)             # conv_out
+        return f + t * _conv(dims[-1], self.out_channels, k, h, w)              # conv_out
 
 
 T5_XXL = EncoderSpec(kind="t5", layers=24, width=4096, ffn=10240, inner=4096, tokens=512)
@@ -521,6 +587,16 @@ WAN21_VAE = CausalVAEDecoderSpec()        # AutoencoderKLWan's defaults: z 16, 8
 # Wan 2.2's VAE (Wan2.2-TI2V-5B-Diffusers vae/config.json: base_dim 160, decoder_base_dim 256, z_dim 48,
 # is_residual, patch_size 2, out_channels 12, 16x spatial, 4x temporal).
 WAN22_VAE = CausalVAEDecoderSpec(base_dim=256, z_dim=48, out_channels=12, residual=True, patch_size=2)
+# Qwen-Image 2.1: Qwen3VLForConditionalGeneration (Qwen3-VL-8B: its language model's sizes, untied
+# logits at every position; the vision tower does not run without condition images) on the prompt
+# in the pipeline's template, unpadded; the 14-token system prefix is dropped before the transformer.
+QWEN3_VL_8B = LLMEncoderSpec(layers=36, width=4096, ffn=12288, heads=32, kv_heads=8, head_dim=128, logits=151936,
+                             prefix_tokens=14)
+# AutoencoderKLQwenImage21 (Qwen/Qwen-Image-2.1 vae/config.json: base_dim 96, decoder_base_dim 144, z_dim 64,
+# dim_mult [1, 2, 4, 8, 8], residual, RGBA out): the image decoder, 3x3 convolutions, 16x spatial.
+QWEN_IMAGE_21_VAE = CausalVAEDecoderSpec(base_dim=144, z_dim=64, dim_mult=(1, 2, 4, 8, 8),
+                                         temporal_upsample=(True, True, True, False), out_channels=4, residual=True,
+                                         image=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -623,6 +699,8 @@ _FLUX2_KLEIN_4B = Flux2Spec(double=5, single=20, heads=24, head_dim=128, context
 # joint_attention_dim 12288, guidance_embeds false); the Hub file itself was not read.
 _FLUX2_KLEIN_9B = Flux2Spec(double=8, single=24, heads=32, head_dim=128, context_dim=12288, guidance_embeds=False)
 _Z_IMAGE = ZImageSpec(layers=30, refiner_layers=2, heads=30, head_dim=128)
+# Qwen/Qwen-Image-2.1 transformer/config.json (QwenImage21Transformer2DModel's defaults; 7.115 B parameters)
+_QWEN_IMAGE_21 = QwenImage21Spec(layers=32, heads=32, head_dim=128)
 
 # Wan (diffusers' scripts/convert_wan_to_diffusers.py configs: patch (1, 2, 2), head_dim 128,
 # text_dim 4096, freq_dim 256; cross-checked against the reference wan/configs/*.py).
@@ -704,6 +782,12 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
               notes=f"Wan 2.2 VAE (z 48, 16x spatial: 32 pixels per token), a timestep per token "
                     f"(expand_timesteps); 121 frames at 24 fps and 704x1280 (the reference TI2V-5B config's frame_num "
                     f"and sample_fps, its 720p size); {_WAN_NOTE}"),
+    ModelSpec(name="qwen-image-2.1", transformer=_QWEN_IMAGE_21,
+              encoders=(QWEN3_VL_8B, TransformerPrefix(_QWEN_IMAGE_21)), vae=QWEN_IMAGE_21_VAE,
+              text_tokens=_PROMPT + 8, t5_tokens=_PROMPT + 8, diffusers_id="Qwen/Qwen-Image-2.1",
+              notes=f"{_NOMINAL}, which the transformer sees with 8 template tokens; no guidance by default (true CFG "
+                    "with a negative prompt doubles the calls); a token per latent pixel of the 16x VAE; the text's "
+                    "keys and values cached after the first step (its extra cost counted with the text encoding)"),
 ]}
 
 

@@ -198,6 +198,9 @@ SHIFT_RULES: dict[str, ShiftRule] = {
     "wan2.1-t2v-14b": ShiftRule(dynamic=False, shift=5.0),
     "wan2.2-t2v-a14b": ShiftRule(dynamic=False, shift=12.0),
     "wan2.2-ti2v-5b": ShiftRule(dynamic=False, shift=5.0),
+    # Qwen-Image 2.1: Qwen-Image's calculate_shift anchors (tokens: one per latent pixel) and terminal
+    "qwen-image-2.1": ShiftRule(dynamic=True, shift=1.0, base_shift=0.5, max_shift=0.9, base_seq_len=256,
+                                max_seq_len=8192, terminal=0.02),
 }
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 from ralu_schedule import Plan, Schedule
 from ralu_schedule.layout import check_schedule_finite
@@ -23,8 +22,8 @@ from ralu_schedule.layout import check_schedule_finite
 from .noise import draw, reinjection_noise
 from .selection import check_mask, selection_policy
 from .solvers import stage_scheduler, step_takes_generator
-from .tokens import (TokenSet, check_mode, child_source, noise_shape, noise_tokens, pack, raster_latent, to_latent,
-                     upsample_values)
+from .tokens import (TokenSet, child_source, noise_shape, noise_tokens, paint_full, pooled_latent, raster_latent,
+                     upsample_mode, upsample_values)
 
 
 @dataclass
@@ -59,7 +58,8 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
     (:class:`ralu_torch.caches.StageScope`) scopes diffusers' cache hooks to stages, wraps
     each model call, and can interrupt the run after any step; an interrupted run returns
     its current state painted on the full-resolution grid (``interrupted=True``)."""
-    check_mode(upsample)
+    patch = getattr(backend, "patch", 2)             # latent pixels per token side (1: HunyuanVideo 1.5, Qwen-Image 2.1)
+    upsample = upsample_mode(upsample, patch)
     plan = schedule.plan if isinstance(schedule, Schedule) else schedule
     if not isinstance(plan, Plan):
         raise ValueError(f"schedule must be a ralu_schedule.Schedule or Plan, got {type(schedule).__name__}")
@@ -101,7 +101,7 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
             bar.close()
         if scope is not None and scope.interrupted:
             if k < lay.num_stages - 1:                                # paint the mixed state at full resolution
-                x = pack(to_latent(x, tokens))
+                x = paint_full(x, tokens, patch)
                 tokens = TokenSet.regular(batch, grid, 1, device=device)
             result.interrupted = True
             break
@@ -194,7 +194,7 @@ def _select(backend, policy, x1_hat, tokens: TokenSet, fraction: float, generato
     if tokens.uniform:          # every token at the coarsest size: its latent directly, no full-size round trip
         coarse_latent = raster_latent(x1_hat, tokens, D)
     else:
-        coarse_latent = F.avg_pool2d(to_latent(x1_hat, tokens), D)
+        coarse_latent = pooled_latent(x1_hat, tokens, D, getattr(backend, "patch", 2))
     estimate = backend.decode(coarse_latent.to(backend.dtype)).float()
     return check_mask(policy(estimate, tokens, fraction, generator), tokens, fraction), estimate
 

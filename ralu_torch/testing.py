@@ -82,9 +82,9 @@ def flux_pipeline(*, tiny: bool = True, guidance_embeds: bool = True, seed: int 
     return pipe.to(device)
 
 
-def word_tokenizer(max_length: int):
+def word_tokenizer(max_length: int, special: tuple = ()):
     """A word-level tokenizer over a few dozen words (others map to ``[UNK]``): what the tiny
-    text encoders read, built in memory."""
+    text encoders read, built in memory; ``special``: added special tokens (a chat template's)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -92,7 +92,45 @@ def word_tokenizer(max_length: int):
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                   eos_token="</s>", model_max_length=max_length)
+                                   eos_token="</s>", model_max_length=max_length,
+                                   **({"additional_special_tokens": list(special)} if special else {}))
+
+
+#: The chat tokens of Qwen's templates, and a chat template of their form (role headers between
+#: ``<|im_start|>`` and ``<|im_end|>``, text parts of a message joined): what the tiny Qwen
+#: tokenizers of QwenImage21Pipeline and HunyuanVideo15Pipeline read.
+QWEN_CHAT_TOKENS = ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+                    "<|video_pad|>")
+QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def qwen_chat_tokenizer(max_length: int = 4096):
+    """:func:`word_tokenizer` with Qwen's chat tokens and :data:`QWEN_CHAT_TEMPLATE`."""
+    tok = word_tokenizer(max_length, special=QWEN_CHAT_TOKENS)
+    tok.chat_template = QWEN_CHAT_TEMPLATE
+    return tok
+
+
+def qwen3_vl_processor():
+    """A ``Qwen3VLProcessor`` over :func:`qwen_chat_tokenizer`: what ``QwenImage21Pipeline`` reads
+    when it is built (the system prefix's length, the image-pad token) and tokenizes prompts
+    with. Text only: its video processor is the bare base class, since Qwen3-VL's own needs
+    torchvision, which the processor's class check would also import."""
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor
+    from transformers.video_processing_utils import BaseVideoProcessor
+
+    class TextQwen3VLProcessor(Qwen3VLProcessor):
+        def check_argument_for_proper_class(self, argument_name, argument):
+            if argument_name == "video_processor":
+                return type(argument)
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    return TextQwen3VLProcessor(image_processor=Qwen2VLImageProcessor(patch_size=16, merge_size=2), 
+                                tokenizer=qwen_chat_tokenizer(), video_processor=BaseVideoProcessor(),
+                                chat_template=QWEN_CHAT_TEMPLATE)
 
 
 def flux_pipeline_with_text(seed: int = 0):
@@ -166,6 +204,9 @@ SCHEDULERS = {
     "z-image": dict(shift=6.0, use_dynamic_shifting=False),
     "chroma": dict(shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
                    max_image_seq_len=4096),
+    # Qwen/Qwen-Image-2.1 scheduler/scheduler_config.json (docs/cost.md says where this was read)
+    "qwen-image-2.1": dict(shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9, base_image_seq_len=256,
+                           max_image_seq_len=8192, shift_terminal=0.02, time_shift_type="exponential"),
 }
 
 #: Families :func:`tiny_pipeline` builds, by the name of the model variant they stand for.
@@ -268,6 +309,42 @@ def tiny_pipeline(model: str, *, seed: int = 0, device="cpu", dtype=torch.float3
     return pipe
 
 
+def qwenimage21_pipeline(*, text: bool = False, seed: int = 0, device="cpu", dtype=torch.float32):
+    """A tiny ``QwenImage21Pipeline``: a two-block ``QwenImage21Transformer2DModel`` (8 latent
+    channels, one latent pixel per token, ``causal_condition``), a small ``AutoencoderKLQwenImage21``
+    (16x spatial, RGBA) with per-channel statistics to undo, the published scheduler rule, the
+    text-only :func:`qwen3_vl_processor` the pipeline needs to be built, and with ``text`` a tiny
+    random ``Qwen3VLForConditionalGeneration`` that encodes prompts (else pass embeddings)."""
+    import diffusers as d
+
+    torch.manual_seed(seed)
+    C = 8
+    transformer = d.QwenImage21Transformer2DModel(patch_size=1, in_channels=C, out_channels=C, num_layers=2,
+                                                  attention_head_dim=16, num_attention_heads=2,
+                                                  context_in_dim=TINY_TEXT_DIM, mlp_ratio=2, axes_dims_rope=(4, 6, 6))
+    g = torch.Generator().manual_seed(seed + 7)
+    vae = d.AutoencoderKLQwenImage21(base_dim=4, decoder_base_dim=4, z_dim=C, dim_mult=[1, 1, 1, 1, 1],
+                                     num_res_blocks=1, attn_scales=[], temperal_downsample=[False, True, True, True],
+                                     latents_mean=(torch.randn(C, generator=g) * 0.5).tolist(),
+                                     latents_std=(torch.rand(C, generator=g) + 0.5).tolist())
+    encoder = None
+    if text:
+        from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+        encoder = Qwen3VLForConditionalGeneration(Qwen3VLConfig(
+            text_config=dict(vocab_size=64, hidden_size=TINY_TEXT_DIM, intermediate_size=16, num_hidden_layers=2,
+                             num_attention_heads=2, num_key_value_heads=2, head_dim=8,
+                             rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=[1, 1, 2])),
+            vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2,
+                               out_hidden_size=TINY_TEXT_DIM, patch_size=16, spatial_merge_size=2,
+                               temporal_patch_size=2, num_position_embeddings=64, deepstack_visual_indexes=[0]))).eval()
+    pipe = d.QwenImage21Pipeline(scheduler=d.FlowMatchEulerDiscreteScheduler(**SCHEDULERS["qwen-image-2.1"]), vae=vae,
+                                 text_encoder=encoder, processor=qwen3_vl_processor(), transformer=transformer)
+    pipe = pipe.to(device=device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def chroma_pipeline_with_text(seed: int = 0):
     """The tiny ``ChromaPipeline`` with a tiny random T5 and a word-level tokenizer: a whole
     pipeline that takes prompts and that ``save_pretrained``/``from_pretrained`` round-trip."""
@@ -357,6 +434,12 @@ def tiny_inputs(pipe, batch: int = 1, *, guided: bool = False, text_tokens: int 
                        guidance_scale=4.0)
         else:
             out["guidance_scale"] = 0.0
+        return out
+    if name == "QwenImage21Pipeline":
+        out = dict(prompt_embeds=rand(batch, text_tokens, cfg.context_in_dim), prompt_embeds_mask=mask(batch))
+        if guided:
+            out.update(negative_prompt_embeds=rand(batch, text_tokens + 2, cfg.context_in_dim),
+                       negative_prompt_embeds_mask=mask(batch).new_ones(batch, text_tokens + 2), true_cfg_scale=3.0)
         return out
     if name == "WanPipeline":
         out = dict(prompt_embeds=rand(batch, text_tokens, cfg.text_dim))

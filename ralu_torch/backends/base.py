@@ -65,6 +65,8 @@ class SamplerBackend(Protocol):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Model-space latents ``(B, C, h, w)`` to images in ``[-1, 1]``."""
 
+    # Optional: ``patch``, latent pixels per token side (2 when absent: a 2x2 patch; 1 for a model
+    # whose token is one latent pixel, HunyuanVideo 1.5 and Qwen-Image 2.1: ralu_torch.tokens).
     # Optional: ``before_call(sigma: float)``, the host value of the next call's sigma (read from
     # the schedule, never from the device), for a backend whose model depends on the noise
     # level (Wan 2.2's two experts).
@@ -284,6 +286,8 @@ class DiffusersBackend:
     default_guidance_scale: float | None
     default_max_sequence_length: int
     noise_layout: str = "latent"
+    #: latent pixels per token side: 2 (a 2x2 patch) or 1 (one latent pixel, features = channels)
+    patch: int = 2
     #: the form of the pipeline's latents, returned (``output_type="latent"``) and taken
     #: (``latents=``): "packed" raster-order tokens, or the 4-D "latent"
     output_form: str = "packed"

@@ -82,6 +82,14 @@ def _wan_variant(read) -> str:
     return "wan2.1-t2v-1.3b" if small else "wan2.1-t2v-14b"      # the 1.3B by its published shape
 
 
+def _hunyuanvideo15_variant(read) -> str:
+    size = "720p" if int(read("transformer").get("target_size", 640)) > 640 else "480p"
+    guider = read("guider")
+    distilled = guider.get("_class_name", "ClassifierFreeGuidance") == "ClassifierFreeGuidance" and \
+        float(guider.get("guidance_scale", 6.0)) <= 1.0           # the CFG-distilled checkpoints: guidance 1
+    return f"hunyuanvideo1.5-{size}" + ("-distilled" if distilled else "")
+
+
 FAMILIES = (
     Family("flux", "FLUX.1", ("FluxPipeline",), "flux:FluxBackend", ("Flux",), _flux_variant, negative="true-cfg",
            guidance="FLUX.1-dev's guidance is distilled into the model (guidance_scale); true CFG with a negative "
@@ -108,6 +116,14 @@ FAMILIES = (
            guidance="classifier-free guidance with guidance_scale > 1, a second call per step; Wan 2.2 A14B's "
                     "low-noise expert guides with guidance_scale_2",
            video=True, position_limit=lambda read: int(read("transformer").get("rope_max_seq_len", 1024))),
+    Family("qwen-image-2.1", "Qwen-Image 2.1", ("QwenImage21Pipeline",), "qwenimage21:QwenImage21Backend",
+           ("QwenImage21",), lambda read: "qwen-image-2.1", negative="true-cfg",
+           guidance="no guidance by default; true CFG with a negative prompt and true_cfg_scale > 1 (a second call "
+                    "per step)",
+           extra_refused={"image": "condition images enter Qwen-Image 2.1's sequence as reference tokens (and its "
+                                   "prompt through Qwen3-VL), which RALU's conditioned generation does not run yet",
+                          "output_resolution": "it only sets the default height and width (and the condition "
+                                               "images' size); give height and width"}),
 )
 
 BY_NAME = {f.name: f for f in FAMILIES}
