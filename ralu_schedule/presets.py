@@ -148,6 +148,13 @@ PRESETS.update({p.name: p for p in [
     _searched("chroma-4x", "chroma", steps=(4, 3, 6), ends=(0.3, 0.4, 1.0), fractions=(0.2, 1.0), factors=(2, 2),
               speed="3.94x", versus="Chroma's 35 steps", group="chroma"),
 ]})
+# Qwen-Image 2.1 (bench/preset_search.py --which qwen-image-2.1): chosen on exact Gaussian data only.
+PRESETS.update({p.name: p for p in [
+    _searched("qwen-image-2.1-7x", "qwen-image-2.1", steps=(3, 3, 4), ends=(0.39, 0.55, 1.0), fractions=(0.2, 1.0),
+              factors=(2, 2), speed="6.31x", versus="Qwen-Image 2.1's 40 steps", group="qwen-image-2.1"),
+    _searched("qwen-image-2.1-4x", "qwen-image-2.1", steps=(6, 5, 7), ends=(0.35, 0.5, 1.0), fractions=(0.2, 1.0),
+              factors=(2, 2), speed="3.69x", versus="Qwen-Image 2.1's 40 steps", group="qwen-image-2.1"),
+]})
 
 
 def _video(name, model, resolution, frames, shift, steps, ends, fractions, factors, speed, versus, group):
@@ -185,6 +192,7 @@ DEFAULT_PRESETS = {
     "z-image-turbo": "z-image-turbo-fast", "chroma": "chroma-7x",
     "wan2.1-t2v-1.3b": "wan-480p-7x", "wan2.1-t2v-14b": "wan-480p-7x", "wan2.2-t2v-a14b": "wan-720p-7x",
     "wan2.2-ti2v-5b": "wan-720p-7x",
+    "qwen-image-2.1": "qwen-image-2.1-7x",
 }
 
 PARAMETERS = ("default", "authors", "optimised")

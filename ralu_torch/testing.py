@@ -340,7 +340,46 @@ def qwenimage21_pipeline(*, text: bool = False, seed: int = 0, device="cpu", dty
                                temporal_patch_size=2, num_position_embeddings=64, deepstack_visual_indexes=[0]))).eval()
     pipe = d.QwenImage21Pipeline(scheduler=d.FlowMatchEulerDiscreteScheduler(**SCHEDULERS["qwen-image-2.1"]), vae=vae,
                                  text_encoder=encoder, processor=qwen3_vl_processor(), transformer=transformer)
-    pipe = pipe.to(device=device, dtype=dtype)
+    pipe = pipe.to(device) if dtype == torch.float32 else pipe.to(device=device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def hunyuanvideo15_pipeline(*, text: bool = False, guidance_scale: float = 6.0, shift: float = 5.0,
+                            target_size: int = 640, seed: int = 0, device="cpu", dtype=torch.float32):
+    """A tiny ``HunyuanVideo15Pipeline``: a two-block ``HunyuanVideo15Transformer3DModel`` (8 latent
+    channels, 17 in: latent, condition latent, mask; one latent pixel per token), a small
+    ``AutoencoderKLHunyuanVideo15`` (16x spatial, 4x temporal), ``FlowMatchEulerDiscreteScheduler``
+    with the published fixed ``shift`` (5 at 480p, 9 at 720p) and ``ClassifierFreeGuidance`` with
+    ``guidance_scale`` (6; 1 for the CFG-distilled checkpoints). With ``text``, tiny random
+    Qwen2.5-VL and ByT5 text encoders and their tokenizers (else pass embeddings)."""
+    import diffusers as d
+
+    torch.manual_seed(seed)
+    C = 8
+    transformer = d.HunyuanVideo15Transformer3DModel(
+        in_channels=2 * C + 1, out_channels=C, num_attention_heads=2, attention_head_dim=16, num_layers=2,
+        num_refiner_layers=1, mlp_ratio=2.0, patch_size=1, patch_size_t=1, text_embed_dim=TINY_TEXT_DIM,
+        text_embed_2_dim=16, image_embed_dim=16, rope_axes_dim=(4, 6, 6), target_size=target_size, task_type="t2v")
+    vae = d.AutoencoderKLHunyuanVideo15(latent_channels=C, block_out_channels=(8, 8, 16, 16, 16), layers_per_block=1)
+    encoders = dict(text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
+    if text:
+        from transformers import ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, T5Config, T5EncoderModel
+
+        encoders = dict(
+            text_encoder=Qwen2_5_VLTextModel(Qwen2_5_VLTextConfig(
+                vocab_size=64, hidden_size=TINY_TEXT_DIM, intermediate_size=16, num_hidden_layers=3,
+                num_attention_heads=2, num_key_value_heads=2,
+                rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=[2, 2, 4]))).eval(),
+            tokenizer=qwen_chat_tokenizer(),
+            text_encoder_2=T5EncoderModel(T5Config(vocab_size=384, d_model=16, d_ff=16, d_kv=8, num_layers=1,
+                                                   num_heads=2, pad_token_id=0, eos_token_id=1)).eval(),
+            tokenizer_2=ByT5Tokenizer())
+    pipe = d.HunyuanVideo15Pipeline(transformer=transformer, vae=vae,
+                                    scheduler=d.FlowMatchEulerDiscreteScheduler(shift=shift),
+                                    guider=d.ClassifierFreeGuidance(guidance_scale=guidance_scale), **encoders)
+    pipe.vision_num_semantic_tokens = 16     # the image-conditioned mode's tokens (SigLIP's 729): a tiny encoder's
+    pipe = pipe.to(device) if dtype == torch.float32 else pipe.to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -434,6 +473,16 @@ def tiny_inputs(pipe, batch: int = 1, *, guided: bool = False, text_tokens: int 
                        guidance_scale=4.0)
         else:
             out["guidance_scale"] = 0.0
+        return out
+    if name == "HunyuanVideo15Pipeline":
+        glyphs = lambda b: torch.cat([mask(b), mask(b).new_zeros(b, 2)], dim=1)   # noqa: E731 (ByT5: mostly padding)
+        out = dict(prompt_embeds=rand(batch, text_tokens, cfg.text_embed_dim), prompt_embeds_mask=mask(batch),
+                   prompt_embeds_2=rand(batch, text_tokens + 2, cfg.text_embed_2_dim), prompt_embeds_mask_2=glyphs(batch))
+        if guided:
+            out.update(negative_prompt_embeds=rand(batch, text_tokens, cfg.text_embed_dim),
+                       negative_prompt_embeds_mask=mask(batch).new_ones(batch, text_tokens),
+                       negative_prompt_embeds_2=rand(batch, text_tokens + 2, cfg.text_embed_2_dim),
+                       negative_prompt_embeds_mask_2=mask(batch).new_zeros(batch, text_tokens + 2))
         return out
     if name == "QwenImage21Pipeline":
         out = dict(prompt_embeds=rand(batch, text_tokens, cfg.context_in_dim), prompt_embeds_mask=mask(batch))

@@ -116,6 +116,11 @@ FAMILIES = (
            guidance="classifier-free guidance with guidance_scale > 1, a second call per step; Wan 2.2 A14B's "
                     "low-noise expert guides with guidance_scale_2",
            video=True, position_limit=lambda read: int(read("transformer").get("rope_max_seq_len", 1024))),
+    Family("hunyuanvideo1.5", "HunyuanVideo 1.5", ("HunyuanVideo15Pipeline",), "hunyuanvideo15:HunyuanVideo15Backend",
+           ("HunyuanVideo15",), _hunyuanvideo15_variant, negative="cfg",
+           guidance="its guider's classifier-free guidance (ClassifierFreeGuidance, guidance_scale 6: a second call "
+                    "per step; 1 on the CFG-distilled checkpoints: one call)",
+           video=True),
     Family("qwen-image-2.1", "Qwen-Image 2.1", ("QwenImage21Pipeline",), "qwenimage21:QwenImage21Backend",
            ("QwenImage21",), lambda read: "qwen-image-2.1", negative="true-cfg",
            guidance="no guidance by default; true CFG with a negative prompt and true_cfg_scale > 1 (a second call "

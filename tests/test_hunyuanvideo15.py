@@ -1,0 +1,167 @@
+"""RALU for HunyuanVideo 1.5 text-to-video on a tiny random HunyuanVideo15Pipeline
+(ralu_torch.testing.hunyuanvideo15_pipeline):
+
+- a one-stage layout solved at call time is the stock pipeline (1e-5, float32, CPU) at two sizes
+  and two frame counts, batch 2, with the guider's classifier-free guidance (6, the published
+  default) and with the CFG-distilled guider (1: one call); its sigmas are the scheduler's
+  fixed shift applied to the pipeline's grid;
+- a 3-stage layout at batch 2 with a mixed stage: finite, the right shape, the stock number of
+  transformer calls per step, no host synchronisation in a stage, decoded clips;
+- mixed-token rotary tables are the model's own at each token's resolution, frame by frame;
+- the conditioning's per-clip order is the stock forward's;
+- refusals by name: image-to-video, other guiders and step windows, settings it does not take.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from ralu_schedule import Layout
+from ralu_torch import RALU
+from ralu_torch.backends import backend_for
+from ralu_torch.backends.hunyuanvideo15 import text_layout
+from ralu_torch.testing import hunyuanvideo15_pipeline, tiny_inputs
+from ralu_torch.tokens import TokenSet
+
+ONE_STAGE = Layout(steps=(3,), ends=(1.0,))
+MIXED = Layout(steps=(2, 2, 3), ends=(0.3, 0.5, 1.0), fractions=(0.25, 1.0))
+
+
+@pytest.fixture(scope="module")
+def pipes():
+    cache = {}
+
+    def get(guidance_scale=6.0):
+        if guidance_scale not in cache:
+            cache[guidance_scale] = hunyuanvideo15_pipeline(guidance_scale=guidance_scale)
+        return cache[guidance_scale]
+
+    return get
+
+
+def gens(n=2):
+    return [torch.Generator().manual_seed(i) for i in range(n)]
+
+
+@pytest.mark.parametrize("guidance_scale", [6.0, 1.0])
+def test_one_stage_layout_is_the_stock_pipeline(pipes, guidance_scale):
+    pipe = pipes(guidance_scale)
+    inputs = tiny_inputs(pipe, 2, guided=guidance_scale > 1)       # CFG needs the negative prompt's embeddings
+    ralu = RALU(pipe, ONE_STAGE)
+    for height, width, frames in [(64, 96, 5), (96, 64, 9)]:
+        stock = pipe(**inputs, height=height, width=width, num_frames=frames, num_inference_steps=3,
+                     generator=gens(), output_type="latent").frames
+        ours = ralu(**inputs, height=height, width=width, num_frames=frames, generator=gens(), output_type="latent")
+        assert ours.images.shape == stock.shape == (2, 8, (frames - 1) // 4 + 1, height // 16, width // 16)
+        assert (ours.images - stock).abs().max() < 1e-5, (guidance_scale, height, width, frames)
+
+
+def test_a_one_stage_layout_solved_at_call_time_is_the_stock_schedule(pipes):
+    pipe = pipes()
+    assert backend_for(pipe).shift_rule().shift == 5.0
+    for steps in (50, 7):
+        sched = type(pipe.scheduler).from_config(pipe.scheduler.config)
+        sched.set_timesteps(sigmas=np.linspace(1.0, 0.0, steps + 1)[:-1])    # as HunyuanVideo15Pipeline
+        ours = RALU(pipe, Layout(steps=(steps,), ends=(1.0,))).schedule_for(480, 832, 121).plan.stages[0].sigmas
+        np.testing.assert_allclose(ours, sched.sigmas.double().numpy(), atol=1e-6)
+
+
+def _calls(pipe):
+    calls = []
+    pipe.transformer.time_embed.register_forward_hook(lambda m, args, out: calls.append(len(args[0])))
+    return calls
+
+
+def test_a_mixed_layout_makes_the_stock_calls_per_step_and_decodes_clips(watched_steps):
+    pipe = hunyuanvideo15_pipeline()                  # its own: hooks
+    inputs = tiny_inputs(pipe, 2, guided=True)
+    calls = _calls(pipe)
+    pipe(**inputs, height=64, width=64, num_frames=5, num_inference_steps=2, generator=gens(), output_type="latent")
+    assert calls == [2, 2] * 2                                           # CFG: two calls a step, the batch each
+    calls.clear()
+    out = RALU(pipe, MIXED)(**inputs, height=128, width=96, num_frames=5, generator=gens(), output_type="np")
+    assert out.images.shape == (2, 5, 128, 96, 3) and np.isfinite(out.images).all()
+    assert calls == [2] * (2 * MIXED.total_steps)
+    assert out.stage_tokens[0] < out.stage_tokens[1] < out.stage_tokens[2] == 2 * 8 * 6   # a mixed stage
+    assert watched_steps == [[], [], []]
+
+
+def test_mixed_tokens_get_the_models_rotary_tables_frame_by_frame(pipes):
+    pipe = pipes()
+    be = backend_for(pipe)
+    T, rows, cols, D = 3, 4, 6, 2
+    be.set_frames(T)
+    tokens = TokenSet.regular(2, (T * rows, cols), D)
+    mask = torch.zeros(2, tokens.length, dtype=torch.bool)
+    mask[0, [0, 7, 13]] = mask[1, [1, 8, 12]] = True                    # a coarse token per frame, per clip
+    mixed, _, _ = tokens.upsample(mask, 2)
+    cos, sin = (t.table for t in be.prepare(mixed, None).rotary)
+    ours = torch.complex(cos[..., 0::2].double(), sin[..., 0::2].double())
+    c0, s0 = pipe.transformer.rope(torch.zeros(1, 8, T, rows // D, cols // D))   # the model's table of the coarse clip
+    stock = torch.complex(c0[:, 0::2].double(), s0[:, 0::2].double()).view(T, rows // D, cols // D, -1)
+    frame_dims = pipe.transformer.config.rope_axes_dim[0] // 2
+    for b in range(2):
+        for i in range(mixed.length):
+            r, c = mixed.cells[b, i].tolist()
+            t, r = divmod(r, rows)
+            if int(mixed.size[b, i]) == D:
+                torch.testing.assert_close(ours[b, i], stock[t, r // D, c // D], rtol=0, atol=1e-6)
+            else:
+                r0, c0_ = r // D, c // D
+                r1, c1 = r0 + (r % D != 0), c0_ + (c % D != 0)
+                if r1 >= rows // D or c1 >= cols // D:
+                    continue                                             # its neighbour lies outside the frame
+                torch.testing.assert_close(ours[b, i] ** 2, stock[t, r0, c0_] * stock[t, r1, c1], rtol=0, atol=1e-5)
+                torch.testing.assert_close(ours[b, i, :frame_dims], stock[t, r0, c0_, :frame_dims], rtol=0, atol=1e-6)
+
+
+def test_the_conditioning_order_is_the_stock_forwards():
+    """Per clip: valid ByT5, then valid prompt tokens, the (masked) image tokens, then the masked
+    ByT5 and prompt tokens (zeroed), as HunyuanVideo15Transformer3DModel orders them."""
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    mask_2 = torch.tensor([[0, 1], [0, 0]])
+    index, keep, valid = text_layout(mask, mask_2, image_tokens=2)
+    # sources: prompt 0-2, ByT5 3-4, image 5-6
+    assert index.tolist() == [[4, 0, 1, 5, 6, 3, 2], [0, 5, 6, 3, 4, 1, 2]]
+    assert valid.tolist() == [[True] * 3 + [False] * 4, [True] + [False] * 6]
+    assert keep.tolist() == [[True] * 5 + [False] * 2, [True] * 3 + [False] * 4]
+
+
+def test_guiders_and_settings_it_does_not_take_are_refused_by_name(pipes):
+    from diffusers import AdaptiveProjectedGuidance, ClassifierFreeGuidance
+
+    pipe = pipes()
+    inputs = {**tiny_inputs(pipe, 1, guided=True), "height": 64, "width": 64, "num_frames": 5}
+    run = lambda p=pipe, **kw: RALU(p, ONE_STAGE)(**{**inputs, **kw}, output_type="latent")  # noqa: E731
+    with pytest.raises(ValueError, match="takes its guidance from its guider"):
+        run(guidance_scale=4.0)
+    with pytest.raises(ValueError, match="takes no max_sequence_length"):
+        run(max_sequence_length=64)
+    distilled = pipes(1.0)
+    with pytest.raises(ValueError, match=r"a negative prompt on HunyuanVideo 1.5 needs its guider's .* "
+                                         r"guidance_scale 1\)"):
+        run(distilled)
+    original = pipe.guider
+    try:
+        pipe.guider = AdaptiveProjectedGuidance(guidance_scale=6.0)
+        with pytest.raises(ValueError, match="with its ClassifierFreeGuidance guider; this pipeline's is "
+                                             "AdaptiveProjectedGuidance"):
+            run()
+        pipe.guider = ClassifierFreeGuidance(guidance_scale=6.0, stop=0.5)
+        with pytest.raises(ValueError, match="guides only from step fraction 0 to 0.5"):
+            run()
+    finally:
+        pipe.guider = original
+    with pytest.raises(ValueError, match=r"num_frames must be 4 k \+ 1 .* nearest allowed: 5 or 9"):
+        run(num_frames=6)
+
+
+def test_image_to_video_is_refused_by_name():
+    from diffusers import HunyuanVideo15ImageToVideoPipeline
+
+    pipe = hunyuanvideo15_pipeline()
+    i2v = HunyuanVideo15ImageToVideoPipeline.__new__(HunyuanVideo15ImageToVideoPipeline)
+    i2v.__dict__.update(pipe.__dict__)
+    with pytest.raises(ValueError, match="RALU cannot run HunyuanVideo15ImageToVideoPipeline: .* load the "
+                                         "text-to-video HunyuanVideo15Pipeline instead"):
+        RALU(i2v)

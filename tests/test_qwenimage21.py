@@ -1,0 +1,172 @@
+"""RALU for Qwen-Image 2.1 on a tiny random QwenImage21Pipeline (ralu_torch.testing.qwenimage21_pipeline):
+
+- a one-stage layout solved at call time is the stock pipeline (1e-5, float32, CPU) at two sizes,
+  batch 2, without guidance (the default) and with true CFG, with the text's keys and values
+  cached (the default) and without; its sigmas are the pipeline's own (dynamic mu, the grid
+  stretched to end at 0.02);
+- a 3-stage layout at batch 2 with a mixed stage: finite, the right shape, the stock number of
+  transformer calls per step, no host synchronisation in a stage;
+- mixed-token rotary tables are the model's own at each token's resolution;
+- tokens of one latent pixel: upsampling and the mixed stage's estimate keep channels apart;
+- RGBA images, as the pipeline's; refusals by name (condition images, Turbo's sample_sigmas, settings it does not take).
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from ralu_schedule import Layout
+from ralu_torch import RALU
+from ralu_torch.backends import backend_for
+from ralu_torch.testing import qwenimage21_pipeline, tiny_inputs
+from ralu_torch.tokens import TokenSet, paint_full, pooled_latent, upsample_mode
+
+ONE_STAGE = Layout(steps=(4,), ends=(1.0,))
+MIXED = Layout(steps=(2, 2, 3), ends=(0.3, 0.5, 1.0), fractions=(0.25, 1.0))
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    return qwenimage21_pipeline()
+
+
+def gens(n=2):
+    return [torch.Generator().manual_seed(i) for i in range(n)]
+
+
+@pytest.mark.parametrize("guided, runs", [(False, [(128, 128, True), (64, 96, False)]),
+                                          (True, [(64, 96, True), (128, 128, False)])])
+def test_one_stage_layout_is_the_stock_pipeline(pipe, guided, runs):
+    inputs = tiny_inputs(pipe, 2, guided=guided)
+    ralu = RALU(pipe, ONE_STAGE)
+    for height, width, cache in runs:
+        stock = pipe(**inputs, height=height, width=width, num_inference_steps=4, generator=gens(),
+                     use_kv_cache=cache, output_type="latent").images
+        ours = ralu(**inputs, height=height, width=width, generator=gens(), use_kv_cache=cache, output_type="latent")
+        assert ours.images.shape == stock.shape == (2, height // 16 * width // 16, 8)
+        assert (ours.images - stock).abs().max() < 1e-5, (guided, height, width, cache)
+
+
+def test_a_one_stage_layout_solved_at_call_time_is_the_stock_schedule(pipe):
+    from diffusers.pipelines.qwenimage21.pipeline_qwenimage21 import calculate_shift, retrieve_timesteps
+
+    cfg = pipe.scheduler.config
+    for height, width, steps in [(1024, 1024, 40), (512, 768, 9)]:
+        tokens = height // 16 * width // 16
+        mu = calculate_shift(tokens, cfg.base_image_seq_len, cfg.max_image_seq_len, cfg.base_shift, cfg.max_shift)
+        sched = type(pipe.scheduler).from_config(cfg)
+        retrieve_timesteps(sched, steps, "cpu", sigmas=np.linspace(1.0, 1 / steps, steps), mu=mu)
+        ours = RALU(pipe, Layout(steps=(steps,), ends=(1.0,))).schedule_for(height, width).plan.stages[0].sigmas
+        np.testing.assert_allclose(ours, sched.sigmas.double().numpy(), atol=1e-6)
+        assert sched.sigmas[-2] == pytest.approx(0.02, abs=1e-6)              # shift_terminal
+
+
+def _image_calls(pipe):
+    """Transformer calls that denoise image tokens (the text prefix, stored once, has none)."""
+    calls = []
+    pipe.transformer.img_in.register_forward_hook(
+        lambda m, args, out: calls.append(args[0].shape[:2]) if args[0].shape[1] else None)
+    return calls
+
+
+def test_a_mixed_layout_makes_the_stock_calls_per_step_and_rgba_images(watched_steps):
+    """True CFG: two calls a step, each of the batch, as the pipeline; RALU's images are RGBA, as
+    the pipeline's (its VAE decodes four channels). Non-finite latents would raise."""
+    pipe = qwenimage21_pipeline()                     # its own: hooks
+    inputs = tiny_inputs(pipe, 2, guided=True)
+    calls = _image_calls(pipe)
+    stock = pipe(**inputs, height=64, width=64, num_inference_steps=2, generator=gens()).images
+    per_step = len(calls) / 2
+    assert per_step == 2 and {b for b, _ in calls} == {2}
+    calls.clear()
+    out = RALU(pipe, MIXED)(**inputs, height=128, width=96, generator=gens())
+    assert [im.mode for im in out.images] == [im.mode for im in stock] == ["RGBA"] * 2
+    assert out.images[0].size == (96, 128)
+    assert len(calls) == per_step * MIXED.total_steps and {b for b, _ in calls} == {2}
+    tokens = [n for _, n in calls]
+    assert tokens == [n for n, k in zip(out.stage_tokens, MIXED.steps) for _ in range(int(per_step) * k)]
+    assert 12 < out.stage_tokens[1] < 48                                 # the mixed stage
+    assert watched_steps == [[], [], []]                                  # no host read inside a stage
+
+
+def test_mixed_tokens_get_the_models_rotary_tables(pipe):
+    be = backend_for(pipe)
+    cond = be.encode(prompt=None, num_images_per_prompt=1, max_sequence_length=None, guidance_scale=None,
+                     joint_attention_kwargs=None, device=torch.device("cpu"), **tiny_inputs(pipe, 2))
+    tokens = TokenSet.regular(2, (8, 8), 2)
+    mask = torch.zeros(2, tokens.length, dtype=torch.bool)
+    mask[0, [0, 5]] = mask[1, [6, 9]] = True                              # different blocks per image
+    mixed, _, _ = tokens.upsample(mask, 2)
+    T = cond.positive.prompt_embeds.shape[1]
+    text, image = be.prepare(mixed, cond).tables[T]
+    ours = image.table                                                    # (B, L, D/2) complex
+    rope = pipe.transformer.pos_embed
+    layout = lambda n: torch.cat([torch.zeros(T, dtype=torch.bool), torch.ones(n, dtype=torch.bool)])  # noqa: E731
+    coarse = rope([(1, 4, 4)], layout(16), device="cpu")                  # the model's table of the coarse frame
+    assert torch.equal(text, coarse[:T])
+    stock = coarse[T:].view(4, 4, -1)
+    half = ours.shape[-1]
+    frame = rope.axes_dim[0] // 2
+    for b in range(2):
+        for i in range(mixed.length):
+            r, c = mixed.cells[b, i].tolist()
+            if int(mixed.size[b, i]) == 2:                                # a coarse token: the stock entry, exactly
+                assert torch.equal(ours[b, i], stock[r // 2, c // 2])
+            else:                                                         # a child: halfway between its neighbours
+                r0, c0 = r // 2, c // 2
+                r1, c1 = min(r0 + r % 2, 3), min(c0 + c % 2, 3)
+                if (r % 2 and r0 == 3) or (c % 2 and c0 == 3):
+                    continue                                              # its neighbour lies outside the frame
+                torch.testing.assert_close(ours[b, i] ** 2, stock[r0, c0] * stock[r1, c1], rtol=0, atol=1e-5)
+                assert torch.equal(ours[b, i, :frame], stock[r0, c0, :frame])   # the frame axis: the text's end
+    assert half == sum(rope.axes_dim) // 2
+
+
+def test_one_pixel_tokens_keep_their_channels():
+    """A token of one latent pixel (``patch`` 1): upsampling copies it whole, painting it covers its
+    cells with its own values, and the mixed stage's coarse estimate is each channel's mean over the
+    cells (the 2x2 form of ralu_torch.tokens would mix a token's channels as sub-pixels)."""
+    assert upsample_mode("latent", 1) == "token" and upsample_mode("latent", 2) == "latent"
+    g = torch.Generator().manual_seed(0)
+    tokens = TokenSet.regular(1, (4, 4), 2)
+    mixed, _, _ = tokens.upsample(torch.tensor([[True, False, False, True]]), 2)
+    F = 8
+    x = torch.randn(1, mixed.length, F, generator=g)
+    full = paint_full(x, mixed, patch=1).view(1, 4, 4, F)
+    for i in range(mixed.length):
+        r, c = mixed.cells[0, i].tolist()
+        s = int(mixed.size[0, i])
+        assert torch.equal(full[0, r:r + s, c:c + s], x[0, i].expand(s, s, F))
+    pooled = pooled_latent(x, mixed, 2, patch=1)                          # RALU's 2x2 form, for decode
+    from ralu_torch.tokens import pack
+
+    expected = full.view(1, 2, 2, 2, 2, F).mean(dim=(2, 4)).reshape(1, 4, F)
+    torch.testing.assert_close(pack(pooled), expected)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(image=np.zeros((32, 32, 3), dtype=np.uint8)), "RALU does not take image= with QwenImage21Pipeline: condition"),
+    (dict(output_resolution=512), "RALU does not take output_resolution= .* give height and width"),
+    (dict(guidance_scale=4.0), "QwenImage21Pipeline takes no guidance_scale"),
+    (dict(max_sequence_length=64), "QwenImage21Pipeline takes no max_sequence_length"),
+    (dict(true_cfg_scale=4.0), "true_cfg_scale 4 on Qwen-Image 2.1 needs a negative prompt"),
+    (dict(negative_prompt_embeds=torch.zeros(1, 8, 32), true_cfg_scale=1.0), "needs true_cfg_scale > 1"),
+    (dict(use_kv_cache="yes"), "use_kv_cache must be True or False"),
+])
+def test_what_qwen_image_21_does_not_take_is_refused_by_name(pipe, kwargs, message):
+    inputs = {**tiny_inputs(pipe, 1), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        RALU(pipe, ONE_STAGE)(**inputs, height=64, width=64, output_type="latent")
+
+
+def test_turbo_grids_and_other_processors_are_refused_by_name(pipe):
+    from diffusers.models.transformers.transformer_qwenimage21 import QwenImage21FlexAttnProcessor
+
+    turbo = qwenimage21_pipeline()
+    turbo.register_to_config(sample_sigmas=[1.0, 0.9, 0.5])
+    with pytest.raises(ValueError, match="samples on its configured sample_sigmas"):
+        RALU(turbo, ONE_STAGE)
+    flex = qwenimage21_pipeline()
+    flex.transformer.set_attn_processor(QwenImage21FlexAttnProcessor())
+    with pytest.raises(ValueError, match="default QwenImage21AttnProcessor, .* QwenImage21FlexAttnProcessor"):
+        RALU(flex, ONE_STAGE)
