@@ -138,8 +138,8 @@ def test_guiders_and_settings_it_does_not_take_are_refused_by_name(pipes):
     with pytest.raises(ValueError, match="takes no max_sequence_length"):
         run(max_sequence_length=64)
     distilled = pipes(1.0)
-    with pytest.raises(ValueError, match=r"a negative prompt on HunyuanVideo 1.5 needs its guider's .* "
-                                         r"guidance_scale 1\)"):
+    with pytest.raises(ValueError, match=r"a negative prompt on HunyuanVideo 1.5 needs its guider's .*\(guidance_scale "
+                                         r"1\)"):
         run(distilled)
     original = pipe.guider
     try:
@@ -165,3 +165,69 @@ def test_image_to_video_is_refused_by_name():
     with pytest.raises(ValueError, match="RALU cannot run HunyuanVideo15ImageToVideoPipeline: .* load the "
                                          "text-to-video HunyuanVideo15Pipeline instead"):
         RALU(i2v)
+
+
+# -- the cost model against torch's FLOP counter, on the published model built on the meta device ----
+def _meta(*shape, dtype=torch.float32):
+    return torch.empty(*shape, device="meta", dtype=dtype)
+
+
+def test_cost_of_a_call_against_the_flop_counter():
+    """The 480p/720p transformer (diffusers' conversion script's config, 8,326,608,160 parameters)
+    on clips of one and three latent frames, with the published conditioning (1000 prompt, 256 ByT5,
+    729 image tokens): RALU's call plus what the stock forward also computes (the zero condition
+    channels of the patch embedding, the zero image embeddings' projection) is the spec's call."""
+    import diffusers
+    from tiny import counted
+
+    from ralu_schedule.cost import MODELS
+    from ralu_torch.backends.hunyuanvideo15 import HunyuanVideo15Branch, forward_tokens
+
+    with torch.device("meta"):
+        tr = diffusers.HunyuanVideo15Transformer3DModel(
+            in_channels=65, out_channels=32, num_attention_heads=16, attention_head_dim=128, num_layers=54,
+            num_refiner_layers=2, mlp_ratio=4.0, patch_size=1, patch_size_t=1, qk_norm="rms_norm",
+            text_embed_dim=3584, text_embed_2_dim=1472, image_embed_dim=1152, rope_theta=256.0,
+            rope_axes_dim=(16, 56, 56), use_meanflow=False, target_size=640, task_type="t2v")
+    assert sum(p.numel() for p in tr.parameters()) == 8_326_608_160
+    spec = MODELS["hunyuanvideo1.5-480p"]
+    T = spec.text_tokens
+    branch = HunyuanVideo15Branch(_meta(1, 1000, 3584), _meta(1, 1000), _meta(1, 256, 1472),
+                                  _meta(1, T, dtype=torch.long), _meta(1, T, dtype=torch.bool),
+                                  _meta(1, T, dtype=torch.bool), 729)
+    d = 2048
+    for frames, h, w in [(1, 8, 8), (3, 6, 10)]:
+        M = frames * h * w
+        tables = (_meta(M, 128), _meta(M, 128))
+        full, linear = counted(lambda: (forward_tokens(tr, _meta(1, M, 32), tables, branch, _meta(1)),
+                                        tr.image_embedder(_meta(1, 729, 1152))))
+        extra = 2.0 * M * 33 * d                                   # the stock patch embedding's 33 zero channels
+        expected = spec.transformer.forward(M, T)
+        assert full + extra == pytest.approx(expected.total("full"))
+        assert linear + extra == pytest.approx(expected.total("paper"))
+
+
+def test_cost_of_the_text_encoder_and_vae_against_the_flop_counter():
+    import diffusers
+    from tiny import counted
+    from transformers import Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel
+
+    from ralu_schedule.cost import HUNYUANVIDEO15_VAE, MODELS, QWEN2_5_VL_7B_TEXT
+
+    with torch.device("meta"):   # Qwen2.5-VL-7B's language model, as the pipeline loads it
+        encoder = Qwen2_5_VLTextModel(Qwen2_5_VLTextConfig(hidden_size=3584, intermediate_size=18944,
+                                                           num_hidden_layers=28, num_attention_heads=28,
+                                                           num_key_value_heads=4, vocab_size=152064))
+        vae = diffusers.AutoencoderKLHunyuanVideo15()
+    spec = MODELS["hunyuanvideo1.5-480p"]
+    assert spec.encoders == (QWEN2_5_VL_7B_TEXT,) and spec.vae == HUNYUANVIDEO15_VAE
+    n = QWEN2_5_VL_7B_TEXT.sequence(spec.t5_tokens)
+    assert n == 1108                                               # padded to 1000 + the 108-token template
+    full, linear = counted(lambda: encoder(input_ids=torch.zeros(1, n, dtype=torch.long, device="meta")))
+    expected = QWEN2_5_VL_7B_TEXT.forward(n)
+    assert (full, linear) == pytest.approx((expected.total("full"), expected.total("paper")))
+    for latent_frames in (1, 2, 5):
+        full, linear = counted(lambda: vae.decode(_meta(1, 32, latent_frames, 4, 6)))
+        expected = HUNYUANVIDEO15_VAE.decode(64, 96, latent_frames)
+        assert (full, linear) == pytest.approx((expected.total("full"), expected.total("paper")))
+    assert HUNYUANVIDEO15_VAE.frames(31) == 121

@@ -170,3 +170,85 @@ def test_turbo_grids_and_other_processors_are_refused_by_name(pipe):
     flex.transformer.set_attn_processor(QwenImage21FlexAttnProcessor())
     with pytest.raises(ValueError, match="default QwenImage21AttnProcessor, .* QwenImage21FlexAttnProcessor"):
         RALU(flex, ONE_STAGE)
+
+
+# -- the cost model against torch's FLOP counter, on the published model built on the meta device ----
+def _meta(*shape, dtype=torch.float32):
+    return torch.empty(*shape, device="meta", dtype=dtype)
+
+
+def test_cost_of_a_call_and_of_the_prefix_against_the_flop_counter():
+    """Qwen/Qwen-Image-2.1's transformer (its config: the class's defaults; 7,115,124,736
+    parameters, as the checkpoint's index counts them): a cached call (the image tokens against the
+    stored text, plus the text projection the pipeline repeats each call), a whole-sequence call,
+    and the first call's extra (``prefix``)."""
+    import diffusers
+    from diffusers.models.transformers.transformer_qwenimage21 import QwenImage21KVCache
+    from tiny import counted
+
+    from ralu_schedule.cost import MODELS, QwenImage21Spec
+    from ralu_torch.backends.qwenimage21 import Prefix, QwenImage21Branch, forward_tokens
+
+    with torch.device("meta"):
+        tr = diffusers.QwenImage21Transformer2DModel()
+    assert sum(p.numel() for p in tr.parameters()) == 7_115_124_736
+    spec = MODELS["qwen-image-2.1"].transformer
+    whole = QwenImage21Spec(layers=32, heads=32, head_dim=128, kv_cache=False)
+    T = MODELS["qwen-image-2.1"].text_tokens
+    branch = QwenImage21Branch(_meta(1, T, 4096), None, Prefix(QwenImage21KVCache(32)))
+    text = _meta(T, 64, dtype=torch.complex64)
+    forward_tokens(tr, _meta(1, 0, 64), _meta(1), branch, (text, text[:0]), "extract")    # the stored prefix
+    for h, w in [(16, 16), (33, 31)]:
+        M = h * w
+        image = _meta(M, 64, dtype=torch.complex64)
+        run = lambda mode: forward_tokens(tr, _meta(1, M, 64), _meta(1), branch, (text, image), mode)  # noqa: E731
+        full, linear = counted(lambda: (run("cached"), tr.txt_in(branch.prompt_embeds)))
+        assert (full, linear) == pytest.approx((spec.forward(M, T).total("full"), spec.forward(M, T).total("paper")))
+        full, linear = counted(lambda: (run(None), tr.proj_out(_meta(1, T, 4096))))   # the pipeline's output on all
+        assert (full, linear) == pytest.approx((whole.forward(M, T).total("full"), whole.forward(M, T).total("paper")))
+        assert spec.prefix(T).total() == pytest.approx(whole.forward(M, T).total() - spec.forward(M, T).total())
+
+
+def test_cost_of_the_text_encoder_and_vae_against_the_flop_counter():
+    """Qwen3-VL-8B (its language model's config; with the vision tower, 8,767,123,696 parameters, the
+    checkpoint's count) on the prompt in the template, and the RGBA image decoder."""
+    import diffusers
+    from tiny import counted
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    from ralu_schedule.cost import MODELS, QWEN3_VL_8B, QWEN_IMAGE_21_VAE, TransformerPrefix
+
+    text = dict(hidden_size=4096, intermediate_size=12288, num_hidden_layers=36, num_attention_heads=32,
+                num_key_value_heads=8, head_dim=128, vocab_size=151936)
+    vision = dict(depth=27, hidden_size=1152, intermediate_size=4304, num_heads=16, out_hidden_size=4096,
+                  patch_size=16, spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=2304,
+                  deepstack_visual_indexes=[8, 16, 24])
+    with torch.device("meta"):
+        encoder = Qwen3VLForConditionalGeneration(Qwen3VLConfig(text_config=text, vision_config=vision,
+                                                                tie_word_embeddings=False))
+        vae = diffusers.AutoencoderKLQwenImage21()
+    assert sum(p.numel() for p in encoder.parameters()) == 8_767_123_696
+    spec = MODELS["qwen-image-2.1"]
+    assert spec.encoders == (QWEN3_VL_8B, TransformerPrefix(spec.transformer)) and spec.vae == QWEN_IMAGE_21_VAE
+    n = QWEN3_VL_8B.sequence(spec.t5_tokens)                      # the prompt, its template, the system prefix
+    full, linear = counted(lambda: encoder(input_ids=torch.zeros(1, n, dtype=torch.long, device="meta")))
+    expected = QWEN3_VL_8B.forward(n)
+    assert (full, linear) == pytest.approx((expected.total("full"), expected.total("paper")))
+    for pixels in (512, 1024):
+        s = pixels // 16
+        full, linear = counted(lambda: vae.decode(_meta(1, 64, 1, s, s)))
+        expected = QWEN_IMAGE_21_VAE.decode(pixels, pixels)
+        assert (full, linear) == pytest.approx((expected.total("full"), expected.total("paper")))
+    with pytest.raises(ValueError, match="an image VAE .AutoencoderKLQwenImage21. decodes one frame"):
+        QWEN_IMAGE_21_VAE.decode(512, 512, 2)
+
+
+def test_the_presets_cost_what_they_say():
+    from ralu_schedule import get_preset, preset
+    from ralu_schedule.cost import layout_cost
+
+    for name, speed in [("qwen-image-2.1-7x", 6.31), ("qwen-image-2.1-4x", 3.69)]:
+        p = get_preset(name)
+        assert p.evidence == "analytic benchmark" and f"{speed:.2f}x" in p.description
+        assert layout_cost(p.layout, "qwen-image-2.1", baseline_steps=40).speedup == pytest.approx(speed, abs=0.005)
+        assert preset(name).layout.terminal == 0.02                   # solved on the pipeline's own grid end
