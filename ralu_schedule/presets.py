@@ -182,6 +182,15 @@ PRESETS.update({p.name: p for p in [
            (2, 2), "3.90x", "Wan 2.1 14B's 50 steps", "wan-720p"),
 ]})
 
+# HunyuanVideo 1.5 (bench/preset_search.py --which hunyuanvideo1.5-480p hunyuanvideo1.5-720p; docs/video.md):
+# 121 frames, the scheduler's shift at each size (5 at 480p, 9 at 720p), the pipeline's sizes on the 32-pixel grid.
+PRESETS.update({p.name: p for p in [
+    _video("hunyuanvideo1.5-480p-7x", "hunyuanvideo1.5-480p", (480, 832), 121, 5.0, (5, 5, 5), (0.245, 0.375, 1.0),
+           (0.2, 1.0), (2, 2), "6.93x", "HunyuanVideo 1.5 480p's 50 steps", "hunyuanvideo1.5-480p"),
+    _video("hunyuanvideo1.5-480p-4x", "hunyuanvideo1.5-480p", (480, 832), 121, 5.0, (6, 7, 10), (0.205, 0.33, 1.0),
+           (0.3, 1.0), (2, 2), "3.79x", "HunyuanVideo 1.5 480p's 50 steps", "hunyuanvideo1.5-480p"),
+]})
+
 #: The preset a run takes when it names none, by model (:mod:`ralu_schedule.models`).
 DEFAULT_PRESETS = {
     "flux-dev": "flux-dev-7x", "flux-schnell": "flux-schnell-16x", "sd3-medium": "sd3-medium-7x",
@@ -193,6 +202,7 @@ DEFAULT_PRESETS = {
     "wan2.1-t2v-1.3b": "wan-480p-7x", "wan2.1-t2v-14b": "wan-480p-7x", "wan2.2-t2v-a14b": "wan-720p-7x",
     "wan2.2-ti2v-5b": "wan-720p-7x",
     "qwen-image-2.1": "qwen-image-2.1-7x",
+    "hunyuanvideo1.5-480p": "hunyuanvideo1.5-480p-7x", "hunyuanvideo1.5-480p-distilled": "hunyuanvideo1.5-480p-7x",
 }
 
 PARAMETERS = ("default", "authors", "optimised")

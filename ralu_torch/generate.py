@@ -502,6 +502,10 @@ def _family(model: str, local=None, read=None):
     return family, family.variant(read)
 
 
+#: The config file of a pipeline component other than ``config.json`` (what :func:`_configs` reads).
+CONFIG_FILES = {"scheduler": "scheduler_config.json", "guider": "guider_config.json"}
+
+
 def _configs(model: str, local=None):
     """``read(subfolder)``: the pipeline's config JSON of ``subfolder`` as a dict (``""``: its
     ``model_index.json``; ``{}`` where absent); a pipeline without a readable model_index.json
@@ -528,7 +532,7 @@ def _configs(model: str, local=None):
     def read(subfolder: str) -> dict:
         if not subfolder:
             return dict(index)
-        return load(subfolder, "scheduler_config.json" if subfolder == "scheduler" else "config.json")
+        return load(subfolder, CONFIG_FILES.get(subfolder, "config.json"))
 
     return read
 

@@ -45,6 +45,14 @@ FULL_TRANSFORMERS = {
     # Wan-AI/Wan2.1-T2V-14B-Diffusers transformer/config.json; the rest WanTransformer3DModel's defaults
     "wan2.1-t2v-14b": dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40,
                            in_channels=16, out_channels=16),
+    # diffusers' scripts/convert_hunyuan_video1_5_to_diffusers.py, 480p_t2v (720p: target_size 960)
+    "hunyuanvideo1.5-480p": dict(in_channels=65, out_channels=32, num_attention_heads=16, attention_head_dim=128,
+                                 num_layers=54, num_refiner_layers=2, mlp_ratio=4.0, patch_size=1, patch_size_t=1,
+                                 qk_norm="rms_norm", text_embed_dim=3584, text_embed_2_dim=1472, image_embed_dim=1152,
+                                 rope_theta=256.0, rope_axes_dim=(16, 56, 56), use_meanflow=False, target_size=640,
+                                 task_type="t2v"),
+    # Qwen/Qwen-Image-2.1 transformer/config.json: QwenImage21Transformer2DModel's defaults
+    "qwen-image-2.1": {},
 }
 
 TINY_TEXT_DIM = TINY_POOLED_DIM = 32
@@ -115,10 +123,10 @@ def qwen_chat_tokenizer(max_length: int = 4096):
 
 
 def qwen3_vl_processor():
-    """A ``Qwen3VLProcessor`` over :func:`qwen_chat_tokenizer`: what ``QwenImage21Pipeline`` reads
-    when it is built (the system prefix's length, the image-pad token) and tokenizes prompts
-    with. Text only: its video processor is the bare base class, since Qwen3-VL's own needs
-    torchvision, which the processor's class check would also import."""
+    """A text-only ``Qwen3VLProcessor`` over :func:`qwen_chat_tokenizer`: what ``QwenImage21Pipeline``
+    reads when it is built (the system prefix's length, the image-pad token) and tokenizes prompts
+    with. Its video processor is the bare base class: Qwen3-VL's own, and the processor's class
+    check of it, import torchvision (so a saved pipeline loads again only where torchvision is)."""
     from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor
     from transformers.video_processing_utils import BaseVideoProcessor
 
@@ -128,7 +136,7 @@ def qwen3_vl_processor():
                 return type(argument)
             return super().check_argument_for_proper_class(argument_name, argument)
 
-    return TextQwen3VLProcessor(image_processor=Qwen2VLImageProcessor(patch_size=16, merge_size=2), 
+    return TextQwen3VLProcessor(image_processor=Qwen2VLImageProcessor(patch_size=16, merge_size=2),
                                 tokenizer=qwen_chat_tokenizer(), video_processor=BaseVideoProcessor(),
                                 chat_template=QWEN_CHAT_TEMPLATE)
 
@@ -211,7 +219,8 @@ SCHEDULERS = {
 
 #: Families :func:`tiny_pipeline` builds, by the name of the model variant they stand for.
 TINY_MODELS = ("flux-dev", "flux-schnell", "sd3-medium", "flux2-dev", "flux2-klein-4b", "flux2-klein-base-4b",
-               "qwen-image", "z-image-turbo", "z-image", "chroma", "wan2.1-t2v-14b", "wan2.2-t2v-a14b")
+               "qwen-image", "z-image-turbo", "z-image", "chroma", "wan2.1-t2v-14b", "wan2.2-t2v-a14b",
+               "hunyuanvideo1.5-480p", "qwen-image-2.1")
 
 #: Wan's published scheduler: UniPC on flow sigmas with a fixed shift (the model cards: 3.0 at
 #: 480p, 5.0 at 720p for Wan 2.1; 12.0 for Wan 2.2 A14B)
@@ -259,6 +268,10 @@ def tiny_pipeline(model: str, *, seed: int = 0, device="cpu", dtype=torch.float3
     family's published scheduler rule, and no text encoders (pass embeddings: :func:`tiny_inputs`)."""
     import diffusers as d
 
+    if model == "hunyuanvideo1.5-480p":
+        return hunyuanvideo15_pipeline(seed=seed, device=device, dtype=dtype)
+    if model == "qwen-image-2.1":
+        return qwenimage21_pipeline(seed=seed, device=device, dtype=dtype)
     if model.startswith("wan"):
         return wan_pipeline(experts=2 if model == "wan2.2-t2v-a14b" else 1, seed=seed, device=device, dtype=dtype,
                             flow_shift=12.0 if model == "wan2.2-t2v-a14b" else 3.0)

@@ -307,3 +307,20 @@ def test_gpu_check_report_says_plainly_when_a_section_ran_out_of_time(tmp_path, 
             "too slow or too loaded for the budget") in text
     body = text.split("```")[-2]                                   # the section's output
     assert body.strip() == "device: CPU\n\n(no row finished within the time limit)"
+
+
+@pytest.mark.parametrize("family, extra", [
+    ("z-image", ["--presets", "z-image-7x"]),
+    ("qwen-image-2.1", ["--presets", "qwen-image-2.1-7x"]),
+    ("hunyuanvideo1.5", ["--presets", "hunyuanvideo1.5-480p-7x", "--frames", "5", "--guided"]),
+])
+def test_latency_breakdown_sees_the_transformer_of_families_run_module_by_module(family, extra, capsys):
+    """Z-Image, Qwen-Image 2.1 and HunyuanVideo 1.5 run their transformers' modules themselves (no
+    call to pipe.transformer): the breakdown times the backend's velocity, so the transformer's
+    share is measured (docs/backends.md's first Z-Image rows, 0.0%, came from a hook on the
+    transformer's forward, before it timed the velocity)."""
+    out = run_script("latency.py", ["--family", family, "--model", "tiny", "--sizes", "64", "--batches", "1",
+                                    "--repeats", "1", "--baseline-steps", "4", *extra], capsys)
+    breakdown = out[out.index("RALU's time by part"):]
+    row = [c.strip() for c in breakdown.splitlines()[-1].strip("|").split("|")]
+    assert row[2].startswith("RALU ") and float(row[3].rstrip("%")) > 0

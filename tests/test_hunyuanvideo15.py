@@ -231,3 +231,33 @@ def test_cost_of_the_text_encoder_and_vae_against_the_flop_counter():
         expected = HUNYUANVIDEO15_VAE.decode(64, 96, latent_frames)
         assert (full, linear) == pytest.approx((expected.total("full"), expected.total("paper")))
     assert HUNYUANVIDEO15_VAE.frames(31) == 121
+
+
+# -- ralu generate ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-hunyuanvideo15")
+    hunyuanvideo15_pipeline(text=True).save_pretrained(path)
+    return path
+
+
+def test_generate_writes_a_clip_and_its_recipe_with_the_familys_default_preset(model_dir, tmp_path, capsys):
+    import json
+
+    from ralu_schedule.presets import DEFAULT_PRESETS
+    from ralu_torch.cli import main
+    from ralu_torch.generate import _family
+
+    family, variant = _family(str(model_dir))
+    assert (family.name, variant) == ("hunyuanvideo1.5", "hunyuanvideo1.5-480p") and family.video
+    out = tmp_path / "fox.mp4"
+    assert main(["generate", "--model", str(model_dir), "--prompt", "a red fox", "--height", "64", "--width", "64",
+                 "--num-frames", "5", "--device", "cpu", "--out", str(out)]) == 0
+    recipe = json.loads(out.with_suffix(".json").read_text())
+    assert (recipe["num_frames"], recipe["fps"], recipe["schedule_source"]) == (5, 24, DEFAULT_PRESETS[variant])
+    assert out.read_bytes()[4:8] == b"ftyp"                            # an MP4
+    # its guidance is the guider's: --guidance-scale is refused in one line, before the run
+    assert main(["generate", "--model", str(model_dir), "--prompt", "a", "--height", "64", "--width", "64",
+                 "--num-frames", "5", "--device", "cpu", "--guidance-scale", "4", "--out", str(tmp_path / "b.mp4")]) == 1
+    err = capsys.readouterr().err
+    assert "takes its guidance from its guider" in err and "Traceback" not in err

@@ -252,3 +252,66 @@ def test_the_presets_cost_what_they_say():
         assert p.evidence == "analytic benchmark" and f"{speed:.2f}x" in p.description
         assert layout_cost(p.layout, "qwen-image-2.1", baseline_steps=40).speedup == pytest.approx(speed, abs=0.005)
         assert preset(name).layout.terminal == 0.02                   # solved on the pipeline's own grid end
+
+
+# -- ralu generate and ralu eval ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A tiny QwenImage21Pipeline with a tiny Qwen3-VL, saved (its configs are what ralu reads
+    first), and the pipeline itself: loading it back needs torchvision (Qwen3VLProcessor's video
+    processor), which this environment lacks, so the tests hand it over in place of loading."""
+    path = tmp_path_factory.mktemp("tiny-qwenimage21")
+    pipe = qwenimage21_pipeline(text=True)
+    pipe.save_pretrained(path)
+    return path, pipe
+
+
+@pytest.fixture
+def loads(saved, monkeypatch):
+    from diffusers import DiffusionPipeline
+
+    path, pipe = saved
+    monkeypatch.setattr(DiffusionPipeline, "from_pretrained", classmethod(lambda cls, model, **kw: pipe))
+    return path
+
+
+def test_generate_makes_rgba_images_with_the_familys_default_preset(loads, tmp_path, capsys):
+    import json
+
+    from PIL import Image
+
+    from ralu_torch.cli import main
+    from ralu_torch.generate import _family
+
+    family, variant = _family(str(loads))
+    assert (family.name, variant) == ("qwen-image-2.1", "qwen-image-2.1")
+    out = tmp_path / "out"
+    assert main(["generate", "--model", str(loads), "--prompt", "a red cat", "--negative-prompt", "blurry",
+                 "--true-cfg", "3", "--num-images", "2", "--height", "128", "--width", "64", "--device", "cpu",
+                 "--out-dir", str(out)]) == 0
+    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [x["preset"] for x in lines] == ["qwen-image-2.1-7x"] * 2 and lines[0]["negative_prompt"] == "blurry"
+    with Image.open(out / lines[0]["file"]) as im:
+        assert im.mode == "RGBA" and im.size == (64, 128)
+    capsys.readouterr()
+    assert main(["generate", "--model", str(loads), "--prompt", "a", "--negative-prompt", "blurry", "--height",
+                 "64", "--width", "64", "--out", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert "a negative prompt on Qwen-Image 2.1 needs true_cfg_scale > 1" in err and len(err.strip().splitlines()) == 1
+
+
+def test_eval_scores_its_images_against_the_baseline(loads, tmp_path):
+    import csv
+
+    from ralu_torch.cli import main
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red cat\n")
+    out = tmp_path / "eval"
+    assert main(["eval", "--model", str(loads), "--prompts", str(prompts), "--configs", "baseline:20",
+                 "qwen-image-2.1-4x", "--out-dir", str(out), "--metrics", "psnr", "ssim", "--sheet", "0",
+                 "--height", "64", "--width", "64", "--device", "cpu", "--repeats", "1"]) == 0
+    with open(out / "eval.csv", newline="") as f:
+        summary = list(csv.DictReader(f))
+    assert [r["configuration"] for r in summary] == ["baseline:20", "qwen-image-2.1-4x"]
+    assert float(summary[1]["ssim_mean"]) < 1 and float(summary[1]["speedup_tflops"]) > 1

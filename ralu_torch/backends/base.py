@@ -380,8 +380,15 @@ class DiffusersBackend:
         """The cost model's description of this transformer (from its config)."""
         raise NotImplementedError
 
+    def call_spec(self, cond) -> tuple:
+        """``(spec, text_tokens)``: the cost model's transformer for the calls ``cond`` makes, and
+        the text sequence they see (a family whose calls depend on more than the prompt's length
+        says so: HunyuanVideo 1.5's ByT5 and image tokens, Qwen-Image 2.1's stored text)."""
+        return self.cost_spec(), cond.text_tokens
+
     def call_tflops(self, tokens: int, cond) -> float:
-        return cond.calls * self.cost_spec().forward(tokens, cond.text_tokens).total("paper") / 1e12
+        spec, text = self.call_spec(cond)
+        return cond.calls * spec.forward(tokens, text).total("paper") / 1e12
 
 
 @dataclasses.dataclass

@@ -321,6 +321,5 @@ class HunyuanVideo15Backend(ClipBackend, DiffusersBackend):
                                   out_channels=c.out_channels, text_dim=c.text_embed_dim, byt5_dim=c.text_embed_2_dim,
                                   image_dim=c.image_embed_dim, pixels_per_token=self.pixels_per_token)
 
-    def call_tflops(self, tokens: int, cond) -> float:
-        spec = self.cost_spec(byt5_tokens=cond.positive.prompt_embeds_2.shape[1])
-        return cond.calls * spec.forward(tokens, cond.text_tokens).total("paper") / 1e12
+    def call_spec(self, cond) -> tuple:
+        return self.cost_spec(byt5_tokens=cond.positive.prompt_embeds_2.shape[1]), cond.text_tokens

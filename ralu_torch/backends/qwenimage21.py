@@ -10,7 +10,7 @@ What differs from Qwen-Image:
   and never sees the image; with ``causal_condition`` (the published model) it is modulated
   from ``t = 0``, so its keys and values are the same at every step and, since the text never
   attends to the image, at every token layout: the pipeline caches them after its first step
-  (``use_kv_cache``, on by default) and so does RALU, once per run (:meth:`prepare`), every
+  (``use_kv_cache``, on by default) and so does RALU, once per run (on its first call), every
   step then running the image tokens alone against that prefix, as the pipeline's later steps
   do. With ``use_kv_cache=False`` (or a model without ``causal_condition``) every call runs the
   whole sequence, as the pipeline does then;
@@ -248,9 +248,6 @@ class QwenImage21Backend(DiffusersBackend):
             image = torch.cat([axis(torch.full_like(c[:, 0], T), d_frame), axis(c[:, 0], d_row), axis(c[:, 1], d_col)],
                               dim=-1)
             tables[T] = (stock[:T], rotary.PerImage(image.view(B, L, -1)))
-        for _, branch in cond.branches():                                 # the text prefix, once per run
-            if branch.prefix.kv is not None and not branch.prefix.ready:
-                self._prefill(branch, tables[branch.prompt_embeds.shape[1]][0])
         return QwenImage21Positions(tables)
 
     def _prefill(self, branch: QwenImage21Branch, text_table: torch.Tensor) -> None:
@@ -269,9 +266,10 @@ class QwenImage21Backend(DiffusersBackend):
         t = stock_timestep(sigma, x.shape[0], dtype)                      # (1000 sigma in the model dtype) / 1000
 
         def call(branch):
-            mode = "cached" if branch.prefix.ready else None
-            return forward_tokens(self.transformer, xin, t, branch, positions.tables[branch.prompt_embeds.shape[1]],
-                                  mode)
+            tables = positions.tables[branch.prompt_embeds.shape[1]]
+            if branch.prefix.kv is not None and not branch.prefix.ready:     # the text prefix, once per run
+                self._prefill(branch, tables[0])
+            return forward_tokens(self.transformer, xin, t, branch, tables, "cached" if branch.prefix.ready else None)
 
         with lora_scaled(self.transformer, cond.attention_kwargs):
             return cond.run(self.transformer, call)
@@ -296,6 +294,5 @@ class QwenImage21Backend(DiffusersBackend):
                                mlp_ratio=c.mlp_ratio, token_features=c.in_channels, out_features=c.out_channels,
                                context_dim=c.context_in_dim, kv_cache=kv_cache)
 
-    def call_tflops(self, tokens: int, cond) -> float:
-        spec = self.cost_spec(kv_cache=cond.positive.prefix.kv is not None)
-        return cond.calls * spec.forward(tokens, cond.text_tokens).total("paper") / 1e12
+    def call_spec(self, cond) -> tuple:
+        return self.cost_spec(kv_cache=cond.positive.prefix.kv is not None), cond.text_tokens
