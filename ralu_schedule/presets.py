@@ -189,6 +189,10 @@ PRESETS.update({p.name: p for p in [
            (0.2, 1.0), (2, 2), "6.93x", "HunyuanVideo 1.5 480p's 50 steps", "hunyuanvideo1.5-480p"),
     _video("hunyuanvideo1.5-480p-4x", "hunyuanvideo1.5-480p", (480, 832), 121, 5.0, (6, 7, 10), (0.205, 0.33, 1.0),
            (0.3, 1.0), (2, 2), "3.79x", "HunyuanVideo 1.5 480p's 50 steps", "hunyuanvideo1.5-480p"),
+    _video("hunyuanvideo1.5-720p-7x", "hunyuanvideo1.5-720p", (704, 1280), 121, 9.0, (4, 3, 6), (0.125, 0.18, 1.0),
+           (0.1, 1.0), (2, 2), "7.12x", "HunyuanVideo 1.5 720p's 50 steps", "hunyuanvideo1.5-720p"),
+    _video("hunyuanvideo1.5-720p-4x", "hunyuanvideo1.5-720p", (704, 1280), 121, 9.0, (6, 7, 10), (0.125, 0.215, 1.0),
+           (0.3, 1.0), (2, 2), "3.98x", "HunyuanVideo 1.5 720p's 50 steps", "hunyuanvideo1.5-720p"),
 ]})
 
 #: The preset a run takes when it names none, by model (:mod:`ralu_schedule.models`).
@@ -203,6 +207,7 @@ DEFAULT_PRESETS = {
     "wan2.2-ti2v-5b": "wan-720p-7x",
     "qwen-image-2.1": "qwen-image-2.1-7x",
     "hunyuanvideo1.5-480p": "hunyuanvideo1.5-480p-7x", "hunyuanvideo1.5-480p-distilled": "hunyuanvideo1.5-480p-7x",
+    "hunyuanvideo1.5-720p": "hunyuanvideo1.5-720p-7x", "hunyuanvideo1.5-720p-distilled": "hunyuanvideo1.5-720p-7x",
 }
 
 PARAMETERS = ("default", "authors", "optimised")

@@ -79,10 +79,10 @@ def test_a_mixed_layout_makes_the_stock_calls_per_step_and_decodes_clips(watched
     pipe(**inputs, height=64, width=64, num_frames=5, num_inference_steps=2, generator=gens(), output_type="latent")
     assert calls == [2, 2] * 2                                           # CFG: two calls a step, the batch each
     calls.clear()
-    out = RALU(pipe, MIXED)(**inputs, height=128, width=96, num_frames=5, generator=gens(), output_type="np")
-    assert out.images.shape == (2, 5, 128, 96, 3) and np.isfinite(out.images).all()
+    out = RALU(pipe, MIXED)(**inputs, height=96, width=64, num_frames=5, generator=gens(), output_type="np")
+    assert out.images.shape == (2, 5, 96, 64, 3) and np.isfinite(out.images).all()
     assert calls == [2] * (2 * MIXED.total_steps)
-    assert out.stage_tokens[0] < out.stage_tokens[1] < out.stage_tokens[2] == 2 * 8 * 6   # a mixed stage
+    assert out.stage_tokens[0] < out.stage_tokens[1] < out.stage_tokens[2] == 2 * 6 * 4   # a mixed stage
     assert watched_steps == [[], [], []]
 
 
@@ -167,6 +167,29 @@ def test_image_to_video_is_refused_by_name():
         RALU(i2v)
 
 
+def test_every_checkpoint_gets_the_presets_of_its_size():
+    """Each of the four checkpoints, told apart by its configs alone (the transformer's target_size,
+    the guider's scale), takes the default preset made for its size and shift (a 720p checkpoint
+    found none before its presets were searched)."""
+    from ralu_schedule.models import MODEL_INFO
+    from ralu_schedule.presets import DEFAULT_PRESETS, get_preset
+    from ralu_torch.backends.families import BY_NAME
+
+    family = BY_NAME["hunyuanvideo1.5"]
+    shifts = {"480p": 5.0, "720p": 9.0}
+    seen = set()
+    for target_size, size in [(640, "480p"), (960, "720p")]:
+        for scale, kind in [(6.0, ""), (1.0, "-distilled")]:
+            configs = {"transformer": {"target_size": target_size}, "guider": {"guidance_scale": scale}}
+            name = family.variant(lambda sub: configs.get(sub, {}))
+            p = get_preset(DEFAULT_PRESETS[name])
+            assert name == f"hunyuanvideo1.5-{size}{kind}" and p.name == f"hunyuanvideo1.5-{size}-7x"
+            assert (p.shift, p.frames, p.resolution[0]) == (shifts[size], 121, {"480p": 480, "720p": 704}[size])
+            assert get_preset(f"hunyuanvideo1.5-{size}-4x").shift == shifts[size]
+            seen.add(name)
+    assert seen == {m for m, info in MODEL_INFO.items() if info.family == "hunyuanvideo1.5"}
+
+
 # -- the cost model against torch's FLOP counter, on the published model built on the meta device ----
 def _meta(*shape, dtype=torch.float32):
     return torch.empty(*shape, device="meta", dtype=dtype)
@@ -176,7 +199,11 @@ def test_cost_of_a_call_against_the_flop_counter():
     """The 480p/720p transformer (diffusers' conversion script's config, 8,326,608,160 parameters)
     on clips of one and three latent frames, with the published conditioning (1000 prompt, 256 ByT5,
     729 image tokens): RALU's call plus what the stock forward also computes (the zero condition
-    channels of the patch embedding, the zero image embeddings' projection) is the spec's call."""
+    channels of the patch embedding, the zero image embeddings' projection) is the spec's call.
+    Built with 2 of its 54 identical blocks (building all 54 is most of the test's time): the
+    parameters are counted with the other 52 added block by block, the spec priced at 2 layers."""
+    import dataclasses
+
     import diffusers
     from tiny import counted
 
@@ -185,12 +212,15 @@ def test_cost_of_a_call_against_the_flop_counter():
 
     with torch.device("meta"):
         tr = diffusers.HunyuanVideo15Transformer3DModel(
-            in_channels=65, out_channels=32, num_attention_heads=16, attention_head_dim=128, num_layers=54,
+            in_channels=65, out_channels=32, num_attention_heads=16, attention_head_dim=128, num_layers=2,
             num_refiner_layers=2, mlp_ratio=4.0, patch_size=1, patch_size_t=1, qk_norm="rms_norm",
             text_embed_dim=3584, text_embed_2_dim=1472, image_embed_dim=1152, rope_theta=256.0,
             rope_axes_dim=(16, 56, 56), use_meanflow=False, target_size=640, task_type="t2v")
-    assert sum(p.numel() for p in tr.parameters()) == 8_326_608_160
+    block = sum(p.numel() for p in tr.transformer_blocks[0].parameters())
+    assert sum(p.numel() for p in tr.parameters()) + 52 * block == 8_326_608_160
     spec = MODELS["hunyuanvideo1.5-480p"]
+    assert spec.transformer.layers == 54
+    call = dataclasses.replace(spec.transformer, layers=2)
     T = spec.text_tokens
     branch = HunyuanVideo15Branch(_meta(1, 1000, 3584), _meta(1, 1000), _meta(1, 256, 1472),
                                   _meta(1, T, dtype=torch.long), _meta(1, T, dtype=torch.bool),
@@ -202,7 +232,7 @@ def test_cost_of_a_call_against_the_flop_counter():
         full, linear = counted(lambda: (forward_tokens(tr, _meta(1, M, 32), tables, branch, _meta(1)),
                                         tr.image_embedder(_meta(1, 729, 1152))))
         extra = 2.0 * M * 33 * d                                   # the stock patch embedding's 33 zero channels
-        expected = spec.transformer.forward(M, T)
+        expected = call.forward(M, T)
         assert full + extra == pytest.approx(expected.total("full"))
         assert linear + extra == pytest.approx(expected.total("paper"))
 
@@ -241,23 +271,31 @@ def model_dir(tmp_path_factory):
     return path
 
 
-def test_generate_writes_a_clip_and_its_recipe_with_the_familys_default_preset(model_dir, tmp_path, capsys):
+def test_generate_writes_a_clip_and_its_recipe(model_dir, tmp_path, capsys):
+    """The family and its default preset from the configs (the guider's scale tells the CFG-distilled
+    checkpoints apart); a clip (a short two-stage schedule, to keep the tiny model's 1985
+    conditioning tokens cheap) as an MP4 with its recipe beside it."""
     import json
 
+    from ralu_schedule import Layout, solve
     from ralu_schedule.presets import DEFAULT_PRESETS
     from ralu_torch.cli import main
     from ralu_torch.generate import _family
 
     family, variant = _family(str(model_dir))
-    assert (family.name, variant) == ("hunyuanvideo1.5", "hunyuanvideo1.5-480p") and family.video
+    assert (family.name, variant, DEFAULT_PRESETS[variant]) == ("hunyuanvideo1.5", "hunyuanvideo1.5-480p",
+                                                                "hunyuanvideo1.5-480p-7x") and family.video
+    schedule = tmp_path / "short.json"
+    schedule.write_text(json.dumps(solve(Layout(steps=(1, 1), ends=(0.5, 1.0)).with_base(5.0, None)).to_dict()))
     out = tmp_path / "fox.mp4"
     assert main(["generate", "--model", str(model_dir), "--prompt", "a red fox", "--height", "64", "--width", "64",
-                 "--num-frames", "5", "--device", "cpu", "--out", str(out)]) == 0
+                 "--num-frames", "5", "--device", "cpu", "--schedule", str(schedule), "--out", str(out)]) == 0
     recipe = json.loads(out.with_suffix(".json").read_text())
-    assert (recipe["num_frames"], recipe["fps"], recipe["schedule_source"]) == (5, 24, DEFAULT_PRESETS[variant])
+    assert (recipe["num_frames"], recipe["fps"], recipe["height"]) == (5, 24, 64)
     assert out.read_bytes()[4:8] == b"ftyp"                            # an MP4
-    # its guidance is the guider's: --guidance-scale is refused in one line, before the run
+    capsys.readouterr()
+    # its guidance is the guider's: --guidance-scale is refused in one line
     assert main(["generate", "--model", str(model_dir), "--prompt", "a", "--height", "64", "--width", "64",
-                 "--num-frames", "5", "--device", "cpu", "--guidance-scale", "4", "--out", str(tmp_path / "b.mp4")]) == 1
-    err = capsys.readouterr().err
-    assert "takes its guidance from its guider" in err and "Traceback" not in err
+                 "--num-frames", "5", "--device", "cpu", "--guidance-scale", "4", "--out", str(tmp_path / "b.mp4")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ralu: error")]
+    assert len(err) == 1 and "takes its guidance from its guider" in err[0]

@@ -33,6 +33,7 @@ class Family:
     video: bool = False         # makes clips (num_frames), written as MP4 by ralu generate
     #: (read) -> the positions per axis of the transformer's rotary table, or None (no limit checked)
     position_limit: Callable | None = None
+    alpha: bool = False         # its images are RGBA (the VAE decodes an alpha channel)
 
     @property
     def models(self) -> tuple:
@@ -128,7 +129,8 @@ FAMILIES = (
            extra_refused={"image": "condition images enter Qwen-Image 2.1's sequence as reference tokens (and its "
                                    "prompt through Qwen3-VL), which RALU's conditioned generation does not run yet",
                           "output_resolution": "it only sets the default height and width (and the condition "
-                                               "images' size); give height and width"}),
+                                               "images' size); give height and width"},
+           alpha=True),
 )
 
 BY_NAME = {f.name: f for f in FAMILIES}
