@@ -188,10 +188,7 @@ def build_family(family: str, model: str, device: str, dtype):
                 pipe.vae = vae_cls(**FLUX_VAE) if vae_cls.__name__ == "AutoencoderKL" else vae_cls()
         finally:
             torch.set_default_dtype(previous)
-        if hasattr(pipe, "vision_num_semantic_tokens"):
-            pipe.vision_num_semantic_tokens = 729     # HunyuanVideo 1.5's image tokens (SigLIP's), as published
-        pipe.register_modules(transformer=pipe.transformer, vae=pipe.vae)
-        return pipe, 512
+        return rebuilt(pipe), 512
     base = {k: v for k, v in pipe.transformer.config.items() if not k.startswith("_")}
     with torch.device(device):
         pipe.transformer = cls(**{**base, **config}).to(dtype)
@@ -201,8 +198,16 @@ def build_family(family: str, model: str, device: str, dtype):
         with torch.device(device):
             pipe.vae = AutoencoderKLFlux2(block_out_channels=(8, 8, 8, 8), layers_per_block=1, latent_channels=32,
                                           norm_num_groups=4).to(dtype)
-    pipe.register_modules(transformer=pipe.transformer, vae=pipe.vae)
-    return pipe, 64
+    return rebuilt(pipe), 64
+
+
+def rebuilt(pipe):
+    """The pipeline made anew from its components, so that what its ``__init__`` reads from its
+    transformer and VAE (HunyuanVideo 1.5's vision_states_dim from image_embed_dim, its
+    vision_num_semantic_tokens, 729 as published; scale factors) follows the replaced models
+    rather than the tiny ones (the proxy HunyuanVideo 1.5 ran its image embedder on the tiny
+    model's width)."""
+    return type(pipe)(**pipe.components)
 
 
 def build(model: str, device: str, dtype):

@@ -324,3 +324,21 @@ def test_latency_breakdown_sees_the_transformer_of_families_run_module_by_module
     breakdown = out[out.index("RALU's time by part"):]
     row = [c.strip() for c in breakdown.splitlines()[-1].strip("|").split("|")]
     assert row[2].startswith("RALU ") and float(row[3].rstrip("%")) > 0
+
+
+def test_a_proxy_pipeline_reads_its_replaced_transformer():
+    """bench/latency.py's proxies replace the tiny pipeline's transformer; what the pipeline's
+    __init__ derives from it must follow (HunyuanVideo 1.5's image-embedding width: the stock
+    proxy run failed in its image embedder on the tiny model's width)."""
+    import torch
+
+    from ralu_torch.testing import tiny_inputs
+
+    latency = load("latency.py")
+    pipe, text_tokens = latency.build_family("hunyuanvideo1.5", "proxy", "cpu", torch.float32)
+    assert pipe.vision_states_dim == pipe.transformer.config.image_embed_dim == 256
+    assert pipe.vision_num_semantic_tokens == 729                        # as published
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(**tiny_inputs(pipe, 1, text_tokens=text_tokens, guided=True), height=32, width=32, num_frames=1,
+               num_inference_steps=1, generator=torch.Generator().manual_seed(0), output_type="latent").frames
+    assert out.shape == (1, pipe.vae.config.latent_channels, 1, 2, 2) and torch.isfinite(out).all()
