@@ -299,3 +299,10 @@ def test_generate_writes_a_clip_and_its_recipe(model_dir, tmp_path, capsys):
                  "--num-frames", "5", "--device", "cpu", "--guidance-scale", "4", "--out", str(tmp_path / "b.mp4")]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ralu: error")]
     assert len(err) == 1 and "takes its guidance from its guider" in err[0]
+    # ralu eval scores images: a video model is refused in one line, pointing to what times and makes clips
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red fox\n")
+    assert main(["eval", "--model", str(model_dir), "--prompts", str(prompts), "--configs", "baseline:2",
+                 "hunyuanvideo1.5-480p-7x", "--out-dir", str(tmp_path / "eval"), "--device", "cpu"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ralu: error")]
+    assert len(err) == 1 and "is a video model (hunyuanvideo1.5)" in err[0] and "--family hunyuanvideo1.5" in err[0]
