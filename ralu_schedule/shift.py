@@ -205,6 +205,17 @@ SHIFT_RULES: dict[str, ShiftRule] = {
     # Qwen-Image 2.1: Qwen-Image's calculate_shift anchors (tokens: one per latent pixel) and terminal
     "qwen-image-2.1": ShiftRule(dynamic=True, shift=1.0, base_shift=0.5, max_shift=0.9, base_seq_len=256,
                                 max_seq_len=8192, terminal=0.02),
+    # image-conditioned: FLUX.1 Kontext and Qwen-Image-Edit ship their text-to-image family's scheduler
+    # configuration; Wan image-to-video: the model cards' 3.0 at 480p and 5.0 at 720p for Wan 2.1 I2V, the
+    # reference Wan 2.2 I2V-A14B and TI2V-5B configurations' 5.0
+    "flux-kontext-dev": ShiftRule(dynamic=True, shift=3.0, base_shift=0.5, max_shift=1.15,
+                                  base_seq_len=256, max_seq_len=4096),
+    **{name: ShiftRule(dynamic=True, shift=1.0, base_shift=0.5, max_shift=0.9, base_seq_len=256, max_seq_len=8192,
+                       terminal=0.02) for name in ("qwen-image-edit", "qwen-image-edit-2509")},
+    "wan2.1-i2v-14b-480p": ShiftRule(dynamic=False, shift=3.0),
+    "wan2.1-i2v-14b-720p": ShiftRule(dynamic=False, shift=5.0),
+    "wan2.2-i2v-a14b": ShiftRule(dynamic=False, shift=5.0),
+    "wan2.2-ti2v-5b-i2v": ShiftRule(dynamic=False, shift=5.0),
 }
 
 

@@ -8,6 +8,8 @@ UPSAMPLE_MODES = ("latent", "token")
 KEPT_NOISE = ("exact", "unit")
 #: Built-in selection policies (:mod:`ralu_torch.selection`).
 SELECTIONS = ("edges", "authors", "random")
+#: Selection policies of image-conditioned pipelines only: the condition image's edges.
+CONDITION_SELECTIONS = ("condition",)
 #: ``output_type`` values, as diffusers pipelines take them.
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 #: Weight dtypes of the command line.

@@ -22,8 +22,8 @@ from ralu_schedule.layout import check_schedule_finite
 from .noise import draw, reinjection_noise
 from .selection import check_mask, selection_policy
 from .solvers import stage_scheduler, step_takes_generator
-from .tokens import (TokenSet, child_source, noise_shape, noise_tokens, paint_full, pooled_latent, raster_latent,
-                     upsample_mode, upsample_values)
+from .tokens import (TokenSet, child_source, latent_tokens, noise_shape, noise_tokens, paint_full, pooled_latent,
+                     raster_latent, upsample_mode, upsample_values)
 
 
 @dataclass
@@ -48,7 +48,7 @@ class SampleResult:
 def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple, generator, upsample: str = "latent",
            kept_noise: str = "exact", select="edges", edge_thresholds=(0.1, 0.2), noise_sampler=None,
            solver=None, callback=None, progress=None, record: bool = False, scope=None,
-           latents=None) -> SampleResult:
+           latents=None, start=None) -> SampleResult:
     """Run every stage of ``schedule`` (a :class:`~ralu_schedule.Schedule` or an edited
     :class:`~ralu_schedule.Plan`) on a ``grid`` of full-resolution tokens. ``record=True``
     keeps a :class:`TransitionRecord` per transition (token sets, selection, decoded
@@ -57,7 +57,14 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
     fresh copy over its own sigmas (:func:`ralu_torch.solvers.stage_scheduler`). ``scope``
     (:class:`ralu_torch.caches.StageScope`) scopes diffusers' cache hooks to stages, wraps
     each model call, and can interrupt the run after any step; an interrupted run returns
-    its current state painted on the full-resolution grid (``interrupted=True``)."""
+    its current state painted on the full-resolution grid (``interrupted=True``).
+
+    ``start``: the clean latent ``(B, C, 2 rows, 2 cols)`` (model space, full resolution) of an
+    image to start from. The first stage then starts from it brought to its token set
+    (:func:`~ralu_torch.tokens.latent_tokens`: average-pooled to the stage's resolution) and
+    noised to the stage's first sigma as diffusers' ``scale_noise`` does,
+    ``x = sigma * noise + (1 - sigma) * latent``, with the noise drawn at that resolution (or
+    ``latents``) as for a run from noise."""
     patch = getattr(backend, "patch", 2)             # latent pixels per token side (1: HunyuanVideo 1.5, Qwen-Image 2.1)
     upsample = upsample_mode(upsample, patch)
     plan = schedule.plan if isinstance(schedule, Schedule) else schedule
@@ -74,6 +81,8 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
     shape = noise_shape(backend.noise_layout, batch, backend.features, grid[0] // D, grid[1] // D)
     x = (noise_tokens(backend.noise_layout, noise(shape, generator, device)) if latents is None
          else _initial_latents(latents, shape, backend.noise_layout, device))
+    if start is not None:
+        x = noised_start(start, x, tokens, plan.stages[0].sigmas[0])
     result = SampleResult(latents=x, tokens=tokens)
     # every stage's scheduler before the first model call, so a solver that cannot run one is refused up front
     scheds = [None if solver is None else stage_scheduler(solver, plan, k, device=device)
@@ -120,6 +129,19 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
         tokens = new
     result.latents, result.tokens = x, tokens
     return result
+
+
+def noised_start(start: torch.Tensor, noise: torch.Tensor, tokens: TokenSet, sigma: float) -> torch.Tensor:
+    """The first stage's state of a run from an image: the image's full-resolution latent
+    ``start`` read on the stage's ``tokens`` (the one rule, :func:`~ralu_torch.tokens.latent_tokens`),
+    noised to ``sigma`` with ``noise`` (tokens of the same set): ``sigma noise + (1 - sigma) image``."""
+    expected = (tokens.batch, noise.shape[-1] // 4, 2 * tokens.grid[0], 2 * tokens.grid[1])
+    if not isinstance(start, torch.Tensor) or tuple(start.shape) != expected:
+        raise ValueError(f"the image to start from must be a latent of shape {expected}, got "
+                         f"{type(start).__name__} {tuple(getattr(start, 'shape', ()))}")
+    image = latent_tokens(start.to(device=noise.device, dtype=torch.float32), tokens)
+    sigma = float(sigma)
+    return sigma * noise + (1.0 - sigma) * image
 
 
 def run_steps(backend, x, positions, sig, cond, *, stage=0, first_step=0, callback=None, bar=None, scope=None,
@@ -189,7 +211,11 @@ def apply_transition(x, tokens: TokenSet, mask, tr, generator, *, noise=draw, up
 
 def _select(backend, policy, x1_hat, tokens: TokenSet, fraction: float, generator):
     """Decode the clean estimate at the coarsest resolution present and let the policy pick
-    ``fraction`` of its low-resolution tokens; returns (mask, decoded estimate)."""
+    ``fraction`` of its low-resolution tokens; returns (mask, decoded estimate). A policy that
+    says it reads no estimate (``needs_estimate = False``: the condition's edges) is spared the
+    decode and gets ``None``."""
+    if not getattr(policy, "needs_estimate", True):
+        return check_mask(policy(None, tokens, fraction, generator), tokens, fraction), None
     D = tokens.coarsest
     if tokens.uniform:          # every token at the coarsest size: its latent directly, no full-size round trip
         coarse_latent = raster_latent(x1_hat, tokens, D)

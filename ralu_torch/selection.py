@@ -15,7 +15,10 @@ shared with the cost model). Built-in policies, chosen by name:
   thresholds 100/200), edge pixels per token, ties broken by tiny noise from ``generator``.
   The count is the shared rule (nearest), which equals the authors' floor at the paper's
   resolution and can differ by one token elsewhere;
-- ``"random"``: a uniformly random choice from ``generator`` (an ablation baseline).
+- ``"random"``: a uniformly random choice from ``generator`` (an ablation baseline);
+- ``"condition"`` (image-conditioned pipelines): the edges of the condition image instead of
+  the estimate's, found once before the first step (:class:`ConditionSelection`; no decode at
+  transitions).
 
 Video (a clip's latent frames stacked along the token rows, :mod:`ralu_torch.backends.wan`):
 ``estimate`` is the decoded clip ``(B, 3, frames, H, W)``. A token is a patch of one latent
@@ -36,7 +39,7 @@ from ralu_schedule import upsample_count
 
 from .edges import authors_edge_map, edge_counts, edge_map, token_scores
 from .noise import draw
-from .options import SELECTIONS
+from .options import CONDITION_SELECTIONS, SELECTIONS
 from .tokens import TokenSet
 
 
@@ -133,17 +136,72 @@ class RandomSelection:
         return select_top(tokens, _frame_noise(tokens, generator, tokens.cells.device), fraction)
 
 
+class ConditionSelection:
+    """``"condition"``: kornia Canny edge density of the image the pipeline is conditioned on
+    (the source image, the first frame, the control image), at the output size, scored per token
+    as ``"edges"`` scores the estimate (ties by gradient magnitude). Its edges are found once, before
+    the first step; a transition reads them at its coarsest token size and decodes nothing.
+
+    ``RALU`` binds it to each call's condition (:meth:`bind`: the conditioning's
+    ``selection_pixels``, ``(B or 1, 3, H, W)`` in ``[-1, 1]``). A clip's tokens of every latent
+    frame read the image's score at their place: the condition is one frame, the clip starts there.
+    """
+
+    def __init__(self, pixels_per_token: int, thresholds=(0.1, 0.2)):
+        self.pixels_per_token = pixels_per_token
+        self.thresholds = check_edge_thresholds(thresholds)
+
+    def bind(self, cond) -> "ConditionEdges":
+        pixels = getattr(cond, "selection_pixels", None)
+        if pixels is None:
+            raise ValueError("select='condition' needs the condition's pixels, and this call gave its condition as "
+                             "latents; pass the image, or use select='edges'")
+        return ConditionEdges(edge_map(pixels, self.thresholds), self.pixels_per_token)
+
+    def __call__(self, estimate, tokens, fraction, generator=None):
+        raise ValueError("select='condition' reads a call's condition: RALU binds it to each call (bind(cond)); it "
+                         "cannot pick tokens from an estimate alone")
+
+
+class ConditionEdges:
+    """:class:`ConditionSelection` bound to one call's condition: ``canny`` is the edge map
+    (gradient magnitude, edges), each ``(B or 1, 1, H, W)``, of the condition at the output size."""
+
+    needs_estimate = False
+
+    def __init__(self, canny: tuple, pixels_per_token: int):
+        self.canny = canny
+        self.pixels_per_token = pixels_per_token
+
+    def scores(self, tokens: TokenSet) -> torch.Tensor:
+        """``(B, rows, cols)`` scores on the coarsest grid of ``tokens``, every latent frame of a clip
+        reading the condition's."""
+        scores = token_scores(self.canny, self.pixels_per_token * tokens.coarsest)
+        rows, cols = scores.shape[-2:]
+        frames = tokens.frame[0] // rows
+        if frames * rows != tokens.frame[0] or cols != tokens.frame[1]:
+            raise ValueError(f"the condition's {rows}x{cols} coarse tokens do not tile a token grid of "
+                             f"{tokens.frame[0]}x{tokens.frame[1]}")
+        return scores.repeat(1, frames, 1).expand(tokens.batch, -1, -1)
+
+    def __call__(self, estimate, tokens, fraction, generator=None):
+        return select_top(tokens, self.scores(tokens), fraction)
+
+
 def selection_policy(select, pixels_per_token: int, edge_thresholds=(0.1, 0.2)) -> Callable:
-    """The policy named by ``select`` (one of :data:`SELECTIONS`), or ``select`` itself if callable."""
+    """The policy named by ``select`` (one of :data:`SELECTIONS` or :data:`CONDITION_SELECTIONS`),
+    or ``select`` itself if callable."""
     if callable(select):
         return select
+    if select == "condition":
+        return ConditionSelection(pixels_per_token, edge_thresholds)
     if select == "edges":
         return EdgeSelection(pixels_per_token, edge_thresholds)
     if select == "authors":
         return AuthorsSelection(pixels_per_token)
     if select == "random":
         return RandomSelection()
-    raise ValueError(f"select must be one of {', '.join(SELECTIONS)} or a callable "
+    raise ValueError(f"select must be one of {', '.join(SELECTIONS + CONDITION_SELECTIONS)} or a callable "
                      f"(estimate, tokens, fraction, generator) -> mask, got {select!r}")
 
 

@@ -57,6 +57,11 @@ FULL_TRANSFORMERS = {
 
 TINY_TEXT_DIM = TINY_POOLED_DIM = 32
 
+#: The tiny FLUX.1 transformer (one double and one single block; FLUX's token layout).
+TINY_FLUX = dict(patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
+                 num_attention_heads=2, joint_attention_dim=TINY_TEXT_DIM, pooled_projection_dim=TINY_POOLED_DIM,
+                 axes_dims_rope=(4, 6, 6))
+
 
 def flux_pipeline(*, tiny: bool = True, guidance_embeds: bool = True, seed: int = 0, device="cpu",
                   dtype=torch.float32):
@@ -74,10 +79,7 @@ def flux_pipeline(*, tiny: bool = True, guidance_embeds: bool = True, seed: int 
     try:
         with torch.device(device):
             if tiny:
-                transformer = FluxTransformer2DModel(
-                    patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=16,
-                    num_attention_heads=2, joint_attention_dim=TINY_TEXT_DIM, pooled_projection_dim=TINY_POOLED_DIM,
-                    guidance_embeds=guidance_embeds, axes_dims_rope=(4, 6, 6))
+                transformer = FluxTransformer2DModel(**TINY_FLUX, guidance_embeds=guidance_embeds)
                 vae = AutoencoderKL(**TINY_VAE)
             else:
                 transformer = FluxTransformer2DModel(guidance_embeds=guidance_embeds)
@@ -222,6 +224,11 @@ TINY_MODELS = ("flux-dev", "flux-schnell", "sd3-medium", "flux2-dev", "flux2-kle
                "qwen-image", "z-image-turbo", "z-image", "chroma", "wan2.1-t2v-14b", "wan2.2-t2v-a14b",
                "hunyuanvideo1.5-480p", "qwen-image-2.1")
 
+#: The tiny Wan transformer (two blocks of Wan's layer types; inner width 24).
+TINY_WAN = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
+                text_dim=TINY_TEXT_DIM, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True,
+                qk_norm="rms_norm_across_heads", rope_max_seq_len=64)
+
 #: Wan's published scheduler: UniPC on flow sigmas with a fixed shift (the model cards: 3.0 at
 #: 480p, 5.0 at 720p for Wan 2.1; 12.0 for Wan 2.2 A14B)
 WAN_UNIPC = dict(prediction_type="flow_prediction", use_flow_sigmas=True, num_train_timesteps=1000)
@@ -240,10 +247,7 @@ def wan_pipeline(*, experts: int = 1, boundary_ratio: float = 0.875, scheduler: 
     torch.manual_seed(seed)
 
     def expert():
-        return d.WanTransformer3DModel(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12,
-                                       in_channels=16, out_channels=16, text_dim=TINY_TEXT_DIM, freq_dim=32, ffn_dim=32,
-                                       num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-                                       rope_max_seq_len=64)
+        return d.WanTransformer3DModel(**TINY_WAN)
 
     tr = expert()
     tr2 = expert() if experts == 2 else None
@@ -431,6 +435,98 @@ def wan_pipeline_with_text(seed: int = 0, experts: int = 1):
     return full
 
 
+#: Image-conditioned pipelines :func:`conditioned_pipeline` builds (channel-concatenated conditions).
+CONDITIONED_MODELS = ("flux-fill", "flux-control", "wan2.1-i2v", "wan2.1-flf2v", "wan2.2-i2v-a14b", "wan2.2-ti2v-5b")
+
+#: The tiny CLIP vision encoder of Wan 2.1 I2V: 32-pixel crops of 16-pixel patches, 5 tokens of width 32.
+TINY_CLIP_VISION = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=2,
+                        image_size=32, patch_size=16, projection_dim=32)
+
+
+def conditioned_pipeline(model: str, *, seed: int = 0, device="cpu", dtype=torch.float32, scheduler: str = "euler"):
+    """A tiny image-conditioned pipeline whose condition is concatenated to the transformer's
+    input channels, no text encoders (pass embeddings: :func:`tiny_inputs`):
+
+    - ``"flux-fill"``: ``FluxFillPipeline`` (input 64 latent + 64 masked-image + 256 mask values per token);
+    - ``"flux-control"``: ``FluxControlPipeline`` (64 latent + 64 control-image values);
+    - ``"wan2.1-i2v"``: ``WanImageToVideoPipeline`` with a CLIP vision encoder (``image_dim``) and
+      36 input channels (16 latent + 4 mask + 16 condition), as Wan 2.1 I2V;
+    - ``"wan2.1-flf2v"``: the same with the image embedder's positions for two images (first and last frame);
+    - ``"wan2.2-i2v-a14b"``: two 36-channel experts switched at ``boundary_ratio`` 0.9, no CLIP;
+    - ``"wan2.2-ti2v-5b"``: ``expand_timesteps`` (the first frame's latents replace the noise, per-token
+      timesteps) with Wan 2.2's residual VAE (48 channels, 16x spatial with its 2x2 patching).
+
+    The transformers are the tiny ones of :func:`flux_pipeline` and :func:`wan_pipeline` with the
+    conditioned input widths; ``scheduler`` as :func:`wan_pipeline` takes it."""
+    import diffusers as d
+
+    if model not in CONDITIONED_MODELS:
+        raise ValueError(f"model must be one of {', '.join(CONDITIONED_MODELS)}, got {model!r}")
+    if model.startswith("flux"):
+        base = flux_pipeline(seed=seed, device=device, dtype=dtype)
+        torch.manual_seed(seed + 3)
+        width = 384 if model == "flux-fill" else 128
+        transformer = d.FluxTransformer2DModel(**{**TINY_FLUX, "in_channels": width, "out_channels": 64},
+                                               guidance_embeds=True).to(device=device, dtype=dtype)
+        cls = d.FluxFillPipeline if model == "flux-fill" else d.FluxControlPipeline
+        pipe = cls(scheduler=base.scheduler, vae=base.vae, text_encoder=None, tokenizer=None, text_encoder_2=None,
+                   tokenizer_2=None, transformer=transformer)
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+    experts = 2 if model == "wan2.2-i2v-a14b" else 1
+    base = wan_pipeline(experts=experts, boundary_ratio=0.9, scheduler=scheduler, seed=seed,
+                        flow_shift=5.0 if experts == 2 else 3.0)
+    torch.manual_seed(seed + 3)
+    inner = TINY_WAN["num_attention_heads"] * TINY_WAN["attention_head_dim"]
+    extra, vae, encoders = {"in_channels": 36}, base.vae, {}
+    if model in ("wan2.1-i2v", "wan2.1-flf2v"):
+        from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+        side = TINY_CLIP_VISION["image_size"]
+        encoders = dict(image_encoder=CLIPVisionModel(CLIPVisionConfig(**TINY_CLIP_VISION)),
+                        image_processor=CLIPImageProcessor(size={"shortest_edge": side},
+                                                           crop_size={"height": side, "width": side}))
+        tokens = (side // TINY_CLIP_VISION["patch_size"]) ** 2 + 1
+        extra.update(image_dim=TINY_CLIP_VISION["hidden_size"], added_kv_proj_dim=inner,
+                     pos_embed_seq_len=2 * tokens if model == "wan2.1-flf2v" else None)
+    elif model == "wan2.2-ti2v-5b":
+        z = 48
+        g = torch.Generator().manual_seed(seed + 5)
+        vae = d.AutoencoderKLWan(base_dim=8, z_dim=z, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
+                                 temperal_downsample=[False, True, True], is_residual=True, in_channels=12,
+                                 out_channels=12, patch_size=2, scale_factor_spatial=16,
+                                 latents_mean=(torch.randn(z, generator=g) * 0.3).tolist(),
+                                 latents_std=(torch.rand(z, generator=g) + 0.5).tolist())
+        extra = {"in_channels": z, "out_channels": z}
+    make = lambda: d.WanTransformer3DModel(**{**TINY_WAN, **extra})  # noqa: E731
+    transformer = make()
+    transformer_2 = make() if experts == 2 else None
+    pipe = d.WanImageToVideoPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=base.scheduler,
+                                     transformer=transformer, transformer_2=transformer_2,
+                                     boundary_ratio=0.9 if experts == 2 else None,
+                                     expand_timesteps=model == "wan2.2-ti2v-5b", **encoders)
+    pipe = pipe.to(device=device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_image(height: int, width: int, seed: int = 0, mode: str = "RGB"):
+    """A PIL image with structure for edge detectors (a few rectangles and a disc on a smooth
+    gradient, colours from ``seed``), made in memory."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    img = np.stack([0.3 + 0.4 * x, 0.3 + 0.4 * y, 0.5 + 0.2 * x * y], axis=-1)
+    for _ in range(3):
+        top, left = rng.integers(0, height // 2), rng.integers(0, width // 2)
+        img[top:top + int(rng.integers(4, height // 2)), left:left + int(rng.integers(4, width // 2))] = rng.random(3)
+    cy, cx, r = rng.integers(height // 4, 3 * height // 4), rng.integers(width // 4, 3 * width // 4), height // 6
+    img[(np.mgrid[0:height, 0:width][0] - cy) ** 2 + (np.mgrid[0:height, 0:width][1] - cx) ** 2 < r * r] = rng.random(3)
+    return Image.fromarray((img * 255).round().astype(np.uint8)).convert(mode)
+
+
 def tiny_inputs(pipe, batch: int = 1, *, guided: bool = False, text_tokens: int = 8, seed: int = 1) -> dict:
     """Prompt embeddings (and masks) that fit ``pipe``'s transformer, as its pipeline takes them;
     with ``guided``, negative embeddings and the guidance setting that turns them on (the
@@ -446,6 +542,8 @@ def tiny_inputs(pipe, batch: int = 1, *, guided: bool = False, text_tokens: int 
         return m
 
     cfg = pipe.transformer.config
+    if name in ("FluxFillPipeline", "FluxControlPipeline"):       # no true CFG: the distilled guidance only
+        return prompt_embeds(pipe, batch, text_tokens, seed)
     if name == "FluxPipeline":
         out = prompt_embeds(pipe, batch, text_tokens, seed)
         if guided:
@@ -503,7 +601,9 @@ def tiny_inputs(pipe, batch: int = 1, *, guided: bool = False, text_tokens: int 
             out.update(negative_prompt_embeds=rand(batch, text_tokens + 2, cfg.context_in_dim),
                        negative_prompt_embeds_mask=mask(batch).new_ones(batch, text_tokens + 2), true_cfg_scale=3.0)
         return out
-    if name == "WanPipeline":
+    if name in ("WanPipeline", "WanImageToVideoPipeline"):
+        if cfg.image_dim is not None:      # Wan's cross-attention takes the last 512 tokens as the text's
+            text_tokens = 512
         out = dict(prompt_embeds=rand(batch, text_tokens, cfg.text_dim))
         if guided:
             out.update(negative_prompt_embeds=rand(batch, text_tokens, cfg.text_dim), guidance_scale=4.0)

@@ -14,6 +14,20 @@ sys.path.insert(0, str(Path(__file__).parent))   # tests/tiny.py
 import pytest  # noqa: E402
 
 
+@pytest.fixture(autouse=True)
+def _library_state():
+    """Put back the process-wide state a script run in-process may change (bench/*.py set
+    torch's grad mode and diffusers' log level for their own run): a later test sees the
+    defaults whatever ran before it."""
+    import torch
+    from diffusers.utils import logging as diffusers_logging
+
+    grad, level = torch.is_grad_enabled(), diffusers_logging.get_verbosity()
+    yield
+    torch.set_grad_enabled(grad)
+    diffusers_logging.set_verbosity(level)
+
+
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory):
     """A tiny FLUX pipeline with text encoders, saved as from_pretrained reads it."""

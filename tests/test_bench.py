@@ -170,6 +170,14 @@ def test_gpu_check_writes_its_report_and_says_what_it_skipped(tmp_path, monkeypa
     assert "- FLUX latency (tiny): the time budget ran out (1 s" in report.read_text()
 
 
+def test_condition_selection_bench(capsys):
+    """bench/condition_selection.py: one photograph and one tiny pipeline, small."""
+    out = run_script("condition_selection.py", ["--size", "256", "--photos", "astronaut", "--fractions", "0.25",
+                                                "--models", "flux-control"],
+                     capsys)
+    assert "| astronaut |" in out and "| flux-control | image | 64 |" in out
+
+
 # -- timing side by side (issue 27): interleaved repeats, minima, noise, wall against FLOPs ---------
 # Driven by injected clocks and times: no wall-clock assertion anywhere.
 

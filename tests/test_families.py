@@ -256,11 +256,12 @@ def test_unsupported_and_image_conditioned_pipelines_are_refused_by_name(pipes):
     from ralu_torch.backends.families import SUPPORTED
 
     pipe = pipes("qwen-image")
-    edit = diffusers.QwenImageImg2ImgPipeline(**pipe.components)
-    with pytest.raises(ValueError, match=f"RALU cannot run QwenImageImg2ImgPipeline: it runs the text-to-image "
+    edit = diffusers.QwenImageInpaintPipeline(**pipe.components)
+    with pytest.raises(ValueError, match=f"RALU cannot run QwenImageInpaintPipeline: it runs the text-to-image "
                                          f"and text-to-video pipelines {', '.join(SUPPORTED)}; load the text-to-image QwenImagePipeline"):
         RALU(edit)
-    with pytest.raises(ValueError, match="RALU does not take image= with Flux2Pipeline: reference images"):
+    # FLUX.2 takes reference images (tests/test_references.py): what its pipeline cannot take is refused by its rule
+    with pytest.raises(ValueError, match="Flux2Pipeline cannot take reference image 1: Image must be a PIL.Image.Image"):
         RALU(pipes("flux2-dev"), MIXED)(**tiny_inputs(pipes("flux2-dev")), image=[object()], height=128, width=128)
 
 

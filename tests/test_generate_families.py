@@ -18,7 +18,7 @@ FAMILY = {"flux-dev": "flux", "flux-schnell": "flux", "sd3-medium": "sd3", "flux
 
 @pytest.mark.parametrize("model", TINY_MODELS)
 def test_family_and_variant_come_from_the_configs(model, tmp_path):
-    from ralu_torch.generate import _family
+    from ralu_torch.generation.plan import model_family as _family
 
     tiny_pipeline(model).save_pretrained(tmp_path)
     family, variant = _family(str(tmp_path))
@@ -45,7 +45,8 @@ def test_generate_runs_chroma_with_its_default_preset_and_guidance(chroma_dir, t
 
 @pytest.mark.parametrize("flags, message", [
     (["--negative-prompt", "blurry", "--guidance-scale", "1"], "a negative prompt on Chroma needs guidance_scale > 1"),
-    (["--true-cfg", "3"], "--true-cfg is the true CFG of FluxPipeline, QwenImagePipeline; Chroma: classifier-free"),
+    (["--true-cfg", "3"], "--true-cfg is the true CFG of FluxPipeline, QwenImagePipeline, QwenImage21Pipeline; Chroma: "
+     "classifier-free"),
     (["--preset", "flux-dev-7x"], "preset 'flux-dev-7x' was made for flux-dev, but this is a Chroma pipeline"),
 ])
 def test_family_rules_refuse_before_loading(chroma_dir, tmp_path, capsys, flags, message):

@@ -152,7 +152,8 @@ def test_num_images_per_prompt_repeats_given_embeddings(dev, n):
 
 def test_a_preset_for_another_model_family_is_refused_unless_asked(dev):
     with pytest.raises(ValueError, match="preset 'sd3-medium-7x' was made for sd3-medium, but this is a FLUX.1 pipeline; "
-                                         "use one of flux-dev-10x, flux-dev-4x, flux-dev-7x, flux-schnell-16x"):
+                                         "use one of flux-dev-10x, flux-dev-4x, flux-dev-7x, flux-kontext-dev-4x, "
+                                         "flux-kontext-dev-7x, flux-schnell-16x"):
         RALU(dev, "sd3-medium-7x")
     out = RALU(dev, "sd3-medium-7x", allow_other_model=True)(**embeds(), height=128, width=128, generator=gen(),
                                                              output_type="latent")
@@ -268,8 +269,7 @@ def test_fuzz_sampler_arguments(dev, height, width, guidance, n, name):
 
 
 # -- the diffusers call (issue 13's API part) ----------------------------------------------------
-@pytest.mark.parametrize("cls", ["FluxImg2ImgPipeline", "FluxInpaintPipeline", "FluxFillPipeline",
-                                 "FluxKontextPipeline", "FluxControlPipeline"])
+@pytest.mark.parametrize("cls", ["FluxInpaintPipeline", "FluxKontextInpaintPipeline"])
 def test_pipelines_ralu_cannot_run_are_refused_at_construction(dev, cls):
     import diffusers
 

@@ -280,7 +280,7 @@ def test_generate_writes_a_clip_and_its_recipe(model_dir, tmp_path, capsys):
     from ralu_schedule import Layout, solve
     from ralu_schedule.presets import DEFAULT_PRESETS
     from ralu_torch.cli import main
-    from ralu_torch.generate import _family
+    from ralu_torch.generation.plan import model_family as _family
 
     family, variant = _family(str(model_dir))
     assert (family.name, variant, DEFAULT_PRESETS[variant]) == ("hunyuanvideo1.5", "hunyuanvideo1.5-480p",

@@ -288,7 +288,7 @@ def test_generate_makes_rgba_images_with_the_familys_default_preset(loads, tmp_p
     from PIL import Image
 
     from ralu_torch.cli import main
-    from ralu_torch.generate import _family
+    from ralu_torch.generation.plan import model_family as _family
 
     family, variant = _family(str(loads))
     assert (family.name, variant) == ("qwen-image-2.1", "qwen-image-2.1")

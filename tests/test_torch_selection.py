@@ -105,7 +105,7 @@ def test_bad_selection_policy_results(policy, msg):
 
 
 def test_unknown_selection_name():
-    with pytest.raises(ValueError, match="select must be one of edges, authors, random or a callable"):
+    with pytest.raises(ValueError, match="select must be one of edges, authors, random, condition or a callable"):
         RALU(tiny_flux(), select="canny")
 
 

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ..caches import model_call
 from .base import DiffusersBackend, EmbeddingInputs, lora_scaled
+from .img2img import ImageStart, encode_each
 
 
 def sincos_table_embedding(rows: torch.Tensor, cols: torch.Tensor, dim: int, table_size: int,
@@ -185,3 +186,16 @@ class SD3Backend(DiffusersBackend):
                                head_dim=c.attention_head_dim, token_features=self.features,
                                context_dim=c.joint_attention_dim, pooled_dim=c.pooled_projection_dim,
                                dual_attention_layers=tuple(c.dual_attention_layers or ()))
+
+
+class SD3Img2ImgBackend(ImageStart, SD3Backend):
+    """``StableDiffusion3Img2ImgPipeline``: SD3 from an image (:mod:`.img2img`), guidance 7.0 and
+    strength 0.6 by default. With a list of generators the pipeline encodes image ``i`` with
+    generator ``i`` for every generated image, so it needs as many images."""
+
+    generators_per_image = True
+
+    def vae_latents(self, pixels: torch.Tensor, generator) -> torch.Tensor:
+        from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3_img2img import retrieve_latents
+
+        return self.to_model_space(encode_each(self.vae, pixels, generator, retrieve_latents))

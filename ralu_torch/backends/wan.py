@@ -40,8 +40,11 @@ import torch.nn.functional as F
 
 from ralu_schedule._errors import check_finite
 
+from ..tokens import latent_tokens, pack
 from .base import BranchConditioning, DiffusersBackend, EmbeddingInputs, Guided, check_negative_batch, lora_scaled
 from .clips import ClipBackend
+from .conditions import check_image
+from .img2img import ImageStart
 
 PATCH = (1, 2, 2)
 #: ``WanRotaryPosEmbed``'s theta (the model builds it with the default and keeps no copy)
@@ -61,20 +64,26 @@ def rope_tables(rope, frame: torch.Tensor, row: torch.Tensor, col: torch.Tensor)
 
 
 def forward_tokens(transformer, x: torch.Tensor, rotary: tuple, text: torch.Tensor, t: torch.Tensor,
-                   expand_timesteps: bool = False) -> torch.Tensor:
-    """``WanTransformer3DModel`` on tokens ``x`` ``(B, L, 4 C)`` (RALU's ``(channel, dy, dx)``
-    order) with rotary tables ``(cos, sin)`` ``(B, L, 1, D)``, text embeddings ``(B, T, width)``
-    and timestep ``t`` ``(B,)``; returns ``(B, L, 4 C)`` in the same order. The stock forward's
+                   expand_timesteps: bool = False, image: torch.Tensor | None = None) -> torch.Tensor:
+    """``WanTransformer3DModel`` on tokens ``x`` ``(B, L, 4 C_in)`` (RALU's ``(channel, dy, dx)``
+    order; an image-to-video model's condition channels after the latent's) with rotary tables
+    ``(cos, sin)`` ``(B, L, 1, D)``, text embeddings ``(B, T, width)``, timestep ``t`` ``(B,)`` or
+    per token ``(B, L)`` (Wan 2.2 TI2V's first frame at 0) and, for Wan 2.1 I2V, the CLIP image
+    embeddings ``image``; returns ``(B, L, 4 C_out)`` in the same order. The stock forward's
     modules in its order; ``expand_timesteps`` (Wan 2.2 TI2V) gives every token the timestep."""
     tr = transformer
     B, L, _ = x.shape
     conv = tr.patch_embedding                         # a (1, 2, 2) convolution with that stride: a linear map
     h = F.linear(x, conv.weight.flatten(1), conv.bias)
-    if expand_timesteps:
+    if t.dim() == 2:
+        emb_t, seq = t.flatten(), L
+    elif expand_timesteps:
         emb_t, seq = t[:, None].expand(B, L).flatten(), L
     else:
         emb_t, seq = t, None
-    temb, proj, text, _ = tr.condition_embedder(emb_t, text, None, timestep_seq_len=seq)
+    temb, proj, text, image = tr.condition_embedder(emb_t, text, image, timestep_seq_len=seq)
+    if image is not None:
+        text = torch.concat([image, text], dim=1)
     proj = proj.unflatten(2 if seq is not None else 1, (6, -1))
     for block in tr.blocks:
         h = block(h, text, proj, rotary)
@@ -91,6 +100,8 @@ def forward_tokens(transformer, x: torch.Tensor, rotary: tuple, text: torch.Tens
 @dataclasses.dataclass
 class WanPositions:
     rotary: tuple          # (cos, sin), each (B, L, 1, D)
+    condition: torch.Tensor | None = None   # image-to-video: the condition laid out on the stage, (B, L, 4 C_cond)
+    keep: torch.Tensor | None = None        # Wan 2.2 TI2V: the first-frame mask laid out, (B, L, 4 C), 0 on frame 0
 
 
 @dataclasses.dataclass
@@ -129,8 +140,8 @@ class WanBackend(ClipBackend, DiffusersBackend):
                                  f"{tuple(m.config.patch_size)}")
         self.experts = experts
         cfg = self.transformer.config
-        self.latent_channels = cfg.in_channels
-        self.features = cfg.in_channels * PATCH[1] * PATCH[2]
+        self.latent_channels = cfg.out_channels or cfg.in_channels    # image-to-video models take more in
+        self.features = self.latent_channels * PATCH[1] * PATCH[2]
         self.temporal = pipe.vae_scale_factor_temporal
         self.pixels_per_token = pipe.vae_scale_factor_spatial * PATCH[1]
         ratio = pipe.config.get("boundary_ratio")
@@ -220,26 +231,34 @@ class WanBackend(ClipBackend, DiffusersBackend):
     def transformer_2(self):
         return self.experts[1]
 
+    def model_input(self, x: torch.Tensor, positions: WanPositions, sigma: torch.Tensor) -> tuple:
+        """The transformer's input tokens and timestep(s) for state ``x`` at ``sigma``."""
+        return x, (sigma * 1000).expand(x.shape[0])    # WanPipeline feeds the scheduler's timestep, 1000 sigma
+
     def velocity(self, x: torch.Tensor, positions: WanPositions, sigma: torch.Tensor, cond: WanConditioning):
         model, scale = self._expert(cond)
-        dtype = model.dtype
-        xin = x.to(dtype)
-        t = (sigma * 1000).expand(x.shape[0])          # WanPipeline feeds the scheduler's timestep, 1000 sigma
+        xin, t = self.model_input(x, positions, sigma)
+        xin = xin.to(model.dtype)
+        image = getattr(cond, "image_embeds", None)
         with lora_scaled(model, cond.attention_kwargs):
             return dataclasses.replace(cond, scale=scale).run(
                 model, lambda branch: forward_tokens(model, xin, positions.rotary, branch.prompt_embeds, t,
-                                                     self.expand_timesteps))
+                                                     self.expand_timesteps, image))
 
     # -- latents and video ------------------------------------------------------------------------
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Stacked latents ``(B, C, T h, w)`` to the video ``(B, 3, frames, H, W)`` in ``[-1, 1]``, as
         WanPipeline decodes (its per-channel mean and standard deviation undone first)."""
-        cfg = self.vae.config
         clip = self._clip(latents).to(self.vae.dtype)
-        shape = (1, cfg.z_dim, 1, 1, 1)
-        mean = torch.tensor(cfg.latents_mean, device=clip.device, dtype=clip.dtype).view(shape)
-        std = torch.tensor(cfg.latents_std, device=clip.device, dtype=clip.dtype).view(shape)
+        mean, std = self.latent_moments(clip)
         return self.vae.decode(clip * std + mean, return_dict=False)[0]
+
+    def latent_moments(self, like: torch.Tensor) -> tuple:
+        """The VAE's per-channel latent mean and deviation ``(1, C, 1, 1, 1)``, on ``like``'s device and dtype."""
+        cfg = self.vae.config
+        shape = (1, cfg.z_dim, 1, 1, 1)
+        return tuple(torch.tensor(v, device=like.device, dtype=like.dtype).view(shape)
+                     for v in (cfg.latents_mean, cfg.latents_std))
 
     def cost_spec(self):
         from ralu_schedule.cost import WanSpec
@@ -249,3 +268,204 @@ class WanBackend(ClipBackend, DiffusersBackend):
                        ffn=c.ffn_dim, in_channels=c.in_channels, out_channels=c.out_channels, text_dim=c.text_dim,
                        freq_dim=c.freq_dim, expand_timesteps=self.expand_timesteps,
                        pixels_per_token=self.pixels_per_token)
+
+
+@dataclasses.dataclass
+class WanImageConditioning(WanConditioning):
+    """A clip conditioned on an image (``WanImageToVideoPipeline``): ``condition``, the stacked
+    full-resolution condition latents ``(B, C_cond, T h, w)`` (float32) as the pipeline makes them
+    (its mask of the given frames and the latents of the clip they start; with
+    ``expand_timesteps`` the first frame's latents over every frame), ``keep`` (``expand_timesteps``
+    only) the pipeline's first-frame mask stacked the same way, one channel per latent channel
+    (0 on the first frame, 1 elsewhere), ``image_embeds`` Wan 2.1's CLIP image embeddings, and
+    ``selection_pixels`` the image at the output size in ``[-1, 1]`` (``select="condition"``)."""
+
+    condition: torch.Tensor | None = None
+    keep: torch.Tensor | None = None
+    image_embeds: torch.Tensor | None = None
+    selection_pixels: torch.Tensor | None = None
+
+
+class WanImageToVideoBackend(WanBackend):
+    """``WanImageToVideoPipeline``: Wan 2.1 I2V (its CLIP image encoder; the first-last-frame
+    model with ``last_image``), Wan 2.2 I2V A14B (two experts) and Wan 2.2 TI2V-5B
+    (``expand_timesteps``).
+
+    Without ``expand_timesteps`` the pipeline concatenates, to every step's latents, a mask of
+    the frames given (4 channels: one per video frame a latent frame stands for) and the latents
+    of the clip made of the image (and ``last_image``) with black frames between: 16 + 4 + 16
+    input channels. A stage's tokens read that condition by :func:`~ralu_torch.tokens.latent_tokens`
+    (the mask is constant over each frame, so every stage reads it exactly).
+
+    With ``expand_timesteps`` (Wan 2.2 TI2V) the first latent frame of every model input is the
+    image's latents and its tokens get timestep 0 (``(1 - mask) condition + mask latents``, timestep
+    ``mask t`` per token, the stock arithmetic on the pipeline's mask and condition laid out by the
+    same rule: a token never spans two frames, so the mask it reads is exactly 0 or 1), and the
+    first frame of the result is the image's latents. The stock pipeline never reads the first
+    frame of its own state; RALU gives those tokens the velocity ``(x - condition) / sigma`` (the
+    straight path to the image's latents) instead of the model's output at timestep 0, so that a
+    transition's decoded estimate shows the image there, not the noise the stock state carries.
+    """
+
+    conditioned = True
+
+    def __init__(self, pipe):
+        super().__init__(pipe)
+        cfg, z = self.transformer.config, pipe.vae.config.z_dim
+        want = z if self.expand_timesteps else self.latent_channels + self.temporal + z
+        what = ("the first frame's latents replace the noise (expand_timesteps)" if self.expand_timesteps else
+                f"{self.latent_channels} latent + {self.temporal} mask + {z} condition channels")
+        for m in self.experts:
+            if m.config.in_channels != want:
+                raise ValueError(f"WanImageToVideoPipeline gives its transformer {want} input channels ({what}); this "
+                                 f"transformer takes {m.config.in_channels}")
+        self.image_dim = cfg.image_dim
+        embedder = self.transformer.condition_embedder.image_embedder
+        self.two_images = embedder is not None and embedder.pos_embed is not None     # Wan 2.1 FLF2V
+
+    def encode(self, *, image=None, last_image=None, image_embeds=None, height=None, width=None, num_frames=None,
+               generator=None, **text) -> WanImageConditioning:
+        """As WanImageToVideoPipeline: the text as WanPipeline, Wan 2.1's CLIP embeddings of the
+        image (and ``last_image``), the condition latents of its ``prepare_latents`` (the noise is
+        drawn by the sampler, at the first stage's resolution); every input checked first."""
+        pipe, name = self.pipe, "WanImageToVideoPipeline"
+        if image_embeds is not None:
+            raise ValueError(f"{name} refuses image= with image_embeds= and cannot run without image= (its condition "
+                             "latents are made of the image), so image_embeds= cannot be used; the CLIP embeddings "
+                             "are computed from image=")
+        check_image("image", image, one=True, pipeline=name)
+        if last_image is not None:
+            if self.expand_timesteps:
+                raise ValueError("last_image is not used by Wan 2.2 TI2V (expand_timesteps: the first frame only "
+                                 f"conditions the clip); {name} would ignore it")
+            if self.image_dim is not None and not self.two_images:
+                raise ValueError("last_image needs the first-last-frame model (Wan 2.1 FLF2V, whose image embedder "
+                                 "takes two images' CLIP tokens); this Wan 2.1 I2V transformer takes one image's")
+            check_image("last_image", last_image, one=True, pipeline=name)
+        elif self.two_images:
+            raise ValueError("this transformer is Wan 2.1's first-last-frame model (its image embedder takes two "
+                             "images' CLIP tokens): give last_image= as well")
+        cond = super().encode(**text)
+        device = text["device"]
+        embeds = None
+        if self.image_dim is not None:
+            embeds = pipe.encode_image(image if last_image is None else [image, last_image], device)
+            embeds = embeds.repeat(cond.batch, 1, 1).to(self.dtype)
+        frames = pipe.video_processor.preprocess
+        pixels = frames(image, height=height, width=width).to(device, dtype=torch.float32)
+        last = None if last_image is None else frames(last_image, height=height, width=width).to(device, torch.float32)
+        # the pipeline's own prepare_latents with latents= given draws nothing: RALU draws the noise itself
+        out = pipe.prepare_latents(pixels, cond.batch, pipe.vae.config.z_dim, height, width, num_frames, torch.float32,
+                                   device, generator, torch.zeros(0, device=device), last)
+        keep = None
+        if self.expand_timesteps:
+            _, first, mask = out
+            shape = (cond.batch, first.shape[1], self.frames, *first.shape[-2:])
+            condition, keep = self._stacked(first.expand(shape)), self._stacked(mask.expand(shape))
+        else:
+            condition = self._stacked(out[1])
+        fields = {f.name: getattr(cond, f.name) for f in dataclasses.fields(cond)}
+        return WanImageConditioning(**fields, condition=condition.float(), keep=keep, image_embeds=embeds,
+                                    selection_pixels=pixels)
+
+    def prepare(self, tokens, cond: WanImageConditioning) -> WanPositions:
+        """The stage's rotary tables and the condition (and TI2V's first-frame mask) read on its
+        tokens by the one rule, :func:`~ralu_torch.tokens.latent_tokens`."""
+        pos = super().prepare(tokens, cond)
+        sizes = torch.unique(tokens.size).tolist()
+        pos.condition = latent_tokens(cond.condition, tokens, sizes)
+        if cond.keep is not None:
+            pos.keep = latent_tokens(cond.keep, tokens, sizes)
+        return pos
+
+    def model_input(self, x, positions: WanPositions, sigma):
+        x, t = super().model_input(x, positions, sigma)
+        if positions.keep is None:                      # concatenated: mask and condition latents after the latent
+            return torch.cat([x, positions.condition], dim=-1), t
+        keep = positions.keep                           # TI2V: the first frame replaced, its timestep 0
+        return (1 - keep) * positions.condition + keep * x, keep[..., 0] * t[:, None]
+
+    def velocity(self, x, positions: WanPositions, sigma, cond):
+        v = super().velocity(x, positions, sigma, cond)
+        if positions.keep is None:
+            return v
+        return torch.where(positions.keep == 0, (x - positions.condition) / sigma, v)
+
+    def finish(self, x: torch.Tensor, cond: WanImageConditioning) -> torch.Tensor:
+        """The final raster-order tokens as the pipeline leaves them: with ``expand_timesteps``
+        the first frame is the image's latents (``(1 - mask) condition + mask latents``)."""
+        if cond.keep is None:
+            return x
+        keep = pack(cond.keep)
+        return (1 - keep) * pack(cond.condition) + keep * x
+
+
+    def call_tflops(self, tokens: int, cond: WanImageConditioning) -> float:
+        """Wan's price of a call, with Wan 2.1 I2V's CLIP image tokens in every block's
+        cross-attention (as many as the call's ``image_embeds`` hold, at their width)."""
+        spec = self.cost_spec()
+        if cond.image_embeds is not None:
+            spec = dataclasses.replace(spec, image_tokens=cond.image_embeds.shape[1], image_dim=cond.image_embeds.shape[-1])
+        return cond.calls * spec.forward(tokens, cond.text_tokens).total("paper") / 1e12
+
+class WanVideoToVideoBackend(ImageStart, WanBackend):
+    """``WanVideoToVideoPipeline``: Wan from a clip (:mod:`.img2img`), strength 0.8 and guidance 5.0
+    by default, 480 x 832. The pipeline resizes every frame to the run's size, encodes each clip
+    with the VAE's mode (no generator) and normalises it by the VAE's per-channel mean and
+    deviation; it does not repeat clips over the batch (one clip, or one per generated clip), and
+    cuts its grid with ``int(steps * strength)`` kept steps (``video2video`` rounding)."""
+
+    start_argument = "video"
+    strength_rounding = "video2video"
+    latents_as_input = False
+
+    def check_form(self, video) -> None:
+        import numpy as np
+        import PIL.Image
+
+        if isinstance(video, PIL.Image.Image) or (isinstance(video, (np.ndarray, torch.Tensor)) and video.ndim <= 3):
+            raise ValueError(f"{self.pipeline_name} starts from a video, got one image; give a list of frames "
+                             "(video=[image] for a one-frame clip), a (frames, ...) array or a (batch, frames, ...) one")
+        if isinstance(video, list) and not video:
+            raise ValueError("video= is an empty list; give the frames to start from")
+        frames = [f for clip in (video if isinstance(video, list) else [video])
+                  for f in (clip if isinstance(clip, list) else [clip])]
+        bad = next((f.mode for f in frames if isinstance(f, PIL.Image.Image) and f.mode != "RGB"), None)
+        if bad is not None:
+            raise ValueError(f"{self.pipeline_name} encodes RGB frames, got a PIL image of mode {bad!r}; convert each "
+                             "frame with frame.convert('RGB')")
+
+    def preprocess(self, video, height, width):
+        height = self.default_height if height is None else height
+        width = self.default_width if width is None else width
+        try:
+            pixels = self.pipe.video_processor.preprocess_video(video, height=height, width=width)
+        except ValueError as err:
+            raise ValueError(f"{self.pipeline_name} cannot read video=: {err}") from None
+        frames, t = pixels.shape[2], self.temporal
+        if (frames - 1) % t:
+            lower = (frames - 1) // t * t + 1
+            raise ValueError(f"a video of {frames} frames: {self.pipeline_name} encodes {t} k + 1 frames (its VAE keeps "
+                             f"the first and compresses the rest {t}x in time) and would drop the last "
+                             f"{frames - lower}; give {lower} or {lower + t} frames")
+        return pixels.to(dtype=torch.float32), height, width, frames
+
+    def check_count(self, n: int, batch: int, generator) -> None:
+        if n not in (1, batch):
+            raise ValueError(f"{n} videos cannot start {batch} generated clips: {self.pipeline_name} takes one video, or "
+                             f"one per generated clip ({batch})")
+        super().check_count(n, batch, generator)
+
+    @property
+    def start_dtype(self) -> torch.dtype:
+        return self.vae.dtype
+
+    def vae_latents(self, pixels: torch.Tensor, generator) -> torch.Tensor:
+        from diffusers.pipelines.wan.pipeline_wan_video2video import retrieve_latents
+
+        latents = torch.cat([retrieve_latents(self.vae.encode(c[None]), sample_mode="argmax") for c in pixels]).float()
+        mean, std = self.latent_moments(latents)
+        return (latents - mean) * (1.0 / std)          # as the pipeline: times the reciprocal
+
+    def start_latent(self, latents: torch.Tensor) -> torch.Tensor:
+        return self._stacked(latents)

@@ -32,6 +32,7 @@ from ralu_schedule._errors import check_finite
 
 from ..caches import model_call
 from .base import DiffusersBackend, EmbeddingInputs, batched_slice, lora_scaled
+from .img2img import ImageStart, encode_each
 
 PATCH, FRAME_PATCH = 2, 1
 
@@ -269,3 +270,22 @@ class ZImageBackend(DiffusersBackend):
         c = self.transformer.config
         return ZImageSpec(layers=c.n_layers, refiner_layers=c.n_refiner_layers, heads=c.n_heads,
                           head_dim=c.dim // c.n_heads, token_features=self.features, context_dim=c.cap_feat_dim)
+
+
+class ZImageImg2ImgBackend(ImageStart, ZImageBackend):
+    """``ZImageImg2ImgPipeline``: Z-Image from an image (:mod:`.img2img`), guidance 5.0 and strength
+    0.6 by default. The pipeline does not resize the image: it runs at the image's own size (rounded
+    down to a multiple of 16 by its processor), which is also the default size."""
+
+    def preprocess(self, image, height, width):
+        pixels = self.pipe.image_processor.preprocess(image).to(dtype=torch.float32)
+        h, w = pixels.shape[-2:]
+        if (height is not None and height != h) or (width is not None and width != w):
+            raise ValueError(f"{self.pipeline_name} runs at its image's size, {w}x{h} (width x height) here, and does not "
+                             f"resize it; got height {height} and width {width}: leave them out or give the image's")
+        return pixels, int(h), int(w), None
+
+    def vae_latents(self, pixels: torch.Tensor, generator) -> torch.Tensor:
+        from diffusers.pipelines.z_image.pipeline_z_image_img2img import retrieve_latents
+
+        return self.to_model_space(encode_each(self.vae, pixels, generator, retrieve_latents))
