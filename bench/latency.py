@@ -5,7 +5,8 @@
     python bench/latency.py --model tiny                   # a one-block FLUX on the CPU (the tests run this)
     python bench/latency.py --family qwen-image            # another family's mid-size proxy (or --model tiny)
 
-``--family`` (flux2, flux2-klein, qwen-image, z-image, chroma) times that family's pipeline
+``--family`` (flux2, flux2-klein, qwen-image, z-image, chroma, wan, hunyuanvideo1.5, qwen-image-2.1) times
+that family's pipeline
 against RALU with its presets on a mid-size random model of its architecture, or with
 ``--model full`` on its published architecture (random weights, built on the device: FLUX.2
 [dev] needs about 64 GiB in bfloat16); the FLOP ratio is then the transformer's alone, the
@@ -46,7 +47,7 @@ from diffusers.hooks import TaylorSeerCacheConfig
 
 from ralu_schedule import Layout, preset
 from ralu_schedule.caching import TaylorSeerPolicy
-from ralu_schedule.cost import CausalVAEDecoderSpec, ModelSpec, VAEDecoderSpec, layout_cost
+from ralu_schedule.cost import CausalVAEDecoderSpec, HunyuanVideo15VAEDecoderSpec, ModelSpec, VAEDecoderSpec, layout_cost
 from ralu_schedule.models import MODEL_INFO
 from ralu_schedule.timing import LEGEND, agreement, format_noise, interleaved, ratio_noise
 from ralu_torch import RALU
@@ -77,9 +78,17 @@ FAMILY_PROXIES = {
                               approximator_layers=2), ["chroma-7x", "chroma-4x"]),
     "wan": ("wan2.1-t2v-14b", dict(num_layers=4, attention_head_dim=64, num_attention_heads=4, ffn_dim=1024,
                                    text_dim=512, freq_dim=256), ["wan-480p-7x", "wan-480p-4x"]),
+    "hunyuanvideo1.5": ("hunyuanvideo1.5-480p", dict(num_layers=4, attention_head_dim=64, num_attention_heads=4,
+                                                     num_refiner_layers=1, mlp_ratio=4.0, text_embed_dim=512,
+                                                     text_embed_2_dim=256, image_embed_dim=256,
+                                                     rope_axes_dim=(16, 24, 24)),
+                        ["hunyuanvideo1.5-480p-7x", "hunyuanvideo1.5-480p-4x"]),
+    "qwen-image-2.1": ("qwen-image-2.1", dict(num_layers=6, attention_head_dim=64, num_attention_heads=4,
+                                              context_in_dim=512, mlp_ratio=3, axes_dims_rope=(16, 24, 24)),
+                       ["qwen-image-2.1-7x", "qwen-image-2.1-4x"]),
 }
 #: video families: the clip's frames unless --frames says otherwise
-VIDEO_FRAMES = {"wan": 17}
+VIDEO_FRAMES = {"wan": 17, "hunyuanvideo1.5": 17}
 
 
 class Timers:
@@ -131,19 +140,31 @@ def model_spec(pipe, text_tokens: int, cfg_batches: int = 1) -> ModelSpec:
                      t5_tokens=text_tokens, cfg_batches=cfg_batches)
 
 
-def family_spec(pipe, text_tokens: int, cfg_batches: int = 1) -> ModelSpec:
-    """The cost model's view of a newer family's pipeline: its transformer's spec, no encoders or
-    VAE (a video pipeline: a zero-width VAE of its temporal compression)."""
+def family_spec(pipe, text_tokens: int, cfg_batches: int = 1, inputs: dict | None = None) -> ModelSpec:
+    """The cost model's view of a newer family's pipeline: its transformer's spec for the calls
+    ``inputs`` (the run's prompt embeddings) make, no encoders or VAE (a video pipeline: a VAE of
+    its own, small, architecture)."""
     be = backend_for(pipe)
+    transformer = be.cost_spec()
+    if inputs is not None:                           # what the calls see (HunyuanVideo 1.5: ByT5 and image tokens)
+        kwargs = {k: v for k, v in inputs.items() if k not in ("guidance_scale",)}
+        scale = inputs.get("guidance_scale", be.default_guidance_scale)
+        cond = be.encode(prompt=None, num_images_per_prompt=1, max_sequence_length=be.default_max_sequence_length,
+                         guidance_scale=scale, joint_attention_kwargs=None, device=be.device, **kwargs)
+        transformer, text_tokens = be.call_spec(cond)
     temporal = getattr(be, "temporal", 1)
+    v = pipe.vae.config
     if temporal == 1:
         vae = VAEDecoderSpec(channels=(0,))
+    elif type(pipe.vae).__name__ == "AutoencoderKLHunyuanVideo15":
+        vae = HunyuanVideo15VAEDecoderSpec(latent_channels=v.latent_channels,
+                                           channels=tuple(reversed(v.block_out_channels)),
+                                           layers_per_block=v.layers_per_block)
     else:                                            # the pipeline's own (small) causal VAE
-        v = pipe.vae.config
         vae = CausalVAEDecoderSpec(base_dim=v.base_dim, z_dim=v.z_dim, dim_mult=tuple(v.dim_mult),
                                    num_res_blocks=v.num_res_blocks,
                                    temporal_upsample=tuple(reversed(v.temperal_downsample)))
-    return ModelSpec(name=f"benchmarked {type(pipe).__name__}", transformer=be.cost_spec(), encoders=(), vae=vae,
+    return ModelSpec(name=f"benchmarked {type(pipe).__name__}", transformer=transformer, encoders=(), vae=vae,
                      text_tokens=text_tokens, t5_tokens=text_tokens, temporal=temporal, cfg_batches=cfg_batches)
 
 
@@ -167,8 +188,7 @@ def build_family(family: str, model: str, device: str, dtype):
                 pipe.vae = vae_cls(**FLUX_VAE) if vae_cls.__name__ == "AutoencoderKL" else vae_cls()
         finally:
             torch.set_default_dtype(previous)
-        pipe.register_modules(transformer=pipe.transformer, vae=pipe.vae)
-        return pipe, 512
+        return rebuilt(pipe), 512
     base = {k: v for k, v in pipe.transformer.config.items() if not k.startswith("_")}
     with torch.device(device):
         pipe.transformer = cls(**{**base, **config}).to(dtype)
@@ -178,8 +198,16 @@ def build_family(family: str, model: str, device: str, dtype):
         with torch.device(device):
             pipe.vae = AutoencoderKLFlux2(block_out_channels=(8, 8, 8, 8), layers_per_block=1, latent_channels=32,
                                           norm_num_groups=4).to(dtype)
-    pipe.register_modules(transformer=pipe.transformer, vae=pipe.vae)
-    return pipe, 64
+    return rebuilt(pipe), 64
+
+
+def rebuilt(pipe):
+    """The pipeline made anew from its components, so that what its ``__init__`` reads from its
+    transformer and VAE (HunyuanVideo 1.5's vision_states_dim from image_embed_dim, its
+    vision_num_semantic_tokens, 729 as published; scale factors) follows the replaced models
+    rather than the tiny ones (the proxy HunyuanVideo 1.5 ran its image embedder on the tiny
+    model's width)."""
+    return type(pipe)(**pipe.components)
 
 
 def build(model: str, device: str, dtype):
@@ -290,10 +318,10 @@ def main(argv=None):
                                 else prompt_embeds(pipe, batch=batch, text_tokens=text_tokens))
     else:
         pipe, text_tokens = build_family(args.family, args.model, device, dtype)
-        spec = family_spec(pipe, text_tokens, 2 if args.guided else 1)
         presets = args.presets or FAMILY_PROXIES[args.family][2]
         stock_name = type(pipe).__name__
         inputs = lambda batch: tiny_inputs(pipe, batch, text_tokens=text_tokens, guided=args.guided)  # noqa: E731
+        spec = family_spec(pipe, text_tokens, 2 if args.guided else 1, inputs(1))
     if args.guided and "negative_prompt_embeds" not in inputs(1):
         ap.error(f"--guided: {stock_name} as built here takes no negative prompt (its guidance is distilled)")
     pipe.set_progress_bar_config(disable=True)

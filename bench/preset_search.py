@@ -20,9 +20,11 @@ distribution (``F_h0^-1(F_3(e))``: as large a share of the base sampler's steps 
 transition as the FLUX.1 layout has). The layout with the lowest FD among those within 10%
 below to 15% above each target speed-up is the preset (printed last).
 
-The video groups (``wan-480p``, ``wan-720p``) search Wan 2.1's presets the same way, on the
-pipeline's fixed flow shift at that resolution (the model cards' 3 at 480p, 5 at 720p),
-priced on whole 81-frame clips with attention's products included (the "full" convention:
+The video groups (``wan-480p``, ``wan-720p``, ``hunyuanvideo1.5-480p``, ``hunyuanvideo1.5-720p``) search
+Wan 2.1's and HunyuanVideo 1.5's presets the same way, on the pipeline's fixed flow shift at
+that resolution (Wan: the model cards' 3 at 480p, 5 at 720p; HunyuanVideo 1.5: its scheduler's
+5 and 9), priced on whole clips (81 frames for Wan, 121 for HunyuanVideo 1.5) with
+attention's products included (the "full" convention:
 attention is half to three quarters of a clip's transformer work). The analytic benchmark is
 spatial: it measures each layout on images, not on the time axis.
 
@@ -189,6 +191,10 @@ FORTY_STEP_WAN_CANDIDATES = list(dict.fromkeys(
 VIDEO = {
     "wan-480p": ((480, 832), 81, 3.0, "full"),
     "wan-720p": ((704, 1280), 81, 5.0, "full"),
+    # HunyuanVideo 1.5: the pipeline's 121 frames, its scheduler's fixed shift (5 at 480p, 9 at 720p), the
+    # pipeline's sizes on the 32-pixel grid
+    "hunyuanvideo1.5-480p": ((480, 832), 121, 5.0, "full"),
+    "hunyuanvideo1.5-720p": ((704, 1280), 121, 9.0, "full"),
     "wan21-i2v-480p": ((480, 832), 81, 3.0, "full"),
     "wan21-i2v-720p": ((704, 1280), 81, 5.0, "full"),
     "wan22-i2v-a14b": ((480, 832), 81, 5.0, "full"),
@@ -210,6 +216,14 @@ GROUPS = {
                  ("wan2.1-t2v-14b",), "wan2.1-t2v-14b", WAN_CANDIDATES, 3.0, (7.0, 4.0)),
     "wan-720p": ("Wan 2.1 14B, 704x1280, 81 frames, 50 steps, flow shift 5 (speed-ups with attention)",
                  ("wan2.1-t2v-14b",), "wan2.1-t2v-14b", WAN_CANDIDATES, 3.0, (7.0, 4.0)),
+    "hunyuanvideo1.5-480p": ("HunyuanVideo 1.5 480p, 480x832, 121 frames, 50 steps, shift 5 (speed-ups with attention)",
+                             ("hunyuanvideo1.5-480p", "hunyuanvideo1.5-480p-distilled"), "hunyuanvideo1.5-480p",
+                             WAN_CANDIDATES, 3.0, (7.0, 4.0)),
+    "hunyuanvideo1.5-720p": ("HunyuanVideo 1.5 720p, 704x1280, 121 frames, 50 steps, shift 9 (speed-ups with "
+                             "attention)", ("hunyuanvideo1.5-720p", "hunyuanvideo1.5-720p-distilled"),
+                             "hunyuanvideo1.5-720p", WAN_CANDIDATES, 3.0, (7.0, 4.0)),
+    "qwen-image-2.1": ("Qwen-Image 2.1, 40 steps", ("qwen-image-2.1",), "qwen-image-2.1",
+                       CHROMA_CANDIDATES + FIFTY_STEP_CANDIDATES, 3.0, (7.0, 4.0)),
     # image-conditioned (references at full resolution in every call: RALU's default)
     "flux-kontext": ("FLUX.1 Kontext [dev], 28 steps, a 1024x1024 reference", ("flux-kontext-dev",),
                      "flux-kontext-dev", KONTEXT_CANDIDATES, 3.0, (7.0, 4.0)),

@@ -1,4 +1,4 @@
-"""The cost of Wan text-to-video with RALU layouts: TFLOPs of a whole clip in both conventions,
+"""The cost of text-to-video (Wan, HunyuanVideo 1.5) with RALU layouts: TFLOPs of a whole clip in both conventions,
 predicted speed-up against the model's full-resolution stock run, and attention's share of
 the transformer FLOPs (per layout, and per stage).
 
@@ -92,9 +92,10 @@ def main(argv=None) -> int:
         layouts = dict(parse_layout(t) for t in args.layouts)
         spec, steps = MODELS[args.model], args.baseline_steps or MODEL_INFO[args.model].default_steps
         table = video_table(layouts, args.model, args.resolutions, args.frames, args.baseline_steps)
+        guidance = "with CFG" if spec.cfg_batches == 2 else "without CFG"
         print(f"{args.model}, {args.frames or spec.default_frames} frames, against {steps} full-resolution steps "
-              f"with CFG; TFLOPs of the whole clip (transformer, UMT5, edge and final VAE decodes). Attention "
-              f"share: the attention products' share of the transformer's FLOPs (full convention).\n")
+              f"{guidance}; TFLOPs of the whole clip (transformer, text encoder, edge and final VAE decodes). "
+              f"Attention share: the attention products' share of the transformer's FLOPs (full convention).\n")
         print(table)
     except ValueError as err:
         print(f"video_cost: error: {err}", file=sys.stderr)

@@ -316,6 +316,112 @@ class WanSpec(DiTSpec):
         return f + _lin(M, d, out)                         # proj_out
 
 
+@dataclass(frozen=True, kw_only=True)
+class QwenImage21Spec(DiTSpec):
+    """Qwen-Image 2.1 (``QwenImage21Transformer2DModel``): one single-stream, block-causal
+    sequence ``[text, image]``, a token per latent pixel (``patch`` 1: 16 pixels a side), no
+    biases, SwiGLU feed-forwards, one shared modulation layer. With ``causal_condition`` the
+    text is modulated from ``t = 0`` (one more timestep row), never sees the image, and its keys
+    and values are cached: the pipeline's first step runs the whole sequence, every later step
+    (:meth:`forward`, ``kv_cache``) the image tokens alone against the stored prefix, still
+    projecting the text (``txt_in``) each time. :meth:`prefix` is what the first step costs
+    beyond a later one (the text through every block, the output layer on the text), once per
+    image and branch; ``kv_cache=False``: every step runs the whole sequence."""
+
+    family: ClassVar[str] = "qwen-image-2.1"
+    patch: ClassVar[int] = 1
+    layers: int
+    mlp_ratio: int = 3
+    token_features: int = 64    # 64 latent channels, one latent pixel per token
+    out_features: int = 64
+    context_dim: int = 4096     # Qwen3-VL-8B's hidden size
+    kv_cache: bool = True
+
+    def _common(self, M: int, T: int) -> Flops:
+        d = self.width
+        f = _lin(M, self.token_features, d) + _lin(T, self.context_dim, d) + _lin(T, d, d)   # img_in, txt_in
+        f += _lin(2, 256, d) + _lin(2, d, d) + _lin(2, d, 4 * d)       # timestep MLP and modulation: t and t = 0
+        return f + _lin(2, d, d)                                        # norm_out's scale, both rows
+
+    def _layer(self, q: int, kv: int) -> Flops:
+        d = self.width
+        return _qkvo(q, d) + _ffn(q, d, self.mlp_ratio * d, gates=2) + _attn(q, kv, d)
+
+    def forward(self, image_tokens: int, text_tokens: int) -> Flops:
+        M, T = image_tokens, text_tokens
+        f = self._common(M, T) + _lin(M, self.width, self.out_features)
+        if self.kv_cache:
+            return f + self.layers * self._layer(M, T + M)
+        return f + self.layers * (self._layer(M, T + M) + self._layer(T, T)) + _lin(T, self.width, self.out_features)
+
+    def prefix(self, text_tokens: int) -> Flops:
+        """The first (prefill) step's cost beyond a cached one: zero without ``kv_cache``."""
+        T = text_tokens
+        return self.layers * self._layer(T, T) + _lin(T, self.width, self.out_features) if self.kv_cache else Flops()
+
+
+@dataclass(frozen=True, kw_only=True)
+class HunyuanVideo15Spec(DiTSpec):
+    """HunyuanVideo 1.5 (``HunyuanVideo15Transformer3DModel``) on one clip: ``image_tokens`` are
+    all its tokens (latent frames x rows x columns, a token per latent pixel of the 16x VAE:
+    ``patch`` 1), ``text_tokens`` the whole conditioning sequence the blocks see: the Qwen2.5-VL
+    prompt (padded to 1000 and computed on, masked), the ByT5 glyph tokens (256) and the image
+    tokens of the image-conditioned mode (729; in text-to-video zeros, masked, still computed).
+
+    The patch embedding (a 1x1x1 convolution over the latent, its condition latent and mask:
+    ``in_channels`` 65), the timestep MLP; the token refiner on the prompt (its own timestep and
+    pooled-text MLPs, ``refiner_layers`` self-attention blocks with a SiLU feed-forward); the ByT5
+    projection (``byt5_dim -> 2048 -> 2048 -> d``); the image projection (``image_dim ->
+    image_dim -> d``); ``layers`` two-stream blocks (modulation of both streams, joint attention
+    over image and conditioning, GELU feed-forwards); the output norm's modulation and projection."""
+
+    family: ClassVar[str] = "hunyuanvideo1.5"
+    patch: ClassVar[int] = 1
+    layers: int
+    refiner_layers: int = 2
+    mlp_ratio: float = 4.0
+    in_channels: int = 65
+    out_channels: int = 32
+    text_dim: int = 3584        # Qwen2.5-VL-7B's hidden size
+    byt5_dim: int = 1472        # ByT5-small's
+    image_dim: int = 1152       # SigLIP's
+    byt5_tokens: int = 256
+    image_cond_tokens: int = 729
+
+    def forward(self, image_tokens: int, text_tokens: int) -> Flops:
+        M, d = image_tokens, self.width
+        T2, T3 = self.byt5_tokens, self.image_cond_tokens
+        T1 = text_tokens - T2 - T3
+        if T1 < 1:
+            raise ValueError(f"HunyuanVideo 1.5's conditioning holds {T2} ByT5 and {T3} image tokens besides the "
+                             f"prompt's: text_tokens must exceed {T2 + T3}, got {text_tokens}")
+        T, m = text_tokens, int(d * self.mlp_ratio)
+        f = _lin(M, self.in_channels, d) + _lin(1, 256, d) + _lin(1, d, d)                   # patch, timestep
+        f += _lin(1, 256, d) + _lin(1, d, d) + _lin(1, self.text_dim, d) + _lin(1, d, d)     # refiner's t and text
+        f += _lin(T1, self.text_dim, d) + self.refiner_layers * (
+            _qkvo(T1, d) + _attn(T1, T1, d) + _ffn(T1, d, 4 * d) + _lin(1, d, 2 * d))
+        f += _lin(T2, self.byt5_dim, 2048) + _lin(T2, 2048, 2048) + _lin(T2, 2048, d)       # ByT5 projection
+        f += _lin(T3, self.image_dim, self.image_dim) + _lin(T3, self.image_dim, d)         # image projection
+        f += self.layers * (2 * _lin(1, d, 6 * d) + _qkvo(M, d) + _qkvo(T, d) + _attn(M + T, M + T, d)
+                            + _ffn(M, d, m) + _ffn(T, d, m))
+        return f + _lin(1, d, 2 * d) + _lin(M, d, self.out_channels)                        # norm_out, proj_out
+
+
+@dataclass(frozen=True)
+class TransformerPrefix:
+    """A transformer's once-per-image work on the text, as an entry of ``ModelSpec.encoders``
+    (Qwen-Image 2.1's cached prefix: :meth:`QwenImage21Spec.prefix`) on the transformer's own
+    text sequence."""
+
+    transformer: DiTSpec
+
+    def sequence(self, prompt_tokens: int) -> int:
+        return prompt_tokens
+
+    def forward(self, tokens: int) -> Flops:
+        return self.transformer.prefix(tokens)
+
+
 # -- text encoders and VAE ---------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class EncoderSpec:
@@ -565,7 +671,9 @@ class CausalVAEDecoderSpec:
     only attention is the middle block's, over one frame's latent pixels. Wan 2.1's
     upsampling convolutions halve the channels (the next block starts at half width); Wan
     2.2's keep them, its up blocks add a parameter-free shortcut, and its decoder ends in
-    ``3 x 2 x 2`` channels that are unpatchified to the pixels (16x spatial compression)."""
+    ``3 x 2 x 2`` channels that are unpatchified to the pixels (16x spatial compression).
+    ``image``: Qwen-Image 2.1's ``AutoencoderKLQwenImage21``, the image specialisation of Wan 2.2's
+    residual decoder, whose causal 3x3x3 convolutions are 3x3 ones on its one frame."""
 
     base_dim: int = 96
     z_dim: int = 16
@@ -575,6 +683,7 @@ class CausalVAEDecoderSpec:
     out_channels: int = 3
     residual: bool = False
     patch_size: int = 1
+    image: bool = False
     encoder_base_dim: int | None = None   # the encoder's base width (the config's base_dim); None: base_dim
 
     @property
@@ -595,6 +704,9 @@ class CausalVAEDecoderSpec:
         """FLOPs of decoding ``latent_frames`` latent frames to a ``height x width`` video
         (one image for one latent frame)."""
         n = check_positive_int("latent frames", latent_frames)
+        if self.image and n != 1:
+            raise ValueError(f"an image VAE (AutoencoderKLQwenImage21) decodes one frame: latent_frames must be 1, "
+                             f"got {latent_frames!r}")
         h, w = height // self.downsampling, width // self.downsampling
         f = n * _conv(self.z_dim, self.z_dim, 1, h, w)   # post_quant_conv, on the whole latent
         f += self._chunk(h, w, first=True)
@@ -603,14 +715,15 @@ class CausalVAEDecoderSpec:
     def _chunk(self, h: int, w: int, first: bool) -> Flops:
         """One latent frame through the decoder; ``first``: the first one (no temporal upsampling)."""
         t = 1   # frames at the current stage of the decoder
+        k = 9 if self.image else 27          # taps of a "causal 3-D" convolution (the image decoder's: 3x3)
 
         def resnet(cin, cout):
-            f = t * (_conv(cin, cout, 27, h, w) + _conv(cout, cout, 27, h, w))
+            f = t * (_conv(cin, cout, k, h, w) + _conv(cout, cout, k, h, w))
             return f + t * _conv(cin, cout, 1, h, w) if cin != cout else f
 
         dims = [self.base_dim * k for k in (self.dim_mult[-1], *reversed(self.dim_mult))]
         top = dims[0]
-        f = _conv(self.z_dim, top, 27, h, w)                                     # conv_in
+        f = _conv(self.z_dim, top, k, h, w)                                      # conv_in
         f += 2 * resnet(top, top) + _lin(h * w, top, 4 * top) + _attn(h * w, h * w, top)   # middle block
         for i, (cin, cout) in enumerate(zip(dims[:-1], dims[1:])):
             if i and not self.residual:
@@ -623,7 +736,7 @@ class CausalVAEDecoderSpec:
                     t *= 2
                 h, w = 2 * h, 2 * w
                 f += t * _conv(cout, cout if self.residual else cout // 2, 9, h, w)
-        return f + t * _conv(dims[-1], self.out_channels, 27, h, w)             # conv_out
+        return f + t * _conv(dims[-1], self.out_channels, k, h, w)              # conv_out
 
     def encode(self, height: int, width: int, frames: int = 1) -> Flops:
         """FLOPs of encoding a ``height x width`` video of ``frames`` frames (``1 + temporal k``;
@@ -677,6 +790,58 @@ class CausalVAEDecoderSpec:
         return f + t * _conv(top, 2 * self.z_dim, 27, h, w)                        # conv_out
 
 
+
+@dataclass(frozen=True, kw_only=True)
+class HunyuanVideo15VAEDecoderSpec:
+    """diffusers' ``AutoencoderKLHunyuanVideo15`` decoder, which decodes the whole clip at once:
+    causal 3x3x3 convolutions over all its frames (27 taps each, replicate padding), a middle
+    block with one attention over every latent pixel of every frame, up blocks of
+    ``layers_per_block + 1`` residual blocks whose upsampler is one convolution to 4 (spatial) or
+    8 (spatial and temporal) times its output channels, rearranged (the first frame keeps one
+    frame), 16x spatial and 4x temporal compression. ``channels`` in decoder order."""
+
+    latent_channels: int = 32
+    channels: tuple = (1024, 1024, 512, 256, 128)
+    layers_per_block: int = 2
+    spatial_upsamples: int = 4
+    temporal_upsamples: int = 2
+    out_channels: int = 3
+
+    @property
+    def downsampling(self) -> int:
+        return 2 ** self.spatial_upsamples
+
+    @property
+    def temporal(self) -> int:
+        return 2 ** self.temporal_upsamples
+
+    def frames(self, latent_frames: int) -> int:
+        return 1 + self.temporal * (check_positive_int("latent frames", latent_frames) - 1)
+
+    def decode(self, height: int, width: int, latent_frames: int = 1) -> Flops:
+        t = check_positive_int("latent frames", latent_frames)
+        h, w = height // self.downsampling, width // self.downsampling
+        conv = lambda cin, cout, taps=27: _conv(cin, cout, taps, t * h, w)  # noqa: E731   (all current frames)
+
+        def resnet(cin, cout):
+            return conv(cin, cout) + conv(cout, cout) + (conv(cin, cout, 1) if cin != cout else Flops())
+
+        ch = self.channels
+        f = conv(self.latent_channels, ch[0]) + 2 * resnet(ch[0], ch[0])                       # conv_in, middle
+        f += _lin(t * h * w, ch[0], 4 * ch[0]) + _attn(t * h * w, t * h * w, ch[0])           # middle attention
+        cin = ch[0]
+        for i, cout in enumerate(ch):
+            for j in range(self.layers_per_block + 1):
+                f += resnet(cin if j == 0 else cout, cout)
+            cin = cout
+            if i < self.spatial_upsamples:
+                temporal = i < self.temporal_upsamples
+                f += conv(cout, ch[i + 1] * (8 if temporal else 4))
+                h, w, t = 2 * h, 2 * w, (1 + 2 * (t - 1)) if temporal else t
+                cin = ch[i + 1]
+        return f + conv(ch[-1], self.out_channels)                                              # conv_out
+
+
 T5_XXL = EncoderSpec(kind="t5", layers=24, width=4096, ffn=10240, inner=4096, tokens=512)
 CLIP_L = EncoderSpec(kind="clip", layers=12, width=768, ffn=3072, tokens=77)
 CLIP_L_PROJ = EncoderSpec(kind="clip", layers=12, width=768, ffn=3072, tokens=77, projection=True)
@@ -703,6 +868,22 @@ QWEN_IMAGE_VAE = CausalVAEDecoderSpec()   # Wan 2.1's VAE, one frame
 # which are lookups), run on the prompt padded to max_sequence_length 512.
 UMT5_XXL = EncoderSpec(kind="t5", layers=24, width=4096, ffn=10240, inner=4096, tokens=512)
 WAN21_VAE = CausalVAEDecoderSpec()        # AutoencoderKLWan's defaults: z 16, 8x spatial, 4x temporal
+# Qwen-Image 2.1: Qwen3VLForConditionalGeneration (Qwen3-VL-8B: its language model's sizes, untied
+# logits at every position; the vision tower does not run without condition images) on the prompt
+# in the pipeline's template, unpadded; the 14-token system prefix is dropped before the transformer.
+QWEN3_VL_8B = LLMEncoderSpec(layers=36, width=4096, ffn=12288, heads=32, kv_heads=8, head_dim=128, logits=151936,
+                             prefix_tokens=14)
+# AutoencoderKLQwenImage21 (Qwen/Qwen-Image-2.1 vae/config.json: base_dim 96, decoder_base_dim 144, z_dim 64,
+# dim_mult [1, 2, 4, 8, 8], residual, RGBA out): the image decoder, 3x3 convolutions, 16x spatial.
+QWEN_IMAGE_21_VAE = CausalVAEDecoderSpec(base_dim=144, z_dim=64, dim_mult=(1, 2, 4, 8, 8),
+                                         temporal_upsample=(True, True, True, False), out_channels=4, residual=True,
+                                         image=True)
+# HunyuanVideo 1.5: Qwen2_5_VLTextModel (Qwen2.5-VL-7B's language model, no logits) on the prompt in the
+# pipeline's template, padded to 1000 + 108 tokens; the first 108 are dropped, the 1000 after reach the
+# transformer (masked where padding, computed on). The ByT5 glyph encoder runs only on prompts with quoted
+# text (otherwise zeros are passed): not counted for the nominal prompt.
+QWEN2_5_VL_7B_TEXT = replace(QWEN2_5_VL_7B, logits=0, prefix_tokens=108, padded_to=1108)
+HUNYUANVIDEO15_VAE = HunyuanVideo15VAEDecoderSpec()   # AutoencoderKLHunyuanVideo15's defaults
 # Wan 2.2's VAE (Wan2.2-TI2V-5B-Diffusers vae/config.json: base_dim 160, decoder_base_dim 256, z_dim 48,
 # is_residual, patch_size 2, out_channels 12, 16x spatial, 4x temporal).
 WAN22_VAE = CausalVAEDecoderSpec(base_dim=256, z_dim=48, out_channels=12, residual=True, patch_size=2,
@@ -889,6 +1070,16 @@ _FLUX2_KLEIN_4B = Flux2Spec(double=5, single=20, heads=24, head_dim=128, context
 # joint_attention_dim 12288, guidance_embeds false); the Hub file itself was not read.
 _FLUX2_KLEIN_9B = Flux2Spec(double=8, single=24, heads=32, head_dim=128, context_dim=12288, guidance_embeds=False)
 _Z_IMAGE = ZImageSpec(layers=30, refiner_layers=2, heads=30, head_dim=128)
+# HunyuanVideo 1.5 (diffusers' scripts/convert_hunyuan_video1_5_to_diffusers.py TRANSFORMER_CONFIGS: the 480p and
+# 720p text-to-video checkpoints, CFG-distilled or not, share this architecture; 8.33 B parameters)
+_HUNYUANVIDEO15 = HunyuanVideo15Spec(layers=54, refiner_layers=2, heads=16, head_dim=128)
+_HY15 = dict(transformer=_HUNYUANVIDEO15, encoders=(QWEN2_5_VL_7B_TEXT,), vae=HUNYUANVIDEO15_VAE,
+             text_tokens=1000 + 256 + 729, t5_tokens=1000, temporal=4, default_frames=121)
+_HY15_NOTE = ("HunyuanVideo15Pipeline: the Qwen2.5-VL prompt padded to 1000 tokens, 256 ByT5 glyph tokens and 729 "
+              "image tokens (zero in text-to-video), all computed on by every block; 121 frames (the pipeline's "
+              "num_frames) at 24 fps; a token per latent pixel of the 16x VAE")
+# Qwen/Qwen-Image-2.1 transformer/config.json (QwenImage21Transformer2DModel's defaults; 7.115 B parameters)
+_QWEN_IMAGE_21 = QwenImage21Spec(layers=32, heads=32, head_dim=128)
 
 # Wan (diffusers' scripts/convert_wan_to_diffusers.py configs: patch (1, 2, 2), head_dim 128,
 # text_dim 4096, freq_dim 256; cross-checked against the reference wan/configs/*.py).
@@ -991,7 +1182,22 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
               notes=f"Wan 2.2 VAE (z 48, 16x spatial: 32 pixels per token), a timestep per token "
                     f"(expand_timesteps); 121 frames at 24 fps and 704x1280 (the reference TI2V-5B config's frame_num "
                     f"and sample_fps, its 720p size); {_WAN_NOTE}"),
-    # -- image-conditioned (docs/conditioned.md, docs/cost.md) --
+    *[ModelSpec(name=f"hunyuanvideo1.5-{size}{kind}", **_HY15, cfg_batches=2 if not kind else 1,
+                default_resolution=resolution,
+                diffusers_id="" if kind else f"hunyuanvideo-community/HunyuanVideo-1.5-{size}_t2v",
+                notes=("CFG-distilled (its guider's guidance_scale 1: one call per step)" if kind else
+                       "CFG with guidance_scale 6 (a second call per step, the empty negative prompt also encoded)")
+                + f"; {size}: flow shift {shift:g}, priced at {resolution[0]}x{resolution[1]} (the pipeline's "
+                  f"{size} size on the 32-pixel grid a 2x-coarser first stage needs); {_HY15_NOTE}")
+      for size, resolution, shift in (("480p", (480, 832), 5.0), ("720p", (704, 1280), 9.0))
+      for kind in ("", "-distilled")],
+    ModelSpec(name="qwen-image-2.1", transformer=_QWEN_IMAGE_21,
+              encoders=(QWEN3_VL_8B, TransformerPrefix(_QWEN_IMAGE_21)), vae=QWEN_IMAGE_21_VAE,
+              text_tokens=_PROMPT + 8, t5_tokens=_PROMPT + 8, diffusers_id="Qwen/Qwen-Image-2.1",
+              notes=f"{_NOMINAL}, which the transformer sees with 8 template tokens; no guidance by default (true CFG "
+                    "with a negative prompt doubles the calls); a token per latent pixel of the 16x VAE; the text's "
+                    "keys and values cached after the first step (its extra cost counted with the text encoding)"),
+        # -- image-conditioned (docs/conditioned.md, docs/cost.md) --
     ModelSpec(name="flux-kontext-dev", transformer=TransformerSpec(**_FLUX, guidance_embeds=True),
               encoders=(T5_XXL, CLIP_L), text_tokens=512, t5_tokens=512, references=_KONTEXT_REFERENCE,
               diffusers_id="black-forest-labs/FLUX.1-Kontext-dev",

@@ -46,6 +46,10 @@ MODEL_INFO: dict[str, ModelInfo] = {m.name: m for m in [
               "own default is 50)", frames=81, fps=16),
     ModelInfo("wan2.2-ti2v-5b", "wan", 50, "WanPipeline's default (the reference TI2V-5B config's sample_steps)",
               frames=121, fps=24),
+    *[ModelInfo(f"hunyuanvideo1.5-{size}{kind}", "hunyuanvideo1.5", 50, "HunyuanVideo15Pipeline's default",
+                frames=121, fps=24) for size in ("480p", "720p") for kind in ("", "-distilled")],
+    ModelInfo("qwen-image-2.1", "qwen-image-2.1", 40, "QwenImage21Pipeline's default (the model's documented 40 "
+              "Euler steps)"),
     # image-conditioned (docs/conditioned.md; Wan I2V: WanImageToVideoPipeline)
     ModelInfo("flux-kontext-dev", "flux", 28, "FluxKontextPipeline's default"),
     ModelInfo("qwen-image-edit", "qwen-image", 50, "QwenImageEditPipeline's default"),

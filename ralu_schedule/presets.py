@@ -153,6 +153,13 @@ PRESETS.update({p.name: p for p in [
     _searched("chroma-4x", "chroma", steps=(4, 3, 6), ends=(0.3, 0.4, 1.0), fractions=(0.2, 1.0), factors=(2, 2),
               speed="3.94x", versus="Chroma's 35 steps", group="chroma"),
 ]})
+# Qwen-Image 2.1 (bench/preset_search.py --which qwen-image-2.1): chosen on exact Gaussian data only.
+PRESETS.update({p.name: p for p in [
+    _searched("qwen-image-2.1-7x", "qwen-image-2.1", steps=(3, 3, 4), ends=(0.39, 0.55, 1.0), fractions=(0.2, 1.0),
+              factors=(2, 2), speed="6.31x", versus="Qwen-Image 2.1's 40 steps", group="qwen-image-2.1"),
+    _searched("qwen-image-2.1-4x", "qwen-image-2.1", steps=(6, 5, 7), ends=(0.35, 0.5, 1.0), fractions=(0.2, 1.0),
+              factors=(2, 2), speed="3.69x", versus="Qwen-Image 2.1's 40 steps", group="qwen-image-2.1"),
+]})
 
 # The editing models (bench/preset_search.py --which flux-kontext qwen-image-edit; docs/conditioned.md):
 # priced with a 1024x1024 reference at full resolution in every call; Qwen-Image-Edit-2509 takes Qwen-Image-Edit's
@@ -202,6 +209,19 @@ PRESETS.update({p.name: p for p in [
            (2, 2), "3.90x", "Wan 2.1 14B's 50 steps", "wan-720p"),
 ]})
 
+# HunyuanVideo 1.5 (bench/preset_search.py --which hunyuanvideo1.5-480p hunyuanvideo1.5-720p; docs/video.md):
+# 121 frames, the scheduler's shift at each size (5 at 480p, 9 at 720p), the pipeline's sizes on the 32-pixel grid.
+PRESETS.update({p.name: p for p in [
+    _video("hunyuanvideo1.5-480p-7x", "hunyuanvideo1.5-480p", (480, 832), 121, 5.0, (5, 5, 5), (0.245, 0.375, 1.0),
+           (0.2, 1.0), (2, 2), "6.93x", "HunyuanVideo 1.5 480p's 50 steps", "hunyuanvideo1.5-480p"),
+    _video("hunyuanvideo1.5-480p-4x", "hunyuanvideo1.5-480p", (480, 832), 121, 5.0, (6, 7, 10), (0.205, 0.33, 1.0),
+           (0.3, 1.0), (2, 2), "3.79x", "HunyuanVideo 1.5 480p's 50 steps", "hunyuanvideo1.5-480p"),
+    _video("hunyuanvideo1.5-720p-7x", "hunyuanvideo1.5-720p", (704, 1280), 121, 9.0, (4, 3, 6), (0.125, 0.18, 1.0),
+           (0.1, 1.0), (2, 2), "7.12x", "HunyuanVideo 1.5 720p's 50 steps", "hunyuanvideo1.5-720p"),
+    _video("hunyuanvideo1.5-720p-4x", "hunyuanvideo1.5-720p", (704, 1280), 121, 9.0, (6, 7, 10), (0.125, 0.215, 1.0),
+           (0.3, 1.0), (2, 2), "3.98x", "HunyuanVideo 1.5 720p's 50 steps", "hunyuanvideo1.5-720p"),
+]})
+
 # Wan image-to-video (bench/preset_search.py --which wan21-i2v-480p wan21-i2v-720p wan22-i2v-a14b wan22-ti2v-5b-i2v;
 # docs/cost.md): the text-to-video search's candidates and flow shifts, priced on the image-to-video models (the
 # conditioning video's VAE encode and CLIP included); for Wan 2.1 I2V it chose the text-to-video presets' layouts.
@@ -234,6 +254,9 @@ DEFAULT_PRESETS = {
     "z-image-turbo": "z-image-turbo-fast", "chroma": "chroma-7x",
     "wan2.1-t2v-1.3b": "wan-480p-7x", "wan2.1-t2v-14b": "wan-480p-7x", "wan2.2-t2v-a14b": "wan-720p-7x",
     "wan2.2-ti2v-5b": "wan-720p-7x",
+    "qwen-image-2.1": "qwen-image-2.1-7x",
+    "hunyuanvideo1.5-480p": "hunyuanvideo1.5-480p-7x", "hunyuanvideo1.5-480p-distilled": "hunyuanvideo1.5-480p-7x",
+    "hunyuanvideo1.5-720p": "hunyuanvideo1.5-720p-7x", "hunyuanvideo1.5-720p-distilled": "hunyuanvideo1.5-720p-7x",
     "flux-kontext-dev": "flux-kontext-dev-7x", "qwen-image-edit": "qwen-image-edit-7x",
     "qwen-image-edit-2509": "qwen-image-edit-2509-7x",
     "wan2.1-i2v-14b-480p": "wan21-i2v-480p-7x", "wan2.1-i2v-14b-720p": "wan21-i2v-720p-7x",

@@ -198,6 +198,13 @@ SHIFT_RULES: dict[str, ShiftRule] = {
     "wan2.1-t2v-14b": ShiftRule(dynamic=False, shift=5.0),
     "wan2.2-t2v-a14b": ShiftRule(dynamic=False, shift=12.0),
     "wan2.2-ti2v-5b": ShiftRule(dynamic=False, shift=5.0),
+    # HunyuanVideo 1.5: FlowMatchEulerDiscreteScheduler(shift=...) as diffusers' conversion script writes it,
+    # 5.0 for the 480p checkpoints, 9.0 for the 720p ones (CFG-distilled or not)
+    **{f"hunyuanvideo1.5-{size}{kind}": ShiftRule(dynamic=False, shift=shift)
+       for size, shift in (("480p", 5.0), ("720p", 9.0)) for kind in ("", "-distilled")},
+    # Qwen-Image 2.1: Qwen-Image's calculate_shift anchors (tokens: one per latent pixel) and terminal
+    "qwen-image-2.1": ShiftRule(dynamic=True, shift=1.0, base_shift=0.5, max_shift=0.9, base_seq_len=256,
+                                max_seq_len=8192, terminal=0.02),
     # image-conditioned: FLUX.1 Kontext and Qwen-Image-Edit ship their text-to-image family's scheduler
     # configuration; Wan image-to-video: the model cards' 3.0 at 480p and 5.0 at 720p for Wan 2.1 I2V, the
     # reference Wan 2.2 I2V-A14B and TI2V-5B configurations' 5.0

@@ -28,10 +28,11 @@ HYSTERESIS_ROUNDS = 64
 
 
 def edge_map(images: torch.Tensor, thresholds=(0.1, 0.2), rounds: int | None = HYSTERESIS_ROUNDS) -> tuple:
-    """Canny (kornia, on the device of ``images``) of images in ``[-1, 1]``: the gradient
+    """Canny (kornia, on the device of ``images``) of RGB(A) images in ``[-1, 1]``: the gradient
     magnitude and the binary edges, each ``(B, 1, H, W)``. Hysteresis runs ``rounds``
     dilation rounds (:func:`hysteresis`; ``None``: until nothing changes, as kornia does)."""
-    rgb = images.float().add(1.0).div_(2.0).clamp_(0.0, 1.0)          # one copy, then in place
+    # the colour channels (an RGBA decoder's alpha, Qwen-Image 2.1's, is not part of the picture's edges)
+    rgb = images[:, :3].float().add(1.0).div_(2.0).clamp_(0.0, 1.0)    # one copy, then in place
     gray = kornia.color.rgb_to_grayscale(rgb)
     del rgb
     parts = [[t[..., keep, :] for t in kornia.filters.canny(gray[..., lo:hi, :], low_threshold=thresholds[0],

@@ -121,6 +121,9 @@ def generate(args) -> None:
                            needs=output_formats(not video, video))
         if video:
             check_path(sidecar(path), "--out", names=[TEMPORARY_NAME])     # the recipe beside the clip
+        if family is not None and family.alpha and path.suffix.lower() in (".jpg", ".jpeg"):
+            raise UsageError(f"{family.display} makes RGBA images, whose alpha JPEG cannot hold: write --out as "
+                             f".png or .webp")
         single = (from_batch["index"] if from_batch else 0, path)
     else:
         single = None

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
 import torch
-import torch.nn.functional as F
 
 from ralu_schedule import Plan, Schedule
 from ralu_schedule.layout import check_schedule_finite
@@ -28,8 +27,8 @@ from ralu_schedule.layout import check_schedule_finite
 from .noise import check_generators, draw, reinjection_noise
 from .selection import check_mask, selection_policy
 from .solvers import stage_scheduler, step_takes_generator
-from .tokens import (TokenSet, check_mode, child_source, latent_tokens, noise_shape, noise_tokens, pack, raster_latent,
-                     to_latent, upsample_values)
+from .tokens import (TokenSet, child_source, latent_tokens, noise_shape, noise_tokens, paint_full, pooled_latent,
+                     raster_latent, upsample_mode, upsample_values)
 
 
 @runtime_checkable
@@ -84,8 +83,9 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
     noised to the stage's first sigma as diffusers' ``scale_noise`` does,
     ``x = sigma * noise + (1 - sigma) * latent``, with the noise drawn at that resolution (or
     ``latents``) as for a run from noise."""
-    check_mode(upsample)
     check_generators(generator, batch)          # whether or not caller latents leave it unused
+    patch = getattr(backend, "patch", 2)             # latent pixels per token side (1: HunyuanVideo 1.5, Qwen-Image 2.1)
+    upsample = upsample_mode(upsample, patch)
     plan = schedule.plan if isinstance(schedule, Schedule) else schedule
     if not isinstance(plan, Plan):
         raise ValueError(f"schedule must be a ralu_schedule.Schedule or Plan, got {type(schedule).__name__}")
@@ -137,7 +137,7 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
             bar.close()
         if scope is not None and scope.interrupted:
             if k < lay.num_stages - 1:                                # paint the mixed state at full resolution
-                x = pack(to_latent(x, tokens))
+                x = paint_full(x, tokens, patch)
                 tokens = TokenSet.regular(batch, grid, 1, device=device)
             result.interrupted = True
             break
@@ -276,7 +276,7 @@ def _select(backend, policy, x1_hat, tokens: TokenSet, fraction: float, generato
     if tokens.uniform:          # every token at the coarsest size: its latent directly, no full-size round trip
         coarse_latent = raster_latent(x1_hat, tokens, D)
     else:
-        coarse_latent = F.avg_pool2d(to_latent(x1_hat, tokens), D)
+        coarse_latent = pooled_latent(x1_hat, tokens, D, getattr(backend, "patch", 2))
     estimate = backend.decode(coarse_latent.to(backend.dtype)).float()
     return check_mask(policy(estimate, tokens, fraction, generator), tokens, fraction), estimate
 

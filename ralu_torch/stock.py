@@ -29,7 +29,7 @@ from ralu_schedule import Transition, token_grid
 
 from .noise import draw
 from .sampler import _checked, apply_transition
-from .tokens import TokenSet, check_mode, pack, unpack
+from .tokens import TokenSet, check_mode, pack, unpack, upsample_mode
 
 
 def upsample_latents(latents: torch.Tensor, transition: Transition, *, generator=None, upsample: str = "latent",
@@ -85,6 +85,7 @@ def next_stage_latents(pipe, latents: torch.Tensor, transition: Transition, *, h
         be.set_frames(latents.shape[2])
         grid = (latents.shape[2] * grid[0], grid[1])
     tokens = be.from_pipeline_latents(latents, grid).float()
+    upsample = upsample_mode(upsample, getattr(be, "patch", 2))   # a token of one latent pixel: copied whole
     x = upsample_latents(unpack(tokens, grid), transition, generator=generator, upsample=upsample,
                          kept_noise=kept_noise, noise_sampler=noise_sampler)
     f = transition.factor

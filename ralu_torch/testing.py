@@ -45,6 +45,14 @@ FULL_TRANSFORMERS = {
     # Wan-AI/Wan2.1-T2V-14B-Diffusers transformer/config.json; the rest WanTransformer3DModel's defaults
     "wan2.1-t2v-14b": dict(num_attention_heads=40, attention_head_dim=128, ffn_dim=13824, num_layers=40,
                            in_channels=16, out_channels=16),
+    # diffusers' scripts/convert_hunyuan_video1_5_to_diffusers.py, 480p_t2v (720p: target_size 960)
+    "hunyuanvideo1.5-480p": dict(in_channels=65, out_channels=32, num_attention_heads=16, attention_head_dim=128,
+                                 num_layers=54, num_refiner_layers=2, mlp_ratio=4.0, patch_size=1, patch_size_t=1,
+                                 qk_norm="rms_norm", text_embed_dim=3584, text_embed_2_dim=1472, image_embed_dim=1152,
+                                 rope_theta=256.0, rope_axes_dim=(16, 56, 56), use_meanflow=False, target_size=640,
+                                 task_type="t2v"),
+    # Qwen/Qwen-Image-2.1 transformer/config.json: QwenImage21Transformer2DModel's defaults
+    "qwen-image-2.1": {},
 }
 
 TINY_TEXT_DIM = TINY_POOLED_DIM = 32
@@ -84,9 +92,9 @@ def flux_pipeline(*, tiny: bool = True, guidance_embeds: bool = True, seed: int 
     return pipe.to(device)
 
 
-def word_tokenizer(max_length: int):
+def word_tokenizer(max_length: int, special: tuple = ()):
     """A word-level tokenizer over a few dozen words (others map to ``[UNK]``): what the tiny
-    text encoders read, built in memory."""
+    text encoders read, built in memory; ``special``: added special tokens (a chat template's)."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
@@ -94,7 +102,45 @@ def word_tokenizer(max_length: int):
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]",
-                                   eos_token="</s>", model_max_length=max_length)
+                                   eos_token="</s>", model_max_length=max_length,
+                                   **({"additional_special_tokens": list(special)} if special else {}))
+
+
+#: The chat tokens of Qwen's templates, and a chat template of their form (role headers between
+#: ``<|im_start|>`` and ``<|im_end|>``, text parts of a message joined): what the tiny Qwen
+#: tokenizers of QwenImage21Pipeline and HunyuanVideo15Pipeline read.
+QWEN_CHAT_TOKENS = ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+                    "<|video_pad|>")
+QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def qwen_chat_tokenizer(max_length: int = 4096):
+    """:func:`word_tokenizer` with Qwen's chat tokens and :data:`QWEN_CHAT_TEMPLATE`."""
+    tok = word_tokenizer(max_length, special=QWEN_CHAT_TOKENS)
+    tok.chat_template = QWEN_CHAT_TEMPLATE
+    return tok
+
+
+def qwen3_vl_processor():
+    """A text-only ``Qwen3VLProcessor`` over :func:`qwen_chat_tokenizer`: what ``QwenImage21Pipeline``
+    reads when it is built (the system prefix's length, the image-pad token) and tokenizes prompts
+    with. Its video processor is the bare base class: Qwen3-VL's own, and the processor's class
+    check of it, import torchvision (so a saved pipeline loads again only where torchvision is)."""
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor
+    from transformers.video_processing_utils import BaseVideoProcessor
+
+    class TextQwen3VLProcessor(Qwen3VLProcessor):
+        def check_argument_for_proper_class(self, argument_name, argument):
+            if argument_name == "video_processor":
+                return type(argument)
+            return super().check_argument_for_proper_class(argument_name, argument)
+
+    return TextQwen3VLProcessor(image_processor=Qwen2VLImageProcessor(patch_size=16, merge_size=2),
+                                tokenizer=qwen_chat_tokenizer(), video_processor=BaseVideoProcessor(),
+                                chat_template=QWEN_CHAT_TEMPLATE)
 
 
 def flux_pipeline_with_text(seed: int = 0):
@@ -168,11 +214,15 @@ SCHEDULERS = {
     "z-image": dict(shift=6.0, use_dynamic_shifting=False),
     "chroma": dict(shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
                    max_image_seq_len=4096),
+    # Qwen/Qwen-Image-2.1 scheduler/scheduler_config.json (docs/cost.md says where this was read)
+    "qwen-image-2.1": dict(shift=1.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=0.9, base_image_seq_len=256,
+                           max_image_seq_len=8192, shift_terminal=0.02, time_shift_type="exponential"),
 }
 
 #: Families :func:`tiny_pipeline` builds, by the name of the model variant they stand for.
 TINY_MODELS = ("flux-dev", "flux-schnell", "sd3-medium", "flux2-dev", "flux2-klein-4b", "flux2-klein-base-4b",
-               "qwen-image", "z-image-turbo", "z-image", "chroma", "wan2.1-t2v-14b", "wan2.2-t2v-a14b")
+               "qwen-image", "z-image-turbo", "z-image", "chroma", "wan2.1-t2v-14b", "wan2.2-t2v-a14b",
+               "hunyuanvideo1.5-480p", "qwen-image-2.1")
 
 #: The tiny Wan transformer (two blocks of Wan's layer types; inner width 24).
 TINY_WAN = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
@@ -222,6 +272,10 @@ def tiny_pipeline(model: str, *, seed: int = 0, device="cpu", dtype=torch.float3
     family's published scheduler rule, and no text encoders (pass embeddings: :func:`tiny_inputs`)."""
     import diffusers as d
 
+    if model == "hunyuanvideo1.5-480p":
+        return hunyuanvideo15_pipeline(seed=seed, device=device, dtype=dtype)
+    if model == "qwen-image-2.1":
+        return qwenimage21_pipeline(seed=seed, device=device, dtype=dtype)
     if model.startswith("wan"):
         return wan_pipeline(experts=2 if model == "wan2.2-t2v-a14b" else 1, seed=seed, device=device, dtype=dtype,
                             flow_shift=12.0 if model == "wan2.2-t2v-a14b" else 3.0)
@@ -268,6 +322,81 @@ def tiny_pipeline(model: str, *, seed: int = 0, device="cpu", dtype=torch.float3
         else:
             raise ValueError(f"model must be one of {', '.join(TINY_MODELS)}, got {model!r}")
         pipe = pipe.to(device=device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def qwenimage21_pipeline(*, text: bool = False, seed: int = 0, device="cpu", dtype=torch.float32):
+    """A tiny ``QwenImage21Pipeline``: a two-block ``QwenImage21Transformer2DModel`` (8 latent
+    channels, one latent pixel per token, ``causal_condition``), a small ``AutoencoderKLQwenImage21``
+    (16x spatial, RGBA) with per-channel statistics to undo, the published scheduler rule, the
+    text-only :func:`qwen3_vl_processor` the pipeline needs to be built, and with ``text`` a tiny
+    random ``Qwen3VLForConditionalGeneration`` that encodes prompts (else pass embeddings)."""
+    import diffusers as d
+
+    torch.manual_seed(seed)
+    C = 8
+    transformer = d.QwenImage21Transformer2DModel(patch_size=1, in_channels=C, out_channels=C, num_layers=2,
+                                                  attention_head_dim=16, num_attention_heads=2,
+                                                  context_in_dim=TINY_TEXT_DIM, mlp_ratio=2, axes_dims_rope=(4, 6, 6))
+    g = torch.Generator().manual_seed(seed + 7)
+    vae = d.AutoencoderKLQwenImage21(base_dim=4, decoder_base_dim=4, z_dim=C, dim_mult=[1, 1, 1, 1, 1],
+                                     num_res_blocks=1, attn_scales=[], temperal_downsample=[False, True, True, True],
+                                     latents_mean=(torch.randn(C, generator=g) * 0.5).tolist(),
+                                     latents_std=(torch.rand(C, generator=g) + 0.5).tolist())
+    encoder = None
+    if text:
+        from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+        encoder = Qwen3VLForConditionalGeneration(Qwen3VLConfig(
+            text_config=dict(vocab_size=64, hidden_size=TINY_TEXT_DIM, intermediate_size=16, num_hidden_layers=2,
+                             num_attention_heads=2, num_key_value_heads=2, head_dim=8,
+                             rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=[1, 1, 2])),
+            vision_config=dict(depth=1, hidden_size=16, intermediate_size=16, num_heads=2,
+                               out_hidden_size=TINY_TEXT_DIM, patch_size=16, spatial_merge_size=2,
+                               temporal_patch_size=2, num_position_embeddings=64, deepstack_visual_indexes=[0]))).eval()
+    pipe = d.QwenImage21Pipeline(scheduler=d.FlowMatchEulerDiscreteScheduler(**SCHEDULERS["qwen-image-2.1"]), vae=vae,
+                                 text_encoder=encoder, processor=qwen3_vl_processor(), transformer=transformer)
+    pipe = pipe.to(device) if dtype == torch.float32 else pipe.to(device=device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def hunyuanvideo15_pipeline(*, text: bool = False, guidance_scale: float = 6.0, shift: float = 5.0,
+                            target_size: int = 640, seed: int = 0, device="cpu", dtype=torch.float32):
+    """A tiny ``HunyuanVideo15Pipeline``: a two-block ``HunyuanVideo15Transformer3DModel`` (8 latent
+    channels, 17 in: latent, condition latent, mask; one latent pixel per token), a small
+    ``AutoencoderKLHunyuanVideo15`` (16x spatial, 4x temporal), ``FlowMatchEulerDiscreteScheduler``
+    with the published fixed ``shift`` (5 at 480p, 9 at 720p) and ``ClassifierFreeGuidance`` with
+    ``guidance_scale`` (6; 1 for the CFG-distilled checkpoints). With ``text``, tiny random
+    Qwen2.5-VL and ByT5 text encoders and their tokenizers (else pass embeddings)."""
+    import diffusers as d
+
+    torch.manual_seed(seed)
+    C = 8
+    transformer = d.HunyuanVideo15Transformer3DModel(
+        in_channels=2 * C + 1, out_channels=C, num_attention_heads=2, attention_head_dim=16, num_layers=2,
+        num_refiner_layers=1, mlp_ratio=2.0, patch_size=1, patch_size_t=1, text_embed_dim=TINY_TEXT_DIM,
+        text_embed_2_dim=16, image_embed_dim=16, rope_axes_dim=(4, 6, 6), target_size=target_size, task_type="t2v")
+    vae = d.AutoencoderKLHunyuanVideo15(latent_channels=C, block_out_channels=(8, 8, 16, 16, 16), layers_per_block=1)
+    encoders = dict(text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None)
+    if text:
+        from transformers import ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, T5Config, T5EncoderModel
+
+        encoders = dict(
+            text_encoder=Qwen2_5_VLTextModel(Qwen2_5_VLTextConfig(
+                vocab_size=64, hidden_size=TINY_TEXT_DIM, intermediate_size=16, num_hidden_layers=3,
+                num_attention_heads=2, num_key_value_heads=2,
+                rope_parameters=dict(rope_type="default", rope_theta=1e6, mrope_section=[2, 2, 4]))).eval(),
+            tokenizer=qwen_chat_tokenizer(),
+            text_encoder_2=T5EncoderModel(T5Config(vocab_size=384, d_model=16, d_ff=16, d_kv=8, num_layers=1,
+                                                   num_heads=2, pad_token_id=0, eos_token_id=1)).eval(),
+            tokenizer_2=ByT5Tokenizer())
+    pipe = d.HunyuanVideo15Pipeline(transformer=transformer, vae=vae,
+                                    scheduler=d.FlowMatchEulerDiscreteScheduler(shift=shift),
+                                    guider=d.ClassifierFreeGuidance(guidance_scale=guidance_scale), **encoders)
+    pipe.vision_num_semantic_tokens = 16     # the image-conditioned mode's tokens (SigLIP's 729): a tiny encoder's
+    pipe = pipe.to(device) if dtype == torch.float32 else pipe.to(device=device, dtype=dtype)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
@@ -472,6 +601,22 @@ def tiny_inputs(pipe, batch: int = 1, *, guided: bool = False, text_tokens: int 
                        guidance_scale=4.0)
         else:
             out["guidance_scale"] = 0.0
+        return out
+    if name == "HunyuanVideo15Pipeline":
+        glyphs = lambda b: torch.cat([mask(b), mask(b).new_zeros(b, 2)], dim=1)   # noqa: E731 (ByT5: mostly padding)
+        out = dict(prompt_embeds=rand(batch, text_tokens, cfg.text_embed_dim), prompt_embeds_mask=mask(batch),
+                   prompt_embeds_2=rand(batch, text_tokens + 2, cfg.text_embed_2_dim), prompt_embeds_mask_2=glyphs(batch))
+        if guided:
+            out.update(negative_prompt_embeds=rand(batch, text_tokens, cfg.text_embed_dim),
+                       negative_prompt_embeds_mask=mask(batch).new_ones(batch, text_tokens),
+                       negative_prompt_embeds_2=rand(batch, text_tokens + 2, cfg.text_embed_2_dim),
+                       negative_prompt_embeds_mask_2=mask(batch).new_zeros(batch, text_tokens + 2))
+        return out
+    if name == "QwenImage21Pipeline":
+        out = dict(prompt_embeds=rand(batch, text_tokens, cfg.context_in_dim), prompt_embeds_mask=mask(batch))
+        if guided:
+            out.update(negative_prompt_embeds=rand(batch, text_tokens + 2, cfg.context_in_dim),
+                       negative_prompt_embeds_mask=mask(batch).new_ones(batch, text_tokens + 2), true_cfg_scale=3.0)
         return out
     if name in ("WanPipeline", "WanImageToVideoPipeline"):
         if cfg.image_dim is not None:      # Wan's cross-attention takes the last 512 tokens as the text's

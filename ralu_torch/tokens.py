@@ -5,6 +5,11 @@ backends, the sampler and the analysis code call it and keep no bookkeeping of t
 
 Tokens are patch tokens of 2x2 latent pixels (FLUX packs them; SD3 patchifies the same
 way): ``features = channels * 2 * 2``, ordered ``(channel, dy, dx)`` as diffusers packs.
+A model whose token is one latent pixel (``patch`` 1: HunyuanVideo 1.5, Qwen-Image 2.1) has
+``features = channels``; the latent helpers here still see its tokens as 2x2 patches (of a
+latent with a quarter of the channels), so where they pool or upsample inside a token the
+``patch``-aware functions (:func:`upsample_mode`, :func:`paint_full`, :func:`pooled_latent`)
+treat its features as channels of one pixel instead.
 
 Every token covers a square of ``size x size`` cells of the full-resolution token grid,
 whose top-left cell is ``cells[b, i] = (row, col)``. Blocks at the coarsest level present
@@ -69,6 +74,14 @@ def unpack(tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
     h, w = grid
     x = tokens.view(B, h, w, F // 4, 2, 2).permute(0, 3, 1, 4, 2, 5)
     return x.reshape(B, F // 4, 2 * h, 2 * w)
+
+
+def upsample_mode(mode: str, patch: int = 2) -> str:
+    """The upsampling a model with ``patch x patch`` latent pixels per token gets for ``mode``: for
+    ``patch`` 1 nearest upsampling of the latent ("latent") copies the whole token into each
+    child, which is what "token" does, so both name the same thing there."""
+    check_mode(mode)
+    return "token" if patch == 1 else mode
 
 
 def child_source(factor: int, features: int, mode: str, device=None) -> torch.Tensor:
@@ -267,6 +280,30 @@ def to_latent(x: torch.Tensor, tokens: TokenSet, index: torch.Tensor | None = No
         index = latent_index(tokens, F)
     gh, gw = tokens.grid
     return x.reshape(B, -1).gather(1, index).view(B, F // 4, 2 * gh, 2 * gw)
+
+
+def _as_patches(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """Tokens of ``patch`` 1 as 2x2 patches of one value per channel (``patch`` 2: as they are)."""
+    return x.repeat_interleave(4, dim=-1) if patch == 1 else x
+
+
+def paint_full(x: torch.Tensor, tokens: TokenSet, patch: int = 2) -> torch.Tensor:
+    """Raster-order full-resolution tokens ``(B, rows * cols, F)`` of a token set: every token
+    nearest-upsampled over the cells it covers (:func:`to_latent`, packed); a ``patch`` 1 token
+    is copied whole into each of its cells."""
+    full = pack(to_latent(_as_patches(x, patch), tokens))
+    return full[..., ::4] if patch == 1 else full
+
+
+def pooled_latent(x: torch.Tensor, tokens: TokenSet, size: int, patch: int = 2) -> torch.Tensor:
+    """The latent ``(B, F / 4, 2 rows / size, 2 cols / size)`` of any token set at resolution
+    ``1 / size``: painted at full resolution and average-pooled over ``size x size`` cells (for
+    ``patch`` 1, channel by channel over the cells, then in the 2x2 form :func:`unpack` gives)."""
+    if patch != 1:
+        return F.avg_pool2d(to_latent(x, tokens), size)
+    grid = tokens.grid[0] // size, tokens.grid[1] // size
+    pooled = F.avg_pool2d(to_latent(_as_patches(x, 1), tokens), 2 * size)          # (B, F, rows/size, cols/size)
+    return unpack(pooled.flatten(2).transpose(1, 2), grid)
 
 
 def latent_index(tokens: TokenSet, features: int) -> torch.Tensor:

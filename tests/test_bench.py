@@ -320,3 +320,38 @@ def test_gpu_check_report_says_plainly_when_a_section_ran_out_of_time(tmp_path, 
             "too slow or too loaded for the budget") in text
     body = text.split("```")[-2]                                   # the section's output
     assert body.strip() == "device: CPU\n\n(no row finished within the time limit)"
+
+
+@pytest.mark.parametrize("family, extra", [
+    ("z-image", ["--presets", "z-image-7x"]),
+    ("qwen-image-2.1", ["--presets", "qwen-image-2.1-7x"]),
+    ("hunyuanvideo1.5", ["--presets", "hunyuanvideo1.5-480p-7x", "--frames", "5", "--guided"]),
+])
+def test_latency_breakdown_sees_the_transformer_of_families_run_module_by_module(family, extra, capsys):
+    """Z-Image, Qwen-Image 2.1 and HunyuanVideo 1.5 run their transformers' modules themselves (no
+    call to pipe.transformer): the breakdown times the backend's velocity, so the transformer's
+    share is measured (docs/backends.md's first Z-Image rows, 0.0%, came from a hook on the
+    transformer's forward, before it timed the velocity)."""
+    out = run_script("latency.py", ["--family", family, "--model", "tiny", "--sizes", "64", "--batches", "1",
+                                    "--repeats", "1", "--baseline-steps", "4", *extra], capsys)
+    breakdown = out[out.index("RALU's time by part"):]
+    row = [c.strip() for c in breakdown.splitlines()[-1].strip("|").split("|")]
+    assert row[2].startswith("RALU ") and float(row[3].rstrip("%")) > 0
+
+
+def test_a_proxy_pipeline_reads_its_replaced_transformer():
+    """bench/latency.py's proxies replace the tiny pipeline's transformer; what the pipeline's
+    __init__ derives from it must follow (HunyuanVideo 1.5's image-embedding width: the stock
+    proxy run failed in its image embedder on the tiny model's width)."""
+    import torch
+
+    from ralu_torch.testing import tiny_inputs
+
+    latency = load("latency.py")
+    pipe, text_tokens = latency.build_family("hunyuanvideo1.5", "proxy", "cpu", torch.float32)
+    assert pipe.vision_states_dim == pipe.transformer.config.image_embed_dim == 256
+    assert pipe.vision_num_semantic_tokens == 729                        # as published
+    pipe.set_progress_bar_config(disable=True)
+    out = pipe(**tiny_inputs(pipe, 1, text_tokens=text_tokens, guided=True), height=32, width=32, num_frames=1,
+               num_inference_steps=1, generator=torch.Generator().manual_seed(0), output_type="latent").frames
+    assert out.shape == (1, pipe.vae.config.latent_channels, 1, 2, 2) and torch.isfinite(out).all()

@@ -32,8 +32,10 @@ def test_wan_models_are_video_models_with_cfg():
     assert MODELS["wan2.2-t2v-a14b"].transformer == MODELS["wan2.1-t2v-14b"].transformer
     assert MODELS["wan2.2-ti2v-5b"].vae == WAN22_VAE and MODELS["wan2.2-ti2v-5b"].transformer.expand_timesteps
     assert not any(MODELS[n].transformer.expand_timesteps for n in WAN[:3])
-    # the video models are Wan's: text-to-video, and image-to-video (tests/test_cost_conditioned.py)
-    assert {n for n, s in MODELS.items() if s.is_video} == set(WAN) | {n for n in MODELS if "-i2v" in n}
+    assert all(s.is_video == MODEL_INFO[n].is_video for n, s in MODELS.items())   # the tables agree on video
+    # the video models: Wan's text-to-video and image-to-video (tests/test_cost_conditioned.py), HunyuanVideo 1.5's
+    assert {n for n, s in MODELS.items() if s.is_video} == set(WAN) | {n for n in MODELS if "-i2v" in n} | {
+        n for n in MODELS if n.startswith("hunyuanvideo1.5")}
 
 
 # -- frames ----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from ralu_torch.testing import TINY_MODELS, chroma_pipeline_with_text, tiny_pipe
 FAMILY = {"flux-dev": "flux", "flux-schnell": "flux", "sd3-medium": "sd3", "flux2-dev": "flux2",
           "flux2-klein-4b": "flux2", "flux2-klein-base-4b": "flux2", "qwen-image": "qwen-image",
           "z-image-turbo": "z-image", "z-image": "z-image", "chroma": "chroma", "wan2.1-t2v-14b": "wan",
-          "wan2.2-t2v-a14b": "wan"}
+          "wan2.2-t2v-a14b": "wan", "hunyuanvideo1.5-480p": "hunyuanvideo1.5", "qwen-image-2.1": "qwen-image-2.1"}
 
 
 @pytest.mark.parametrize("model", TINY_MODELS)
@@ -45,7 +45,8 @@ def test_generate_runs_chroma_with_its_default_preset_and_guidance(chroma_dir, t
 
 @pytest.mark.parametrize("flags, message", [
     (["--negative-prompt", "blurry", "--guidance-scale", "1"], "a negative prompt on Chroma needs guidance_scale > 1"),
-    (["--true-cfg", "3"], "--true-cfg is the true CFG of FluxPipeline, QwenImagePipeline; Chroma: classifier-free"),
+    (["--true-cfg", "3"], "--true-cfg is the true CFG of FluxPipeline, QwenImagePipeline, QwenImage21Pipeline; Chroma: "
+     "classifier-free"),
     (["--preset", "flux-dev-7x"], "preset 'flux-dev-7x' was made for flux-dev, but this is a Chroma pipeline"),
 ])
 def test_family_rules_refuse_before_loading(chroma_dir, tmp_path, capsys, flags, message):

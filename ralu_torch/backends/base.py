@@ -65,6 +65,8 @@ class SamplerBackend(Protocol):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Model-space latents ``(B, C, h, w)`` to images in ``[-1, 1]``."""
 
+    # Optional: ``patch``, latent pixels per token side (2 when absent: a 2x2 patch; 1 for a model
+    # whose token is one latent pixel, HunyuanVideo 1.5 and Qwen-Image 2.1: ralu_torch.tokens).
     # Optional: ``before_call(sigma: float, step: int, steps: int)``: the next call's sigma, its
     # index among the run's model calls and the run's step count, all host values (read from the
     # schedule, never from the device), for a backend whose call depends on the noise level (Wan
@@ -328,6 +330,8 @@ class DiffusersBackend:
     default_guidance_scale: float | None
     default_max_sequence_length: int
     noise_layout: str = "latent"
+    #: latent pixels per token side: 2 (a 2x2 patch) or 1 (one latent pixel, features = channels)
+    patch: int = 2
     #: the form of the pipeline's latents, returned (``output_type="latent"``) and taken
     #: (``latents=``): "packed" raster-order tokens, or the 4-D "latent"
     output_form: str = "packed"
@@ -439,8 +443,15 @@ class DiffusersBackend:
         """The cost model's description of this transformer (from its config)."""
         raise NotImplementedError
 
+    def call_spec(self, cond) -> tuple:
+        """``(spec, text_tokens)``: the cost model's transformer for the calls ``cond`` makes, and
+        the text sequence they see (a family whose calls depend on more than the prompt's length
+        says so: HunyuanVideo 1.5's ByT5 and image tokens, Qwen-Image 2.1's stored text)."""
+        return self.cost_spec(), cond.text_tokens
+
     def call_tflops(self, tokens: int, cond) -> float:
-        return cond.calls * self.cost_spec().forward(tokens, cond.text_tokens).total("paper") / 1e12
+        spec, text = self.call_spec(cond)
+        return cond.calls * spec.forward(tokens, text).total("paper") / 1e12
 
 
 @dataclasses.dataclass

@@ -158,6 +158,7 @@ class Family:
     context_parallel: bool = False
     #: guides with separate transformer calls, which CFG parallelism puts on two ranks
     cfg_parallel: bool = False
+    alpha: bool = False         # its images are RGBA (the VAE decodes an alpha channel)
 
     @property
     def models(self) -> tuple:
@@ -214,6 +215,14 @@ def _wan_variant(read) -> str:
         return "wan2.2-t2v-a14b"
     small = (tr.get("num_attention_heads"), tr.get("attention_head_dim"), tr.get("num_layers")) == (12, 128, 30)
     return "wan2.1-t2v-1.3b" if small else "wan2.1-t2v-14b"      # the 1.3B by its published shape
+
+
+def _hunyuanvideo15_variant(read) -> str:
+    size = "720p" if int(read("transformer").get("target_size", 640)) > 640 else "480p"
+    guider = read("guider")
+    distilled = guider.get("_class_name", "ClassifierFreeGuidance") == "ClassifierFreeGuidance" and \
+        float(guider.get("guidance_scale", 6.0)) <= 1.0           # the CFG-distilled checkpoints: guidance 1
+    return f"hunyuanvideo1.5-{size}" + ("-distilled" if distilled else "")
 
 
 def _wan_i2v_variant(read, tr) -> str:
@@ -282,6 +291,20 @@ FAMILIES = (
                             Input("last_image", one=True, required=_wan_flf2v, refused=_wan_last_image,
                                   help="the clip's last frame (Wan 2.1 FLF2V)")))},
            context_parallel=True, cfg_parallel=True),
+    Family("hunyuanvideo1.5", "HunyuanVideo 1.5", ("HunyuanVideo15Pipeline",), "hunyuanvideo15:HunyuanVideo15Backend",
+           ("HunyuanVideo15",), _hunyuanvideo15_variant, negative="cfg",
+           guidance="its guider's classifier-free guidance (ClassifierFreeGuidance, guidance_scale 6: a second call "
+                    "per step; 1 on the CFG-distilled checkpoints: one call)",
+           video=True),
+    Family("qwen-image-2.1", "Qwen-Image 2.1", ("QwenImage21Pipeline",), "qwenimage21:QwenImage21Backend",
+           ("QwenImage21",), lambda read: "qwen-image-2.1", negative="true-cfg",
+           guidance="no guidance by default; true CFG with a negative prompt and true_cfg_scale > 1 (a second call "
+                    "per step)",
+           extra_refused={"image": "condition images enter Qwen-Image 2.1's sequence as reference tokens (and its "
+                                   "prompt through Qwen3-VL), which RALU's conditioned generation does not run yet",
+                          "output_resolution": "it only sets the default height and width (and the condition "
+                                               "images' size); give height and width"},
+           alpha=True),
 )
 
 def no_context_parallel(family, transformer: str = "") -> str:

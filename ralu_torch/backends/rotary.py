@@ -120,6 +120,12 @@ def install(transformer, stock_classes: tuple, probe) -> bool:
     return ready
 
 
+def takes_per_image(probe) -> bool:
+    """Whether a family's rotary function broadcasts :class:`PerImage` tables per image (its
+    ``probe`` passes; checked once), for a backend that hands the tables to the blocks itself."""
+    return _probe_passes(probe)
+
+
 @functools.lru_cache(maxsize=None)
 def _probe_passes(probe) -> bool:
     try:

@@ -45,6 +45,7 @@ from ..parallel import local
 from ..tokens import latent_tokens, pack
 from .base import (EMPTY_NEGATIVE, BranchConditioning, DiffusersBackend, EmbeddingInputs, Guided, check_negative_batch,
                    lora_scaled)
+from .clips import ClipBackend
 from .conditions import check_image
 from .img2img import ImageStart
 
@@ -136,16 +137,13 @@ class WanConditioning(Guided):
     attention_kwargs: dict | None = None
 
 
-class WanBackend(DiffusersBackend):
+class WanBackend(ClipBackend, DiffusersBackend):
     name = "wan"
     default_guidance_scale = 5.0
     default_max_sequence_length = 512
-    output_form = input_form = "video"
     text_width_field = "text_dim"
     embedding_inputs = EmbeddingInputs({"prompt_embeds": 3, "negative_prompt_embeds": 3},
                                        requires={"negative_prompt_embeds": ("prompt_embeds",)})
-    #: the clip's latent frames; ``RALU`` sets it for each call (:meth:`set_frames`)
-    frames: int = 1
 
     def __init__(self, pipe):
         super().__init__(pipe)
@@ -168,21 +166,6 @@ class WanBackend(DiffusersBackend):
             ratio * pipe.scheduler.config.num_train_timesteps)
         self.expand_timesteps = bool(pipe.config.get("expand_timesteps", False))
         self._sigma = None
-
-    # -- clips ----------------------------------------------------------------------------------
-    def latent_frames(self, num_frames) -> int:
-        """Latent frames of a clip of ``num_frames`` video frames: the VAE keeps the first frame
-        and compresses the rest by its temporal factor, so ``num_frames`` must be ``k t + 1``."""
-        n, t = num_frames, self.temporal
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1 or (n - 1) % t:
-            lower = max(1, (n - 1) // t * t + 1) if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 1
-            raise ValueError(f"num_frames must be {t} k + 1 (1, {t + 1}, {2 * t + 1}, ..., 81, ...: the VAE keeps the "
-                             f"first frame and compresses the rest {t}x in time), got {num_frames!r}; nearest "
-                             f"allowed: {lower} or {lower + t}")
-        return (n - 1) // t + 1
-
-    def set_frames(self, latent_frames: int) -> None:
-        self.frames = latent_frames
 
     @property
     def default_height(self) -> int:
@@ -239,13 +222,11 @@ class WanBackend(DiffusersBackend):
         at the coordinate rule (``cells / D``)."""
         rows = tokens.grid[0] // self.frames                              # token rows per latent frame
         D = tokens.coarsest
-        r, c = tokens.cells[..., 0], tokens.cells[..., 1]
-        frame = torch.div(r, rows, rounding_mode="floor")
         limit = self.transformer.config.rope_max_seq_len
         if max(self.frames, rows // D, tokens.grid[1] // D) > limit:
             raise ValueError(f"a clip of {self.frames} latent frames of {rows}x{tokens.grid[1]} tokens exceeds Wan's "
                              f"rotary table ({limit} positions per axis)")
-        cos, sin = rope_tables(self.transformer.rope, frame, (r - frame * rows).float() / D, c.float() / D)
+        cos, sin = rope_tables(self.transformer.rope, *self.clip_positions(tokens))
         return WanPositions((cos[:, :, None, :], sin[:, :, None, :]))
 
     def before_call(self, sigma: float, step=None, steps=None) -> None:
@@ -281,26 +262,6 @@ class WanBackend(DiffusersBackend):
                                                      self.expand_timesteps, image))
 
     # -- latents and video ------------------------------------------------------------------------
-    def _clip(self, latents: torch.Tensor) -> torch.Tensor:
-        """``(B, C, T h, w)`` stacked frames -> the clip ``(B, C, T, h, w)`` (a view)."""
-        B, C, H, W = latents.shape
-        return latents.view(B, C, self.frames, H // self.frames, W)
-
-    def _stacked(self, clip: torch.Tensor) -> torch.Tensor:
-        B, C, T, h, w = clip.shape
-        return clip.reshape(B, C, T * h, w)
-
-    def first_noise(self, latents):
-        """The caller's ``latents=`` in WanPipeline's clip form ``(B, C, T, h, w)`` as the stacked latent.
-        A clip of another frame count is refused, not reshaped: stacked, ``(T', h')`` with
-        ``T' h' = T h`` would pass for the call's clip."""
-        if isinstance(latents, torch.Tensor) and latents.dim() == 5:
-            if latents.shape[2] != self.frames:
-                raise ValueError(f"latents must be a clip of {self.frames} latent frames (the call's num_frames), got "
-                                 f"{tuple(latents.shape)} ({latents.shape[2]} frames)")
-            return self._stacked(latents)
-        return latents
-
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Stacked latents ``(B, C, T h, w)`` to the video ``(B, 3, frames, H, W)`` in ``[-1, 1]``, as
         WanPipeline decodes (its per-channel mean and standard deviation undone first)."""
@@ -314,22 +275,6 @@ class WanBackend(DiffusersBackend):
         shape = (1, cfg.z_dim, 1, 1, 1)
         return tuple(torch.tensor(v, device=like.device, dtype=like.dtype).view(shape)
                      for v in (cfg.latents_mean, cfg.latents_std))
-
-    def postprocess(self, video: torch.Tensor, output_type: str):
-        return self.pipe.video_processor.postprocess_video(video, output_type=output_type)
-
-    def pipeline_latents(self, tokens, grid):
-        from ..tokens import unpack
-
-        return self._clip(unpack(tokens, grid))
-
-    def from_pipeline_latents(self, latents, grid):
-        from ..tokens import pack
-
-        return pack(self._stacked(latents))
-
-    def pipeline_input(self, tokens, grid):
-        return self.pipeline_latents(tokens, grid)
 
     def cost_spec(self):
         from ralu_schedule.cost import WanSpec

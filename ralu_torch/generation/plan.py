@@ -29,6 +29,10 @@ def schedule_entry(arg, parameters: str, source, where: str | None = None):
     return fixed, layout, source
 
 
+#: The config file of a pipeline component other than ``config.json`` (what :func:`read_configs` reads).
+CONFIG_FILES = {"scheduler": "scheduler_config.json", "guider": "guider_config.json"}
+
+
 def for_strength(schedules: dict, parameters: str) -> dict:
     """``schedules`` (key -> ``(fixed, layout, source)``) for a pipeline that starts from its input
     (img2img, video2video): a preset is solved at call time for the range the strength leaves (RALU
@@ -72,7 +76,7 @@ def read_configs(model: str, local=None):
     def read(subfolder: str) -> dict:
         if not subfolder:
             return dict(index)
-        return load(subfolder, "scheduler_config.json" if subfolder == "scheduler" else "config.json")
+        return load(subfolder, CONFIG_FILES.get(subfolder, "config.json"))
 
     return read
 
