@@ -76,16 +76,21 @@ def _probe() -> bool:
     return rotary.probe_complex(functools.partial(transformer_qwenimage.apply_rotary_emb_qwen, use_real=False))
 
 
+
+#: The embeddings the Qwen-Image pipelines take (Qwen-Image, its img2img and edit pipelines, and
+#: Qwen-Image 2.1): each prompt's embeddings with their mask.
+EMBEDDINGS = EmbeddingInputs({"prompt_embeds": 3, "prompt_embeds_mask": 2, "negative_prompt_embeds": 3,
+                              "negative_prompt_embeds_mask": 2},
+                             masks={"prompt_embeds_mask": "prompt_embeds",
+                                    "negative_prompt_embeds_mask": "negative_prompt_embeds"})
+
 class QwenImageBackend(RotaryBackend):
     name = "qwen-image"
     default_guidance_scale = None
     default_max_sequence_length = 512
     max_sequence_length_limit = 1024
     rotary_probe = _probe
-    embedding_inputs = EmbeddingInputs({"prompt_embeds": 3, "prompt_embeds_mask": 2, "negative_prompt_embeds": 3,
-                                        "negative_prompt_embeds_mask": 2},
-                                       masks={"prompt_embeds_mask": "prompt_embeds",
-                                              "negative_prompt_embeds_mask": "negative_prompt_embeds"})
+    embedding_inputs = EMBEDDINGS
 
     def __init__(self, pipe):
         super().__init__(pipe)

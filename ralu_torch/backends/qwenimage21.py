@@ -41,9 +41,8 @@ import torch
 from ralu_schedule._errors import check_finite
 
 from . import rotary
-from .base import (BranchConditioning, DiffusersBackend, EmbeddingInputs, Guided, check_negative_batch, lora_scaled,
-                   stock_timestep)
-from .qwenimage import centred
+from .base import BranchConditioning, DiffusersBackend, Guided, check_negative_batch, lora_scaled, stock_timestep
+from .qwenimage import EMBEDDINGS, centred
 from ..caches import cache_config
 from ..tokens import pack
 
@@ -144,10 +143,7 @@ class QwenImage21Backend(DiffusersBackend):
     patch = 1
     text_width_field = "context_in_dim"
     text_encoders = ("text_encoder", "processor")   # QwenImage21Pipeline's prompt goes through Qwen3-VL's processor
-    embedding_inputs = EmbeddingInputs({"prompt_embeds": 3, "prompt_embeds_mask": 2, "negative_prompt_embeds": 3,
-                                        "negative_prompt_embeds_mask": 2},
-                                       masks={"prompt_embeds_mask": "prompt_embeds",
-                                              "negative_prompt_embeds_mask": "negative_prompt_embeds"})
+    embedding_inputs = EMBEDDINGS                   # Qwen-Image's: the embeddings with their masks
 
     def __init__(self, pipe):
         super().__init__(pipe)
