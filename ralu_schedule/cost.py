@@ -303,6 +303,110 @@ class WanSpec(DiTSpec):
         return f + _lin(M, d, out)                         # proj_out
 
 
+@dataclass(frozen=True, kw_only=True)
+class LTX2Spec(DiTSpec):
+    """LTX-2 (``LTX2VideoTransformer3DModel``) on one clip: two streams in every block, video
+    (``heads x head_dim``) and audio (``audio_heads x audio_head_dim``), each with self-attention,
+    cross-attention to its text embeddings and a GELU feed-forward (``4 x`` width), and between
+    them the audio-to-video and video-to-audio cross-attentions (at the audio's width).
+
+    ``image_tokens`` counts RALU's tokens, ``2 x 2`` latent pixels each (``pixels_per_token``: the
+    VAE's 32 x 2), so the model sees ``4 image_tokens`` video tokens (its patch is one latent
+    pixel); ``audio_tokens`` is the clip's audio length (:meth:`audio_frames`, which the clip's
+    duration sets), ``text_tokens`` the connectors' sequence (the prompt padded to
+    ``max_sequence_length``, 1024). Once per call: the patch projections, the timestep MLPs
+    (``256 -> d -> d``) and their modulation projections (video and audio, the two cross-attention
+    scale/shift sets and the two gates), the caption projections (``caption -> d -> d`` on every
+    text token), the output projections. ``isolated``: the call with the audio-video
+    cross-attention off (LTX-2's modality guidance), which skips those two attentions in every
+    block; ``perturbed``: blocks whose self-attentions are perturbed (spatio-temporal guidance;
+    with ``perturbed_attn`` they compute values only, no queries, keys or products). Norms,
+    modulation tables and rotary are elementwise (not counted)."""
+
+    family: ClassVar[str] = "ltx2"
+    layers: int
+    audio_heads: int
+    audio_head_dim: int
+    in_channels: int = 128
+    audio_in_channels: int = 128
+    caption_channels: int = 3840
+    audio_tokens: int = 126              # 121 frames at 24 fps: round(121 / 24 x 25)
+    audio_latents_per_second: float = 25.0   # 16000 Hz / hop 160 / the audio VAE's 4
+    tokens_per_token: int = 4            # model tokens per RALU token (a 2 x 2 patch of latent pixels)
+    perturbed_attn: bool = False         # LTX-2.3: spatio-temporal guidance skips the perturbed attentions
+    gated_attn: bool = False
+    audio_gated_attn: bool = False
+    cross_attn_mod: bool = False
+    audio_cross_attn_mod: bool = False
+    prompt_embeddings: bool = True       # LTX-2.0's caption projections (LTX-2.3 projects in its connectors)
+    prompt_adaln: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("layers", "audio_heads", "audio_head_dim", "in_channels", "audio_in_channels",
+                     "caption_channels", "tokens_per_token"):
+            check_positive_int(name, getattr(self, name))
+
+    @classmethod
+    def from_config(cls, c, *, pixels_per_token: int = 64, **over) -> "LTX2Spec":
+        """The spec of a transformer config (diffusers' field names)."""
+        g = c.get if hasattr(c, "get") else lambda k, d=None: getattr(c, k, d)
+        return cls(layers=g("num_layers"), heads=g("num_attention_heads"), head_dim=g("attention_head_dim"),
+                   audio_heads=g("audio_num_attention_heads"), audio_head_dim=g("audio_attention_head_dim"),
+                   in_channels=g("in_channels"), audio_in_channels=g("audio_in_channels"),
+                   caption_channels=g("caption_channels"), pixels_per_token=pixels_per_token,
+                   audio_latents_per_second=g("audio_sampling_rate", 16000) / g("audio_hop_length", 160)
+                   / g("audio_scale_factor", 4),
+                   perturbed_attn=bool(g("perturbed_attn", False)), gated_attn=bool(g("gated_attn", False)),
+                   audio_gated_attn=bool(g("audio_gated_attn", False)), cross_attn_mod=bool(g("cross_attn_mod", False)),
+                   audio_cross_attn_mod=bool(g("audio_cross_attn_mod", False)),
+                   prompt_embeddings=bool(g("use_prompt_embeddings", True)),
+                   prompt_adaln=bool(g("use_prompt_adaln_single", True)), **over)
+
+    @property
+    def audio_width(self) -> int:
+        return self.audio_heads * self.audio_head_dim
+
+    def audio_frames(self, frames: int, fps: float = 24.0) -> int:
+        """The audio tokens of a clip of ``frames`` video frames at ``fps`` (LTX2Pipeline's rule)."""
+        return round(frames / fps * self.audio_latents_per_second)
+
+    def for_clip(self, frames: int, fps: float = 24.0) -> "LTX2Spec":
+        return replace(self, audio_tokens=self.audio_frames(frames, fps))
+
+    def forward(self, image_tokens: int, text_tokens: int, *, audio_tokens: int | None = None, isolated: bool = False,
+                perturbed: int = 0) -> Flops:
+        M, T, d, a = self.tokens_per_token * image_tokens, text_tokens, self.width, self.audio_width
+        A = self.audio_tokens if audio_tokens is None else audio_tokens
+        vh, ah = self.heads, self.audio_heads
+
+        def mlp(width, mods):                          # a timestep MLP 256 -> w -> w and its modulation projection
+            return _lin(1, 256, width) + _lin(1, width, width) + _lin(1, width, mods * width)
+
+        f = _lin(M, self.in_channels, d) + _lin(A, self.audio_in_channels, a)
+        f += mlp(d, 9 if self.cross_attn_mod else 6) + mlp(a, 9 if self.audio_cross_attn_mod else 6)
+        if (self.cross_attn_mod or self.audio_cross_attn_mod) and self.prompt_adaln:
+            f += mlp(d, 2) + mlp(a, 2)
+        f += mlp(d, 4) + mlp(a, 4) + mlp(d, 1) + mlp(a, 1)  # the audio-video cross-attention's scale/shift and gates
+        if self.prompt_embeddings:
+            f += _lin(T, self.caption_channels, d) + _lin(T, d, d) + _lin(T, self.caption_channels, a) + _lin(T, a, a)
+        gate = lambda n, width, heads, on: _lin(n, width, heads) if on else Flops()  # noqa: E731
+        self_v = _qkvo(M, d) + _attn(M, M, d) + gate(M, d, vh, self.gated_attn)
+        self_a = _qkvo(A, a) + _attn(A, A, a) + gate(A, a, ah, self.audio_gated_attn)
+        text_v = _lin(M, d, d) + _lin(T, d, 2 * d) + _lin(M, d, d) + _attn(M, T, d) + gate(M, d, vh, self.gated_attn)
+        text_a = (_lin(A, a, a) + _lin(T, a, 2 * a) + _lin(A, a, a) + _attn(A, T, a)
+                  + gate(A, a, ah, self.audio_gated_attn))
+        a2v = (_lin(M, d, a) + _lin(A, a, 2 * a) + _lin(M, a, d) + _attn(M, A, a)
+               + gate(M, d, ah, self.gated_attn))      # queries video, keys and values audio, at the audio's width
+        v2a = (_lin(A, a, a) + _lin(M, d, 2 * a) + _lin(A, a, a) + _attn(A, M, a)
+               + gate(A, a, ah, self.audio_gated_attn))
+        block = self_v + self_a + text_v + text_a + _ffn(M, d, 4 * d) + _ffn(A, a, 4 * a)
+        f += self.layers * (block if isolated else block + a2v + v2a)
+        if perturbed and self.perturbed_attn:          # values and outputs only in the perturbed self-attentions
+            f += -1.0 * perturbed * (_lin(M, d, 2 * d) + _attn(M, M, d) + _lin(A, a, 2 * a) + _attn(A, A, a))
+        return f + _lin(M, d, self.in_channels) + _lin(A, a, self.audio_in_channels)
+
+
 # -- text encoders and VAE ---------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class EncoderSpec:

@@ -36,7 +36,9 @@ class RALUPipelineOutput(BaseOutput):
     the name WanPipeline's output gives them); ``stage_tokens``: tokens per image in each stage;
     ``transitions``: per-transition records (token sets, selections, decoded estimates) when
     the call asked for them with ``record_transitions=True``, else empty. ``stage_calls``: per
-    stage, the transformer calls made and skipped and their TFLOPs."""
+    stage, the transformer calls made and skipped and their TFLOPs. ``audio``: a joint
+    pipeline's second output (LTX2Pipeline's waveforms, or its audio latents for
+    ``output_type="latent"``), as that pipeline returns it; None for the others."""
 
     images: object
     stage_tokens: list = field(default_factory=list)
@@ -44,6 +46,7 @@ class RALUPipelineOutput(BaseOutput):
     schedule: Schedule | None = None
     stage_calls: list = field(default_factory=list)
     interrupted: bool = False
+    audio: object = None
 
     @property
     def frames(self):
@@ -176,7 +179,8 @@ class RALU:
             return self._fixed
         gh, gw = self._grid(height, width, num_frames)
         rule = self.backend.shift_rule()
-        h0 = rule(gh * gw, self._layout.total_steps)      # the pipeline's own shift for this many steps
+        tokens = gh * gw * getattr(self.backend, "model_tokens_per_token", 1)   # the pipeline's count (LTX-2: 4 each)
+        h0 = rule(tokens, self._layout.total_steps)       # the pipeline's own shift for this many steps
         return _solve_cached(self._layout.with_base(h0, rule.terminal))
 
     def _grid(self, height, width, num_frames=None) -> tuple:
@@ -308,7 +312,11 @@ class RALU:
             self._current_timestep = pipe._current_timestep = None
         for st in counter.stages:
             st.tflops = st.executed * batch * be.call_tflops(st.tokens, cond)
-        if not bool(torch.isfinite(res.latents).all()):        # one host read per call: never a black image
+        side = getattr(cond, "side", None)               # a joint pipeline's second stream (LTX-2's audio)
+        finite = torch.isfinite(res.latents).all()
+        if side is not None:
+            finite = finite & torch.isfinite(side.state).all()
+        if not bool(finite):                                 # one host read per call: never a black image
             raise ValueError("the sampler produced non-finite latents (NaN or inf); check the model's dtype "
                              "(float16 overflows in FLUX) and the inputs")
         finish = getattr(be, "finish", None)              # a condition the pipeline writes into its result
@@ -317,11 +325,13 @@ class RALU:
             images = be.pipeline_latents(latents, grid)   # the form the pipeline itself returns
         else:
             images = be.postprocess(be.decode(unpack(latents, grid)), output_type)
+        audio = None if side is None else be.side_output(side, output_type)
         pipe.maybe_free_model_hooks()
         if not return_dict:
-            return (images,)
+            return (images,) if side is None else (images, audio)
         return RALUPipelineOutput(images=images, stage_tokens=res.stage_tokens, transitions=res.transitions,
-                                  schedule=schedule, stage_calls=counter.stages, interrupted=res.interrupted)
+                                  schedule=schedule, stage_calls=counter.stages, interrupted=res.interrupted,
+                                  audio=audio)
 
 
 def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec, widths=None, dtype=None, device=None):

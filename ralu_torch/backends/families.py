@@ -113,6 +113,14 @@ FAMILIES = (
                     "low-noise expert guides with guidance_scale_2",
            video=True, position_limit=lambda read: int(read("transformer").get("rope_max_seq_len", 1024)),
            conditioned={"WanImageToVideoPipeline": "wan:WanImageToVideoBackend"}),
+    Family("ltx2", "LTX-2", ("LTX2Pipeline",), "ltx2:LTX2Backend", ("LTX2",), lambda read: "ltx-2", negative="cfg",
+           guidance="up to three calls a step, each denoising video and audio: classifier-free guidance in one call "
+                    "of both halves (guidance_scale or audio_guidance_scale > 1), spatio-temporal guidance "
+                    "(stg_scale > 0) and modality guidance (modality_scale > 1, the audio-video cross-attention off); "
+                    "LTX2Pipeline's defaults turn all three on",
+           extra_refused={"audio_latents": "LTX2Pipeline reads them as clean audio latents it re-noises by noise_scale "
+                                           "(its two-stage refinement); RALU draws the audio's noise itself"},
+           video=True),
 )
 
 BY_NAME = {f.name: f for f in FAMILIES}
