@@ -147,3 +147,143 @@ def test_bad_input_is_refused_by_name(pipe, kwargs, message):
     inputs = {**tiny_inputs(pipe, 2, guided=True), "height": 64, "width": 96, "num_frames": 9, **kwargs}
     with pytest.raises(ValueError, match=message):
         RALU(pipe, ONE_STAGE)(**inputs, generator=gens(2), output_type="latent")
+
+
+# -- the cost model against torch's FLOP counter -------------------------------------------------
+from tiny import counted  # noqa: E402
+from ralu_schedule.cost import (GEMMA3_12B, LTX2_AUDIO, LTX2_CONNECTORS, LTX2_VAE, MODELS,  # noqa: E402
+                                AudioDecoderSpec, LTX2Spec, LTX2VAEDecoderSpec, format_cost, layout_cost)
+
+# Lightricks/LTX-2 as diffusers' scripts/convert_ltx2_to_diffusers.py (version "2.0") writes it; the rest are
+# LTX2VideoTransformer3DModel's defaults
+LTX2_TRANSFORMER = dict(in_channels=128, out_channels=128, patch_size=1, patch_size_t=1, num_attention_heads=32,
+                        attention_head_dim=128, cross_attention_dim=4096, audio_in_channels=128, audio_out_channels=128,
+                        audio_num_attention_heads=32, audio_attention_head_dim=64, audio_cross_attention_dim=2048,
+                        num_layers=48, caption_channels=3840)
+LTX2_VIDEO_VAE = dict(latent_channels=128, block_out_channels=(256, 512, 1024, 2048),
+                      decoder_block_out_channels=(256, 512, 1024), layers_per_block=(4, 6, 6, 2, 2),
+                      decoder_layers_per_block=(5, 5, 5, 5), spatio_temporal_scaling=(True, True, True, True),
+                      decoder_spatio_temporal_scaling=(True, True, True), decoder_inject_noise=(False,) * 4,
+                      downsample_type=("spatial", "temporal", "spatiotemporal", "spatiotemporal"),
+                      upsample_residual=(True, True, True), upsample_factor=(2, 2, 2), patch_size=4,
+                      decoder_causal=False, decoder_spatial_padding_mode="reflect", spatial_compression_ratio=32,
+                      temporal_compression_ratio=8)
+#: LTX-2.3's transformer features, on the 2.0 sizes (a spec read from any such config must still count right)
+LTX23_FEATURES = dict(perturbed_attn=True, gated_attn=True, audio_gated_attn=True, cross_attn_mod=True,
+                      audio_cross_attn_mod=True)
+
+
+def meta(*shape):
+    return torch.empty(*shape, device="meta")
+
+
+def same(ours, fn, paper_only=False):
+    full, linear, out = counted(fn, result=True)
+    assert ours.total("paper") == linear
+    if not paper_only:                   # on the meta device the counter sees the attention kernels too
+        assert ours.total("full") == full
+    return out
+
+
+@pytest.mark.parametrize("features", [{}, {**LTX23_FEATURES, "num_layers": 4}])
+def test_transformer_against_flop_counter_every_kind_of_call(features):
+    from diffusers import LTX2VideoTransformer3DModel
+
+    with torch.device("meta"):
+        tr = LTX2VideoTransformer3DModel(**{**LTX2_TRANSFORMER, **features})
+    spec = LTX2Spec.from_config(tr.config)
+    if not features:
+        assert spec == MODELS["ltx-2"].transformer      # the published spec is the config's
+    blocks = [1, 3] if features else [3, 28]
+    F, h, w, A, T = 3, 4, 6, 9, 16                      # 72 video tokens: 18 of RALU's 2 x 2 tokens
+    calls = [dict(isolated=False, perturbed=0), dict(isolated=True, perturbed=0), dict(isolated=False, perturbed=2)]
+    for call in calls:
+        same(spec.forward(F * h * w // 4, T, audio_tokens=A, **call),
+             lambda: tr(hidden_states=meta(1, F * h * w, 128), audio_hidden_states=meta(1, A, 128),
+                        encoder_hidden_states=meta(1, T, 3840), audio_encoder_hidden_states=meta(1, T, 3840),
+                        timestep=meta(1), sigma=meta(1), num_frames=F, height=h, width=w, audio_num_frames=A,
+                        isolate_modalities=call["isolated"], spatio_temporal_guidance_blocks=blocks[:call["perturbed"]],
+                        return_dict=False))
+
+
+def test_tiny_pipeline_parts_against_flop_counter():
+    """The specs read from the tiny pipeline's configs (what the backend prices its calls with)."""
+    pipe = ltx2_pipeline()
+    be = backend_for(pipe)
+    spec = be.cost_spec()
+    for kind in ("plain", "isolated", "perturbed"):
+        same(spec.forward(12, 8, audio_tokens=5, isolated=kind == "isolated", perturbed=int(kind == "perturbed")),
+             lambda: pipe.transformer(hidden_states=torch.randn(1, 48, 4), audio_hidden_states=torch.randn(1, 5, 4),
+                                      encoder_hidden_states=torch.randn(1, 8, 32),
+                                      audio_encoder_hidden_states=torch.randn(1, 8, 32), timestep=torch.ones(1),
+                                      sigma=torch.ones(1), num_frames=2, height=4, width=6, audio_num_frames=5,
+                                      isolate_modalities=kind == "isolated",
+                                      spatio_temporal_guidance_blocks=[1] if kind == "perturbed" else None,
+                                      return_dict=False), paper_only=True)
+    v, a, voc = pipe.vae.config, pipe.audio_vae.config, pipe.vocoder.config
+    vae = LTX2VAEDecoderSpec(latent_channels=v.latent_channels, channels=tuple(v.decoder_block_out_channels),
+                             layers=tuple(v.decoder_layers_per_block), scaling=tuple(v.decoder_spatio_temporal_scaling),
+                             upsample=tuple(v.upsample_type), factors=tuple(v.upsample_factor), patch_size=v.patch_size)
+    assert (vae.downsampling, vae.temporal) == (pipe.vae_spatial_compression_ratio, pipe.vae_temporal_compression_ratio)
+    out = same(vae.decode(32, 48, 3), lambda: pipe.vae.decode(torch.randn(1, 4, 3, 4, 6), return_dict=False)[0],
+               paper_only=True)
+    assert tuple(out.shape) == (1, 3, vae.frames(3), 32, 48)
+    audio = AudioDecoderSpec(latent_channels=a.latent_channels, mel_bins=a.mel_bins, base=a.base_channels,
+                             ch_mult=tuple(a.ch_mult), res_blocks=a.num_res_blocks, out_channels=a.output_channels,
+                             vocoder_hidden=voc.hidden_channels, vocoder_out=voc.out_channels,
+                             kernels=tuple(voc.upsample_kernel_sizes), factors=tuple(voc.upsample_factors),
+                             resnet_kernels=tuple(voc.resnet_kernel_sizes),
+                             dilations=tuple(map(tuple, voc.resnet_dilations)))
+    same(audio.decode(9), lambda: pipe.vocoder(pipe.audio_vae.decode(torch.randn(1, 2, 9, 2), return_dict=False)[0]),
+         paper_only=True)
+
+
+def test_video_vae_audio_decode_text_encoder_and_connectors_against_flop_counter():
+    import diffusers as d
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    with torch.device("meta"):
+        vae = d.AutoencoderKLLTX2Video(**LTX2_VIDEO_VAE)
+        audio, vocoder = d.AutoencoderKLLTX2Audio(), LTX2Vocoder()
+        # Gemma 3 12B's text model (google/gemma-3-12b-it), as Gemma3ForConditionalGeneration: logits too
+        gemma = Gemma3ForConditionalGeneration(Gemma3Config(text_config=dict(
+            hidden_size=3840, intermediate_size=15360, num_hidden_layers=48, num_attention_heads=16,
+            num_key_value_heads=8, head_dim=256, vocab_size=262208, sliding_window=1024)))
+        connectors = LTX2TextConnectors()
+    assert (LTX2_VAE.downsampling, LTX2_VAE.temporal) == (vae.spatial_compression_ratio, vae.temporal_compression_ratio)
+    for n in (1, 3):
+        out = same(LTX2_VAE.decode(64, 96, n), lambda: vae.decode(meta(1, 128, n, 2, 3), return_dict=False)[0])
+        assert tuple(out.shape) == (1, 3, LTX2_VAE.frames(n), 64, 96)
+    out = same(LTX2_AUDIO.decode(126), lambda: vocoder(audio.decode(meta(1, 8, 126, 16), return_dict=False)[0]))
+    assert tuple(out.shape) == (1, 2, (4 * 126 - 3) * 240)          # 5.04 s at 24 kHz
+    n = 256
+    same(GEMMA3_12B.forward(n), lambda: gemma(input_ids=torch.zeros(1, n, dtype=torch.long, device="meta"),
+                                              output_hidden_states=True))
+    same(LTX2_CONNECTORS.forward(1024), lambda: connectors(meta(1, 1024, 3840 * 49),
+                                                           torch.ones(1, 1024, dtype=torch.long, device="meta")))
+
+
+def test_layout_cost_prices_the_clip_video_and_audio():
+    spec = MODELS["ltx-2"]
+    c = layout_cost(MIXED, "ltx-2", convention="full", baseline_steps=30)
+    assert (c.resolution, c.frames, c.latent_frames) == ((512, 768), 121, 16)
+    rows, cols = spec.token_grid(512, 768, MIXED.downsampling)            # 8 x 12 RALU tokens a frame
+    assert [s.tokens for s in c.stages] == list(MIXED.stage_tokens(16 * rows, cols))
+    tr = spec.transformer
+    assert tr.audio_tokens == 126 == round(121 / 24 * 25)
+    for s in c.stages:        # each step: the CFG pair, the STG call (one block), the modality call, video and audio
+        step = (2 * tr.forward(s.tokens, 1024) + tr.forward(s.tokens, 1024, perturbed=1)
+                + tr.forward(s.tokens, 1024, isolated=True))
+        assert s.tflops * 1e12 == pytest.approx(s.steps * step.total("full"))
+    shorter = layout_cost(MIXED, "ltx-2", frames=49, convention="full", baseline_steps=30)
+    assert shorter.latent_frames == 7 and spec.for_clip(49).transformer.audio_tokens == 51
+    assert c.decode_tflops * 1e12 == pytest.approx((LTX2_VAE.decode(512, 768, 16)
+                                                    + LTX2_AUDIO.decode(126)).total("full"))
+    assert c.edge_decode_tflops[0] * 1e12 == pytest.approx(LTX2_VAE.decode(256, 384, 16).total("full"))
+    text = 2 * (GEMMA3_12B.forward(1024) + LTX2_CONNECTORS.forward(1024))      # the negative prompt too
+    assert c.text_encoding_tflops * 1e12 == pytest.approx(text.total("full"))
+    assert "121 frames (16 latent)" in format_cost(c)
+    with pytest.raises(ValueError, match="frames must be 8k \\+ 1 for ltx-2"):
+        layout_cost(MIXED, "ltx-2", frames=120)
