@@ -25,6 +25,11 @@ pipeline's fixed flow shift at that resolution (the model cards' 3 at 480p, 5 at
 priced on whole 81-frame clips with attention's products included (the "full" convention:
 attention is half to three quarters of a clip's transformer work). The analytic benchmark is
 spatial: it measures each layout on images, not on the time axis.
+
+The LTX-2 groups (``ltx2-512x768``, ``ltx2-768x1152``) search its presets on its own rule for the
+clip: LTX2Pipeline's dynamic shift for the clip's tokens (one per latent pixel of each of the 16
+latent frames of 121: ``e^2.78 = 16.2`` at 512x768) and its grid ending at sigma 0.1, priced
+against its 30 steps (each with its three calls, video and audio) with attention included.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ import argparse
 import math
 
 from ralu_schedule import Layout, preset, shift_rule, solve
-from ralu_schedule.cost import layout_cost
+from ralu_schedule.cost import MODELS, layout_cost
 from ralu_schedule.shift import shift_map, unshift_map
 from ralu_schedule.models import MODEL_INFO
 from ralu_torch.analysis.quality import run, spectrum_metrics
@@ -138,11 +143,25 @@ WAN_CANDIDATES = FIFTY_STEP_CANDIDATES + [
     ((10, 10), (0.5, 1.0), (1.0,), (2,)),
 ]
 
+# LTX-2 (30 steps): Chroma's 35-step candidates and a few more, with more low-resolution steps (the clip's
+# attention grows quadratically in its 6k-14k tokens)
+LTX2_CANDIDATES = CHROMA_CANDIDATES + [
+    ((3, 2, 4), (0.25, 0.35, 1.0), (0.1, 1.0), (2, 2)),
+    ((3, 3, 3), (0.3, 0.45, 1.0), (0.1, 1.0), (2, 2)),
+    ((4, 3, 3), (0.35, 0.45, 1.0), (0.2, 1.0), (2, 2)),
+    ((4, 4, 6), (0.3, 0.45, 1.0), (0.3, 1.0), (2, 2)),
+    ((5, 4, 6), (0.35, 0.5, 1.0), (0.3, 1.0), (2, 2)),
+    ((6, 6), (0.5, 1.0), (1.0,), (2,)),
+]
+
 #: video groups: (resolution, frames, the flow shift the pipeline samples with there, the FLOP
-#: convention the speed-ups are read in: "full", since attention is most of a clip's work)
+#: convention the speed-ups are read in: "full", since attention is most of a clip's work); a shift
+#: of None: the model's own rule for the clip's tokens (LTX-2's dynamic shift, and its terminal)
 VIDEO = {
     "wan-480p": ((480, 832), 81, 3.0, "full"),
     "wan-720p": ((704, 1280), 81, 5.0, "full"),
+    "ltx2-512x768": ((512, 768), 121, None, "full"),
+    "ltx2-768x1152": ((768, 1152), 121, None, "full"),
 }
 
 #: group -> (title, models priced, the model whose rule and stock count it searches for, candidates,
@@ -160,6 +179,10 @@ GROUPS = {
                  ("wan2.1-t2v-14b",), "wan2.1-t2v-14b", WAN_CANDIDATES, 3.0, (7.0, 4.0)),
     "wan-720p": ("Wan 2.1 14B, 704x1280, 81 frames, 50 steps, flow shift 5 (speed-ups with attention)",
                  ("wan2.1-t2v-14b",), "wan2.1-t2v-14b", WAN_CANDIDATES, 3.0, (7.0, 4.0)),
+    "ltx2-512x768": ("LTX-2, 512x768, 121 frames, 30 steps, its dynamic shift and terminal 0.1 (speed-ups with "
+                     "attention)", ("ltx-2",), "ltx-2", LTX2_CANDIDATES, 3.0, (7.0, 4.0)),
+    "ltx2-768x1152": ("LTX-2, 768x1152, 121 frames, 30 steps, its dynamic shift and terminal 0.1 (speed-ups with "
+                      "attention)", ("ltx-2",), "ltx-2", LTX2_CANDIDATES, 3.0, (7.0, 4.0)),
 }
 
 
@@ -169,12 +192,22 @@ def transferred_ends(ends, source: float, h0: float) -> tuple:
     return tuple(round(unshift_map(shift_map(e, source), h0) / 0.005) * 0.005 for e in ends[:-1]) + (1.0,)
 
 
-def family_layout(model, steps, ends, fractions=None, factors=None, shift=None):
+def clip_base(model, resolution, frames) -> tuple:
+    """``(h0, terminal)`` of a video model's own rule on a clip: its shift for the clip's tokens as the
+    pipeline counts them (LTX-2: every latent pixel of every latent frame), and its grid's terminal."""
+    spec = MODELS[model]
+    rows, cols = spec.token_grid(*resolution)
+    tokens = spec.latent_frames(frames) * rows * cols * getattr(spec.transformer, "tokens_per_token", 1)
+    rule = shift_rule(model)
+    return rule(tokens), rule.terminal
+
+
+def family_layout(model, steps, ends, fractions=None, factors=None, shift=None, terminal=None):
     """A layout solved for ``model``'s own base sampler at 1024x1024 with as many steps (or on a
-    fixed ``shift``: a video group's flow shift at its resolution)."""
+    fixed ``shift``: a video group's shift at its resolution, with its grid's ``terminal``)."""
     lay = Layout(steps=steps, ends=ends, fractions=fractions, factors=factors)
     if shift is not None:
-        return lay.with_base(shift, None)
+        return lay.with_base(shift, terminal)
     rule = shift_rule(model)
     return lay.with_base(rule(4096, lay.total_steps), rule.terminal)
 
@@ -184,7 +217,11 @@ def family_table(group, seeds, size):
     title, models, model, candidates, source, targets = GROUPS[group]
     base = MODEL_INFO[model].default_steps
     resolution, frames, shift, convention = VIDEO.get(group, (None, None, None, "paper"))
-    family = lambda *a: family_layout(model, *a, shift=shift)  # noqa: E731
+    terminal = None
+    if resolution is not None and shift is None:
+        shift, terminal = clip_base(model, resolution, frames)
+        print(f"\n{model} at {resolution[0]}x{resolution[1]}, {frames} frames: shift {shift:.6g}, terminal {terminal}")
+    family = lambda *a: family_layout(model, *a, shift=shift, terminal=terminal)  # noqa: E731
     field = GaussianField(height=size, width=size)
     be = GaussianBackend(field)
     print()
@@ -215,14 +252,16 @@ def family_table(group, seeds, size):
             seen.add((steps, e, fractions))
             lay = family(steps, e, fractions, factors)
             label = f"{steps}; {tuple(round(x, 3) for x in e)}; {fractions}".replace("(", "").replace(")", "")
-            if resolution is not None and any(v % (16 * lay.downsampling) for v in resolution):
+            if resolution is not None and any(v % (MODELS[model].transformer.pixels_per_token * lay.downsampling)
+                                              for v in resolution):
                 skipped.append(label.replace(",;", ";"))          # its coarsest stage cannot tile the clip
                 continue
             scored.append((label.replace(",;", ";"), lay, *row(label.replace(",;", ";"), lay)))
     if skipped:
         print()
-        print(f"Not tiling {resolution[0]}x{resolution[1]} (its sides are not multiples of 16 pixels x their first "
-              f"stage's downsampling): " + "; ".join(f"`{x}`" for x in skipped))
+        print(f"Not tiling {resolution[0]}x{resolution[1]} (its sides are not multiples of "
+              f"{MODELS[model].transformer.pixels_per_token} pixels x their first stage's downsampling): "
+              + "; ".join(f"`{x}`" for x in skipped))
     chosen = {}
     for t in targets:
         band = [c for c in scored if 0.9 * t <= c[2] <= 1.15 * t]

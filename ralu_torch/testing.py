@@ -272,6 +272,30 @@ def ltx2_pipeline(*, seed: int = 0, device="cpu", dtype=torch.float32):
     return pipe
 
 
+def ltx2_pipeline_with_text(seed: int = 0):
+    """The tiny ``LTX2Pipeline`` with a tiny random Gemma 3 (``Gemma3ForConditionalGeneration``: two
+    layers of the connectors' width, so its three stacked hidden states are what the connectors read;
+    a one-layer vision tower it never runs on text) and a word-level tokenizer: a whole pipeline that
+    takes prompts and that ``save_pretrained``/``from_pretrained`` round-trip (``ralu generate`` writes
+    clips with sound with it)."""
+    from diffusers import LTX2Pipeline
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    pipe = ltx2_pipeline(seed=seed)
+    torch.manual_seed(seed + 1)
+    gemma = Gemma3ForConditionalGeneration(Gemma3Config(
+        text_config=dict(hidden_size=TINY_LTX2_TEXT, intermediate_size=37, num_hidden_layers=TINY_LTX2_LAYERS - 1,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=16, vocab_size=32, sliding_window=8,
+                         max_position_embeddings=1024),
+        vision_config=dict(hidden_size=16, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=16, patch_size=8), mm_tokens_per_image=4))
+    full = LTX2Pipeline(scheduler=pipe.scheduler, vae=pipe.vae, audio_vae=pipe.audio_vae, text_encoder=gemma,
+                        tokenizer=word_tokenizer(1024), connectors=pipe.connectors, transformer=pipe.transformer,
+                        vocoder=pipe.vocoder)
+    full.set_progress_bar_config(disable=True)
+    return full
+
+
 def tiny_pipeline(model: str, *, seed: int = 0, device="cpu", dtype=torch.float32):
     """The text-to-image pipeline of ``model`` (one of :data:`TINY_MODELS`) with a one- or
     two-block transformer of the family's own classes, a small VAE of the family's class, the

@@ -152,7 +152,7 @@ def test_bad_input_is_refused_by_name(pipe, kwargs, message):
 # -- the cost model against torch's FLOP counter -------------------------------------------------
 from tiny import counted  # noqa: E402
 from ralu_schedule.cost import (GEMMA3_12B, LTX2_AUDIO, LTX2_CONNECTORS, LTX2_VAE, MODELS,  # noqa: E402
-                                AudioDecoderSpec, LTX2Spec, LTX2VAEDecoderSpec, format_cost, layout_cost)
+                                AudioDecoderSpec, LTX2Spec, format_cost, layout_cost)
 
 # Lightricks/LTX-2 as diffusers' scripts/convert_ltx2_to_diffusers.py (version "2.0") writes it; the rest are
 # LTX2VideoTransformer3DModel's defaults
@@ -220,10 +220,8 @@ def test_tiny_pipeline_parts_against_flop_counter():
                                       isolate_modalities=kind == "isolated",
                                       spatio_temporal_guidance_blocks=[1] if kind == "perturbed" else None,
                                       return_dict=False), paper_only=True)
-    v, a, voc = pipe.vae.config, pipe.audio_vae.config, pipe.vocoder.config
-    vae = LTX2VAEDecoderSpec(latent_channels=v.latent_channels, channels=tuple(v.decoder_block_out_channels),
-                             layers=tuple(v.decoder_layers_per_block), scaling=tuple(v.decoder_spatio_temporal_scaling),
-                             upsample=tuple(v.upsample_type), factors=tuple(v.upsample_factor), patch_size=v.patch_size)
+    a, voc = pipe.audio_vae.config, pipe.vocoder.config
+    vae = be.vae_spec()
     assert (vae.downsampling, vae.temporal) == (pipe.vae_spatial_compression_ratio, pipe.vae_temporal_compression_ratio)
     out = same(vae.decode(32, 48, 3), lambda: pipe.vae.decode(torch.randn(1, 4, 3, 4, 6), return_dict=False)[0],
                paper_only=True)
@@ -287,3 +285,47 @@ def test_layout_cost_prices_the_clip_video_and_audio():
     assert "121 frames (16 latent)" in format_cost(c)
     with pytest.raises(ValueError, match="frames must be 8k \\+ 1 for ltx-2"):
         layout_cost(MIXED, "ltx-2", frames=120)
+
+
+# -- ralu generate and ralu eval ---------------------------------------------------------------
+def test_generate_writes_a_clip_with_its_sound_and_eval_refuses_it(tmp_path, capsys):
+    import json
+    import subprocess
+
+    import imageio_ffmpeg
+
+    from ralu_torch.backends.families import BY_NAME
+    from ralu_torch.cli import main
+    from ralu_torch.generate import _call_args
+    from ralu_torch.jobs import Job
+    from ralu_torch.testing import ltx2_pipeline_with_text
+
+    model = tmp_path / "ltx2"
+    ltx2_pipeline_with_text().save_pretrained(model)
+    out = tmp_path / "cat.mp4"
+    assert main(["generate", "--model", str(model), "--prompt", "a red cat", "--negative-prompt", "blurry",
+                 "--height", "128", "--width", "128", "--num-frames", "9", "--max-sequence-length", "16",
+                 "--device", "cpu", "--out", str(out)]) == 0      # sizes: the published model's 64-pixel tokens x 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.json", "cat.mp4", "ltx2"]
+    recipe = json.loads((tmp_path / "cat.json").read_text())
+    assert (recipe["num_frames"], recipe["fps"], recipe["schedule_source"]) == (9, 24, "ltx2-512x768-7x")
+    probe = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-i", str(out)], capture_output=True, text=True).stderr
+    streams = [line.split("Stream")[1] for line in probe.splitlines() if "Stream #" in line]
+    assert len(streams) == 2 and "Video: h264" in streams[0] and "128x128" in streams[0] and "24 fps" in streams[0]
+    assert "Audio: aac" in streams[1] and "16000 Hz, stereo" in streams[1]        # the vocoder's rate and channels
+    # the clip's frame rate is LTX2Pipeline's frame_rate: its time axis and its audio's length
+    job = Job(index=0, prompt="a", seed=0, height=64, width=64, negative_prompt=None, file="x.mp4")
+
+    class Args:
+        guidance_scale = max_sequence_length = true_cfg = None
+        num_frames, fps = 5, 12.0
+
+    assert _call_args(Args, [job], BY_NAME["ltx2"])["frame_rate"] == 12.0
+    assert "frame_rate" not in _call_args(Args, [job], BY_NAME["wan"])
+    capsys.readouterr()
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red cat\n")
+    assert main(["eval", "--model", str(model), "--configs", "baseline:2", "ltx2-512x768-7x", "--prompts",
+                 str(prompts), "--out-dir", str(tmp_path / "eval")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ralu: error:")]
+    assert len(errors) == 1 and "scores images" in errors[0] and "video model (ltx2)" in errors[0], errors

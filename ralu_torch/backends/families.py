@@ -36,6 +36,9 @@ class Family:
     position_limit: Callable | None = None
     #: the image-conditioned pipelines RALU runs, each with its backend ("module:Class")
     conditioned: dict = field(default_factory=dict)
+    #: the pipeline argument a clip's frame rate is passed as ("" where it only sets the MP4's rate):
+    #: LTX-2's frame_rate places its tokens in time and sets the audio's length
+    fps_argument: str = ""
 
     @property
     def models(self) -> tuple:
@@ -120,7 +123,7 @@ FAMILIES = (
                     "LTX2Pipeline's defaults turn all three on",
            extra_refused={"audio_latents": "LTX2Pipeline reads them as clean audio latents it re-noises by noise_scale "
                                            "(its two-stage refinement); RALU draws the audio's noise itself"},
-           video=True),
+           video=True, fps_argument="frame_rate"),
 )
 
 BY_NAME = {f.name: f for f in FAMILIES}

@@ -373,6 +373,19 @@ class LTX2Backend(DiffusersBackend):
         c = self.transformer.config
         return LTX2Spec.from_config(c, pixels_per_token=self.pixels_per_token)
 
+    def vae_spec(self):
+        """The cost model's description of this pipeline's video VAE decoder (from its config)."""
+        from ralu_schedule.cost import LTX2VAEDecoderSpec
+
+        v = self.vae.config
+        layers = tuple(v.decoder_layers_per_block)
+        scaling = v.decoder_spatio_temporal_scaling               # a bool stands for every up block
+        scaling = (scaling,) * (len(layers) - 1) if isinstance(scaling, bool) else tuple(scaling)
+        return LTX2VAEDecoderSpec(latent_channels=v.latent_channels, channels=tuple(v.decoder_block_out_channels),
+                                  layers=layers, scaling=scaling, upsample=tuple(v.upsample_type),
+                                  factors=tuple(v.upsample_factor), patch_size=v.patch_size,
+                                  out_channels=v.out_channels)
+
     # -- latents, video and audio -------------------------------------------------------------------
     def _clip(self, latents: torch.Tensor) -> torch.Tensor:
         """``(B, C, T h, w)`` stacked frames -> the clip ``(B, C, T, h, w)`` (a view)."""
