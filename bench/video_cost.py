@@ -1,4 +1,4 @@
-"""The cost of Wan text-to-video with RALU layouts: TFLOPs of a whole clip in both conventions,
+"""The cost of text-to-video (Wan, LTX-2) with RALU layouts: TFLOPs of a whole clip in both conventions,
 predicted speed-up against the model's full-resolution stock run, and attention's share of
 the transformer FLOPs (per layout, and per stage).
 
@@ -80,7 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--layouts", nargs="+", default=None,
                     help="preset names or inline STEPS;ENDS[;FRACTIONS] (default: the presets made for --model)")
     ap.add_argument("--resolutions", nargs="+", default=list(RESOLUTIONS), help="HEIGHTxWIDTH each")
-    ap.add_argument("--frames", type=int, default=None, help="video frames, 4k + 1 (default: the model's)")
+    ap.add_argument("--frames", type=int, default=None,
+                    help="video frames, k x the VAE's temporal factor + 1 (default: the model's)")
     ap.add_argument("--baseline-steps", type=int, default=None, help="default: the model's stock run")
     args = ap.parse_args(argv)
     try:
@@ -93,8 +94,8 @@ def main(argv=None) -> int:
         spec, steps = MODELS[args.model], args.baseline_steps or MODEL_INFO[args.model].default_steps
         table = video_table(layouts, args.model, args.resolutions, args.frames, args.baseline_steps)
         print(f"{args.model}, {args.frames or spec.default_frames} frames, against {steps} full-resolution steps "
-              f"with CFG; TFLOPs of the whole clip (transformer, UMT5, edge and final VAE decodes). Attention "
-              f"share: the attention products' share of the transformer's FLOPs (full convention).\n")
+              f"with its guidance; TFLOPs of the whole clip (transformer, text encoding, edge and final decodes). "
+              f"Attention share: the attention products' share of the transformer's FLOPs (full convention).\n")
         print(table)
     except ValueError as err:
         print(f"video_cost: error: {err}", file=sys.stderr)

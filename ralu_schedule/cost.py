@@ -693,10 +693,11 @@ class AudioDecoderSpec:
     ``mel_bins / 4``, a middle of two ResNet blocks at ``base x ch_mult[-1]`` channels, per level
     ``res_blocks + 1`` ResNet blocks (a 1 x 1 shortcut where the channels change) and, but for the
     last, a nearest 2x upsampling and its convolution, which drops its first new time row:
-    ``2 T - 1``) to the mel spectrogram, cut or padded to ``4 T - 3`` frames and ``mel_bins``, then the vocoder (``LTX2Vocoder``: a width-7 convolution
-    in, per level a leaky ReLU, a transposed convolution upsampling time by ``factors[i]`` and
-    halving the channels, and one ResNet block per kernel size, each ``2 x len(dilations)``
-    convolutions, averaged; a width-7 convolution out to the waveform). ``decode(audio_tokens)``
+    ``2 T - 1``) to the mel spectrogram, cut or padded to ``4 T - 3`` frames and ``mel_bins``, then
+    the vocoder (``LTX2Vocoder``: a width-7 convolution in, per level a leaky ReLU, a transposed
+    convolution upsampling time by ``factors[i]`` and halving the channels, and one ResNet block
+    per kernel size, each ``2 x len(dilations)`` convolutions, averaged; a width-7 convolution out
+    to the waveform). ``decode(audio_tokens)``
     is one clip's (its latent's time length is the transformer's audio tokens)."""
 
     latent_channels: int = 8

@@ -224,9 +224,9 @@ LTX2_SCHEDULER = dict(shift=1.0, use_dynamic_shifting=True, base_shift=0.95, max
 TINY_LTX2_TEXT, TINY_LTX2_LAYERS = 32, 3
 #: The tiny LTX-2 transformer: two blocks of both streams (video 2 x 8, audio 2 x 4), LTX-2.3's perturbed
 #: self-attention (so spatio-temporal guidance changes a call) and split rotary tables.
-TINY_LTX2 = dict(in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2, attention_head_dim=8,
-                 cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4, audio_num_attention_heads=2,
-                 audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=2,
+TINY_LTX2 = dict(in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2,
+                 attention_head_dim=8, cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4,
+                 audio_num_attention_heads=2, audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=2,
                  caption_channels=TINY_LTX2_TEXT, rope_type="split", perturbed_attn=True)
 
 
@@ -553,7 +553,8 @@ def tiny_inputs(pipe, batch: int = 1, *, guided: bool = False, text_tokens: int 
         out = dict(prompt_embeds=rand(batch, text_tokens, width), prompt_attention_mask=left(batch),
                    spatio_temporal_guidance_blocks=[1])      # the pipeline's default [28] lies past two blocks
         if guided:
-            out.update(negative_prompt_embeds=rand(batch, text_tokens, width), negative_prompt_attention_mask=left(batch))
+            out.update(negative_prompt_embeds=rand(batch, text_tokens, width),
+                       negative_prompt_attention_mask=left(batch))
         else:
             out.update(guidance_scale=1.0, audio_guidance_scale=1.0)
         return out

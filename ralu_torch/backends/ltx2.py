@@ -211,9 +211,9 @@ class LTX2Backend(DiffusersBackend):
         latents per second)`` and its positions."""
         pipe = self.pipe
         if enable_prompt_enhancement:
-            raise ValueError("RALU does not run LTX2Pipeline's prompt enhancement (a language model writes a new prompt, "
-                             "sampled with a seed of its own); call pipe.enhance_prompt(...) and pass the prompt it "
-                             "returns")
+            raise ValueError("RALU does not run LTX2Pipeline's prompt enhancement (a language model writes a new "
+                             "prompt, sampled with a seed of its own); call pipe.enhance_prompt(...) and pass the "
+                             "prompt it returns")
         unknown = sorted(set(guidance) - set(GUIDANCE))
         if unknown:
             raise TypeError(f"encode() got an unexpected keyword argument '{unknown[0]}'")
@@ -265,10 +265,11 @@ class LTX2Backend(DiffusersBackend):
             video_embeds=video_embeds, audio_embeds=audio_embeds, mask=connector_mask, audio_coords=audio_coords,
             side=SideStream(shape, type(pipe)._pack_audio_latents), batch=batch,
             guidance_scale=float(guidance_scale), audio_guidance_scale=float(audio_g),
-            stg_scale=float(g["stg_scale"]), audio_stg_scale=float(audio_stg), modality_scale=float(g["modality_scale"]),
-            audio_modality_scale=float(audio_m), guidance_rescale=float(g["guidance_rescale"]),
-            audio_guidance_rescale=float(audio_r), stg_blocks=g["spatio_temporal_guidance_blocks"],
-            use_cross_timestep=bool(g["use_cross_timestep"]), fps=fps, audio_frames=audio_frames,
+            stg_scale=float(g["stg_scale"]), audio_stg_scale=float(audio_stg),
+            modality_scale=float(g["modality_scale"]), audio_modality_scale=float(audio_m),
+            guidance_rescale=float(g["guidance_rescale"]), audio_guidance_rescale=float(audio_r),
+            stg_blocks=g["spatio_temporal_guidance_blocks"], use_cross_timestep=bool(g["use_cross_timestep"]),
+            fps=fps, audio_frames=audio_frames,
             text_tokens=video_embeds.shape[1], attention_kwargs=joint_attention_kwargs)
 
     # -- positions and the model ------------------------------------------------------------------
@@ -342,7 +343,8 @@ class LTX2Backend(DiffusersBackend):
             stg = (cond.stg_scale * (pos - x0(video, v)), cond.audio_stg_scale * (apos - x0(audio, a)))
         if cond.isolated:
             v, a = self._call("uncond_modality", *single, isolate_modalities=True, spatio_temporal_guidance_blocks=None)
-            mod = ((cond.modality_scale - 1) * (pos - x0(video, v)), (cond.audio_modality_scale - 1) * (apos - x0(audio, a)))
+            mod = ((cond.modality_scale - 1) * (pos - x0(video, v)),
+                   (cond.audio_modality_scale - 1) * (apos - x0(audio, a)))
         guided = pos + video_delta + stg[0] + mod[0]
         audio_guided = apos + audio_delta + stg[1] + mod[1]
         if cond.guidance_rescale > 0:
@@ -398,9 +400,9 @@ class LTX2Backend(DiffusersBackend):
 
     def first_noise(self, latents):
         if latents is not None:
-            raise ValueError("RALU does not take latents= with LTX2Pipeline: the pipeline reads them as clean latents "
-                             "it normalises and re-noises by noise_scale (its two-stage refinement), beside audio_latents, "
-                             "where RALU starts from noise it draws at the first stage's resolution")
+            raise ValueError("RALU does not take latents= with LTX2Pipeline: the pipeline reads them as clean "
+                             "latents it normalises and re-noises by noise_scale (its two-stage refinement), beside "
+                             "audio_latents, where RALU starts from noise it draws at the first stage's resolution")
         return None
 
     def _denormalised(self, latents: torch.Tensor) -> torch.Tensor:
