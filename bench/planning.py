@@ -28,17 +28,17 @@ from ralu_schedule.timing import format_noise, interleaved, ratio_noise
 CHILD = """
 import json, resource, sys, time
 from pathlib import Path
-import ralu_torch.generate as gen
+import ralu_torch.generation.write as gen
 from ralu_torch.cli import main
 
 model, out, count = sys.argv[1], sys.argv[2], sys.argv[3]
-original = gen._save
+original = gen.save
 class First(Exception):
     pass
 def save_then_stop(image, path, recipe):
     original(image, path, recipe)
     raise First
-gen._save = save_then_stop
+gen.save = save_then_stop
 start = time.perf_counter()
 try:
     main(["generate", "--model", model, "--prompt", "a red cat", "--num-images", count, "--out-dir", out,

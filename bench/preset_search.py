@@ -26,6 +26,16 @@ priced on whole 81-frame clips with attention's products included (the "full" co
 attention is half to three quarters of a clip's transformer work). The analytic benchmark is
 spatial: it measures each layout on images, not on the time axis.
 
+The image-conditioned groups (``flux-kontext``, ``qwen-image-edit`` (Qwen-Image-Edit and -2509,
+chosen by the first), ``wan21-i2v-480p``, ``wan21-i2v-720p``, ``wan22-i2v-a14b``,
+``wan22-ti2v-5b-i2v``) search the same way, priced by the conditioned model's cost: every call
+carries the reference image's
+tokens at full resolution (``references="full"``, RALU's default; a coarse stage then saves on
+the generated tokens only, so reaching a speed-up takes fewer steps than without references),
+and what encodes the conditions (VAE encodes, CLIP, Qwen2.5-VL's vision tower) once per call.
+The analytic benchmark has no reference image: it ranks the layouts' schedules and
+transitions, not how a reference steers the stages.
+
 The LTX-2 groups (``ltx2-512x768``, ``ltx2-768x1152``) search its presets on its own rule for the
 clip: LTX2Pipeline's dynamic shift for the clip's tokens (one per latent pixel of each of the 16
 latent frames of 121: ``e^2.78 = 16.2`` at 512x768) and its grid ending at sigma 0.1, priced
@@ -143,6 +153,41 @@ WAN_CANDIDATES = FIFTY_STEP_CANDIDATES + [
     ((10, 10), (0.5, 1.0), (1.0,), (2,)),
 ]
 
+# about 7x and 4x below FLUX.1 Kontext's 28 steps, its reference's 4096 tokens in every call
+KONTEXT_CANDIDATES = [
+    ((1, 2, 2), (0.2, 0.3, 1.0), (0.1, 1.0), (2, 2)),
+    ((2, 1, 2), (0.2, 0.3, 1.0), (0.1, 1.0), (2, 2)),
+    ((2, 1, 2), (0.3, 0.45, 1.0), (0.1, 1.0), (2, 2)),
+    ((1, 1, 3), (0.2, 0.3, 1.0), (0.1, 1.0), (2, 2)),
+    ((2, 2, 2), (0.3, 0.45, 1.0), (0.2, 1.0), (2, 2)),
+    ((2, 3), (0.3, 1.0), (1.0,), (2,)),
+    ((1, 3), (0.3, 1.0), (1.0,), (2,)),
+    ((3, 3, 3), (0.3, 0.45, 1.0), (0.3, 1.0), (2, 2)),
+    ((2, 2, 4), (0.2, 0.3, 1.0), (0.1, 1.0), (2, 2)),
+    ((2, 3, 4), (0.3, 0.45, 1.0), (0.3, 1.0), (2, 2)),
+    ((3, 2, 4), (0.3, 0.45, 1.0), (0.2, 1.0), (2, 2)),
+    ((3, 4), (0.45, 1.0), (1.0,), (2,)),
+    ((4, 4), (0.5, 1.0), (1.0,), (2,)),
+]
+# about 7x and 4x below Qwen-Image-Edit's 50 steps (true CFG), its reference's 4096 tokens and the prompt's
+# vision tokens in every call
+QWEN_EDIT_CANDIDATES = [
+    ((2, 2, 4), (0.2, 0.3, 1.0), (0.1, 1.0), (2, 2)),
+    ((2, 3, 4), (0.3, 0.45, 1.0), (0.1, 1.0), (2, 2)),
+    ((3, 2, 4), (0.3, 0.45, 1.0), (0.2, 1.0), (2, 2)),
+    ((3, 3, 3), (0.3, 0.45, 1.0), (0.2, 1.0), (2, 2)),
+    ((2, 2, 3), (0.2, 0.35, 1.0), (0.2, 1.0), (2, 2)),
+    ((3, 4), (0.4, 1.0), (1.0,), (2,)),
+    ((4, 4, 6), (0.3, 0.45, 1.0), (0.3, 1.0), (2, 2)),
+    ((4, 5, 6), (0.3, 0.45, 1.0), (0.2, 1.0), (2, 2)),
+    ((5, 4, 6), (0.35, 0.5, 1.0), (0.2, 1.0), (2, 2)),
+    ((4, 4, 7), (0.25, 0.4, 1.0), (0.3, 1.0), (2, 2)),
+    ((6, 7), (0.45, 1.0), (1.0,), (2,)),
+]
+# about 7x and 4x below Wan 2.2 I2V A14B's 40 steps: the Wan candidates with four fifths of their steps
+FORTY_STEP_WAN_CANDIDATES = list(dict.fromkeys(
+    (tuple(max(1, round(n * 0.8)) for n in steps), ends, fractions, factors)
+    for steps, ends, fractions, factors in WAN_CANDIDATES))
 # LTX-2 (30 steps): Chroma's 35-step candidates and a few more, with more low-resolution steps (the clip's
 # attention grows quadratically in its 6k-14k tokens)
 LTX2_CANDIDATES = CHROMA_CANDIDATES + [
@@ -160,6 +205,10 @@ LTX2_CANDIDATES = CHROMA_CANDIDATES + [
 VIDEO = {
     "wan-480p": ((480, 832), 81, 3.0, "full"),
     "wan-720p": ((704, 1280), 81, 5.0, "full"),
+    "wan21-i2v-480p": ((480, 832), 81, 3.0, "full"),
+    "wan21-i2v-720p": ((704, 1280), 81, 5.0, "full"),
+    "wan22-i2v-a14b": ((480, 832), 81, 5.0, "full"),
+    "wan22-ti2v-5b-i2v": ((704, 1280), 121, 5.0, "full"),
     "ltx2-512x768": ((512, 768), 121, None, "full"),
     "ltx2-768x1152": ((768, 1152), 121, None, "full"),
 }
@@ -179,6 +228,21 @@ GROUPS = {
                  ("wan2.1-t2v-14b",), "wan2.1-t2v-14b", WAN_CANDIDATES, 3.0, (7.0, 4.0)),
     "wan-720p": ("Wan 2.1 14B, 704x1280, 81 frames, 50 steps, flow shift 5 (speed-ups with attention)",
                  ("wan2.1-t2v-14b",), "wan2.1-t2v-14b", WAN_CANDIDATES, 3.0, (7.0, 4.0)),
+    # image-conditioned (references at full resolution in every call: RALU's default)
+    "flux-kontext": ("FLUX.1 Kontext [dev], 28 steps, a 1024x1024 reference", ("flux-kontext-dev",),
+                     "flux-kontext-dev", KONTEXT_CANDIDATES, 3.0, (7.0, 4.0)),
+    "qwen-image-edit": ("Qwen-Image-Edit and -2509, 50 steps, a 1024x1024 reference",
+                        ("qwen-image-edit", "qwen-image-edit-2509"), "qwen-image-edit", QWEN_EDIT_CANDIDATES, 3.0,
+                        (7.0, 4.0)),
+    "wan21-i2v-480p": ("Wan 2.1 I2V 14B 480p, 480x832, 81 frames, 50 steps, flow shift 3 (speed-ups with attention)",
+                       ("wan2.1-i2v-14b-480p",), "wan2.1-i2v-14b-480p", WAN_CANDIDATES, 3.0, (7.0, 4.0)),
+    "wan21-i2v-720p": ("Wan 2.1 I2V 14B 720p, 704x1280, 81 frames, 50 steps, flow shift 5 (speed-ups with attention)",
+                       ("wan2.1-i2v-14b-720p",), "wan2.1-i2v-14b-720p", WAN_CANDIDATES, 3.0, (7.0, 4.0)),
+    "wan22-i2v-a14b": ("Wan 2.2 I2V A14B, 480x832, 81 frames, 40 steps, flow shift 5 (speed-ups with attention)",
+                       ("wan2.2-i2v-a14b",), "wan2.2-i2v-a14b", FORTY_STEP_WAN_CANDIDATES, 3.0, (7.0, 4.0)),
+    "wan22-ti2v-5b-i2v": ("Wan 2.2 TI2V-5B from an image, 704x1280, 121 frames, 50 steps, flow shift 5 (speed-ups "
+                          "with attention)", ("wan2.2-ti2v-5b-i2v",), "wan2.2-ti2v-5b-i2v", WAN_CANDIDATES, 3.0,
+                          (7.0, 4.0)),
     "ltx2-512x768": ("LTX-2, 512x768, 121 frames, 30 steps, its dynamic shift and terminal 0.1 (speed-ups with "
                      "attention)", ("ltx-2",), "ltx-2", LTX2_CANDIDATES, 3.0, (7.0, 4.0)),
     "ltx2-768x1152": ("LTX-2, 768x1152, 121 frames, 30 steps, its dynamic shift and terminal 0.1 (speed-ups with "
@@ -252,16 +316,16 @@ def family_table(group, seeds, size):
             seen.add((steps, e, fractions))
             lay = family(steps, e, fractions, factors)
             label = f"{steps}; {tuple(round(x, 3) for x in e)}; {fractions}".replace("(", "").replace(")", "")
-            if resolution is not None and any(v % (MODELS[model].transformer.pixels_per_token * lay.downsampling)
-                                              for v in resolution):
+            unit = MODELS[model].transformer.pixels_per_token * lay.downsampling
+            if resolution is not None and any(v % unit for v in resolution):
                 skipped.append(label.replace(",;", ";"))          # its coarsest stage cannot tile the clip
                 continue
             scored.append((label.replace(",;", ";"), lay, *row(label.replace(",;", ";"), lay)))
     if skipped:
         print()
-        print(f"Not tiling {resolution[0]}x{resolution[1]} (its sides are not multiples of "
-              f"{MODELS[model].transformer.pixels_per_token} pixels x their first stage's downsampling): "
-              + "; ".join(f"`{x}`" for x in skipped))
+        pixels = MODELS[model].transformer.pixels_per_token
+        print(f"Not tiling {resolution[0]}x{resolution[1]} (its sides are not multiples of {pixels} pixels x their "
+              f"first stage's downsampling): " + "; ".join(f"`{x}`" for x in skipped))
     chosen = {}
     for t in targets:
         band = [c for c in scored if 0.9 * t <= c[2] <= 1.15 * t]
@@ -278,9 +342,14 @@ def family_table(group, seeds, size):
     return chosen
 
 
-def fd(be, field, schedule, seeds):
-    x, _ = run(be, schedule, seeds)
-    return 1e3 * spectrum_metrics(x, field)["fd"]
+def fd(be, field, schedule, seeds, _seen={}):
+    """FD x1e3 of ``schedule``'s samples; remembered within a run (groups on the same base shift share
+    layouts: their schedules, and so their FDs, are the same)."""
+    key = (schedule.to_json(), field.height, field.width, seeds, getattr(be, "base_shift", None))
+    if key not in _seen:
+        x, _ = run(be, schedule, seeds)
+        _seen[key] = 1e3 * spectrum_metrics(x, field)["fd"]
+    return _seen[key]
 
 
 def table(title, candidates, model, base_shift, seeds, size, refs):

@@ -16,7 +16,7 @@ from ._errors import UsageError
 from ._files import output_path
 from ._main import run_main
 from .caching import CACHES, parse_cache
-from .cost import CONVENTIONS, MODELS, format_cost, layout_cost
+from .cost import CONVENTIONS, MODELS, REFERENCE_MODES, format_cost, layout_cost
 from .export import FORMATS, SOLVERS, export
 from .layout import DEFAULT_BASE_SHIFT, Layout, Schedule
 from .matching import DEFAULT_SHIFT_BOUNDS, DEFAULT_Z_MAX, METHODS, Z_SPAN, Bounds, solve
@@ -45,7 +45,7 @@ OUT = _text("an image file such as density.png, or a directory")
 LAYOUT_OPTIONS = {"steps": "--steps", "ends": "--ends", "fractions": "--fractions", "factor": "--factor",
                   "base_shift": "--base-shift"}
 SOLVER_OPTIONS = {"method": "--method", "per_transition": "--per-transition", "shift_bounds": "--shift-bounds",
-                  "z_bounds": "--z-bounds"}
+                  "z_bounds": "--z-bounds", "strength": "--strength"}
 
 
 def _given(args, options: dict) -> list:
@@ -136,7 +136,10 @@ def _schedule_from(args) -> Schedule:
         return preset(args.preset, "default" if args.parameters is None else args.parameters)
     if kind == "schedule":
         return Schedule.load(args.schedule)
-    return solve(_layout_from(args), method=METHODS[0] if args.method is None else args.method, per_transition=args.per_transition,
+    layout = _layout_from(args)
+    if getattr(args, "strength", None) is not None:
+        layout = layout.for_strength(args.strength)
+    return solve(layout, method=METHODS[0] if args.method is None else args.method, per_transition=args.per_transition,
                  bounds=Bounds(shift=tuple(DEFAULT_SHIFT_BOUNDS if args.shift_bounds is None else args.shift_bounds), z=args.z_bounds))
 
 
@@ -144,7 +147,8 @@ def format_schedule(s: Schedule) -> str:
     lay = s.layout
     name = s.info.get("preset", "schedule")
     extra = f" ({s.info['parameters']} parameters)" if "parameters" in s.info else ""
-    lines = [f"{name}{extra}: {lay.num_stages} stages, {lay.total_steps} steps, base shift h0 = "
+    start = f", starting at t = {lay.start:.4f}" if lay.start else ""
+    lines = [f"{name}{extra}: {lay.num_stages} stages, {lay.total_steps} steps{start}, base shift h0 = "
              f"{lay.base_shift:.4g}, paper metric (JSD) = {s.jsd:.4f}", "",
              f"{'stage':>5} {'start':>7} {'end':>7} {'steps':>5} {'shift':>7}  timesteps t"]
     for i, st in enumerate(s.stages, 1):
@@ -176,9 +180,10 @@ def _cmd_preset(args):
         if extra:
             raise UsageError(f"--list prints the table of presets; it takes no {', '.join(extra)}")
         width = max(map(len, PRESETS))
-        print(f"{'preset':<{width}}  {'model':<19}  {'evidence':<18}  description")
+        mw = max(len(p.model) for p in PRESETS.values())
+        print(f"{'preset':<{width}}  {'model':<{mw}}  {'evidence':<18}  description")
         for name, p in sorted(PRESETS.items()):
-            print(f"{name:<{width}}  {p.model:<19}  {p.evidence:<18}  {p.description}")
+            print(f"{name:<{width}}  {p.model:<{mw}}  {p.evidence:<18}  {p.description}")
         print()
         for kind, meaning in EVIDENCE.items():
             print(f"{kind}: {meaning}")
@@ -222,7 +227,8 @@ def _cmd_cost(args):
         steps = MODEL_INFO[model].default_steps if model in MODEL_INFO else 50
     c = layout_cost(layout, model, res, convention=args.convention, baseline_steps=steps,
                     solver=args.solver, cache=None if args.cache is None else parse_cache(args.cache),
-                    text_tokens=args.text_tokens, frames=args.frames)
+                    text_tokens=args.text_tokens, frames=args.frames, references=args.references,
+                    reference_images=args.reference_images)
     print(json.dumps(c.to_dict(), indent=2) if args.json else format_cost(c))
 
 
@@ -240,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("solve", help="solve (c, h_k) for a layout")
     _add_layout_args(p)
     _add_solver_args(p)
+    p.add_argument("--strength", type=float, default=None,
+                   help="start from an image at this strength, in (0, 1]: the layout (ends on the full range) moves "
+                        "onto the range an image-to-image pipeline covers and all its steps run there")
     _add_format_args(p)
     p.set_defaults(func=_cmd_solve)
 
@@ -279,6 +288,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-tokens", type=int, default=None,
                    help="prompt tokens (max_sequence_length where the pipeline pads to it) instead of the "
                         "model's default")
+    p.add_argument("--references", choices=REFERENCE_MODES, default=None,
+                   help="models with reference images (flux-kontext-dev, qwen-image-edit, ...): every stage sees "
+                        "them at full resolution (default) or at the stage's resolution")
+    p.add_argument("--reference-images", type=int, default=None,
+                   help="reference images to price (default: the model's, e.g. 1; FLUX.2 0)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_cost)
     return parser

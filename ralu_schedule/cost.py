@@ -278,7 +278,14 @@ class WanSpec(DiTSpec):
     products, quadratic in the clip's tokens), cross-attention (query and output on the image
     tokens, key and value on the text tokens, products image x text) and a GELU feed-forward
     ``d -> ffn -> d``; the output projection. Norms, modulation tables and rotary are
-    elementwise (not counted)."""
+    elementwise (not counted).
+
+    Image-to-video (``WanImageToVideoPipeline``): the conditioning latents and mask are
+    concatenated on the channels (``in_channels`` 36 for Wan 2.1 I2V and Wan 2.2 I2V A14B: only
+    the patch embedding changes); Wan 2.1 I2V also gets ``image_tokens`` CLIP image tokens (257)
+    of width ``image_dim``: its image embedder (``image_dim -> image_dim -> d``) runs on them once
+    per call, and each block's cross-attention adds their keys and values (``d -> d`` each) and
+    the products of every image token's query with them."""
 
     family: ClassVar[str] = "wan"
     layers: int
@@ -288,6 +295,8 @@ class WanSpec(DiTSpec):
     text_dim: int = 4096              # UMT5-XXL's width
     freq_dim: int = 256
     expand_timesteps: bool = False    # Wan 2.2 TI2V-5B: a timestep per token
+    image_tokens: int = 0             # Wan 2.1 I2V: the CLIP image tokens in cross-attention
+    image_dim: int = 1280             # their width (CLIP ViT-H/14)
 
     def __post_init__(self):
         super().__post_init__()
@@ -310,6 +319,10 @@ class WanSpec(DiTSpec):
         f += _lin(T, self.text_dim, d) + _lin(T, d, d)     # text embedder
         self_attn = _qkvo(M, d) + _attn(M, M, d)
         cross_attn = _lin(M, d, d) + _lin(T, d, 2 * d) + _lin(M, d, d) + _attn(M, T, d)
+        N = self.image_tokens
+        if N:                                              # image embedder; per block the image's keys and values
+            f += _lin(N, self.image_dim, self.image_dim) + _lin(N, self.image_dim, d)
+            cross_attn += _lin(N, d, 2 * d) + _attn(M, N, d)
         f += self.layers * (self_attn + cross_attn + _ffn(M, d, self.ffn))
         return f + _lin(M, d, out)                         # proj_out
 
@@ -494,19 +507,111 @@ class LLMEncoderSpec:
         return self.layers * layer + _lin(T, d, self.logits)
 
 
+@dataclass(frozen=True, kw_only=True)
+class ViTSpec(EncoderSpec):
+    """A CLIP vision tower (``CLIPVisionModel``, Wan 2.1 I2V's image encoder): the patch
+    embedding (a ``patch x patch`` convolution of ``3`` channels) and the CLIP encoder's layers on
+    the patches and the class token, all of them (the pipeline keeps the second-to-last
+    layer's states, but the model runs every layer), once per image."""
+
+    kind: str = "clip"
+    patch: int = 14
+    image: int = 224
+
+    @property
+    def grid(self) -> int:
+        return self.image // self.patch
+
+    @property
+    def image_tokens(self) -> int:
+        """Tokens it hands on: the patches and the class token (257 for ViT-H/14 at 224 pixels)."""
+        return self.grid ** 2 + 1
+
+    def forward(self, tokens: int | None = None) -> Flops:
+        g = self.grid
+        return _conv(3, self.width, self.patch ** 2, g, g) + super().forward(self.image_tokens)
+
+
+@dataclass(frozen=True, kw_only=True)
+class QwenVisionSpec:
+    """Qwen2.5-VL's vision encoder (``Qwen2_5_VisionTransformerPretrainedModel``), as the
+    Qwen-Image-Edit pipelines' text encoder runs it on each image it sees.
+
+    The processor resizes an image to multiples of ``patch x merge`` pixels within
+    ``[min_pixels, max_pixels]`` (Qwen2.5-VL's ``smart_resize``; the limits of its published
+    processor configuration) and cuts ``patch x patch`` patches of two copies of the image
+    (``temporal_patch``); the patch embedding is one linear map of ``3 x 2 x 14 x 14``
+    features per patch. ``layers`` blocks of attention (QKV and output projections, with
+    biases) and a SwiGLU feed-forward run on the patches; attention is over the whole image in
+    ``full_layers`` and within windows of ``window x window`` pixels (4 x 4 merged tokens) in the
+    others, the windows at the right and bottom edges cut by the image. The merger maps each
+    ``merge x merge`` group of patches (``4 width`` features) through a two-layer MLP to the
+    language model's width: one image token each, which the prompt then carries."""
+
+    layers: int = 32
+    width: int = 1280
+    ffn: int = 3420
+    patch: int = 14
+    temporal_patch: int = 2
+    merge: int = 2
+    window: int = 112
+    full_layers: tuple = (7, 15, 23, 31)
+    out_width: int = 3584
+    min_pixels: int = 56 * 56
+    max_pixels: int = 12845056
+
+    def resized(self, height: int, width: int) -> tuple:
+        """The size the processor gives an image: each side a multiple of ``patch x merge``
+        pixels nearest to its own, scaled (down or up) to stay within the pixel limits."""
+        import math
+
+        f = self.patch * self.merge
+        h, w = round(height / f) * f, round(width / f) * f
+        if h * w > self.max_pixels:
+            beta = math.sqrt(height * width / self.max_pixels)
+            h, w = max(f, math.floor(height / beta / f) * f), max(f, math.floor(width / beta / f) * f)
+        elif h * w < self.min_pixels:
+            beta = math.sqrt(self.min_pixels / (height * width))
+            h, w = math.ceil(height * beta / f) * f, math.ceil(width * beta / f) * f
+        return h, w
+
+    def image_tokens(self, height: int, width: int) -> int:
+        """Tokens an image becomes in the prompt (one per ``merge x merge`` patches)."""
+        h, w = self.resized(height, width)
+        return (h // self.patch) * (w // self.patch) // self.merge ** 2
+
+    def forward(self, height: int, width: int) -> Flops:
+        h, w = self.resized(height, width)
+        gh, gw = h // self.patch, w // self.patch
+        N, d, m = gh * gw, self.width, self.merge
+        f = _lin(N, 3 * self.temporal_patch * self.patch ** 2, d)                  # patch embedding
+        unit = self.window // self.merge // self.patch                             # merged tokens per window side
+        sides = lambda n: [min(unit, n - k) for k in range(0, n, unit)]  # noqa: E731  (merged tokens per window)
+        window_attn = Flops()
+        for a in sides(gh // m):
+            for b in sides(gw // m):
+                window_attn += _attn(m * m * a * b, m * m * a * b, d)
+        full = len([k for k in self.full_layers if k < self.layers])
+        f += self.layers * (_lin(N, d, 3 * d) + _lin(N, d, d) + _ffn(N, d, self.ffn, gates=2))
+        f += full * _attn(N, N, d) + (self.layers - full) * window_attn
+        return f + _lin(N // m ** 2, m * m * d, m * m * d) + _lin(N // m ** 2, m * m * d, self.out_width)   # merger
+
+
 def _conv(cin, cout, taps, h, w) -> Flops:
     return Flops(linear=2.0 * cin * cout * taps * h * w)
 
 
 @dataclass(frozen=True, kw_only=True)
 class VAEDecoderSpec:
-    """diffusers' ``AutoencoderKL`` decoder: ``channels`` is ``block_out_channels``."""
+    """diffusers' ``AutoencoderKL`` decoder (and, for the pipelines that encode an image, its
+    encoder, :meth:`encode`): ``channels`` is ``block_out_channels``."""
 
     latent_channels: int = 16
     channels: tuple = (128, 256, 512, 512)
     layers_per_block: int = 2
     out_channels: int = 3
     post_quant_conv: bool = False
+    quant_conv: bool = False
 
     @property
     def downsampling(self) -> int:
@@ -542,6 +647,34 @@ class VAEDecoderSpec:
                 f += conv(ch, ch, 3, h, w)
         return f + conv(self.channels[0], self.out_channels, 3, h, w)
 
+    def encode(self, height: int, width: int, frames: int = 1) -> Flops:
+        """FLOPs of encoding one ``height x width`` image (the encoder's mean and variance at the
+        latent's size; the pipelines keep the mean). Per level: ``layers_per_block`` ResNet
+        blocks, then a stride-2 convolution except at the last; the middle block (two ResNet
+        blocks around a one-head attention over the latent's pixels); the output convolution to
+        ``2 latent_channels``; ``quant_conv`` where the VAE has one."""
+        if frames != 1:
+            raise ValueError(f"an image VAE (AutoencoderKL) encodes one frame: frames must be 1, got {frames!r}")
+        h, w = height, width
+        conv = lambda cin, cout, k, hh, ww: _conv(cin, cout, k * k, hh, ww)  # noqa: E731
+
+        def resnet(cin, cout, hh, ww):
+            f = conv(cin, cout, 3, hh, ww) + conv(cout, cout, 3, hh, ww)
+            return f + conv(cin, cout, 1, hh, ww) if cin != cout else f
+
+        f, prev = conv(self.out_channels, self.channels[0], 3, h, w), self.channels[0]
+        for i, ch in enumerate(self.channels):
+            for j in range(self.layers_per_block):
+                f += resnet(prev if j == 0 else ch, ch, h, w)
+            prev = ch
+            if i < len(self.channels) - 1:
+                h, w = h // 2, w // 2
+                f += conv(ch, ch, 3, h, w)
+        top, z = self.channels[-1], 2 * self.latent_channels
+        f += 2 * resnet(top, top, h, w) + _lin(h * w, top, 4 * top) + _attn(h * w, h * w, top)
+        f += conv(top, z, 3, h, w)
+        return f + conv(z, z, 1, h, w) if self.quant_conv else f
+
 
 @dataclass(frozen=True, kw_only=True)
 class CausalVAEDecoderSpec:
@@ -570,6 +703,7 @@ class CausalVAEDecoderSpec:
     out_channels: int = 3
     residual: bool = False
     patch_size: int = 1
+    encoder_base_dim: int | None = None   # the encoder's base width (the config's base_dim); None: base_dim
 
     @property
     def downsampling(self) -> int:
@@ -618,6 +752,57 @@ class CausalVAEDecoderSpec:
                 h, w = 2 * h, 2 * w
                 f += t * _conv(cout, cout if self.residual else cout // 2, 9, h, w)
         return f + t * _conv(dims[-1], self.out_channels, 27, h, w)             # conv_out
+
+    def encode(self, height: int, width: int, frames: int = 1) -> Flops:
+        """FLOPs of encoding a ``height x width`` video of ``frames`` frames (``1 + temporal k``;
+        one image: 1), as ``AutoencoderKLWan`` encodes (also ``AutoencoderKLQwenImage``): Wan
+        2.2's VAE first folds ``patch_size x patch_size`` pixels into channels; the first frame
+        alone, then chunks of ``temporal`` frames, each through the encoder with a cache of the
+        frames before (so every causal ``3 x 3 x 3`` convolution computes all its taps on each
+        output frame). Per level, ``num_res_blocks`` ResNet blocks, then a stride-2 spatial
+        convolution per frame except at the last level, and at a temporal level a stride-2
+        causal time convolution (not on the first frame: a later chunk's 4 frames become 2,
+        then 1); the middle block, the output convolution to ``2 z_dim``; ``quant_conv`` on the
+        latent. The mean and variance at the latent's size: the pipelines keep the mean."""
+        n = self.latent_frames_of(frames)
+        p = self.patch_size
+        h, w = height // p, width // p
+        f = self._encode_chunk(h, w, first=True)
+        if n > 1:
+            f += (n - 1) * self._encode_chunk(h, w, first=False)
+        s = self.downsampling
+        return f + n * _conv(2 * self.z_dim, 2 * self.z_dim, 1, height // s, width // s)   # quant_conv
+
+    def latent_frames_of(self, frames: int) -> int:
+        frames = check_positive_int("frames", frames)
+        if (frames - 1) % self.temporal:
+            raise ValueError(f"a video VAE with temporal compression {self.temporal} encodes {self.temporal}k + 1 "
+                             f"frames, got {frames}")
+        return (frames - 1) // self.temporal + 1
+
+    def _encode_chunk(self, h: int, w: int, first: bool) -> Flops:
+        t = 1 if first else self.temporal
+        base = self.encoder_base_dim or self.base_dim
+        dims = [base * k for k in (1, *self.dim_mult)]
+
+        def resnet(cin, cout):
+            f = t * (_conv(cin, cout, 27, h, w) + _conv(cout, cout, 27, h, w))
+            return f + t * _conv(cin, cout, 1, h, w) if cin != cout else f
+
+        f = t * _conv(3 * self.patch_size ** 2, dims[0], 27, h, w)                # conv_in
+        last = len(self.dim_mult) - 1
+        for i, (cin, cout) in enumerate(zip(dims[:-1], dims[1:])):
+            for j in range(self.num_res_blocks):
+                f += resnet(cin if j == 0 else cout, cout)
+            if i < last:
+                h, w = h // 2, w // 2
+                f += t * _conv(cout, cout, 9, h, w)                                 # stride-2 spatial
+                if self.temporal_upsample[last - 1 - i] and not first:              # (decoder order reversed)
+                    t //= 2
+                    f += t * _conv(cout, cout, 3, h, w)                             # stride-2 causal time conv
+        top = dims[-1]
+        f += 2 * resnet(top, top) + t * (_lin(h * w, top, 4 * top) + _attn(h * w, h * w, top))   # middle block
+        return f + t * _conv(top, 2 * self.z_dim, 27, h, w)                        # conv_out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -788,7 +973,7 @@ QWEN3_4B_ZIMAGE = replace(QWEN3_4B, logits=0, padded_to=512)
 # 34-token system prefix is dropped before the transformer.
 QWEN2_5_VL_7B = LLMEncoderSpec(layers=28, width=3584, ffn=18944, heads=28, kv_heads=4, head_dim=128,
                                logits=152064, prefix_tokens=34)
-VAE_32 = VAEDecoderSpec(latent_channels=32, post_quant_conv=True)   # FLUX.2's AutoencoderKLFlux2
+VAE_32 = VAEDecoderSpec(latent_channels=32, post_quant_conv=True, quant_conv=True)   # FLUX.2's AutoencoderKLFlux2
 QWEN_IMAGE_VAE = CausalVAEDecoderSpec()   # Wan 2.1's VAE, one frame
 # Wan: UMT5-XXL (google/umt5-xxl's encoder: T5-XXL's sizes, relative position biases per layer,
 # which are lookups), run on the prompt padded to max_sequence_length 512.
@@ -796,7 +981,43 @@ UMT5_XXL = EncoderSpec(kind="t5", layers=24, width=4096, ffn=10240, inner=4096, 
 WAN21_VAE = CausalVAEDecoderSpec()        # AutoencoderKLWan's defaults: z 16, 8x spatial, 4x temporal
 # Wan 2.2's VAE (Wan2.2-TI2V-5B-Diffusers vae/config.json: base_dim 160, decoder_base_dim 256, z_dim 48,
 # is_residual, patch_size 2, out_channels 12, 16x spatial, 4x temporal).
-WAN22_VAE = CausalVAEDecoderSpec(base_dim=256, z_dim=48, out_channels=12, residual=True, patch_size=2)
+WAN22_VAE = CausalVAEDecoderSpec(base_dim=256, z_dim=48, out_channels=12, residual=True, patch_size=2,
+                                 encoder_base_dim=160)
+# Image conditions. Wan 2.1 I2V's image encoder: CLIP ViT-H/14 (open-clip xlm-roberta-large-vit-huge-14's vision
+# tower, Wan2.1-I2V-14B-*-Diffusers image_encoder/config.json: hidden 1280, 32 layers, MLP 5120, 224 pixels).
+CLIP_VIT_H = ViTSpec(layers=32, width=1280, ffn=5120, tokens=257, patch=14, image=224)
+# Qwen-Image-Edit: Qwen2.5-VL-7B's vision tower, with the processor limits of Qwen2.5-VL's published
+# preprocessor_config.json (min_pixels 3136, max_pixels 12845056); its template drops 64 tokens of system prompt.
+QWEN2_5_VL_VISION = QwenVisionSpec()
+QWEN2_5_VL_7B_EDIT = replace(QWEN2_5_VL_7B, prefix_tokens=64)
+
+
+#: How a layout's stages see reference images (``ralu_torch.backends.references``): at full
+#: resolution in every stage, or at each stage's resolution.
+REFERENCE_MODES = ("full", "stage")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferenceSpec:
+    """Reference images a pipeline appends to the transformer's image tokens (FLUX.1 Kontext,
+    Qwen-Image-Edit, FLUX.2 with ``image=``): ``images`` of them priced by default, each at
+    ``resolution`` (the size the pipeline resizes a square input to: all three keep about
+    1024 x 1024 pixels whatever the output's size), VAE-encoded once per call. ``vision``: the
+    text encoder's vision tower, which also sees each reference (Qwen2.5-VL, at
+    ``vision_resolution``) and puts its image tokens into the prompt, with ``text_per_image``
+    tokens around them (the vision markers, Edit Plus's ``"Picture k: "``)."""
+
+    images: int = 1
+    resolution: tuple = (1024, 1024)
+    vision: QwenVisionSpec | None = None
+    vision_resolution: tuple = (1024, 1024)
+    text_per_image: int = 0
+
+    def prompt_tokens(self, images: int) -> int:
+        """Tokens ``images`` references add to the prompt the transformer and text encoder see."""
+        if self.vision is None:
+            return 0
+        return images * (self.vision.image_tokens(*self.vision_resolution) + self.text_per_image)
 
 
 # LTX-2 (Lightricks/LTX-2; diffusers' scripts/convert_ltx2_to_diffusers.py, version "2.0"): Gemma 3 12B as
@@ -841,8 +1062,16 @@ class ModelSpec:
     audio_decoder: object = None    # a joint model's audio decode (LTX-2: AudioDecoderSpec), priced after the last step
     diffusers_id: str = ""
     notes: str = field(default="", compare=False)
+    references: ReferenceSpec | None = None
+    image_encoder: ViTSpec | None = None
+    condition: str | None = None     # Wan I2V: "video" or "first frame" (what the VAE encodes)
+
+    CONDITIONS: ClassVar[tuple] = ("video", "first frame")
 
     def __post_init__(self):
+        if self.condition is not None and self.condition not in self.CONDITIONS:
+            raise ValueError(f"{self.name}: condition must be one of {', '.join(self.CONDITIONS)}, "
+                             f"got {self.condition!r}")
         check_positive_int("temporal", self.temporal)
         check_positive_int("default frames", self.default_frames)
         if self.is_video:
@@ -874,16 +1103,34 @@ class ModelSpec:
                              f"{lower} and {lower + t}")
         return (n - 1) // t + 1
 
-    def text_encoding(self) -> Flops:
+    @property
+    def default_references(self) -> int:
+        """Reference images priced by default (0 for a model without any)."""
+        return self.references.images if self.references is not None else 0
+
+    def _prompt_extra(self, references: int) -> int:
+        return self.references.prompt_tokens(references) if references else 0
+
+    def text_encoding(self, references: int | None = None) -> Flops:
+        """The prompt's encoding (``cfg_batches`` times: the negative prompt too), with the
+        references' vision tokens and vision tower where the text encoder sees them."""
+        n = self.default_references if references is None else references
+        extra = self._prompt_extra(n)
         f = Flops()
         for enc in self.encoders:
-            f += enc.forward(enc.sequence(self.t5_tokens))
+            f += enc.forward(enc.sequence(self.t5_tokens + extra))
+        if n and self.references.vision is not None:
+            f += n * self.references.vision.forward(*self.references.vision_resolution)
         return self.cfg_batches * f
 
-    def step(self, image_tokens: int) -> Flops:
+    def step(self, image_tokens: int, reference_tokens: int = 0, references: int | None = None) -> Flops:
         """One sampler step: the transformer's forwards (``cfg_batches`` of them; LTX-2: its three
-        kinds of call, :meth:`LTX2Spec.step`)."""
-        return self.transformer.step(image_tokens, self.text_tokens, self.cfg_batches)
+        kinds of call, :meth:`LTX2Spec.step`) on ``image_tokens`` generated and ``reference_tokens``
+        reference tokens (``references`` images, whose vision tokens lengthen the prompt where the
+        text encoder sees them)."""
+        n = self.default_references if references is None else references
+        return self.transformer.step(image_tokens + reference_tokens, self.text_tokens + self._prompt_extra(n),
+                                     self.cfg_batches)
 
     def for_clip(self, frames: int | None) -> "ModelSpec":
         """The spec for a clip of ``frames`` video frames (default ``default_frames``)."""
@@ -895,6 +1142,25 @@ class ModelSpec:
         f = self.decode(height, width, latent_frames)
         if self.audio_decoder is not None:
             f += self.audio_decoder.decode(self.transformer.audio_tokens)
+        return f
+
+    def reference_grid(self) -> tuple:
+        """A reference image's full-resolution token grid."""
+        return self.token_grid(*self.references.resolution)
+
+    def image_encoding(self, height: int, width: int, latent_frames: int = 1, references: int | None = None) -> Flops:
+        """What runs once per call on the conditioning images: each reference's VAE encode, Wan
+        2.1 I2V's CLIP image encoder, the VAE encode of Wan I2V's conditioning video (all its
+        frames) or first frame."""
+        n = self.default_references if references is None else references
+        f = Flops()
+        if n:
+            f += n * self.vae.encode(*self.references.resolution)
+        if self.image_encoder is not None:
+            f += self.image_encoder.forward()
+        if self.condition is not None:
+            frames = self.vae.frames(latent_frames) if self.condition == "video" else 1
+            f += self.vae.encode(height, width, frames)
         return f
 
     def token_grid(self, height: int, width: int, multiple: int = 1) -> tuple:
@@ -938,6 +1204,23 @@ _WAN_NOTE = ("WanPipeline: CFG (guidance_scale > 1: a second transformer call pe
 _WAN_81 = "81 frames at 16 fps (WanPipeline's num_frames; the reference configs' frame_num and sample_fps)"
 _PADDED_512 = "prompt padded to max_sequence_length 512, all of which the transformer sees"
 _NOMINAL = f"nominal {_PROMPT}-token prompt (the pipeline does not pad it; text_tokens= prices another)"
+# Reference images as the pipelines resize a square input: FLUX.1 Kontext to the preferred 1024x1024, Qwen-Image-Edit
+# (both) to calculate_dimensions(1024 * 1024) for the VAE; Qwen-Image-Edit shows Qwen2.5-VL the same image, Edit Plus
+# each image at 384x384 (CONDITION_IMAGE_SIZE) after "Picture k: " (5 tokens); two vision markers around each.
+_KONTEXT_REFERENCE = ReferenceSpec(images=1, resolution=(1024, 1024))
+_QWEN_EDIT_REFERENCE = ReferenceSpec(images=1, resolution=(1024, 1024), vision=QWEN2_5_VL_VISION,
+                                     vision_resolution=(1024, 1024), text_per_image=2)
+_QWEN_EDIT_PLUS_REFERENCE = ReferenceSpec(images=1, resolution=(1024, 1024), vision=QWEN2_5_VL_VISION,
+                                          vision_resolution=(384, 384), text_per_image=2 + 5)
+# FLUX.2 with image=: each reference at its own size up to 1024x1024 pixels; none priced unless asked (text-to-image)
+_FLUX2_REFERENCE = ReferenceSpec(images=0, resolution=(1024, 1024))
+# Wan image-to-video (WanImageToVideoPipeline): 16 noise + 16 condition + 4 mask channels (Wan 2.1 I2V, Wan 2.2 I2V
+# A14B); Wan 2.1 I2V's 257 CLIP tokens in cross-attention; TI2V-5B's first frame replaces the noise (the same 48-channel
+# transformer as text-to-video)
+_WAN21_I2V = replace(_WAN_14B, in_channels=36, out_channels=16, image_tokens=CLIP_VIT_H.image_tokens)
+_WAN22_I2V = replace(_WAN_14B, in_channels=36, out_channels=16)
+_I2V_NOTE = ("the VAE encodes the conditioning video (the image, then zeros for the other frames) once per call; "
+             "its latents and mask are concatenated on the channels (in_channels 36)")
 
 MODELS: dict[str, ModelSpec] = {m.name: m for m in [
     ModelSpec(name="flux-dev", transformer=TransformerSpec(**_FLUX, guidance_embeds=True),
@@ -959,19 +1242,23 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
               cfg_batches=2, diffusers_id="stabilityai/stable-diffusion-3.5-large"),
     ModelSpec(name="flux2-dev", transformer=Flux2Spec(double=8, single=48, heads=48, head_dim=128),
               encoders=(MISTRAL_SMALL_3_1,), vae=VAE_32, text_tokens=512, t5_tokens=512,
-              diffusers_id="black-forest-labs/FLUX.2-dev",
+              diffusers_id="black-forest-labs/FLUX.2-dev", references=_FLUX2_REFERENCE,
               notes=f"guidance-distilled (guidance embedder, no CFG); Mistral {_PADDED_512}"),
     ModelSpec(name="flux2-klein-4b", transformer=_FLUX2_KLEIN_4B, encoders=(QWEN3_4B,), vae=VAE_32,
-              text_tokens=512, t5_tokens=512, diffusers_id="black-forest-labs/FLUX.2-klein-4B",
+              text_tokens=512, t5_tokens=512, references=_FLUX2_REFERENCE,
+              diffusers_id="black-forest-labs/FLUX.2-klein-4B",
               notes=f"step-distilled, no CFG; Qwen3 {_PADDED_512}"),
     ModelSpec(name="flux2-klein-9b", transformer=_FLUX2_KLEIN_9B, encoders=(QWEN3_8B,), vae=VAE_32,
-              text_tokens=512, t5_tokens=512, diffusers_id="black-forest-labs/FLUX.2-klein-9B",
+              text_tokens=512, t5_tokens=512, references=_FLUX2_REFERENCE,
+              diffusers_id="black-forest-labs/FLUX.2-klein-9B",
               notes=f"step-distilled, no CFG; Qwen3 {_PADDED_512}"),
     ModelSpec(name="flux2-klein-base-4b", transformer=_FLUX2_KLEIN_4B, encoders=(QWEN3_4B,), vae=VAE_32,
-              text_tokens=512, t5_tokens=512, cfg_batches=2, diffusers_id="black-forest-labs/FLUX.2-klein-base-4B",
+              text_tokens=512, t5_tokens=512, cfg_batches=2, references=_FLUX2_REFERENCE,
+              diffusers_id="black-forest-labs/FLUX.2-klein-base-4B",
               notes=f"CFG with the empty negative prompt, also encoded; Qwen3 {_PADDED_512}"),
     ModelSpec(name="flux2-klein-base-9b", transformer=_FLUX2_KLEIN_9B, encoders=(QWEN3_8B,), vae=VAE_32,
-              text_tokens=512, t5_tokens=512, cfg_batches=2, diffusers_id="black-forest-labs/FLUX.2-klein-base-9B",
+              text_tokens=512, t5_tokens=512, cfg_batches=2, references=_FLUX2_REFERENCE,
+              diffusers_id="black-forest-labs/FLUX.2-klein-base-9B",
               notes=f"CFG with the empty negative prompt, also encoded; Qwen3 {_PADDED_512}"),
     ModelSpec(name="qwen-image", transformer=QwenImageSpec(layers=60, heads=24, head_dim=128),
               encoders=(QWEN2_5_VL_7B,), vae=QWEN_IMAGE_VAE, text_tokens=_PROMPT + 5, t5_tokens=_PROMPT + 5,
@@ -1005,6 +1292,43 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
               notes=f"Wan 2.2 VAE (z 48, 16x spatial: 32 pixels per token), a timestep per token "
                     f"(expand_timesteps); 121 frames at 24 fps and 704x1280 (the reference TI2V-5B config's frame_num "
                     f"and sample_fps, its 720p size); {_WAN_NOTE}"),
+    # -- image-conditioned (docs/conditioned.md, docs/cost.md) --
+    ModelSpec(name="flux-kontext-dev", transformer=TransformerSpec(**_FLUX, guidance_embeds=True),
+              encoders=(T5_XXL, CLIP_L), text_tokens=512, t5_tokens=512, references=_KONTEXT_REFERENCE,
+              diffusers_id="black-forest-labs/FLUX.1-Kontext-dev",
+              notes="FLUX.1-dev's transformer; the reference image (resized to the preferred 1024x1024 for a square "
+                    "input) VAE-encoded once and appended to every call's image tokens; no CFG by default"),
+    ModelSpec(name="qwen-image-edit", transformer=QwenImageSpec(layers=60, heads=24, head_dim=128),
+              encoders=(QWEN2_5_VL_7B_EDIT,), vae=QWEN_IMAGE_VAE, text_tokens=_PROMPT + 5, t5_tokens=_PROMPT + 5,
+              cfg_batches=2, references=_QWEN_EDIT_REFERENCE, diffusers_id="Qwen/Qwen-Image-Edit",
+              notes=f"{_NOMINAL}; the reference (about 1024x1024 pixels) VAE-encoded once and appended to the image "
+                    "tokens; Qwen2.5-VL sees it too (its vision tower, and 1369 image tokens in the prompt, which "
+                    "the transformer sees), for the negative prompt as well; true CFG"),
+    ModelSpec(name="qwen-image-edit-2509", transformer=QwenImageSpec(layers=60, heads=24, head_dim=128),
+              encoders=(QWEN2_5_VL_7B_EDIT,), vae=QWEN_IMAGE_VAE, text_tokens=_PROMPT + 5, t5_tokens=_PROMPT + 5,
+              cfg_batches=2, references=_QWEN_EDIT_PLUS_REFERENCE, diffusers_id="Qwen/Qwen-Image-Edit-2509",
+              notes=f"{_NOMINAL}; QwenImageEditPlusPipeline: each reference (1 priced; up to 3) VAE-encoded at "
+                    "about 1024x1024 pixels and appended to the image tokens, and shown to Qwen2.5-VL at 384x384 "
+                    "(196 image tokens in the prompt); true CFG"),
+    ModelSpec(name="wan2.1-i2v-14b-480p", transformer=_WAN21_I2V, **_WAN, default_resolution=(480, 832),
+              image_encoder=CLIP_VIT_H, condition="video", diffusers_id="Wan-AI/Wan2.1-I2V-14B-480P-Diffusers",
+              notes=f"{_I2V_NOTE}; the CLIP ViT-H/14 image encoder once per call, its 257 tokens in every block's "
+                    f"cross-attention; {_WAN_NOTE}; {_WAN_81}"),
+    ModelSpec(name="wan2.1-i2v-14b-720p", transformer=_WAN21_I2V, **_WAN, default_resolution=(704, 1280),
+              image_encoder=CLIP_VIT_H, condition="video", diffusers_id="Wan-AI/Wan2.1-I2V-14B-720P-Diffusers",
+              notes=f"{_I2V_NOTE}; the CLIP ViT-H/14 image encoder once per call, its 257 tokens in every block's "
+                    f"cross-attention; 704x1280 (720p rounded to the 32 pixels a 2x coarser stage needs); "
+                    f"{_WAN_NOTE}; {_WAN_81}"),
+    ModelSpec(name="wan2.2-i2v-a14b", transformer=_WAN22_I2V, **_WAN, default_resolution=(480, 832),
+              condition="video", diffusers_id="Wan-AI/Wan2.2-I2V-A14B-Diffusers",
+              notes=f"two experts of the 14B architecture (one per call) with in_channels 36, no image encoder; "
+                    f"{_I2V_NOTE}; {_WAN_NOTE}; {_WAN_81}"),
+    ModelSpec(name="wan2.2-ti2v-5b-i2v", transformer=_WAN_5B, **{**_WAN, "vae": WAN22_VAE, "default_frames": 121},
+              default_resolution=(704, 1280), condition="first frame",
+              diffusers_id="Wan-AI/Wan2.2-TI2V-5B-Diffusers",
+              notes=f"TI2V-5B from an image (WanImageToVideoPipeline with expand_timesteps): the VAE encodes the first "
+                    f"frame once, whose latent replaces the noise's first frame (the text-to-video transformer's "
+                    f"cost, a timestep per token); 121 frames at 24 fps, 704x1280; {_WAN_NOTE}"),
     ModelSpec(name="ltx-2", transformer=_LTX2, encoders=(GEMMA3_12B, LTX2_CONNECTORS), vae=LTX2_VAE,
               text_tokens=1024, t5_tokens=1024, cfg_batches=2, temporal=8, default_frames=121,
               default_resolution=(512, 768), audio_decoder=LTX2_AUDIO, diffusers_id="Lightricks/LTX-2",
@@ -1036,6 +1360,7 @@ class StageCost:
     full_calls: int | None = None   # with a cache: calls that run the whole model (else all of them)
     linear_tflops: float = 0.0      # the same calls' weight layers (either convention)
     attention_tflops: float = 0.0   # the same calls' attention products (counted in "full" only)
+    reference_tokens: int = 0       # reference-image tokens each call carries besides ``tokens``
 
     def __post_init__(self):
         if not self.evaluations:
@@ -1067,6 +1392,9 @@ class LayoutCost:
     frames: int = 1                # video frames (1 for an image)
     latent_frames: int = 1
     baseline_stage: StageCost | None = None   # the baseline's transformer: baseline_steps full-resolution calls
+    image_encoding_tflops: float = 0.0        # once per call: the conditioning images' encoders (VAE, CLIP)
+    references: str | None = None             # reference mode (REFERENCE_MODES), for a model with references
+    reference_images: int = 0
 
     @property
     def transformer_tflops(self) -> float:
@@ -1074,8 +1402,8 @@ class LayoutCost:
 
     @property
     def tflops(self) -> float:
-        return (self.transformer_tflops + self.text_encoding_tflops + sum(self.edge_decode_tflops)
-                + self.decode_tflops)
+        return (self.transformer_tflops + self.text_encoding_tflops + self.image_encoding_tflops
+                + sum(self.edge_decode_tflops) + self.decode_tflops)
 
     @property
     def speedup(self) -> float:
@@ -1102,8 +1430,11 @@ class LayoutCost:
                 "attention_share": self.attention_share, "baseline_attention_share": self.baseline_attention_share,
                 "stages": [{"tokens": s.tokens, "steps": s.steps, "evaluations": s.evaluations,
                             "full_calls": s.full_calls, "tflops": s.tflops, "linear_tflops": s.linear_tflops,
-                            "attention_tflops": s.attention_tflops, "attention_share": s.attention_share}
+                            "attention_tflops": s.attention_tflops, "attention_share": s.attention_share,
+                            "reference_tokens": s.reference_tokens}
                            for s in self.stages],
+                "references": self.references, "reference_images": self.reference_images,
+                "image_encoding_tflops": self.image_encoding_tflops,
                 "cache": None if self.cache is None else {"name": type(self.cache).__name__, **vars(self.cache)},
                 "text_tokens": self.text_tokens,
                 "text_encoding_tflops": self.text_encoding_tflops,
@@ -1112,7 +1443,8 @@ class LayoutCost:
 
 def layout_cost(layout: Layout, model: "str | ModelSpec" = "flux-dev", resolution=None, *,
                 convention: str = "paper", baseline_steps: int = 50, solver: str = "euler", cache=None,
-                text_tokens: int | None = None, frames: int | None = None) -> LayoutCost:
+                text_tokens: int | None = None, frames: int | None = None, references: str | None = None,
+                reference_images: int | None = None) -> LayoutCost:
     """Cost of sampling one image (or one video clip) with ``layout`` against a
     ``baseline_steps``-step baseline.
 
@@ -1148,10 +1480,19 @@ def layout_cost(layout: Layout, model: "str | ModelSpec" = "flux-dev", resolutio
     Each stage (and ``baseline_stage``) also carries its weight-layer and attention TFLOPs,
     whatever the convention: ``attention_share`` is the attention products' share of the
     transformer FLOPs (per stage, for the layout, for the baseline).
+
+    Image-conditioned models (:class:`ModelSpec`): every call carries the reference images'
+    tokens (``reference_images`` of them, default the model's), at full resolution in every
+    stage with ``references="full"`` (the default), or read at each stage's resolution with
+    ``"stage"`` (a stage whose coarsest tokens have side ``D`` carries ``1/D^2`` of them); the
+    baseline carries them all. What encodes the conditioning images (VAE encodes, CLIP, a
+    vision tower in the text encoder) is counted once, for the layout and the baseline alike.
     """
     _check_convention(convention)
     spec = get_model(model)
     model = spec.name
+    n_refs = check_reference_options(spec, references, reference_images)
+    references = (references or "full") if spec.references is not None else None
     if text_tokens is not None:
         n = check_positive_int("text tokens", text_tokens)
         spec = replace(spec, text_tokens=spec.text_tokens - spec.t5_tokens + n, t5_tokens=n)
@@ -1165,30 +1506,62 @@ def layout_cost(layout: Layout, model: "str | ModelSpec" = "flux-dev", resolutio
     gh, gw = spec.token_grid(height, width, layout.downsampling)
     T = lambda f: f.total(convention) / 1e12  # noqa: E731
 
-    def stage(tokens, steps, calls, work, full):
-        f = work * spec.step(tokens)
-        return StageCost(tokens=tokens, steps=steps, tflops=T(f), evaluations=calls, full_calls=full,
-                         linear_tflops=f.linear / 1e12, attention_tflops=f.attention / 1e12)
-
-    calls = [model_evaluations(k, solver) for k in layout.steps]
-    work = [float(m) if cache is None else sum(cache.step_costs(m)) for m in calls]
-    full = [m if cache is None else len(cache.full_steps(m)) for m in calls]
-    stages = tuple(stage(*args) for args in zip(layout.stage_tokens(latent * gh, gw), layout.steps, calls, work, full))
-    edges, level, down = [], 0, layout.downsampling
+    sizes, edges, level, down = [], [], 0, layout.downsampling     # each stage's coarsest token side
     for r in layout.fractions:
+        sizes.append(down)
         edges.append(0.0 if r >= 1.0 else T(spec.decode(height // down, width // down, latent)))
         if r >= 1.0:
             down //= layout.level_factors[level]
             level += 1
-    text = T(spec.text_encoding())
+    sizes.append(down)
+    rows, cols = spec.reference_grid() if n_refs else (0, 0)
+
+    def reference_tokens(size):
+        if not n_refs:
+            return 0
+        if references == "stage" and (rows % size or cols % size):
+            raise ValueError(f"a {rows}x{cols}-token reference cannot be read at 1/{size} resolution "
+                             "(references='stage'); use references='full'")
+        return n_refs * (rows * cols if references == "full" else (rows // size) * (cols // size))
+
+    def stage(tokens, steps, calls, work, full, size=1):
+        R = reference_tokens(size)
+        f = work * spec.step(tokens, R, n_refs)
+        return StageCost(tokens=tokens, steps=steps, tflops=T(f), evaluations=calls, full_calls=full,
+                         linear_tflops=f.linear / 1e12, attention_tflops=f.attention / 1e12, reference_tokens=R)
+
+    calls = [model_evaluations(k, solver) for k in layout.steps]
+    work = [float(m) if cache is None else sum(cache.step_costs(m)) for m in calls]
+    full = [m if cache is None else len(cache.full_steps(m)) for m in calls]
+    stages = tuple(stage(*args) for args in zip(layout.stage_tokens(latent * gh, gw), layout.steps, calls, work, full,
+                                                 sizes))
+    text = T(spec.text_encoding(n_refs))
+    images = T(spec.image_encoding(height, width, latent, n_refs))
     decode = T(spec.final_decode(height, width, latent))
     base = stage(latent * gh * gw, baseline_steps, baseline_steps, float(baseline_steps), baseline_steps)
-    baseline = base.tflops + text + decode
+    baseline = base.tflops + text + images + decode
     return LayoutCost(model=model, resolution=(height, width), convention=convention, stages=stages,
                       text_encoding_tflops=text, edge_decode_tflops=tuple(edges), decode_tflops=decode,
                       baseline_steps=baseline_steps, baseline_tflops=baseline, solver=solver, cache=cache,
                       text_tokens=text_tokens, frames=spec.vae.frames(latent) if spec.is_video else 1,
-                      latent_frames=latent, baseline_stage=base)
+                      latent_frames=latent, baseline_stage=base, image_encoding_tflops=images,
+                      references=references, reference_images=n_refs)
+
+
+def check_reference_options(spec: ModelSpec, references, reference_images) -> int:
+    """The number of reference images to price, after checking the reference options against ``spec``."""
+    if references is not None and references not in REFERENCE_MODES:
+        raise ValueError(f"references must be one of {', '.join(REFERENCE_MODES)}, got {references!r}")
+    if spec.references is None:
+        if references is not None or reference_images:
+            raise ValueError(f"{spec.name} takes no reference images; the models that do: "
+                             + ", ".join(n for n, m in MODELS.items() if m.references is not None))
+        return 0
+    if reference_images is None:
+        return spec.default_references
+    if isinstance(reference_images, bool) or not isinstance(reference_images, int) or reference_images < 0:
+        raise ValueError(f"reference images must be an integer >= 0, got {reference_images!r}")
+    return reference_images
 
 
 def _resolution(resolution) -> tuple:
@@ -1215,8 +1588,14 @@ def format_cost(c: LayoutCost) -> str:
     for i, s in enumerate(c.stages, 1):
         lines.append(f"{i:>5} {s.tokens:>7} {s.steps:>5} {s.evaluations:>5} {s.full_calls:>5} {s.tflops:>9.1f} "
                      f"{s.attention_share:>6.1%}")
-    lines += [f"text encoding       {c.text_encoding_tflops:9.2f}",
-              f"edge decodes        {sum(c.edge_decode_tflops):9.2f}",
+    if c.references is not None:
+        lines.insert(1, f"{c.reference_images} reference image(s), references '{c.references}': reference tokens per "
+                        f"call by stage {', '.join(str(s.reference_tokens) for s in c.stages)} "
+                        f"(baseline {c.baseline_stage.reference_tokens})")
+    lines += [f"text encoding       {c.text_encoding_tflops:9.2f}"]
+    if c.image_encoding_tflops:
+        lines += [f"image encoding      {c.image_encoding_tflops:9.2f}"]
+    lines += [f"edge decodes        {sum(c.edge_decode_tflops):9.2f}",
               f"final decode        {c.decode_tflops:9.2f}",
               f"total               {c.tflops:9.1f}",
               f"baseline ({c.baseline_steps} steps) {c.baseline_tflops:9.1f}",

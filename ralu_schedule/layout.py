@@ -28,6 +28,7 @@ from ._files import read_text
 from .distributions import ShiftedTime, StretchedTime
 from .metric import paper_metric
 from .reinjection import Reinjection, check_correlation, reinjection
+from .strength import base_steps, check_rounding, check_strength, cut_index, describe_cut, map_time, start_time
 
 FORMAT = "ralu-schedule/1"
 
@@ -79,6 +80,11 @@ class Layout:
     stage's grid (with at least 2 steps) are then stretched so that their last step starts at
     ``sigma = terminal`` (:class:`ralu_schedule.distributions.StretchedTime`). The base sampler
     is the model's own, run with the layout's ``total_steps``.
+
+    ``start`` is where the first stage starts (0: from pure noise). A layout that starts later
+    runs all its steps on ``[start, 1]``, as an image-to-image run does from its strength
+    point, and is matched to the base sampler truncated to that range (:mod:`ralu_schedule.strength`;
+    :meth:`for_strength` makes one from a strength).
     """
 
     steps: tuple
@@ -87,6 +93,7 @@ class Layout:
     fractions: tuple | None = None
     base_shift: float = DEFAULT_BASE_SHIFT
     terminal: float | None = None
+    start: float = 0.0
 
     def __post_init__(self):
         steps, ends = check_sequence("steps", self.steps), check_sequence("ends", self.ends)
@@ -133,8 +140,14 @@ class Layout:
             if k and ends[-2] >= 1.0 - terminal:
                 raise ValueError(f"with terminal {terminal:g} every stage but the last must end before "
                                  f"t = {1.0 - terminal:g}, where the stretched last step begins; got ends {fmt(ends)}")
-        for name, value in [("steps", steps), ("ends", ends), ("factors", factors),
-                            ("fractions", fractions), ("base_shift", base_shift), ("terminal", terminal)]:
+        start = check_finite("start", self.start)
+        if not 0.0 <= start < ends[0]:
+            raise ValueError(f"start must lie in [0, {ends[0]:g}) (before the first stage's end), got {start:g}")
+        if terminal is not None and start >= 1.0 - terminal:
+            raise ValueError(f"with terminal {terminal:g} a layout must start before t = {1.0 - terminal:g}, where the "
+                             f"stretched last step begins; got start {start:g}")
+        for name, value in [("steps", steps), ("ends", ends), ("factors", factors), ("fractions", fractions),
+                            ("base_shift", base_shift), ("terminal", terminal), ("start", start)]:
             object.__setattr__(self, name, value)
 
     @property
@@ -184,7 +197,35 @@ class Layout:
     def with_base(self, base_shift: float, terminal: float | None) -> "Layout":
         """The same layout for a base sampler with shift ``base_shift`` and ``terminal``."""
         return Layout(steps=self.steps, ends=self.ends, factors=self.factors,
-                      fractions=self.fractions, base_shift=base_shift, terminal=terminal)
+                      fractions=self.fractions, base_shift=base_shift, terminal=terminal, start=self.start)
+
+    def with_start(self, start: float) -> "Layout":
+        """The same stages starting at ``start`` instead of ``self.start`` (its ends unchanged)."""
+        return Layout(steps=self.steps, ends=self.ends, factors=self.factors, fractions=self.fractions,
+                      base_shift=self.base_shift, terminal=self.terminal, start=start)
+
+    def for_strength(self, strength: float) -> "Layout":
+        """This layout (made for the full range) moved onto the range a pipeline covers at
+        ``strength``: it starts at ``t0 = F^{-1}(1 - strength)`` and each stage end keeps its
+        share of the base sampler's steps (:func:`ralu_schedule.strength.map_time`); all its
+        steps run there. ``strength = 1`` gives the layout itself."""
+        s = check_strength(strength)
+        if self.start != 0.0:
+            raise ValueError(f"this layout already starts at {self.start:g}; for_strength moves a layout made for the "
+                             "full range [0, 1]")
+        if s == 1.0:
+            return self
+        args = (s, self.base_shift, self.terminal, self.total_steps)
+        start = start_time(*args)
+        ends = tuple(float(e) for e in map_time(np.array(self.ends[:-1]), *args)) + (1.0,)
+        return Layout(steps=self.steps, ends=ends, factors=self.factors, fractions=self.fractions,
+                      base_shift=self.base_shift, terminal=self.terminal, start=start)
+
+    @cached_property
+    def base_steps(self) -> float:
+        """``N``: steps of the base sampler whose truncation to ``[start, 1]`` holds this layout's
+        ``total_steps`` (``total_steps`` itself when ``start = 0``; :func:`ralu_schedule.strength.base_steps`)."""
+        return base_steps(self.start, self.base_shift, self.terminal, self.total_steps)
 
 
 def _levels(fractions) -> list:
@@ -207,17 +248,22 @@ class Stage:
     steps: int
     shift: float
     terminal: float | None = None     # set on a last stage whose grid is stretched (Layout.terminal)
+    #: leading steps of the stage's grid not run: the grid is the ``steps + skip``-step grid from
+    #: ``start`` without its first ``skip`` steps (a pipeline's strength cut, :meth:`Schedule.cut`)
+    skip: int = 0
 
     @property
     def stretched(self) -> bool:
-        return self.terminal is not None and self.end == 1.0 and self.steps >= 2
+        return self.terminal is not None and self.end == 1.0 and self.steps + self.skip >= 2
 
     @cached_property
     def timesteps(self) -> np.ndarray:
-        """The ``steps + 1`` data-times ``t``, ascending from ``start`` to ``end``."""
+        """The ``steps + 1`` data-times ``t`` the stage runs, ascending to ``end`` (from ``start``
+        unless it skips steps)."""
+        n = self.steps + self.skip
         if self.stretched:
-            return StretchedTime(self.shift, self.start, self.steps, self.terminal).grid()
-        return ShiftedTime(self.shift, self.start, self.end).grid(self.steps)
+            return StretchedTime(self.shift, self.start, n, self.terminal).grid()[self.skip:]
+        return ShiftedTime(self.shift, self.start, self.end).grid(n)[self.skip:]
 
     @property
     def sigmas(self) -> np.ndarray:
@@ -257,14 +303,22 @@ class Plan:
         if len(trans) != K - 1 or not all(isinstance(t, Transition) for t in trans):
             raise ValueError(f"a plan needs one Transition per transition of its layout ({K - 1}), got {len(trans)}")
         for k, (st, n, e) in enumerate(zip(stages, self.layout.steps, self.layout.ends)):
-            if st.steps != n or st.end != e:
+            if st.steps + st.skip != n or st.end != e:
                 raise ValueError(f"stage {k} runs {st.steps} steps to {st.end:g}, its layout says {n} to {e:g}")
+            if st.skip and (k > 0 or st.steps < 1):
+                raise ValueError(f"stage {k} skips {st.skip} steps of its grid; only the first stage may (a strength "
+                                 "cut), and it must keep at least one")
         for k, (t, f, r) in enumerate(zip(trans, self.layout.factors, self.layout.fractions)):
             if (t.factor, t.fraction) != (f, r):
                 raise ValueError(f"transition {k} upsamples by {t.factor} a fraction {t.fraction:g}, "
                                  f"its layout says {f} and {r:g}")
         object.__setattr__(self, "stages", stages)
         object.__setattr__(self, "transitions", trans)
+
+    @property
+    def start(self) -> float:
+        """The data-time of the first model call."""
+        return float(self.stages[0].timesteps[0])
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -304,7 +358,7 @@ class Schedule:
 
     @property
     def starts(self) -> tuple:
-        return (0.0,) + tuple(t.restart for t in self.transitions)
+        return (self.layout.start,) + tuple(t.restart for t in self.transitions)
 
     @cached_property
     def stages(self) -> tuple:
@@ -316,6 +370,29 @@ class Schedule:
     def plan(self) -> Plan:
         """The stages and transitions a sampler runs."""
         return Plan(layout=self.layout, stages=self.stages, transitions=self.transitions)
+
+    def cut(self, strength: float, rounding: str = "img2img", pipeline: str = "the pipeline") -> Plan:
+        """The plan a pipeline runs of this fixed schedule at ``strength``: its first
+        ``t_start`` steps dropped where the pipeline drops them from its own grid of
+        ``total_steps``, in its arithmetic (:func:`ralu_schedule.strength.cut_index`, ``rounding``
+        ``"img2img"`` or ``"video2video"``); everything else as it is. Only the first stage may lose
+        steps (a later stage's token set comes from the selection at the end of the one before)."""
+        s = check_strength(strength)
+        lay = self.layout
+        N = lay.total_steps
+        cut = cut_index(N, s, check_rounding(rounding))
+        if cut >= N:
+            raise ValueError(f"strength {s:g} leaves none of this schedule's steps: {describe_cut(N, s, rounding, pipeline)}; "
+                             "use a larger strength")
+        if cut >= lay.steps[0]:
+            raise ValueError(f"strength {s:g} cuts into this fixed schedule beyond its first stage "
+                             f"({'+'.join(map(str, lay.steps))} steps: {describe_cut(N, s, rounding, pipeline)}); a fixed "
+                             "schedule may lose only first-stage steps. Pass its layout (or a preset name), which is "
+                             "solved for the strength and runs all its steps, or a strength of at least "
+                             f"{(N - lay.steps[0] + 1) / N:.3g}")
+        first = self.stages[0]
+        stages = (Stage(first.start, first.end, first.steps - cut, first.shift, first.terminal, first.skip + cut),)
+        return Plan(layout=lay, stages=stages + self.stages[1:], transitions=self.transitions)
 
     @property
     def c(self):
@@ -330,7 +407,8 @@ class Schedule:
 
     # -- JSON -------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        d = {"format": FORMAT, "base_shift": self.layout.base_shift, **self._terminal_entry(), "c": self.c,
+        d = {"format": FORMAT, "base_shift": self.layout.base_shift, **self._terminal_entry(), **self._start_entry(),
+             "c": self.c,
              "jsd": self.jsd,
              "stages": [{"start": st.start, "end": st.end, "steps": st.steps, "shift": st.shift,
                          "timesteps": st.timesteps.tolist(), "sigmas": st.sigmas.tolist()}
@@ -343,6 +421,9 @@ class Schedule:
 
     def _terminal_entry(self) -> dict:
         return {} if self.layout.terminal is None else {"terminal": self.layout.terminal}
+
+    def _start_entry(self) -> dict:
+        return {} if self.layout.start == 0.0 else {"start": self.layout.start}
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent, allow_nan=False)   # a non-finite number is an error
@@ -379,7 +460,7 @@ class Schedule:
         layout = Layout(steps=[st["steps"] for st in stages], ends=[st["end"] for st in stages],
                         factors=[t.get("factor", 2) for t in trans],
                         fractions=[t.get("fraction", 1.0) for t in trans], base_shift=d["base_shift"],
-                        terminal=d.get("terminal"))
+                        terminal=d.get("terminal"), start=d.get("start", 0.0))
         sched = cls(layout=layout, shifts=[st["shift"] for st in stages],
                     correlations=[t["c"] for t in trans], info=d.get("info") or {})
         check_schedule_finite(sched)

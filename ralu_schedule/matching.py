@@ -99,8 +99,9 @@ def solve(layout: Layout, *, method: str = "global", bounds: Bounds = Bounds(),
     (hlo, hhi), (zlo, zhi) = bounds.resolve(layout)
     meta = {"solver": method, "seed": seed, "per_transition": per_transition}
     meta.update(info or {})
-    if K == 1 and hlo <= layout.base_shift <= hhi:
-        # one stage: the base sampler itself (h_1 = h0) matches exactly, metric 0
+    if K == 1 and hlo <= layout.base_shift <= hhi and (layout.start == 0.0 or layout.terminal is None):
+        # one stage: the base sampler itself (h_1 = h0) matches exactly, metric 0 (also from a later start, whose
+        # grid is the base sampler's truncated, except where a terminal stretches the grids differently)
         return Schedule(layout=layout, shifts=[layout.base_shift], correlations=[], info=meta)
     nz = (K - 1 if per_transition else 1) if K > 1 else 0
     box = [(zlo, zhi)] * nz + [(hlo, hhi)] * K

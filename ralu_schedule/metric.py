@@ -6,6 +6,15 @@ intervals counted again (paper eq. 8, generalised to ``K`` stages)::
 
     P_target(t) = [f_{h0}(t) + sum_k (e_k - s_{k+1}) f_{h0, s_{k+1}, e_k}(t)] / (1 + sum_k (e_k - s_{k+1}))
 
+A layout that starts at ``s_1 = start > 0`` (an image-to-image run, :mod:`ralu_schedule.strength`)
+is matched to the base sampler truncated to ``[s_1, 1]``, weighted by that range's length as
+every re-traversed interval is weighted by its own::
+
+    P_target(t) = [(1 - s_1) f_{h0, s_1, 1}(t) + sum_k (e_k - s_{k+1}) f_{h0, s_{k+1}, e_k}(t)]
+                  / (1 - s_1 + sum_k (e_k - s_{k+1}))
+
+which is eq. 8 at ``s_1 = 0``.
+
 and the layout's own density is ``P(t) = sum_k N_k f_{h_k, s_k, e_k}(t) / sum_k N_k`` (eq. 9).
 The paper metric is scipy's Jensen-Shannon *distance* (natural log) between both densities
 sampled on 1000 equispaced points of ``[0, 1]``, each clipped below at 1e-10 and normalised.
@@ -33,13 +42,15 @@ FLOOR = 1e-10
 
 
 def stage_starts(layout, correlations) -> list:
-    """Start times ``[0, s_2, ..., s_K]``: each restart by the closed form of
-    :func:`ralu_schedule.reinjection` (the callers have checked ``c``)."""
-    return [0.0] + [coefficients(e, c)[0] for e, c in zip(layout.ends[:-1], correlations)]
+    """Start times ``[s_1, s_2, ..., s_K]``: the layout's ``start`` (0 unless it starts from an
+    image), then each restart by the closed form of :func:`ralu_schedule.reinjection` (the
+    callers have checked ``c``)."""
+    return [getattr(layout, "start", 0.0)] + [coefficients(e, c)[0] for e, c in zip(layout.ends[:-1], correlations)]
 
 
 def target_density(t, layout, starts):
-    """``P_target(t)`` for a layout whose stages start at ``starts`` (``starts[0] = 0``).
+    """``P_target(t)`` for a layout whose stages start at ``starts`` (``starts[0]``: where the
+    run starts, 0 from pure noise).
 
     ``starts`` entries may be arrays (one start per member of a population); they
     broadcast against ``t``. With a ``layout.terminal``, the base sampler's density is its
@@ -48,15 +59,17 @@ def target_density(t, layout, starts):
     """
     t = np.asarray(t, dtype=np.float64)
     spans = [e - s for e, s in zip(layout.ends[:-1], starts[1:])]
-    dens = _weighted_sum([1.0] + spans, [_base_pdf(t, layout, 0.0, 1.0)] +
+    first = starts[0]
+    dens = _weighted_sum([1.0 - first] + spans, [_base_pdf(t, layout, first, 1.0)] +
                          [_base_pdf(t, layout, s, e) for e, s in zip(layout.ends[:-1], starts[1:])])
-    dens /= 1.0 + sum(spans)
+    dens /= 1.0 - first + sum(spans)
     return dens
 
 
 def _base_pdf(t, layout, start, end):
-    """The base sampler's timestep density truncated to ``[start, end]``."""
-    h0, n0, tau = layout.base_shift, layout.total_steps, layout.terminal
+    """The base sampler's timestep density truncated to ``[start, end]``: its grid of
+    ``layout.base_steps`` steps (``total_steps`` for a layout that starts at 0)."""
+    h0, n0, tau = layout.base_shift, getattr(layout, "base_steps", layout.total_steps), layout.terminal
     if tau is None or n0 < 2:
         return truncated_pdf(t, h0, start, end)
     mass = stretched_cdf(end, h0, 0.0, n0, tau) - stretched_cdf(start, h0, 0.0, n0, tau)

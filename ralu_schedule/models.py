@@ -46,6 +46,16 @@ MODEL_INFO: dict[str, ModelInfo] = {m.name: m for m in [
               "own default is 50)", frames=81, fps=16),
     ModelInfo("wan2.2-ti2v-5b", "wan", 50, "WanPipeline's default (the reference TI2V-5B config's sample_steps)",
               frames=121, fps=24),
+    # image-conditioned (docs/conditioned.md; Wan I2V: WanImageToVideoPipeline)
+    ModelInfo("flux-kontext-dev", "flux", 28, "FluxKontextPipeline's default"),
+    ModelInfo("qwen-image-edit", "qwen-image", 50, "QwenImageEditPipeline's default"),
+    ModelInfo("qwen-image-edit-2509", "qwen-image", 50, "QwenImageEditPlusPipeline's default"),
+    ModelInfo("wan2.1-i2v-14b-480p", "wan", 50, "WanImageToVideoPipeline's default", frames=81, fps=16),
+    ModelInfo("wan2.1-i2v-14b-720p", "wan", 50, "WanImageToVideoPipeline's default", frames=81, fps=16),
+    ModelInfo("wan2.2-i2v-a14b", "wan", 40, "the reference Wan 2.2 I2V-A14B config's sample_steps "
+              "(WanImageToVideoPipeline's own default is 50)", frames=81, fps=16),
+    ModelInfo("wan2.2-ti2v-5b-i2v", "wan", 50, "WanImageToVideoPipeline's default (the reference TI2V-5B config's "
+              "sample_steps)", frames=121, fps=24),
     ModelInfo("ltx-2", "ltx2", 30, "LTX2Pipeline's default (diffusers' LTX-2 guide runs its first stage at 40)",
               frames=121, fps=24),
 ]}

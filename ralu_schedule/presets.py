@@ -101,14 +101,19 @@ PRESETS.update({p.name: p for p in [
 
 
 
-def _searched(name, model, steps, ends, fractions, factors, speed, versus, group):
+#: What the analytic benchmark does not see of the image-conditioned models (their presets' evidence note).
+_REFERENCE_NOTE = ("; priced with the reference at full resolution in every call (RALU's default references='full'); "
+                   "the benchmark has no reference image")
+
+
+def _searched(name, model, steps, ends, fractions, factors, speed, versus, group, note=""):
     """A preset the analytic benchmark chose (bench/preset_search.py --which GROUP): solved for
     its model's own base sampler at 1024x1024 when used (``parameters="default"``)."""
     rule = shift_rule(model)
     layout = Layout(steps=steps, ends=ends, factors=factors, fractions=fractions)
     layout = layout.with_base(rule(4096, layout.total_steps), rule.terminal)
     return Preset(name=name, model=model, resolution=(1024, 1024), layout=layout, shifts=None, z=None,
-                  evidence="analytic benchmark", evidence_note=f"python bench/preset_search.py --which {group}",
+                  evidence="analytic benchmark", evidence_note=f"python bench/preset_search.py --which {group}{note}",
                   description=f"{speed} fewer FLOPs than {versus} (cost model, 1024x1024)")
 
 
@@ -149,6 +154,28 @@ PRESETS.update({p.name: p for p in [
               speed="3.94x", versus="Chroma's 35 steps", group="chroma"),
 ]})
 
+# The editing models (bench/preset_search.py --which flux-kontext qwen-image-edit; docs/conditioned.md):
+# priced with a 1024x1024 reference at full resolution in every call; Qwen-Image-Edit-2509 takes Qwen-Image-Edit's
+# layouts (the search chose them for Qwen-Image-Edit, as FLUX.2 [klein] base takes [dev]'s).
+_QWEN_EDIT_7X = dict(steps=(3, 2, 4), ends=(0.39, 0.55, 1.0), fractions=(0.2, 1.0), factors=(2, 2))
+_QWEN_EDIT_4X = dict(steps=(4, 4, 6), ends=(0.3, 0.45, 1.0), fractions=(0.3, 1.0), factors=(2, 2))
+PRESETS.update({p.name: p for p in [
+    _searched("flux-kontext-dev-7x", "flux-kontext-dev", steps=(2, 1, 2), ends=(0.3, 0.45, 1.0), fractions=(0.1, 1.0),
+              factors=(2, 2), speed="6.76x", versus="FLUX.1 Kontext [dev]'s 28 steps", group="flux-kontext",
+              note=_REFERENCE_NOTE),
+    _searched("flux-kontext-dev-4x", "flux-kontext-dev", steps=(3, 2, 4), ends=(0.3, 0.45, 1.0), fractions=(0.2, 1.0),
+              factors=(2, 2), speed="3.72x", versus="FLUX.1 Kontext [dev]'s 28 steps", group="flux-kontext",
+              note=_REFERENCE_NOTE),
+    _searched("qwen-image-edit-7x", "qwen-image-edit", **_QWEN_EDIT_7X, speed="6.41x",
+              versus="Qwen-Image-Edit's 50 steps", group="qwen-image-edit", note=_REFERENCE_NOTE),
+    _searched("qwen-image-edit-4x", "qwen-image-edit", **_QWEN_EDIT_4X, speed="4.14x",
+              versus="Qwen-Image-Edit's 50 steps", group="qwen-image-edit", note=_REFERENCE_NOTE),
+    _searched("qwen-image-edit-2509-7x", "qwen-image-edit-2509", **_QWEN_EDIT_7X, speed="6.69x",
+              versus="Qwen-Image-Edit-2509's 50 steps", group="qwen-image-edit", note=_REFERENCE_NOTE),
+    _searched("qwen-image-edit-2509-4x", "qwen-image-edit-2509", **_QWEN_EDIT_4X, speed="4.29x",
+              versus="Qwen-Image-Edit-2509's 50 steps", group="qwen-image-edit", note=_REFERENCE_NOTE),
+]})
+
 
 def _video(name, model, resolution, frames, shift, steps, ends, fractions, factors, speed, versus, group):
     """A video preset the analytic benchmark chose (bench/preset_search.py --which GROUP): solved on
@@ -174,6 +201,29 @@ PRESETS.update({p.name: p for p in [
     _video("wan-720p-4x", "wan2.1-t2v-14b", (704, 1280), 81, 5.0, (6, 7, 10), (0.205, 0.33, 1.0), (0.3, 1.0),
            (2, 2), "3.90x", "Wan 2.1 14B's 50 steps", "wan-720p"),
 ]})
+
+# Wan image-to-video (bench/preset_search.py --which wan21-i2v-480p wan21-i2v-720p wan22-i2v-a14b wan22-ti2v-5b-i2v;
+# docs/cost.md): the text-to-video search's candidates and flow shifts, priced on the image-to-video models (the
+# conditioning video's VAE encode and CLIP included); for Wan 2.1 I2V it chose the text-to-video presets' layouts.
+PRESETS.update({p.name: p for p in [
+    _video("wan21-i2v-480p-7x", "wan2.1-i2v-14b-480p", (480, 832), 81, 3.0, (4, 3, 6), (0.3, 0.4, 1.0), (0.1, 1.0),
+           (2, 2), "6.77x", "Wan 2.1 I2V 14B 480p's 50 steps", "wan21-i2v-480p"),
+    _video("wan21-i2v-480p-4x", "wan2.1-i2v-14b-480p", (480, 832), 81, 3.0, (6, 7, 10), (0.3, 0.45, 1.0), (0.3, 1.0),
+           (2, 2), "3.71x", "Wan 2.1 I2V 14B 480p's 50 steps", "wan21-i2v-480p"),
+    _video("wan21-i2v-720p-7x", "wan2.1-i2v-14b-720p", (704, 1280), 81, 5.0, (5, 5, 5), (0.245, 0.375, 1.0),
+           (0.2, 1.0), (2, 2), "7.34x", "Wan 2.1 I2V 14B 720p's 50 steps", "wan21-i2v-720p"),
+    _video("wan21-i2v-720p-4x", "wan2.1-i2v-14b-720p", (704, 1280), 81, 5.0, (6, 7, 10), (0.205, 0.33, 1.0),
+           (0.3, 1.0), (2, 2), "3.89x", "Wan 2.1 I2V 14B 720p's 50 steps", "wan21-i2v-720p"),
+    _video("wan22-i2v-a14b-7x", "wan2.2-i2v-a14b", (480, 832), 81, 5.0, (4, 4, 4), (0.245, 0.375, 1.0), (0.2, 1.0),
+           (2, 2), "6.84x", "Wan 2.2 I2V A14B's 40 steps", "wan22-i2v-a14b"),
+    _video("wan22-i2v-a14b-4x", "wan2.2-i2v-a14b", (480, 832), 81, 5.0, (5, 6, 8), (0.205, 0.33, 1.0), (0.3, 1.0),
+           (2, 2), "3.65x", "Wan 2.2 I2V A14B's 40 steps", "wan22-i2v-a14b"),
+    _video("wan22-ti2v-5b-i2v-7x", "wan2.2-ti2v-5b-i2v", (704, 1280), 121, 5.0, (4, 4, 4), (0.245, 0.375, 1.0),
+           (0.2, 1.0), (2, 2), "6.39x", "Wan 2.2 TI2V-5B's 50 steps from an image", "wan22-ti2v-5b-i2v"),
+    _video("wan22-ti2v-5b-i2v-4x", "wan2.2-ti2v-5b-i2v", (704, 1280), 121, 5.0, (10, 10), (0.375, 1.0), (1.0,),
+           (2,), "3.86x", "Wan 2.2 TI2V-5B's 50 steps from an image", "wan22-ti2v-5b-i2v"),
+]})
+
 
 def _ltx2(name, resolution, steps, ends, fractions, factors, speed, group, frames=121):
     """An LTX-2 preset the analytic benchmark chose (bench/preset_search.py --which GROUP), solved on
@@ -209,7 +259,12 @@ DEFAULT_PRESETS = {
     "flux2-klein-9b": "flux2-klein-9b-fast", "qwen-image": "qwen-image-7x", "z-image": "z-image-7x",
     "z-image-turbo": "z-image-turbo-fast", "chroma": "chroma-7x",
     "wan2.1-t2v-1.3b": "wan-480p-7x", "wan2.1-t2v-14b": "wan-480p-7x", "wan2.2-t2v-a14b": "wan-720p-7x",
-    "wan2.2-ti2v-5b": "wan-720p-7x", "ltx-2": "ltx2-512x768-7x",
+    "wan2.2-ti2v-5b": "wan-720p-7x",
+    "flux-kontext-dev": "flux-kontext-dev-7x", "qwen-image-edit": "qwen-image-edit-7x",
+    "qwen-image-edit-2509": "qwen-image-edit-2509-7x",
+    "wan2.1-i2v-14b-480p": "wan21-i2v-480p-7x", "wan2.1-i2v-14b-720p": "wan21-i2v-720p-7x",
+    "wan2.2-i2v-a14b": "wan22-i2v-a14b-7x", "wan2.2-ti2v-5b-i2v": "wan22-ti2v-5b-i2v-7x",
+    "ltx-2": "ltx2-512x768-7x",
 }
 
 PARAMETERS = ("default", "authors", "optimised")

@@ -198,6 +198,17 @@ SHIFT_RULES: dict[str, ShiftRule] = {
     "wan2.1-t2v-14b": ShiftRule(dynamic=False, shift=5.0),
     "wan2.2-t2v-a14b": ShiftRule(dynamic=False, shift=12.0),
     "wan2.2-ti2v-5b": ShiftRule(dynamic=False, shift=5.0),
+    # image-conditioned: FLUX.1 Kontext and Qwen-Image-Edit ship their text-to-image family's scheduler
+    # configuration; Wan image-to-video: the model cards' 3.0 at 480p and 5.0 at 720p for Wan 2.1 I2V, the
+    # reference Wan 2.2 I2V-A14B and TI2V-5B configurations' 5.0
+    "flux-kontext-dev": ShiftRule(dynamic=True, shift=3.0, base_shift=0.5, max_shift=1.15,
+                                  base_seq_len=256, max_seq_len=4096),
+    **{name: ShiftRule(dynamic=True, shift=1.0, base_shift=0.5, max_shift=0.9, base_seq_len=256, max_seq_len=8192,
+                       terminal=0.02) for name in ("qwen-image-edit", "qwen-image-edit-2509")},
+    "wan2.1-i2v-14b-480p": ShiftRule(dynamic=False, shift=3.0),
+    "wan2.1-i2v-14b-720p": ShiftRule(dynamic=False, shift=5.0),
+    "wan2.2-i2v-a14b": ShiftRule(dynamic=False, shift=5.0),
+    "wan2.2-ti2v-5b-i2v": ShiftRule(dynamic=False, shift=5.0),
     # LTX-2: LTX2Pipeline's calculate_shift on the clip's tokens (one per latent pixel of every latent frame),
     # anchors 1024 -> 0.95 and 4096 -> 2.05, and a grid stretched to end at sigma 0.1 (LTX-Video's scheduler config)
     "ltx-2": ShiftRule(dynamic=True, shift=1.0, base_shift=0.95, max_shift=2.05, base_seq_len=1024, max_seq_len=4096,

@@ -34,6 +34,20 @@ _REFUSED = {
 }
 
 
+#: Caches that hook the transformer's blocks (the module lists diffusers names) and read how each
+#: block class returns its states from diffusers' ``TransformerBlockRegistry``; First Block Cache
+#: also needs a first and a last block.
+_BLOCK_CACHES = ("FirstBlockCacheConfig", "SeaCacheConfig", "MagCacheConfig")
+
+#: (cache, transformer) pairs that enable but fail inside diffusers' hooks at the first call (the
+#: stock pipelines fail the same way), with what happens.
+_INCOMPATIBLE = {
+    ("FirstBlockCacheConfig", "Flux2Transformer2DModel"): (
+        "diffusers' First Block Cache fails inside its hooks on FLUX.2's blocks (a TypeError subtracting the first "
+        "block's output, which FLUX.2's double-stream block returns as a list; Flux2KleinPipeline fails the same way)"),
+}
+
+
 #: The step being run (its cache-context fields), set by :meth:`StageScope.call` for the
 #: transformer calls of that step.
 _STEP = contextvars.ContextVar("ralu_step", default=None)
@@ -56,12 +70,46 @@ def cache_config(transformer):
     return getattr(transformer, "_cache_config", None)
 
 
-def check_cache(config) -> None:
-    """Refuse a cache that cannot work across RALU's stages, naming it and why."""
+def check_cache(config, transformer=None) -> None:
+    """Refuse a cache that cannot work across RALU's stages, or (given ``transformer``) that
+    diffusers cannot apply to that transformer, naming the cache, the model and why, before any
+    hook is installed: diffusers' own failure there is an internal message (a block class "not
+    registered", an IndexError) or comes at the first call, and leaves hooks half installed."""
     name = type(config).__name__
     if name in _REFUSED:
         raise ValueError(f"{name} cannot run inside RALU: {_REFUSED[name]}; use FirstBlockCacheConfig, "
                          "TaylorSeerCacheConfig, FasterCacheConfig or PyramidAttentionBroadcastConfig")
+    if transformer is None:
+        return
+    model = type(transformer).__name__
+    why = _INCOMPATIBLE.get((name, model))
+    if why is None and name in _BLOCK_CACHES:
+        why = _block_cache_problem(name, transformer)
+    if why is not None:
+        raise ValueError(f"{name} cannot run on {model}: {why}; its stock pipeline cannot use it either")
+
+
+def _block_cache_problem(name: str, transformer) -> str | None:
+    """Why diffusers cannot hook a block cache onto ``transformer``'s blocks, or None."""
+    try:
+        from diffusers.hooks._common import _ALL_TRANSFORMER_BLOCK_IDENTIFIERS
+        from diffusers.hooks._helpers import TransformerBlockRegistry
+    except ImportError:            # another diffusers layout: nothing to check against
+        return None
+    blocks = [block for child, lst in transformer.named_children()
+              if child in _ALL_TRANSFORMER_BLOCK_IDENTIFIERS and isinstance(lst, torch.nn.ModuleList) for block in lst]
+    unknown = []
+    for cls in dict.fromkeys(type(block) for block in blocks):
+        try:
+            TransformerBlockRegistry.get(cls)
+        except ValueError:
+            unknown.append(cls.__name__)
+    if unknown:
+        return (f"diffusers has no description of its {', '.join(unknown)} blocks for this cache (its "
+                "TransformerBlockRegistry), so it cannot hook them")
+    if name == "FirstBlockCacheConfig" and len(blocks) < 2:
+        return f"it needs a first and a last transformer block, and this model has {len(blocks)}"
+    return None
 
 
 def check_cache_for_run(config, plan) -> None:
@@ -102,7 +150,7 @@ def enable_cache(transformer, config) -> None:
     if not hasattr(transformer, "enable_cache"):
         raise ValueError(f"{type(transformer).__name__} has no diffusers cache support in this diffusers version (no "
                          "enable_cache; its stock pipeline cannot use a cache either)")
-    check_cache(config)
+    check_cache(config, transformer)
     current = cache_config(transformer)
     if current is not None:
         raise ValueError(f"the transformer already has {type(current).__name__} enabled; pass cache= or call "

@@ -153,7 +153,8 @@ def _eval_parser(sub) -> None:
                    help="CLIP for CLIP-IQA: clip_iqa (the paper's, needs piq; default) or a transformers CLIP")
     e.add_argument("--repeats", type=int, default=3, help="timed calls per configuration (default 3)")
     e.add_argument("--sheet", type=int, default=4, help="prompts on the contact sheet (default 4; 0: none)")
-    e.add_argument("--overwrite", action="store_true", help="replace existing images whose recipe differs")
+    e.add_argument("--overwrite", action="store_true", help="replace the results of another recipe (or not written "
+                   "by ralu eval) in --out-dir, and images whose recipe differs")
     e.add_argument("--force", action="store_true", help="run a preset made for another model family")
     a = e.add_argument_group("analytic backend")
     a.add_argument("--data", nargs="+", choices=DATA, default=list(DATA), help="default both")

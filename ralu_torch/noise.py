@@ -23,11 +23,16 @@ from .options import KEPT_NOISE
 from .tokens import pool_children, upsample_values
 
 
+def check_generators(generator, batch: int) -> None:
+    """A list of generators has one per image."""
+    if isinstance(generator, list) and len(generator) != batch:
+        raise ValueError(f"got {len(generator)} generators for a batch of {batch} images; "
+                         "pass one generator or one per image")
+
+
 def draw(shape: tuple, generator, device, dtype=torch.float32) -> torch.Tensor:
     """Standard normal noise of ``shape`` (batch first), per-image when ``generator`` is a list."""
-    if isinstance(generator, list) and len(generator) != shape[0]:
-        raise ValueError(f"got {len(generator)} generators for a batch of {shape[0]} images; "
-                         "pass one generator or one per image")
+    check_generators(generator, shape[0])
     return randn_tensor(shape, generator=generator, device=torch.device(device), dtype=dtype)
 
 

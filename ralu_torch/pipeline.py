@@ -12,12 +12,14 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from tqdm.auto import tqdm
 
-from ralu_schedule import Layout, Schedule, solve, token_grid
+from ralu_schedule import PRESETS, Layout, Plan, Schedule, get_preset, solve, token_grid
 from ralu_schedule._errors import brief, check_finite, check_positive_int
 from ralu_schedule.presets import PARAMETERS
+from ralu_schedule.strength import check_strength
 
 from .backends import backend_for
 from .backends.families import BY_NAME, default_preset, read_pipeline_config
+from .backends.img2img import ImageStart
 from .caches import CallCounter, StageScope, cache_config, check_cache, check_cache_for_run, enable_cache
 from .options import KEPT_NOISE, OUTPUT_TYPES
 from .sampler import sample
@@ -36,7 +38,8 @@ class RALUPipelineOutput(BaseOutput):
     the name WanPipeline's output gives them); ``stage_tokens``: tokens per image in each stage;
     ``transitions``: per-transition records (token sets, selections, decoded estimates) when
     the call asked for them with ``record_transitions=True``, else empty. ``stage_calls``: per
-    stage, the transformer calls made and skipped and their TFLOPs. ``audio``: a joint
+    stage, the transformer calls made and skipped and their TFLOPs. ``plan``: what the sampler
+    ran (the schedule's plan; from an image with a fixed schedule, its cut). ``audio``: a joint
     pipeline's second output (LTX2Pipeline's waveforms, or its audio latents for
     ``output_type="latent"``), as that pipeline returns it; None for the others."""
 
@@ -46,6 +49,7 @@ class RALUPipelineOutput(BaseOutput):
     schedule: Schedule | None = None
     stage_calls: list = field(default_factory=list)
     interrupted: bool = False
+    plan: Plan | None = None
     audio: object = None
 
     @property
@@ -90,16 +94,36 @@ class RALU:
     stage (:mod:`ralu_torch.caches`); the output's ``stage_calls`` says what it skipped.
     ``allow_other_model``: run a preset made for another model family (an SD3 preset on FLUX,
     or the reverse); refused by default.
+
+    Pipelines that start from an image (``FluxImg2ImgPipeline``, ``StableDiffusion3Img2ImgPipeline``,
+    ``QwenImageImg2ImgPipeline``, ``ZImageImg2ImgPipeline``, ``ChromaImg2ImgPipeline``) or a clip
+    (``WanVideoToVideoPipeline``) take their ``image=``/``video=`` and ``strength=`` (their own
+    default when not given): a preset or a layout then runs all its steps from the strength point,
+    solved for that range (:meth:`ralu_schedule.Layout.for_strength`); a fixed schedule (a
+    :class:`ralu_schedule.Schedule`, its JSON) is cut where the pipeline cuts its own grid
+    (:meth:`ralu_schedule.Schedule.cut`). The first stage starts from the encoded input at its
+    resolution, noised to its first sigma (docs/conditioned.md).
     ``compile``: ``True`` or a dict of ``torch.compile`` options compiles the transformer's
     blocks in place (regional compilation; ``dynamic=True`` unless the dict says otherwise),
     once, here; the pipeline's own calls then use the compiled blocks too.
+    ``references``: for pipelines with reference images (``FluxKontextPipeline``,
+    ``QwenImageEditPipeline``, ``QwenImageEditPlusPipeline``, ``Flux2Pipeline``/``Flux2KleinPipeline``
+    with ``image=``): ``"full"`` (default) gives every stage the references at full resolution,
+    as the stock pipeline does; ``"stage"`` reads them at each stage's resolution
+    (:mod:`ralu_torch.backends.references`, docs/conditioned.md).
     """
 
     def __init__(self, pipe, schedule=None, *, parameters: str = "default", upsample: str = "latent",
                  kept_noise: str = "exact", select="edges", edge_thresholds=(0.1, 0.2), noise_sampler=None,
-                 solver="scheduler", cache=None, compile=False, allow_other_model: bool = False):
+                 solver="scheduler", cache=None, compile=False, allow_other_model: bool = False, references=None):
         self.pipe = pipe
         self.backend = backend_for(pipe)
+        if references is not None:
+            if not hasattr(self.backend, "set_references"):
+                raise ValueError(f"references= is for pipelines that take reference images (FluxKontextPipeline, "
+                                 f"QwenImageEditPipeline, QwenImageEditPlusPipeline, Flux2Pipeline, "
+                                 f"Flux2KleinPipeline); {type(pipe).__name__} takes none")
+            self.backend.set_references(references)
         if schedule is None:
             schedule = default_preset(BY_NAME[self.backend.name], read_pipeline_config(pipe))
         if parameters not in PARAMETERS:
@@ -121,6 +145,9 @@ class RALU:
         resolved = self.solver                          # checked here, resolved again at each call
         _check_family(schedule, self.backend.name, allow_other_model)
         self._fixed, self._layout = _parse_schedule(schedule, parameters)
+        # a preset given by name is a layout to solve for a strength (a Schedule is cut instead)
+        self._preset = schedule if isinstance(schedule, str) and schedule in PRESETS else None
+        self._parameters = parameters
         transformer = self.backend.transformer
         experts = getattr(self.backend, "experts", [transformer])
         if len(experts) > 1 and (cache is not None or any(cache_config(m) is not None for m in experts)):
@@ -130,7 +157,7 @@ class RALU:
         if cache is not None:
             enable_cache(transformer, cache)
         elif cache_config(transformer) is not None:
-            check_cache(cache_config(transformer))
+            check_cache(cache_config(transformer), transformer)
         self._guidance_scale = None
         self._num_timesteps = None
         self._current_timestep = None
@@ -172,16 +199,41 @@ class RALU:
     def layout(self) -> Layout:
         return self._fixed.layout if self._fixed is not None else self._layout
 
-    def schedule_for(self, height: int, width: int, num_frames: int | None = None) -> Schedule:
+    def schedule_for(self, height: int, width: int, num_frames: int | None = None,
+                     strength: float | None = None) -> Schedule | Plan:
         """The schedule used at ``height x width`` (and ``num_frames`` for a video pipeline;
-        solved there if it is solved at call time)."""
+        solved there if it is solved at call time). With ``strength`` (a pipeline that starts from
+        an image): a preset or layout solved for the range the strength leaves, or the fixed
+        schedule's :class:`~ralu_schedule.Plan` cut where the pipeline cuts its own grid."""
+        if strength is not None:
+            return self._strength_schedule(height, width, num_frames, strength)
         if self._fixed is not None:
             return self._fixed
+        return _solve_cached(self._based(self._layout, height, width, num_frames))
+
+    def _based(self, layout: Layout, height, width, num_frames) -> Layout:
+        """``layout`` with the pipeline's own base shift (and terminal) at this size."""
         gh, gw = self._grid(height, width, num_frames)
         rule = self.backend.shift_rule()
         tokens = gh * gw * getattr(self.backend, "model_tokens_per_token", 1)   # the pipeline's count (LTX-2: 4 each)
-        h0 = rule(tokens, self._layout.total_steps)       # the pipeline's own shift for this many steps
-        return _solve_cached(self._layout.with_base(h0, rule.terminal))
+        h0 = rule(tokens, layout.total_steps)       # the pipeline's own shift for this many steps
+        return layout.with_base(h0, rule.terminal)
+
+    def _strength_schedule(self, height, width, num_frames, strength):
+        be = self.backend
+        if not isinstance(be, ImageStart):
+            raise ValueError(_no_strength(self.pipe))
+        s = check_strength(strength)
+        if self._fixed is not None and s == 1.0:        # from pure noise: the schedule itself
+            return self._fixed
+        if self._fixed is not None and self._preset is None:
+            return self._fixed.cut(s, be.strength_rounding, type(self.pipe).__name__)
+        if self._parameters == "authors":
+            raise ValueError(f"preset {self._preset!r}'s published parameters are for a run from noise; from an image "
+                             "(strength) its layout is solved for the range the strength leaves: use "
+                             "parameters='default' or 'optimised'")
+        layout = self._layout if self._layout is not None else get_preset(self._preset).layout
+        return _solve_cached(self._based(layout, height, width, num_frames).for_strength(s))
 
     def _grid(self, height, width, num_frames=None) -> tuple:
         """Full-resolution tokens ``(rows, cols)``; a video's latent frames stacked along the rows."""
@@ -223,21 +275,41 @@ class RALU:
         condition arguments the same way: FluxFillPipeline ``image`` and ``mask_image``,
         FluxControlPipeline ``control_image``, WanImageToVideoPipeline ``image`` (and
         ``last_image`` for Wan 2.1's first-last-frame model), resized to ``height x width`` by the
-        pipeline's own processors (docs/conditioned-concat.md)."""
+        pipeline's own processors (docs/conditioned.md). A pipeline that starts from an
+        image or a clip takes its ``image=`` (``video=``, whose frames set the clip's) and
+        ``strength=`` (its own default when not given; docs/conditioned.md); ``latents=``
+        is refused there."""
         pipe, be = self.pipe, self.backend
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        start = None
+        if isinstance(be, ImageStart):     # strength and the input checked and preprocessed: no model call yet
+            if latents is not None:
+                raise ValueError(f"RALU does not take latents= with {type(pipe).__name__}: its run starts from the "
+                                 f"{be.start_argument} noised at the first stage's resolution (noise_sampler= draws "
+                                 "that noise), where the stock pipeline would take ready latents in its place")
+            _check_generator(generator)
+            prompt_kwargs, start = be.image_start(prompt_kwargs, height=height, width=width, generator=generator,
+                                                  batch=check_positive_int("num_images_per_prompt", num_images_per_prompt)
+                                                  * _prompt_count(prompt, prompt_kwargs), num_frames=num_frames)
+            height, width, num_frames = start.height, start.width, start.num_frames
+        elif prompt_kwargs.get("strength") is not None and "strength" not in inspect.signature(be.encode).parameters:
+            raise ValueError(_no_strength(pipe))      # (FluxFillPipeline takes strength: its encode says which)
+        if hasattr(be, "set_layout"):       # what encode checks reference images against, before any model runs
+            be.set_layout(self.layout)
+        if hasattr(be, "call_size"):        # a pipeline that sizes its output from its inputs (max_area, an image)
+            height, width = be.call_size(prompt, height, width, prompt_kwargs)
         height = be.default_height if height is None else height   # only when not given: 0 is refused, not replaced
         width = be.default_width if width is None else width
         grid = self._grid(height, width, num_frames)
         if hasattr(be, "set_frames"):
             be.set_frames(self._frames(num_frames))
         _check_memory(be, grid, num_images_per_prompt * _prompt_count(prompt, prompt_kwargs))
-        schedule = self.schedule_for(height, width, num_frames)
+        schedule = self.schedule_for(height, width, num_frames, None if start is None else start.strength)
         device = be.device
         steps_args = sorted(k for k in ("num_inference_steps", "sigmas", "timesteps") if k in prompt_kwargs)
         if steps_args:
-            lay = schedule.layout
+            lay = schedule.layout if start is None else self.layout
             raise ValueError(f"RALU takes its steps from the schedule, not {', '.join(steps_args)} "
                              f"({'+'.join(map(str, lay.steps))} = {lay.total_steps} steps here); for other steps pass "
                              "another preset or a ralu_schedule.Layout, e.g. RALU(pipe, Layout(steps=(3, 4, 6), "
@@ -248,6 +320,10 @@ class RALU:
         prompt_kwargs, num_images_per_prompt = _check_prompt_inputs(prompt, prompt_kwargs, num_images_per_prompt,
                                                                     be.embedding_inputs, be.embedding_widths(),
                                                                     be.dtype, be.device)
+        takes = inspect.signature(be.encode).parameters     # one the family does not take: refused below
+        texts = [k for k in _texts(prompt, prompt_kwargs) if k in takes]
+        if texts:
+            be.require_text_encoder(" and ".join(texts))
         if guidance_scale is not None:
             check_finite("guidance_scale", guidance_scale)
         _check_generator(generator)
@@ -258,8 +334,7 @@ class RALU:
         takes = inspect.signature(be.encode).parameters
         try:
             cond = be.encode(prompt=prompt, num_images_per_prompt=num_images_per_prompt,
-                             max_sequence_length=(be.default_max_sequence_length if max_sequence_length is None
-                                                  else check_positive_int("max_sequence_length", max_sequence_length)),
+                             max_sequence_length=_max_sequence_length(be, max_sequence_length),
                              guidance_scale=be.default_guidance_scale if guidance_scale is None else guidance_scale,
                              joint_attention_kwargs=joint_attention_kwargs, device=device, **prompt_kwargs,
                              **{k: v for k, v in call.items() if k in takes})
@@ -268,10 +343,11 @@ class RALU:
                 raise
             raise ValueError(f"RALU with {type(pipe).__name__} does not take {str(err).split('argument ')[-1]}") from None
         batch = cond.batch
+        plan = schedule.plan if isinstance(schedule, Schedule) else schedule
 
         if cache_config(be.transformer) is not None:
-            check_cache(cache_config(be.transformer))
-            check_cache_for_run(cache_config(be.transformer), schedule.plan)
+            check_cache(cache_config(be.transformer), be.transformer)
+            check_cache_for_run(cache_config(be.transformer), plan)
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             callback_on_step_end_tensor_inputs = callback_on_step_end.tensor_inputs
         allowed = CALLBACK_INPUTS + tuple(cond.callback_tensors())
@@ -294,7 +370,7 @@ class RALU:
         callback = None if callback_on_step_end is None else on_step
 
         def progress(total, stage):  # one bar per stage, honouring pipe.set_progress_bar_config
-            cfg = {"desc": f"RALU stage {stage + 1}/{schedule.layout.num_stages}",
+            cfg = {"desc": f"RALU stage {stage + 1}/{plan.layout.num_stages}",
                    **getattr(pipe, "_progress_bar_config", {})}
             return tqdm(total=total, **cfg)
 
@@ -304,10 +380,12 @@ class RALU:
         scope = StageScope(be.transformer, owner=self, pipe=pipe, counter=counter)
         try:
             with counter:
-                res = sample(be, schedule, cond, batch=batch, grid=grid, generator=generator, upsample=self.upsample,
+                image = None if start is None else be.encode_start(start, batch, generator, device)
+                res = sample(be, plan, cond, batch=batch, grid=grid, generator=generator, upsample=self.upsample,
                              kept_noise=self.kept_noise, select=select, noise_sampler=self.noise_sampler,
                              solver=self.solver, callback=callback, progress=progress, record=record_transitions,
-                             scope=scope, latents=be.first_noise(latents))
+                             scope=scope, latents=be.first_noise(latents), start=image)
+                del image
         finally:
             self._current_timestep = pipe._current_timestep = None
         for st in counter.stages:
@@ -320,7 +398,7 @@ class RALU:
             raise ValueError("the sampler produced non-finite latents (NaN or inf); check the model's dtype "
                              "(float16 overflows in FLUX) and the inputs")
         finish = getattr(be, "finish", None)              # a condition the pipeline writes into its result
-        latents = (res.latents if finish is None else finish(res.latents, cond)).to(be.dtype)
+        latents = (res.latents if finish is None else finish(res.latents, cond)).to(be.latents_dtype)  # the pipeline's own
         if output_type == "latent":
             images = be.pipeline_latents(latents, grid)   # the form the pipeline itself returns
         else:
@@ -330,8 +408,8 @@ class RALU:
         if not return_dict:
             return (images,) if side is None else (images, audio)
         return RALUPipelineOutput(images=images, stage_tokens=res.stage_tokens, transitions=res.transitions,
-                                  schedule=schedule, stage_calls=counter.stages, interrupted=res.interrupted,
-                                  audio=audio)
+                                  schedule=schedule if isinstance(schedule, Schedule) else self._fixed,
+                                  stage_calls=counter.stages, interrupted=res.interrupted, plan=plan, audio=audio)
 
 
 def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec, widths=None, dtype=None, device=None):
@@ -345,6 +423,10 @@ def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec, widt
     or a list of 2-D tensors, one per image), which need which, and the masks' embeddings."""
     n = check_positive_int("num_images_per_prompt", num_images_per_prompt)
     given = {k: kwargs[k] for k in spec.forms if kwargs.get(k) is not None}
+    for name in _texts(prompt, kwargs):      # the stock pipelines' rule: text or its embeddings, not both
+        embeds = "negative_prompt_embeds" if name.startswith("negative") else "prompt_embeds"
+        if embeds in given:
+            raise ValueError(f"give {name} or {embeds}, not both")
     if not given:
         if prompt is None:
             raise ValueError(f"give a prompt (a string or a list of them) or {spec.describe()}")
@@ -359,7 +441,8 @@ def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec, widt
     for k, needs in spec.requires.items():
         missing = [m for m in needs if k in given and m not in given]
         if missing:
-            raise ValueError(f"{k} need {' and '.join(missing)} (the embeddings of the same prompts)")
+            what = "attention mask" if all(m in spec.masks for m in missing) else "embeddings"
+            raise ValueError(f"{k} need {' and '.join(missing)} (the {what} of the same prompts)")
     batches = {k: len(v) for k, v in given.items()}
     if len(set(batches.values())) > 1:
         raise ValueError("prompt embeddings must share one batch size, got "
@@ -367,6 +450,30 @@ def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec, widt
     if n > 1:
         kwargs = {**kwargs, **{k: spec.repeat(v, n) for k, v in given.items()}}
     return kwargs, 1
+
+
+#: The pipelines' text arguments: each refused together with its embeddings, each encoded by text encoders.
+TEXT_ARGUMENTS = ("prompt", "prompt_2", "prompt_3", "negative_prompt", "negative_prompt_2", "negative_prompt_3")
+
+
+def _texts(prompt, kwargs) -> dict:
+    """The text arguments of a call that are given, by name."""
+    values = {"prompt": prompt, **{k: kwargs.get(k) for k in TEXT_ARGUMENTS[1:]}}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _max_sequence_length(backend, value) -> int:
+    """The call's ``max_sequence_length``: the pipeline's default, or a positive integer up to
+    the pipeline's own limit (FluxPipeline, StableDiffusion3Pipeline and ChromaPipeline: 512;
+    QwenImagePipeline: 1024)."""
+    if value is None:
+        return backend.default_max_sequence_length
+    value = check_positive_int("max_sequence_length", value)
+    limit = backend.max_sequence_length_limit
+    if limit is not None and value > limit:
+        raise ValueError(f"max_sequence_length cannot be greater than {limit} for {type(backend.pipe).__name__} "
+                         f"(its text encoder's limit), got {value}")
+    return value
 
 
 def _check_callback_output(out, current: dict) -> dict:
@@ -401,6 +508,18 @@ def _check_callback_output(out, current: dict) -> dict:
         cast = lambda new, was: new.to(was.dtype)  # noqa: E731
         checked[key] = [cast(n, w) for n, w in pairs] if isinstance(old, list) else cast(value, old)
     return checked
+
+
+def _no_strength(pipe) -> str:
+    """Why a pipeline that generates from noise takes no ``strength``, naming the one that starts from an image."""
+    from .backends.families import FAMILIES, family_of_pipeline
+
+    name = type(pipe).__name__
+    family = next((f for c in type(pipe).__mro__ for f in [family_of_pipeline(c.__name__)] if f is not None), None)
+    starts = [f"{p} to start from a{'' if c.start == 'video' else 'n'} {c.start}"
+              for f in FAMILIES if f is family for p, c in f.conditioned.items() if c.start]
+    hint = f"; load {' or '.join(starts)}" if starts else ""
+    return f"strength is for pipelines that start from an image or a video; {name} generates from noise{hint}"
 
 
 def _prompt_count(prompt, kwargs) -> int:

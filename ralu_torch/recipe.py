@@ -7,7 +7,10 @@ JSON file beside it. ``ralu generate`` writes only the formats that carry it
 
 A recipe comes from a file anyone may have written: :func:`check_recipe` holds every field
 ``--from`` uses to its type and range (one line naming the field otherwise), and the weights it
-names load from safetensors only (:mod:`ralu_torch.sources`)."""
+names load from safetensors only (:mod:`ralu_torch.sources`).
+
+What a run records is built here too, in one place: :func:`base_recipe` (the run's flags),
+:func:`job_recipe` (an image's own fields) and :func:`manifest_line` (its manifest line)."""
 
 from __future__ import annotations
 
@@ -172,3 +175,35 @@ def check_recipe(recipe: dict, path) -> dict:
             raise UsageError(f"{where!r}: its recipe's batch must be {{members: [{{prompt, seed, negative_prompt}}, "
                              "...] (at most 1024), index}}")
     return recipe
+
+
+# -- what a run records -------------------------------------------------------------------------
+
+def base_recipe(args, device: str, dtype_name: str, loras: list) -> dict:
+    """What every image of a run records of the run's flags (``args`` as ``ralu generate``
+    parses them), its device, dtype and LoRAs."""
+    return {"format": RECIPE_FORMAT, "model": args.model, "true_cfg": args.true_cfg,
+            "guidance_scale": args.guidance_scale, "max_sequence_length": args.max_sequence_length,
+            "dtype": dtype_name, "device": device, "upsample": args.upsample, "select": args.select,
+            "parameters": args.parameters, "loras": loras, "compile": bool(args.compile),
+            **({} if args.num_frames is None else {"num_frames": args.num_frames, "fps": args.fps})}
+
+
+def job_recipe(base: dict, job, schedule) -> dict:
+    """The recipe of ``job`` (a :class:`~ralu_torch.jobs.Job`) before it runs: the run's
+    ``base`` and the job's own fields; ``schedule`` is ``(fixed schedule or None, layout,
+    source)``. What the run adds after sampling (the schedule solved, the versions) comes later."""
+    fixed, _, source = schedule
+    return {**base, "prompt": job.prompt, "negative_prompt": job.negative_prompt, "seed": job.seed,
+            "height": job.height, "width": job.width, "schedule": None if fixed is None else fixed.to_dict(),
+            "schedule_source": str(source)}
+
+
+def manifest_line(rec: dict) -> dict:
+    """A manifest line's description of an image (timings added by the run that made it)."""
+    sched = rec.get("schedule") or {}
+    return {"prompt": rec.get("prompt"), "negative_prompt": rec.get("negative_prompt"), "seed": rec.get("seed"),
+            "width": rec.get("width"), "height": rec.get("height"), "model": rec.get("model"),
+            "schedule": sched, "preset": (sched.get("info") or {}).get("preset"), "dtype": rec.get("dtype"),
+            "device": rec.get("device"), "loras": rec.get("loras"), "seconds": None, "tflops": None,
+            **({"num_frames": rec["num_frames"], "fps": rec.get("fps")} if rec.get("num_frames") is not None else {})}

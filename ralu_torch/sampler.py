@@ -28,11 +28,11 @@ import torch.nn.functional as F
 from ralu_schedule import Plan, Schedule
 from ralu_schedule.layout import check_schedule_finite
 
-from .noise import draw, kept_scale, reinjection_noise
+from .noise import check_generators, draw, kept_scale, reinjection_noise
 from .selection import check_mask, selection_policy
 from .solvers import stage_scheduler, step_takes_generator
-from .tokens import (TokenSet, check_mode, child_source, noise_shape, noise_tokens, pack, raster_latent, to_latent,
-                     upsample_values)
+from .tokens import (TokenSet, check_mode, child_source, latent_tokens, noise_shape, noise_tokens, pack, raster_latent,
+                     to_latent, upsample_values)
 
 
 @dataclass
@@ -83,7 +83,7 @@ class SampleResult:
 def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple, generator, upsample: str = "latent",
            kept_noise: str = "exact", select="edges", edge_thresholds=(0.1, 0.2), noise_sampler=None,
            solver=None, callback=None, progress=None, record: bool = False, scope=None,
-           latents=None) -> SampleResult:
+           latents=None, start=None) -> SampleResult:
     """Run every stage of ``schedule`` (a :class:`~ralu_schedule.Schedule` or an edited
     :class:`~ralu_schedule.Plan`) on a ``grid`` of full-resolution tokens. ``record=True``
     keeps a :class:`TransitionRecord` per transition (token sets, selection, decoded
@@ -92,8 +92,16 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
     fresh copy over its own sigmas (:func:`ralu_torch.solvers.stage_scheduler`). ``scope``
     (:class:`ralu_torch.caches.StageScope`) scopes diffusers' cache hooks to stages, wraps
     each model call, and can interrupt the run after any step; an interrupted run returns
-    its current state painted on the full-resolution grid (``interrupted=True``)."""
+    its current state painted on the full-resolution grid (``interrupted=True``).
+
+    ``start``: the clean latent ``(B, C, 2 rows, 2 cols)`` (model space, full resolution) of an
+    image to start from. The first stage then starts from it brought to its token set
+    (:func:`~ralu_torch.tokens.latent_tokens`: average-pooled to the stage's resolution) and
+    noised to the stage's first sigma as diffusers' ``scale_noise`` does,
+    ``x = sigma * noise + (1 - sigma) * latent``, with the noise drawn at that resolution (or
+    ``latents``) as for a run from noise."""
     check_mode(upsample)
+    check_generators(generator, batch)          # whether or not caller latents leave it unused
     plan = schedule.plan if isinstance(schedule, Schedule) else schedule
     if not isinstance(plan, Plan):
         raise ValueError(f"schedule must be a ralu_schedule.Schedule or Plan, got {type(schedule).__name__}")
@@ -108,6 +116,8 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
     shape = noise_shape(backend.noise_layout, batch, backend.features, grid[0] // D, grid[1] // D)
     x = (noise_tokens(backend.noise_layout, noise(shape, generator, device)) if latents is None
          else _initial_latents(latents, shape, backend.noise_layout, device))
+    if start is not None:
+        x = noised_start(start, x, tokens, plan.stages[0].sigmas[0])
     side = getattr(cond, "side", None)
     if side is not None:                                          # drawn after the tokens' noise, as the pipeline does
         side.start(noise, generator, device)
@@ -129,10 +139,10 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
             scope.start_stage(k, calls[k], tokens.length)
         if sched is None:
             x, v = run_steps(backend, x, positions, sig, cond, stage=k, first_step=step, callback=callback, bar=bar,
-                             scope=scope, host=stage.sigmas)
+                             scope=scope, host=stage.sigmas, steps=lay.total_steps)
         else:
             x, v = run_scheduler(backend, x, positions, sched, cond, generator, stage=k, first_step=step,
-                                 callback=callback, bar=bar, scope=scope)
+                                 callback=callback, bar=bar, scope=scope, steps=lay.total_steps)
         step += calls[k]
         if bar is not None:
             bar.close()
@@ -161,17 +171,32 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
     return result
 
 
+def noised_start(start: torch.Tensor, noise: torch.Tensor, tokens: TokenSet, sigma: float) -> torch.Tensor:
+    """The first stage's state of a run from an image: the image's full-resolution latent
+    ``start`` read on the stage's ``tokens`` (the one rule, :func:`~ralu_torch.tokens.latent_tokens`),
+    noised to ``sigma`` with ``noise`` (tokens of the same set): ``sigma noise + (1 - sigma) image``."""
+    expected = (tokens.batch, noise.shape[-1] // 4, 2 * tokens.grid[0], 2 * tokens.grid[1])
+    if not isinstance(start, torch.Tensor) or tuple(start.shape) != expected:
+        raise ValueError(f"the image to start from must be a latent of shape {expected}, got "
+                         f"{type(start).__name__} {tuple(getattr(start, 'shape', ()))}")
+    image = latent_tokens(start.to(device=noise.device, dtype=torch.float32), tokens)
+    sigma = float(sigma)
+    return sigma * noise + (1.0 - sigma) * image
+
+
 def run_steps(backend, x, positions, sig, cond, *, stage=0, first_step=0, callback=None, bar=None, scope=None,
-              host=None):
+              host=None, steps=None):
     """Euler steps over ``sig`` (the stage's sigmas on the device) at prepared ``positions``;
     returns the state and the last velocity. Nothing here synchronises with the host (the
     tests run it under :class:`ralu_torch.testing.HostSyncDetector`), so a step can be
-    captured in a CUDA graph. ``host``: the same sigmas as Python numbers, for a backend
-    that picks its model by the noise level (``before_call``)."""
+    captured in a CUDA graph. ``host``: the same sigmas as Python numbers, and ``steps`` the
+    run's step count, for a backend whose call depends on the noise level or the step
+    (``before_call``: Wan 2.2's experts, SD3's skip-layer guidance)."""
     v = None
     side = getattr(cond, "side", None)
     for i in range(len(sig) - 1):
-        v = _velocity(backend, x, positions, sig[i], cond, scope, i, None if host is None else host[i])
+        v = _velocity(backend, x, positions, sig[i], cond, scope, i, None if host is None else host[i],
+                      first_step + i, steps)
         x = x + (sig[i + 1] - sig[i]) * v
         if side is not None:
             side.euler(sig[i + 1] - sig[i])
@@ -184,10 +209,10 @@ def run_steps(backend, x, positions, sig, cond, *, stage=0, first_step=0, callba
     return x, v
 
 
-def _velocity(backend, x, positions, sigma, cond, scope, index, host_sigma=None):
+def _velocity(backend, x, positions, sigma, cond, scope, index, host_sigma=None, step=None, steps=None):
     hook = getattr(backend, "before_call", None)
     if hook is not None:
-        hook(host_sigma)
+        hook(host_sigma, step, steps)
     if scope is None:
         return backend.velocity(x, positions, sigma, cond)
     with scope.call(index, sigma):
@@ -195,7 +220,7 @@ def _velocity(backend, x, positions, sigma, cond, scope, index, host_sigma=None)
 
 
 def run_scheduler(backend, x, positions, sched, cond, generator, *, stage=0, first_step=0, callback=None, bar=None,
-                  scope=None):
+                  scope=None, steps=None):
     """One stage on a stage scheduler (:func:`~ralu_torch.solvers.stage_scheduler`): a model
     call per entry of ``sched.timesteps`` at the sigma it stands for, then the scheduler's
     own ``step``. Returns the state and the last velocity."""
@@ -206,7 +231,8 @@ def run_scheduler(backend, x, positions, sched, cond, generator, *, stage=0, fir
     side_sched = None if side is None else copy.deepcopy(sched)      # its own copy, as the pipeline keeps one
     for i, t in enumerate(sched.timesteps):
         sigma = sched.ralu_model_sigmas[i]
-        v = _velocity(backend, x, positions, sigma, cond, scope, i, None if host is None else host[i])
+        v = _velocity(backend, x, positions, sigma, cond, scope, i, None if host is None else host[i],
+                      first_step + i, steps)
         x = sched.step(v, t, x, return_dict=False, **kwargs)[0]
         if side is not None:
             side.state = side_sched.step(side.velocity, t, side.state, return_dict=False, **kwargs)[0]

@@ -67,7 +67,7 @@ def test_a_clips_recipe_with_a_bom_reads_as_without(tmp_path):
 
 
 def test_model_configs_with_a_bom_read_as_without(model_dir, tmp_path):
-    from ralu_torch.generate import _family
+    from ralu_torch.generation.plan import model_family as _family
 
     marked = tmp_path / "marked"
     for config in model_dir.rglob("*.json"):

@@ -440,7 +440,7 @@ def test_inpainting_and_controlnet_pipelines_are_refused_by_name_with_the_reason
         backend_for(fake)
     assert "\n" not in str(err.value)
     if cls.startswith("Flux"):
-        assert "of its image-conditioned pipelines RALU runs FluxFillPipeline, FluxControlPipeline" in str(err.value)
+        assert "of its image-conditioned pipelines RALU runs FluxImg2ImgPipeline, FluxFillPipeline, FluxControlPipeline" in str(err.value)
 
 
 # -- every image input either checks out as the stock processor reads it, or is one clean line -------------------

@@ -32,7 +32,8 @@ def test_wan_models_are_video_models_with_cfg():
     assert MODELS["wan2.2-t2v-a14b"].transformer == MODELS["wan2.1-t2v-14b"].transformer
     assert MODELS["wan2.2-ti2v-5b"].vae == WAN22_VAE and MODELS["wan2.2-ti2v-5b"].transformer.expand_timesteps
     assert not any(MODELS[n].transformer.expand_timesteps for n in WAN[:3])
-    assert not any(s.is_video for n, s in MODELS.items() if n not in WAN and s.transformer.family == "wan")
+    # the video models are Wan's: text-to-video, and image-to-video (tests/test_cost_conditioned.py); and LTX-2
+    assert {n for n, s in MODELS.items() if s.is_video} == set(WAN) | {n for n in MODELS if "-i2v" in n} | {"ltx-2"}
 
 
 # -- frames ----------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 import pytest
 import sympy as sp
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
+from profiles import examples
 from ralu_schedule import block_noise_beta, derive, reinjection
 from ralu_schedule.derivation import in_delta_form, kept_token_residual
 
@@ -30,7 +31,7 @@ def test_kept_tokens_use_the_same_coefficients(symbolic):
     assert kept_token_residual(symbolic) == 0
 
 
-@settings(max_examples=200, deadline=None)
+@examples(200)
 @given(st.floats(0.01, 0.99), st.floats(1e-4, 1.0), st.integers(2, 5))
 def test_closed_form_equals_derivation(symbolic, e, frac, f):
     c = frac / f**2

@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 from scipy.integrate import quad
 
+from profiles import examples
 from ralu_schedule import ShiftedTime
 from ralu_schedule.strategies import shifted_times
 
@@ -18,7 +19,7 @@ def test_cdf_of_ppf_is_identity(d, q):
     assert d.cdf(d.ppf(q)) == pytest.approx(q, abs=1e-10)
 
 
-@settings(max_examples=40)
+@examples(40)
 @given(dists())
 def test_pdf_integrates_to_one_and_is_cdf_derivative(d):
     total, _ = quad(d.pdf, d.start, d.end, epsabs=1e-12)

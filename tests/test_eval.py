@@ -249,6 +249,92 @@ def test_a_rerun_resumes_and_makes_nothing(flux_eval, capsys):
     assert {p: p.stat().st_mtime_ns for p in images} == before
 
 
+def copied(flux_eval, tmp_path):
+    """The fixture's command and a copy of its output folder (the recipe does not name the folder)."""
+    import shutil
+
+    argv, out, _ = flux_eval
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    k = argv.index("--out-dir")
+    return argv[:k + 1] + [str(copy)] + argv[k + 2:], copy
+
+
+def one_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("ralu: error:"), err
+    return err[0]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "strings", "a configuration missing", "a directory", "not UTF-8"])
+def test_a_damaged_timing_file_is_one_line_naming_it_before_anything_runs(flux_eval, tmp_path, capsys, damage):
+    argv, out = copied(flux_eval, tmp_path)
+    path = out / "timing.json"
+    kept = json.loads(path.read_text())
+    if damage == "truncated":
+        path.write_text(path.read_text()[:60])
+    elif damage == "strings":
+        path.write_text(json.dumps({**kept, "seconds": {k: "fast" for k in kept["seconds"]}}))
+    elif damage == "a configuration missing":
+        path.write_text(json.dumps({**kept, "seconds": dict(list(kept["seconds"].items())[1:])}))
+    elif damage == "a directory":
+        path.unlink()
+        path.mkdir()
+    else:
+        path.write_bytes(b"\xff\xfe{}")
+    before = {p: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = one_error(capsys)
+    if damage == "a directory":
+        assert "timing.json' is a directory, where ralu eval writes its timing.json" in err, err
+    else:
+        assert "timing.json' is damaged" in err and "delete it to time again, or pass --overwrite" in err, err
+    assert {p: p.stat().st_mtime_ns for p in out.iterdir() if p.is_file()} == before      # nothing written
+    if damage == "truncated":
+        assert main(argv + ["--overwrite"]) == 0                 # times again, replacing it
+        assert set(json.loads(path.read_text())["seconds"]) == set(kept["seconds"])
+
+
+def test_a_folder_of_earlier_results_is_refused_resumed_or_overwritten(flux_eval, tmp_path, capsys):
+    argv, out = copied(flux_eval, tmp_path)
+    record = json.loads((out / "eval.json").read_text())
+    assert set(record["files"]) == {"eval.md", "eval.csv", "eval.png", "scores.csv", "contact_sheet.png",
+                                    "timing.json"}
+    md = out / "eval.md"
+    md.write_text(md.read_text() + "my notes\n")                # edited by hand: never replaced unasked
+    capsys.readouterr()
+    assert main(argv) == 2
+    assert "eval.md' is not as ralu eval wrote it" in one_error(capsys)
+    assert md.read_text().endswith("my notes\n")
+    md.unlink()                                                # gone: the rest resumes, eval.md is made again
+    assert main(argv) == 0 and "timing: reusing" in capsys.readouterr().out and md.is_file()
+    # another recipe: refused, naming what differs; --overwrite replaces the results (and drops the sheet)
+    assert main(argv + ["--sheet", "0", "--repeats", "2"]) == 2
+    assert "holds the results of another ralu eval (it differs in repeats, sheet)" in one_error(capsys)
+    other = argv + ["--sheet", "0"]
+    assert main(other + ["--overwrite"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("nothing to do: 6 image(s) already there") == 3 and "timing: reusing" in printed
+    assert not (out / "contact_sheet.png").exists()
+    assert set(json.loads((out / "eval.json").read_text())["files"]) == {"eval.md", "eval.csv", "eval.png",
+                                                                          "scores.csv", "timing.json"}
+    assert main(other) == 0                                    # and they are this recipe's now: it resumes
+
+
+def test_results_a_run_did_not_write_are_refused_in_one_line(model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "eval.md").write_text("# my own notes\n")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red cat\n")
+    capsys.readouterr()
+    assert main(["eval", "--model", str(model_dir), "--configs", "baseline:2", "flux-dev-7x", "--out-dir", str(out),
+                 "--prompts", str(prompts), "--metrics", "psnr", *SMALL]) == 2
+    assert "eval.md' exists and was not written by ralu eval" in one_error(capsys)
+    assert (out / "eval.md").read_text() == "# my own notes\n" and sorted(p.name for p in out.iterdir()) == ["eval.md"]
+
+
 def test_the_baseline_is_the_stock_pipeline(flux_eval, model_dir):
     """baseline:N runs RALU's one-stage layout, which equals FluxPipeline with N steps."""
     from diffusers import FluxPipeline
@@ -277,7 +363,7 @@ def test_a_cache_on_sd3_and_an_analytic_only_config_are_refused_in_one_line(tmp_
                  str(out), "--metrics", "psnr", *SD3]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ralu: error:")]
     assert len(errors) == 1 and "no diffusers cache support" in errors[0]
-    assert not list((out / "images").rglob("*.png")) if out.exists() else True
+    assert not out.exists()                                # refused: no folder made
     # SD3 runs its own preset, and the FLUX preset is refused by family
     assert main(["eval", "--model", str(sd3), "--configs", "baseline:2", "sd3-medium-7x", "--out-dir", str(out),
                  "--metrics", "psnr", "ssim", "--sheet", "0", *SD3]) == 0

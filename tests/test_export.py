@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
+from profiles import examples
 from ralu_schedule import preset, solve
 from ralu_schedule.cli import main
 from ralu_schedule.cost import layout_cost
@@ -14,7 +15,7 @@ from ralu_schedule.export import (EXACT_SIGMA_CONFIG, FORMATS, diffusers_stages,
 from ralu_schedule.strategies import schedules
 
 
-@settings(max_examples=25, deadline=None)
+@examples(25)
 @given(schedules())
 def test_every_route_carries_the_same_sigmas_and_transitions(sched):
     lists = sigma_lists(sched)

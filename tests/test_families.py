@@ -256,11 +256,12 @@ def test_unsupported_and_image_conditioned_pipelines_are_refused_by_name(pipes):
     from ralu_torch.backends.families import SUPPORTED
 
     pipe = pipes("qwen-image")
-    edit = diffusers.QwenImageImg2ImgPipeline(**pipe.components)
-    with pytest.raises(ValueError, match=f"RALU cannot run QwenImageImg2ImgPipeline: it runs the text-to-image "
+    edit = diffusers.QwenImageInpaintPipeline(**pipe.components)
+    with pytest.raises(ValueError, match=f"RALU cannot run QwenImageInpaintPipeline: it runs the text-to-image "
                                          f"and text-to-video pipelines {', '.join(SUPPORTED)}; load the text-to-image QwenImagePipeline"):
         RALU(edit)
-    with pytest.raises(ValueError, match="RALU does not take image= with Flux2Pipeline: reference images"):
+    # FLUX.2 takes reference images (tests/test_references.py): what its pipeline cannot take is refused by its rule
+    with pytest.raises(ValueError, match="Flux2Pipeline cannot take reference image 1: Image must be a PIL.Image.Image"):
         RALU(pipes("flux2-dev"), MIXED)(**tiny_inputs(pipes("flux2-dev")), image=[object()], height=128, width=128)
 
 
@@ -284,8 +285,8 @@ def test_presets_of_another_family_are_refused_unless_forced(pipes):
     ("flux2-dev", dict(negative_prompt="blurry"), "RALU with Flux2Pipeline does not take 'negative_prompt'"),
     ("qwen-image", dict(negative_prompt_embeds=torch.zeros(1, 8, 32), true_cfg_scale=1.0),
      "a negative prompt on Qwen-Image needs true_cfg_scale > 1"),
-    ("chroma", dict(negative_prompt_embeds=torch.zeros(1, 8, 32), guidance_scale=1.0),
-     "a negative prompt on Chroma needs guidance_scale > 1"),
+    ("chroma", dict(negative_prompt_embeds=torch.zeros(1, 8, 32), negative_prompt_attention_mask=torch.ones(
+        1, 8, dtype=torch.bool), guidance_scale=1.0), "a negative prompt on Chroma needs guidance_scale > 1"),
     ("z-image-turbo", dict(negative_prompt_embeds=[torch.zeros(4, 32)], guidance_scale=0.0),
      "a negative prompt on Z-Image needs guidance_scale > 0"),
     ("z-image", dict(prompt_embeds=torch.zeros(1, 8, 32)), r"prompt_embeds must be a list of 2-D"),

@@ -16,6 +16,7 @@ from PIL import Image
 
 from ralu_schedule._errors import UsageError
 from ralu_torch import generate as gen_module
+from ralu_torch.generation import load as load_module, plan as plan_module, write as write_module
 from ralu_torch.cli import main
 from ralu_torch.jobs import (Entry, Plan, batches, lora_spec, merge_manifest, parse_size, read_lines,
                              read_prompts)
@@ -105,7 +106,7 @@ def test_a_schedule_solved_at_call_time_resumes_too(model_dir, tmp_path, capsys)
 def test_an_interrupted_run_keeps_its_images_and_lines_and_a_rerun_resumes(model_dir, prompts, tmp_path, capsys,
                                                                              monkeypatch):
     out = tmp_path / "out"
-    save = gen_module._save
+    save = write_module.save
     calls = []
 
     def save_then_stop(image, path, recipe):
@@ -114,12 +115,12 @@ def test_an_interrupted_run_keeps_its_images_and_lines_and_a_rerun_resumes(model
         calls.append(path.name)
         save(image, path, recipe)
 
-    monkeypatch.setattr(gen_module, "_save", save_then_stop)
+    monkeypatch.setattr(write_module, "save", save_then_stop)
     assert run_many(model_dir, prompts, out) == 130
     assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png", "00002.png", "manifest.jsonl"]
     assert [r["file"] for r in manifest(out)] == ["00000.png", "00001.png", "00002.png"]
     kept = stamps(out)
-    monkeypatch.setattr(gen_module, "_save", save)
+    monkeypatch.setattr(write_module, "save", save)
     capsys.readouterr()
     assert run_many(model_dir, prompts, out) == 0
     printed = capsys.readouterr().out
@@ -323,6 +324,7 @@ def free_port():
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 def test_two_accelerate_processes_split_a_prompts_file(model_dir, prompts, tmp_path, capsys):
     """``accelerate launch --multi_gpu`` starts its processes with torch's launcher; on this
     CPU-only machine they run on the CPU over gloo (``accelerate launch --cpu`` would start one)."""
@@ -420,19 +422,19 @@ def test_processes_that_disagree_on_the_work_are_refused(monkeypatch):
     import accelerate.utils
 
     monkeypatch.setattr(accelerate.utils, "gather_object", lambda mine: mine * 2)
-    gen_module._check_agreement(3, {1})                     # all agree: nothing raised
+    plan_module.check_agreement(3, {1})                    # all agree: nothing raised
     monkeypatch.setattr(accelerate.utils, "gather_object", lambda mine: mine + [(2, "another digest")])
     with pytest.raises(UsageError, match=r"the processes disagree on the images still to make \(2, 2 per process\)"):
-        gen_module._check_agreement(3, {1})
+        plan_module.check_agreement(3, {1})
 
 
 def test_the_dtype_keyword_follows_the_installed_diffusers(monkeypatch):
     import torch
     from diffusers.utils import deprecation_utils
 
-    assert gen_module.dtype_kwarg(torch.bfloat16) == {"dtype": torch.bfloat16}        # this diffusers: dtype
+    assert load_module.dtype_kwarg(torch.bfloat16) == {"dtype": torch.bfloat16}        # this diffusers: dtype
     monkeypatch.delattr(deprecation_utils, "_resolve_dtype")                          # an older one
-    assert gen_module.dtype_kwarg(torch.bfloat16) == {"torch_dtype": torch.bfloat16}
+    assert load_module.dtype_kwarg(torch.bfloat16) == {"torch_dtype": torch.bfloat16}
 
 
 def test_the_default_preset_is_the_models_own(tmp_path, capsys):
@@ -446,7 +448,7 @@ def test_the_default_preset_is_the_models_own(tmp_path, capsys):
     assert {r["preset"] for r in manifest(tmp_path / "out")} == {"sd3-medium-7x"}
     schnell = tmp_path / "schnell"
     flux_pipeline(guidance_embeds=False).save_pretrained(schnell)
-    family, variant = gen_module._family(str(schnell))
+    family, variant = plan_module.model_family(str(schnell))
     assert (family.name, variant) == ("flux", "flux-schnell")
 
 
@@ -508,10 +510,10 @@ def test_any_flags_give_one_error_line_or_reach_loading(tmp_path_factory, model_
         values = FLAG_VALUES[flag]
         argv += [flag, values[pick % len(values)]]
     argv += sorted(switches)
-    cwd, load = os.getcwd(), gen_module._load
+    cwd, load = os.getcwd(), gen_module.load_pipeline
     err = io.StringIO()
     os.chdir(work)
-    gen_module._load = lambda *a, **k: (_ for _ in ()).throw(Loaded())
+    gen_module.load_pipeline = lambda *a, **k: (_ for _ in ()).throw(Loaded())
     try:
         with contextlib.redirect_stderr(err):
             code = main(argv)
@@ -519,7 +521,7 @@ def test_any_flags_give_one_error_line_or_reach_loading(tmp_path_factory, model_
         code = "loaded"
     finally:
         os.chdir(cwd)
-        gen_module._load = load
+        gen_module.load_pipeline = load
     if code != "loaded":
         lines = err.getvalue().strip().splitlines()
         assert code == 2 and lines and lines[-1].startswith("ralu: error: "), (argv, err.getvalue())

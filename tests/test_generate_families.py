@@ -18,7 +18,7 @@ FAMILY = {"flux-dev": "flux", "flux-schnell": "flux", "sd3-medium": "sd3", "flux
 
 @pytest.mark.parametrize("model", TINY_MODELS)
 def test_family_and_variant_come_from_the_configs(model, tmp_path):
-    from ralu_torch.generate import _family
+    from ralu_torch.generation.plan import model_family as _family
 
     tiny_pipeline(model).save_pretrained(tmp_path)
     family, variant = _family(str(tmp_path))

@@ -11,13 +11,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from profiles import examples
 from ralu_torch import RALU
 from ralu_torch import generate as gen_module
+from ralu_torch.generation import write as write_module
 from ralu_torch.cli import main
 from ralu_torch.jobs import LOCK, DirectoryLock, Entry, Plan
 from ralu_torch.recipe import RECIPE_FORMAT, RECIPE_KEY
@@ -89,7 +91,7 @@ def clip_with_recipe(path: Path, recipe) -> Path:
     return path
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@examples(60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fields=st.dictionaries(FIELDS, JSONS | st.just("x" * 200_000) | st.just("../../etc/passwd"), max_size=5),
        suffix=st.sampled_from([".png", ".mp4"]))
 def test_hostile_recipes_give_one_line_never_a_traceback(tmp_path_factory, monkeypatch, capsys, fields, suffix):
@@ -136,14 +138,14 @@ def test_a_plan_of_a_billion_images_costs_nothing_until_asked():
 
 def test_a_billion_image_run_writes_its_first_image_at_once(model_dir, tmp_path, capsys, monkeypatch):
     saved = []
-    original = gen_module._save
+    original = write_module.save
 
     def save_then_stop(image, path, recipe):
         original(image, path, recipe)
         saved.append(path.name)
         raise KeyboardInterrupt                               # as a user stopping it after the first image
 
-    monkeypatch.setattr(gen_module, "_save", save_then_stop)
+    monkeypatch.setattr(write_module, "save", save_then_stop)
     out = tmp_path / "out"
     assert main(["generate", "--model", str(model_dir), "--prompt", "a cat", "--num-images", str(10**9),
                  "--out-dir", str(out), *SMALL]) == 130
@@ -173,14 +175,14 @@ def test_a_second_run_into_a_directory_being_written_is_refused(model_dir, tmp_p
 def test_a_run_that_takes_the_directory_while_the_model_loads_wins(model_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "new"                                # not there yet: nothing to find before loading
     other = DirectoryLock(out)
-    original = gen_module._load
+    original = gen_module.load_pipeline
 
     def load_while_another_run_starts(*args, **kwargs):
         out.mkdir()
         assert other.acquire() is None
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(gen_module, "_load", load_while_another_run_starts)
+    monkeypatch.setattr(gen_module, "load_pipeline", load_while_another_run_starts)
     try:
         assert main(["generate", "--model", str(model_dir), "--prompt", "a cat", "--out-dir", str(out), *SMALL]) == 2
         assert "is being written by another ralu generate" in one_line(capsys)
@@ -230,8 +232,8 @@ def test_a_manifest_line_that_cannot_be_written_takes_its_image_back(model_dir, 
     out = tmp_path / "out"
     args = ["generate", "--model", str(model_dir), "--prompt", "a cat", "--num-images", "3", "--out-dir", str(out),
             *SMALL]
-    monkeypatch.setattr(gen_module, "append_line", lambda path, rec: _patched(monkeypatch, jobs_module, half_then_full,
-                                                                              path, rec))
+    monkeypatch.setattr(write_module, "append_line", lambda path, rec: _patched(monkeypatch, jobs_module, half_then_full,
+                                                                                path, rec))
     assert main(args) == 1
     assert "cannot write" in one_line(capsys)
     lines = (out / "manifest.jsonl").read_text().splitlines()
@@ -283,7 +285,7 @@ def test_a_real_full_disk(model_dir, tmp_path, capsys):
 
 def test_a_failed_run_leaves_no_empty_output_directory(tmp_path, capsys, model_dir, monkeypatch):
     out = tmp_path / "never"
-    monkeypatch.setattr(gen_module, "_run", lambda *a, **k: (_ for _ in ()).throw(ValueError("the model broke")))
+    monkeypatch.setattr(write_module, "run_batch", lambda *a, **k: (_ for _ in ()).throw(ValueError("the model broke")))
     assert main(["generate", "--model", str(model_dir), "--prompt", "a cat", "--out-dir", str(out), *SMALL]) == 2
     assert not out.exists()
 

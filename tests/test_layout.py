@@ -2,14 +2,15 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from profiles import examples
 from ralu_schedule import FORMAT, Layout, Schedule, preset, solve, upsample_count
 from ralu_schedule.strategies import schedules
 
 
-@settings(max_examples=60, deadline=None)
+@examples(60)
 @given(schedules())
 def test_json_round_trip(s):
     back = Schedule.from_json(s.to_json())
@@ -142,7 +143,7 @@ def test_stage_tokens_refuses_non_positive_grids(rows, cols):
         Layout(steps=(2, 3), ends=(0.3, 1.0)).stage_tokens(rows, cols)
 
 
-@settings(max_examples=200, deadline=None)
+@examples(200)
 @given(st.integers(-64, 64), st.integers(-64, 64))
 def test_stage_tokens_is_positive_and_increasing_or_refused(rows, cols):
     lay = Layout(steps=(2, 3, 5), ends=(0.2, 0.3, 1.0), fractions=(0.1, 1.0))

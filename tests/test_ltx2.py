@@ -307,7 +307,7 @@ def test_generate_writes_a_clip_with_its_sound_and_eval_refuses_it(tmp_path, cap
 
     from ralu_torch.backends.families import BY_NAME
     from ralu_torch.cli import main
-    from ralu_torch.generate import _call_args
+    from ralu_torch.generation.execute import call_args
     from ralu_torch.jobs import Job
     from ralu_torch.testing import ltx2_pipeline_with_text
 
@@ -331,8 +331,8 @@ def test_generate_writes_a_clip_with_its_sound_and_eval_refuses_it(tmp_path, cap
         guidance_scale = max_sequence_length = true_cfg = None
         num_frames, fps = 5, 12.0
 
-    assert _call_args(Args, [job], BY_NAME["ltx2"])["frame_rate"] == 12.0
-    assert "frame_rate" not in _call_args(Args, [job], BY_NAME["wan"])
+    assert call_args(Args, [job], BY_NAME["ltx2"])["frame_rate"] == 12.0
+    assert "frame_rate" not in call_args(Args, [job], BY_NAME["wan"])
     capsys.readouterr()
     prompts = tmp_path / "p.txt"
     prompts.write_text("a red cat\n")

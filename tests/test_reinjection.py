@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
+from profiles import examples
 from ralu_schedule import (block_noise_beta, nearest_upsampling_matrix, noise_covariance, reinjection,
                            sample_block_noise)
 from ralu_schedule.reinjection import reinjected_moments
@@ -26,7 +27,7 @@ def test_closed_form_identities(t):
     assert 0 < rj.restart < e
 
 
-@settings(max_examples=40, deadline=None)
+@examples(40)
 @given(transitions(), st.integers(1, 3), st.integers(1, 3), st.integers(0, 2**32 - 1))
 def test_reinjected_marginal_is_exact(t, h, w, seed):
     """x_s | x1 ~ N(s U x1, (1-s)^2 I) for upsampled blocks (covariance algebra)."""

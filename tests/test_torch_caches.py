@@ -179,3 +179,28 @@ def test_taylorseer_policy_matches_diffusers_rule():
     assert TaylorSeerPolicy(interval=2, warmup=1).full_steps(5) == (0, 2, 4)
     with pytest.raises(ValueError, match="predicted_cost must lie in"):
         TaylorSeerPolicy(predicted_cost=2.0)
+
+
+@pytest.mark.parametrize("model, config, message", [
+    ("chroma", FirstBlockCacheConfig(), "FirstBlockCacheConfig cannot run on ChromaTransformer2DModel: diffusers has no "
+                                        "description of its ChromaTransformerBlock"),
+    ("chroma", SeaCacheConfig(), "SeaCacheConfig cannot run on ChromaTransformer2DModel"),
+    ("qwen-image", FirstBlockCacheConfig(), "needs a first and a last transformer block, and this model has 1"),
+    ("flux2-klein-base-4b", FirstBlockCacheConfig(), "FirstBlockCacheConfig cannot run on Flux2Transformer2DModel: "
+                                                     "diffusers' First Block Cache fails inside its hooks"),
+])
+def test_a_cache_the_model_cannot_take_is_refused_by_name_at_construction(model, config, message):
+    """diffusers' own failures here are internal (a block class "not registered", an IndexError
+    from its hook installer, a TypeError at the first call) and leave hooks half installed; RALU
+    refuses the cache by name, with the model and why, before installing anything. (The tiny
+    Qwen-Image has one block: First Block Cache needs two.)"""
+    from ralu_torch.testing import tiny_inputs, tiny_pipeline
+
+    pipe = tiny_pipeline(model)
+    with pytest.raises(ValueError, match=message):
+        RALU(pipe, "flux-dev-7x", cache=config, allow_other_model=True)
+    assert pipe.transformer._cache_config is None
+    assert not any(getattr(m, "_diffusers_hook", None) is not None and m._diffusers_hook.hooks
+                   for m in pipe.transformer.modules())                         # nothing left behind
+    assert RALU(pipe, "flux-dev-7x", allow_other_model=True)(**tiny_inputs(pipe), height=64, width=64,
+                                                              output_type="latent").images.isfinite().all()

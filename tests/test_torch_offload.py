@@ -44,7 +44,7 @@ def test_sequential_offload_to_the_cpu_fails_in_the_stock_pipeline():
     the copy is a plain tensor; accelerate's hooks put it in the parameter's place, and their
     next offload (``param_cls(value, requires_grad=...)`` with ``param_cls`` now ``Tensor``) is a
     TypeError. The stock FluxPipeline fails so, before RALU is involved. When an upgrade makes
-    this pass, the refusal (``ralu_torch.generate.check_offload``) and docs/generate.md go."""
+    this pass, the refusal (``ralu_torch.generation.load.check_offload``) and docs/generate.md go."""
     assert type(torch.nn.Parameter(torch.zeros(2)).to("cpu:0")) is torch.Tensor       # the copy, not the parameter
     pipe = tiny_flux()
     pipe.enable_sequential_cpu_offload(device="cpu")

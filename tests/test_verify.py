@@ -4,15 +4,16 @@ import dataclasses
 import json
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 
+from profiles import examples
 from ralu_schedule import Layout, Plan, Schedule, preset, token_grid
 from ralu_schedule.strategies import layouts, resolutions, schedules
 from ralu_schedule.verify import (VerificationError, check_density_matching, check_json_round_trip,
                                   check_reinjection, verify)
 
 
-@settings(max_examples=40)
+@examples(40)
 @given(schedules(layouts(factors=(2, 3))))
 def test_every_drawn_schedule_passes_every_check(s):
     report = verify(s)
@@ -20,7 +21,7 @@ def test_every_drawn_schedule_passes_every_check(s):
     assert report["density"]["jsd"] == s.jsd
 
 
-@settings(max_examples=40)
+@examples(40)
 @given(layouts().flatmap(lambda lay: resolutions(lay).map(lambda r: (lay, r))))
 def test_drawn_resolutions_split_by_their_layout(case):
     lay, (height, width) = case

@@ -62,3 +62,109 @@ def counted(fn, *, result: bool = False):
     attention = sum(v for k, v in per_op.items() if "bmm" in k or "attention" in k)
     full = fc.get_total_flops()
     return (full, full - attention, out) if result else (full, full - attention)
+
+
+#: The pipelines that start from an image (or a clip) RALU runs, by the tiny model of
+#: ralu_torch.testing.tiny_pipeline they are built on.
+IMG2IMG = {"FluxImg2ImgPipeline": "flux-dev", "StableDiffusion3Img2ImgPipeline": "sd3-medium",
+           "QwenImageImg2ImgPipeline": "qwen-image", "ZImageImg2ImgPipeline": "z-image",
+           "ChromaImg2ImgPipeline": "chroma", "WanVideoToVideoPipeline": "wan2.1-t2v-14b"}
+
+
+def tiny_img2img(name: str, scheduler: str = "euler"):
+    """``(pipeline, text-to-image pipeline)``: the tiny ``name`` (one of :data:`IMG2IMG`) on the
+    components of its family's tiny text-to-X pipeline (Wan: ``scheduler`` "euler" or "unipc")."""
+    import diffusers
+
+    from ralu_torch.testing import tiny_pipeline, wan_pipeline
+
+    if name == "WanVideoToVideoPipeline":
+        t2v = wan_pipeline(scheduler=scheduler)
+        pipe = diffusers.WanVideoToVideoPipeline(tokenizer=None, text_encoder=None, vae=t2v.vae,
+                                                 scheduler=t2v.scheduler, transformer=t2v.transformer)
+        base = t2v
+    else:
+        base = tiny_pipeline(IMG2IMG[name])
+        pipe = getattr(diffusers, name).from_pipe(base)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, base
+
+
+def pictures(n: int, height: int, width: int, seed: int = 0) -> list:
+    """``n`` random RGB PIL images (frames) of ``height x width``."""
+    import numpy as np
+    import PIL.Image
+
+    rng = np.random.default_rng(seed)
+    return [PIL.Image.fromarray((rng.random((height, width, 3)) * 255).astype("uint8")) for _ in range(n)]
+
+
+# -- pipelines with reference images (tests/test_references.py) ---------------------------------
+def tiny_kontext(seed=0):
+    """A tiny ``FluxKontextPipeline``: the tiny FLUX.1-dev transformer and VAE, no text encoders
+    (pass ``prompt_embeds`` and ``pooled_prompt_embeds``)."""
+    from diffusers import FluxKontextPipeline
+
+    base = tiny_flux(seed=seed)
+    pipe = FluxKontextPipeline(scheduler=base.scheduler, vae=base.vae, text_encoder=None, tokenizer=None,
+                               text_encoder_2=None, tokenizer_2=None, transformer=base.transformer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def tiny_qwen_edit(plus=False, seed=0):
+    """A tiny ``QwenImageEditPipeline`` (``plus``: ``QwenImageEditPlusPipeline``, 2509): the tiny
+    Qwen-Image transformer, no text encoder or processor (pass ``prompt_embeds``), and a small
+    Qwen-Image VAE that downsamples 32x (64 pixels per token). The pipelines resize every reference
+    to about 1024 x 1024 pixels; at 32x that is about 256 reference tokens, at the family's 8x 4096,
+    too slow for a CPU test of every stage."""
+    import diffusers as d
+
+    from ralu_torch.testing import tiny_pipeline
+
+    base = tiny_pipeline("qwen-image", seed=seed)
+    torch.manual_seed(seed + 3)
+    vae = d.AutoencoderKLQwenImage(base_dim=4, z_dim=16, dim_mult=[1, 1, 1, 1, 1, 1], num_res_blocks=1,
+                                   temperal_downsample=[False, True, True, False, False])
+    cls = d.QwenImageEditPlusPipeline if plus else d.QwenImageEditPipeline
+    pipe = cls(scheduler=base.scheduler, vae=vae, text_encoder=None, tokenizer=None, processor=None,
+               transformer=base.transformer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def memoized_encode(vae):
+    """Make ``vae.encode`` remember its results by input (shape and bytes): the reference
+    pipelines encode the same image in every call, stock and RALU alike, and at the pipelines'
+    1024 x 1024 pixels that encode is most of a tiny model's CPU time. The function is
+    deterministic (its latents are read at the mode), so results are unchanged."""
+    encode, seen = vae.encode, {}
+
+    def remembered(x, *args, **kwargs):
+        key = (tuple(x.shape), x.dtype, x.detach().cpu().numpy().tobytes())
+        if key not in seen:
+            seen[key] = encode(x, *args, **kwargs)
+        return seen[key]
+
+    vae.encode = remembered
+    return vae
+
+
+def picture(height, width, seed=0):
+    """A random RGB PIL image."""
+    import numpy as np
+    import PIL.Image
+
+    rng = np.random.default_rng(seed)
+    return PIL.Image.fromarray((rng.random((height, width, 3)) * 255).astype("uint8"))
+
+
+def reference_inputs(pipe, batch=1, *, guided=False, **kwargs):
+    """``ralu_torch.testing.tiny_inputs`` for a reference pipeline: the embeddings of its family's
+    text-to-image pipeline (FLUX.1 Kontext takes FluxPipeline's, Qwen-Image-Edit QwenImagePipeline's)."""
+    from ralu_torch.testing import tiny_inputs
+
+    base = {"FluxKontextPipeline": "FluxPipeline", "QwenImageEditPipeline": "QwenImagePipeline",
+            "QwenImageEditPlusPipeline": "QwenImagePipeline"}.get(type(pipe).__name__)
+    stand_in = pipe if base is None else type(base, (), {"transformer": pipe.transformer, "config": pipe.config})()
+    return tiny_inputs(stand_in, batch, guided=guided, **kwargs)

@@ -65,9 +65,10 @@ class SamplerBackend(Protocol):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Model-space latents ``(B, C, h, w)`` to images in ``[-1, 1]``."""
 
-    # Optional: ``before_call(sigma: float)``, the host value of the next call's sigma (read from
-    # the schedule, never from the device), for a backend whose model depends on the noise
-    # level (Wan 2.2's two experts).
+    # Optional: ``before_call(sigma: float, step: int, steps: int)``: the next call's sigma, its
+    # index among the run's model calls and the run's step count, all host values (read from the
+    # schedule, never from the device), for a backend whose call depends on the noise level (Wan
+    # 2.2's two experts) or on the step (SD3's skip-layer guidance window).
 
 
 @runtime_checkable
@@ -85,6 +86,11 @@ class PipelineBackend(SamplerBackend, Protocol):
 
     def shift_rule(self) -> ShiftRule:
         """The base shift rule of the pipeline's scheduler (``h0`` at a token count)."""
+
+    @property
+    def latents_dtype(self) -> torch.dtype:
+        """The dtype of the pipeline's final latents: what it returns for ``output_type="latent"``
+        and decodes from."""
 
     def pipeline_latents(self, tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
         """Final raster-order tokens in the form the pipeline returns for ``output_type="latent"``."""
@@ -207,11 +213,17 @@ class EmbeddingInputs:
     to its form, a number of tensor dimensions (batch first) or ``"list"`` (a list of 2-D
     ``(tokens, width)`` tensors, one per image, as Z-Image takes them); ``requires`` maps a
     name to those it cannot go without; ``masks`` maps a mask to the embeddings it masks (its
-    shape is theirs without the width)."""
+    shape is theirs without the width); ``bool_masks``: masks must be boolean (a pipeline whose
+    attention takes them as they are: an integer mask fails inside torch there).
+
+    Embeddings must be floating-point and hold at least one image and one token: integer or
+    empty ones would fail inside torch or diffusers (or, for some pipelines, condition on
+    nothing), so they are refused here by name."""
 
     forms: dict
     requires: dict = dataclasses.field(default_factory=dict)
     masks: dict = dataclasses.field(default_factory=dict)
+    bool_masks: bool = False
 
     def describe(self) -> str:
         first = next(iter(self.forms))
@@ -219,13 +231,16 @@ class EmbeddingInputs:
         return first + (f" with {' and '.join(needs)}" if needs else "")
 
     def check(self, name: str, value, width: int | None = None) -> None:
-        """``value`` has ``name``'s form and, where ``width`` is given, that last dimension."""
+        """``value`` has ``name``'s form, a floating-point (masks: boolean where ``bool_masks``)
+        dtype, at least one image and token, and, where ``width`` is given, that last dimension."""
         form = self.forms[name]
         if form == "list":
             if not isinstance(value, (list, tuple)) or not value or not all(
                     isinstance(v, torch.Tensor) and v.dim() == 2 for v in value):
                 raise ValueError(f"{name} must be a list of 2-D (tokens, width) tensors, one per image, got "
-                                 f"{type(value).__name__}")
+                                 f"{type(value).__name__}{' (empty)' if isinstance(value, (list, tuple)) else ''}")
+            for v in value:
+                self._check_values(name, v)
             bad = next((tuple(v.shape) for v in value if width is not None and v.shape[-1] != width), None)
             if bad is not None:
                 raise ValueError(f"{name} must be (tokens, {width}) tensors for this transformer, got one of {bad}")
@@ -233,9 +248,21 @@ class EmbeddingInputs:
         if not isinstance(value, torch.Tensor) or value.dim() != form:
             raise ValueError(f"{name} must be a {form}-D tensor (batch first), got "
                              f"{type(value).__name__} {tuple(getattr(value, 'shape', ()))}")
+        self._check_values(name, value)
         if width is not None and value.shape[-1] != width:
             raise ValueError(f"{name} must have width {width} (its last dimension, the transformer's "
                              f"{'pooled ' if 'pooled' in name else ''}text width), got {tuple(value.shape)}")
+
+    def _check_values(self, name: str, value: torch.Tensor) -> None:
+        """Non-empty; embeddings floating-point, masks boolean where the pipeline needs it."""
+        if name in self.masks:
+            if self.bool_masks and value.dtype != torch.bool:
+                raise ValueError(f"{name} must be a boolean tensor (True for the tokens to attend to), got "
+                                 f"{value.dtype}")
+        elif not value.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got {value.dtype}")
+        if 0 in value.shape[:-1] or (name in self.masks and 0 in value.shape):
+            raise ValueError(f"{name} must hold at least one image and one token, got shape {tuple(value.shape)}")
 
     def check_masks(self, given: dict) -> None:
         for mask, embeds in self.masks.items():
@@ -277,6 +304,18 @@ def check_negative_batch(positive: torch.Tensor, negative: torch.Tensor) -> None
                          "give one negative prompt per prompt, or one for all")
 
 
+#: What guidance encodes when no negative prompt is given (:meth:`DiffusersBackend.require_text_encoder`).
+EMPTY_NEGATIVE = "the empty negative prompt that guidance uses"
+
+
+def check_same_shape(pipeline: str, positive: torch.Tensor | None, negative: torch.Tensor | None) -> None:
+    """FluxPipeline's and StableDiffusion3Pipeline's rule for embeddings passed directly: a
+    negative the shape of the positive (they batch or compare them token by token)."""
+    if positive is not None and negative is not None and positive.shape != negative.shape:
+        raise ValueError(f"prompt_embeds and negative_prompt_embeds must have the same shape ({pipeline}'s rule), "
+                         f"got {tuple(positive.shape)} and {tuple(negative.shape)}")
+
+
 class DiffusersBackend:
     """Device, dtype, scheduler shift rule, compilation, decode and pricing, shared by every
     diffusers family."""
@@ -295,6 +334,10 @@ class DiffusersBackend:
     block_lists: tuple = ("transformer_blocks",)
     #: the transformer config's field giving the text embeddings' width (:meth:`embedding_widths`)
     text_width_field: str = "joint_attention_dim"
+    #: the largest ``max_sequence_length`` the pipeline takes (its ``check_inputs``), or None
+    max_sequence_length_limit: int | None = None
+    #: the components a prompt's encoding needs (:meth:`require_text_encoder`)
+    text_encoders: tuple = ("text_encoder", "tokenizer")
 
     def __init__(self, pipe):
         self.pipe = pipe
@@ -308,6 +351,13 @@ class DiffusersBackend:
     @property
     def dtype(self) -> torch.dtype:
         return self.transformer.dtype
+
+    @property
+    def latents_dtype(self) -> torch.dtype:
+        """The transformer's: the pipelines run their latents in the embeddings' dtype (FLUX.1, SD3,
+        FLUX.2, Chroma, Qwen-Image), or their scheduler's steps return the model output's (Wan);
+        Z-Image keeps its latents in float32."""
+        return self.dtype
 
     @property
     def default_size(self) -> int:
@@ -359,6 +409,14 @@ class DiffusersBackend:
 
     def pipeline_input(self, tokens: torch.Tensor, grid: tuple) -> torch.Tensor:
         return tokens if self.input_form == "packed" else unpack(tokens, grid)
+
+    def require_text_encoder(self, what: str) -> None:
+        """Refuse to encode ``what`` (a prompt, the empty negative prompt guidance uses) on a
+        pipeline loaded without the components that encode it, which would fail inside diffusers."""
+        missing = [name for name in self.text_encoders if getattr(self.pipe, name, None) is None]
+        if missing:
+            raise ValueError(f"this {type(self.pipe).__name__} has no {' and '.join(missing)}, so it cannot encode "
+                             f"{what}; pass the embeddings instead (or load the pipeline with its text encoders)")
 
     def embedding_widths(self) -> dict:
         """The last dimension each embedding argument must have for this transformer: the text

@@ -9,6 +9,10 @@ negative prompts work, which of the shared command-line flags apply, and how to 
 models apart from their configs (FLUX.1-dev from schnell, FLUX.2 [klein] distilled from base
 and 4B from 9B, Z-Image-Turbo from Z-Image). Everything per family that ``RALU`` and
 ``ralu generate`` need is here; neither keeps a per-family branch.
+
+A family's ``conditioned`` table names the image-conditioned pipelines RALU does run, each
+with its backend and what it takes (:class:`Conditioned`); the rest of its siblings stay
+refused by name.
 """
 
 from __future__ import annotations
@@ -20,10 +24,22 @@ from ralu_schedule.models import MODEL_INFO
 
 
 @dataclass(frozen=True)
+class Conditioned:
+    """An image-conditioned pipeline RALU runs: its backend (``"module:Class"`` under
+    ``ralu_torch.backends``, a subclass of the family's) and, for a pipeline that starts from
+    its input (img2img, video2video), the argument holding it and how the pipeline cuts its
+    grid at a ``strength`` (:data:`ralu_schedule.strength.ROUNDINGS`)."""
+
+    backend: str
+    start: str | None = None        # "image" or "video": the argument the run starts from, noised to the strength
+    rounding: str = "img2img"
+
+
+@dataclass(frozen=True)
 class Family:
     name: str
     display: str                # how messages name the family
-    pipelines: tuple            # text-to-image pipeline class names RALU runs
+    pipelines: tuple            # pipeline class names RALU runs
     backend: str                # "module:Class" under ralu_torch.backends
     siblings: tuple             # class-name prefixes of the family's other pipelines (refused by name)
     variant: Callable           # (read) -> model name; read(subfolder) is a config dict ({} if absent)
@@ -34,7 +50,7 @@ class Family:
     video: bool = False         # makes clips (num_frames), written as MP4 by ralu generate
     #: (read) -> the positions per axis of the transformer's rotary table, or None (no limit checked)
     position_limit: Callable | None = None
-    #: the image-conditioned pipelines RALU runs, each with its backend ("module:Class")
+    #: image-conditioned pipelines RALU runs, by class name (:class:`Conditioned`)
     conditioned: dict = field(default_factory=dict)
     #: the pipeline argument a clip's frame rate is passed as ("" where it only sets the MP4's rate):
     #: LTX-2's frame_rate places its tokens in time and sets the audio's length
@@ -58,7 +74,14 @@ class Family:
 
 
 def _flux_variant(read) -> str:
+    if read("").get("_class_name") == "FluxKontextPipeline":
+        return "flux-kontext-dev"
     return "flux-dev" if read("transformer").get("guidance_embeds", True) else "flux-schnell"
+
+
+def _qwen_variant(read) -> str:
+    return {"QwenImageEditPipeline": "qwen-image-edit",
+            "QwenImageEditPlusPipeline": "qwen-image-edit-2509"}.get(read("").get("_class_name"), "qwen-image")
 
 
 def _sd3_variant(read) -> str:
@@ -80,6 +103,8 @@ def _zimage_variant(read) -> str:
 
 def _wan_variant(read) -> str:
     tr = read("transformer")
+    if read("").get("_class_name") == "WanImageToVideoPipeline":
+        return _wan_i2v_variant(read, tr)
     if tr.get("in_channels", 16) == 48:
         return "wan2.2-ti2v-5b"
     if read("").get("boundary_ratio") is not None:
@@ -88,34 +113,55 @@ def _wan_variant(read) -> str:
     return "wan2.1-t2v-1.3b" if small else "wan2.1-t2v-14b"      # the 1.3B by its published shape
 
 
+def _wan_i2v_variant(read, tr) -> str:
+    """WanImageToVideoPipeline's models: TI2V-5B (expand_timesteps, 48 channels), Wan 2.2 I2V A14B (two
+    experts), else Wan 2.1 I2V 14B, whose 480P and 720P checkpoints share one configuration: the 480p model,
+    the pipeline's default size (its 720p preset is named by hand)."""
+    if read("").get("expand_timesteps") or tr.get("in_channels") == 48:
+        return "wan2.2-ti2v-5b-i2v"
+    if read("").get("boundary_ratio") is not None:
+        return "wan2.2-i2v-a14b"
+    return "wan2.1-i2v-14b-480p"
+
+
 FAMILIES = (
-    Family("flux", "FLUX.1", ("FluxPipeline",), "flux:FluxBackend", ("Flux",), _flux_variant, negative="true-cfg",
+    Family("flux", "FLUX.1", ("FluxPipeline",), "flux:FluxBackend", ("Flux",), _flux_variant,
+           negative="true-cfg",
            guidance="FLUX.1-dev's guidance is distilled into the model (guidance_scale); true CFG with a negative "
                     "prompt and true_cfg_scale > 1 adds a second call per step",
-           conditioned={"FluxFillPipeline": "flux:FluxFillBackend", "FluxControlPipeline": "flux:FluxControlBackend"}),
+           conditioned={"FluxImg2ImgPipeline": Conditioned("flux:FluxImg2ImgBackend", start="image"),
+                        "FluxFillPipeline": Conditioned("flux:FluxFillBackend"),
+                        "FluxControlPipeline": Conditioned("flux:FluxControlBackend"),
+                        "FluxKontextPipeline": Conditioned("flux:FluxKontextBackend")}),
     Family("sd3", "SD3", ("StableDiffusion3Pipeline",), "sd3:SD3Backend", ("StableDiffusion3",), _sd3_variant,
-           negative="cfg", guidance="classifier-free guidance with guidance_scale > 1, both halves in one call"),
+           negative="cfg", guidance="classifier-free guidance with guidance_scale > 1, both halves in one call",
+           conditioned={"StableDiffusion3Img2ImgPipeline": Conditioned("sd3:SD3Img2ImgBackend", start="image")}),
     Family("flux2", "FLUX.2", ("Flux2Pipeline", "Flux2KleinPipeline"), "flux2:Flux2Backend", ("Flux2",), _flux2_variant,
            negative="none",
            guidance="FLUX.2 [dev]'s guidance is distilled into the model; FLUX.2 [klein] base guides with an empty "
-                    "negative prompt when guidance_scale > 1 (a second call per step), the distilled [klein] does not",
-           extra_refused={"image": "reference images add conditioning tokens that RALU's low-resolution stages do "
-                                   "not model"}),
-    Family("qwen-image", "Qwen-Image", ("QwenImagePipeline",), "qwenimage:QwenImageBackend", ("QwenImage",),
-           lambda read: "qwen-image", negative="true-cfg",
+                    "negative prompt when guidance_scale > 1 (a second call per step), the distilled [klein] does not"),
+    Family("qwen-image", "Qwen-Image", ("QwenImagePipeline",),
+           "qwenimage:QwenImageBackend", ("QwenImage",), _qwen_variant, negative="true-cfg",
            guidance="true CFG with a negative prompt and true_cfg_scale > 1 (a second call per step), rescaled per "
-                    "token to the conditional velocity's norm"),
+                    "token to the conditional velocity's norm",
+           conditioned={"QwenImageImg2ImgPipeline": Conditioned("qwenimage:QwenImageImg2ImgBackend", start="image"),
+                        "QwenImageEditPipeline": Conditioned("qwenimage:QwenImageEditBackend"),
+                        "QwenImageEditPlusPipeline": Conditioned("qwenimage:QwenImageEditBackend")}),
     Family("z-image", "Z-Image", ("ZImagePipeline",), "zimage:ZImageBackend", ("ZImage",), _zimage_variant, negative="cfg",
            cfg_threshold=0.0,
            guidance="classifier-free guidance with guidance_scale > 0, both halves in one call (Z-Image-Turbo "
-                    "runs without: guidance_scale 0)"),
+                    "runs without: guidance_scale 0)",
+           conditioned={"ZImageImg2ImgPipeline": Conditioned("zimage:ZImageImg2ImgBackend", start="image")}),
     Family("chroma", "Chroma", ("ChromaPipeline",), "chroma:ChromaBackend", ("Chroma",), lambda read: "chroma", negative="cfg",
-           guidance="classifier-free guidance with guidance_scale > 1, a second call per step"),
+           guidance="classifier-free guidance with guidance_scale > 1, a second call per step",
+           conditioned={"ChromaImg2ImgPipeline": Conditioned("chroma:ChromaImg2ImgBackend", start="image")}),
     Family("wan", "Wan", ("WanPipeline",), "wan:WanBackend", ("Wan",), _wan_variant, negative="cfg",
            guidance="classifier-free guidance with guidance_scale > 1, a second call per step; Wan 2.2 A14B's "
                     "low-noise expert guides with guidance_scale_2",
            video=True, position_limit=lambda read: int(read("transformer").get("rope_max_seq_len", 1024)),
-           conditioned={"WanImageToVideoPipeline": "wan:WanImageToVideoBackend"}),
+           conditioned={"WanVideoToVideoPipeline": Conditioned("wan:WanVideoToVideoBackend", start="video",
+                                                                rounding="video2video"),
+                        "WanImageToVideoPipeline": Conditioned("wan:WanImageToVideoBackend")}),
     Family("ltx2", "LTX-2", ("LTX2Pipeline",), "ltx2:LTX2Backend", ("LTX2",), lambda read: "ltx-2", negative="cfg",
            guidance="up to three calls a step, each denoising video and audio: classifier-free guidance in one call "
                     "of both halves (guidance_scale or audio_guidance_scale > 1), spatio-temporal guidance "
@@ -156,12 +202,20 @@ def backend_path(class_name: str) -> str | None:
         if class_name in f.pipelines:
             return f.backend
         if class_name in f.conditioned:
-            return f.conditioned[class_name]
+            return f.conditioned[class_name].backend
+    return None
+
+
+def conditioned_pipeline(class_name: str) -> tuple | None:
+    """``(family, Conditioned)`` of an image-conditioned pipeline RALU runs, else None."""
+    for f in FAMILIES:
+        if class_name in f.conditioned:
+            return f, f.conditioned[class_name]
     return None
 
 
 def family_of_pipeline(class_name: str) -> Family | None:
-    """The family whose text-to-image pipelines include ``class_name``, else None."""
+    """The family whose pipelines include ``class_name``, else None."""
     for f in FAMILIES:
         if class_name in f.pipelines:
             return f

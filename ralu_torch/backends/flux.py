@@ -1,8 +1,13 @@
-"""FLUX.1 (dev and schnell) through diffusers' ``FluxPipeline`` components.
+"""FLUX.1 (dev and schnell) through diffusers' ``FluxPipeline`` components, and FLUX.1 Kontext
+through ``FluxKontextPipeline``'s.
 
 Positions: ids ``(0, row, col)`` (:mod:`ralu_torch.tokens`' coordinate rule), FLUX's rotary
 over text then image ids. Guidance: the distilled guidance embedding, and FluxPipeline's
 true CFG (a negative prompt with ``true_cfg_scale > 1``: a second call per step).
+
+Kontext appends its reference image's tokens with ids ``(1, row, col)`` after the generated
+image's (:mod:`.references`: at full resolution, or at each stage's with the coordinate rule),
+and sizes its output by ``max_area`` (the area kept, the aspect ratio of ``height x width``).
 """
 
 from __future__ import annotations
@@ -13,15 +18,17 @@ from dataclasses import dataclass
 
 import torch
 
-from ralu_schedule._errors import check_finite
+from ralu_schedule._errors import check_finite, check_positive_int
 
 from .conditions import check_batch, check_generators, check_image, check_mask
 
 from ..tokens import latent_tokens, unpack
 from . import rotary
+from .img2img import ImageStart
 from .base import (BranchConditioning, EmbeddingInputs, Guided, RotaryBackend, RotaryPositions, check_negative_batch,
-                   joint_kwargs,
-                   stock_timestep)
+                   check_same_shape, joint_kwargs, stock_timestep)
+from .references import ReferenceBackend, ReferenceGuided, check_grids, reference_batch, stage_reference_ids, \
+    stock_default, with_references
 
 
 @dataclass
@@ -66,6 +73,7 @@ class FluxLayout(RotaryBackend):
     differ only in their conditioning and call."""
 
     default_max_sequence_length = 512
+    max_sequence_length_limit = 512
     rotary_probe = _probe
     block_lists = ("transformer_blocks", "single_transformer_blocks")
 
@@ -85,13 +93,14 @@ class FluxLayout(RotaryBackend):
         return image_ids(pos)
 
     def rotary(self, pos: torch.Tensor, tokens, cond) -> tuple:
-        ids = torch.stack([image_ids(p) for p in pos])
+        ids = stage_reference_ids(torch.stack([image_ids(p) for p in pos]), tokens, cond)
         return per_image_tables(self.transformer.pos_embed, cond.positive.text_ids.float(), ids)
 
 
 class FluxBackend(FluxLayout):
     name = "flux"
     default_guidance_scale = 3.5
+    text_encoders = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
     embedding_inputs = EmbeddingInputs(
         {"prompt_embeds": 3, "pooled_prompt_embeds": 2, "negative_prompt_embeds": 3, "negative_pooled_prompt_embeds": 2},
         requires={"prompt_embeds": ("pooled_prompt_embeds",),
@@ -119,6 +128,7 @@ class FluxBackend(FluxLayout):
         positive = FluxInputs(embeds, pooled, text_ids, guidance, joint_attention_kwargs)
         negative = None
         if true_cfg_scale > 1 and has_negative:
+            check_same_shape(type(self.pipe).__name__, prompt_embeds, negative_prompt_embeds)
             n_embeds, n_pooled, n_ids = enc(prompt=negative_prompt, prompt_2=negative_prompt_2,
                                             prompt_embeds=negative_prompt_embeds,
                                             pooled_prompt_embeds=negative_pooled_prompt_embeds)
@@ -225,7 +235,7 @@ class FluxFillBackend(FluxConcatBackend):
     """``FluxFillPipeline`` (FLUX.1 Fill): the masked image's latents (64 values per token) and the
     mask (256: the 8 x 8 pixels of each latent pixel's 2 x 2 patch) after the latent; guidance 30 by
     default, as the pipeline. At a coarse token the mask reads the fraction of its pixels masked (the
-    rule pools it: see docs/conditioned-concat.md)."""
+    rule pools it: see docs/conditioned.md)."""
 
     pipeline_name = "FluxFillPipeline"
     default_guidance_scale = 30.0
@@ -310,3 +320,91 @@ class FluxControlBackend(FluxConcatBackend):
         cond.condition = ((latent - vae.shift_factor) * vae.scaling_factor).float()
         cond.selection_pixels = image.float()
         return cond
+
+
+class FluxImg2ImgBackend(ImageStart, FluxBackend):
+    """``FluxImg2ImgPipeline``: FLUX.1 from an image (:mod:`.img2img`), its defaults (guidance
+    7.0, strength 0.6), the image encoded by the pipeline's ``_encode_vae_image``."""
+@dataclass
+class KontextGuided(FluxGuided, ReferenceGuided):
+    """FLUX.1 Kontext's conditioning: FLUX's, and the reference image."""
+
+
+class FluxKontextBackend(ReferenceBackend, FluxBackend):
+    """``FluxKontextPipeline``: FLUX.1's call with the reference image's tokens appended, ids
+    ``(1, row, col)``; the output sized by ``max_area``; the reference resized to the nearest
+    of Kontext's preferred resolutions unless ``_auto_resize=False``, as the pipeline does."""
+
+    def join_ids(self, ids, stage):
+        return torch.cat([ids, *(i.to(ids) for i in stage.ids)])
+
+    def call_size(self, prompt, height, width, kwargs) -> tuple:
+        """The pipeline's output size: ``height x width`` (default 1024 x 1024) rescaled to
+        ``max_area`` pixels at its aspect ratio, each side floored to a multiple of 16."""
+        height = check_positive_int("height", self.default_height if height is None else height)
+        width = check_positive_int("width", self.default_width if width is None else width)
+        max_area = kwargs.get("max_area")
+        max_area = stock_default(self.pipe, "max_area") if max_area is None else max_area
+        max_area = check_finite("max_area", max_area)
+        if max_area <= 0:
+            raise ValueError(f"max_area must be a positive number of pixels, got {max_area:g}")
+        aspect_ratio = width / height
+        multiple = self.pipe.vae_scale_factor * 2
+        width = round((max_area * aspect_ratio) ** 0.5) // multiple * multiple
+        height = round((max_area / aspect_ratio) ** 0.5) // multiple * multiple
+        if not height or not width:
+            raise ValueError(f"max_area {max_area:g} leaves no {multiple}-pixel row or column at aspect ratio "
+                             f"{aspect_ratio:g}; give a larger max_area")
+        return height, width
+
+    def encode(self, *, image=None, generator=None, max_area=None, _auto_resize=None, **text) -> Guided:
+        """FLUX.1's conditioning (:meth:`FluxBackend.encode`) and the reference image, preprocessed
+        and encoded as ``FluxKontextPipeline`` does (its ``prepare_latents``), checked before
+        the VAE runs."""
+        cond = super().encode(**text)
+        if image is None:
+            return with_references(cond, None, KontextGuided)
+        pipe = self.pipe
+        auto = stock_default(pipe, "_auto_resize") if _auto_resize is None else _auto_resize
+        latent_input = isinstance(image, torch.Tensor) and image.dim() == 4 and image.size(1) == pipe.latent_channels
+        if not latent_input:
+            image = self._preprocess(image, bool(auto))
+        scale = 1 if latent_input else pipe.vae_scale_factor
+        rows, cols = image.shape[2] // scale // 2, image.shape[3] // scale // 2
+        reference_batch(image.shape[0], cond.batch, type(pipe).__name__)
+        check_grids([(rows, cols)], self._first_size, self.reference_mode, "reference image")
+        embeds = cond.positive.prompt_embeds
+        channels = self.transformer.config.in_channels // 4
+        # the pipeline's own encoding, batching, packing and ids; the noise it would draw is the sampler's
+        # (a placeholder is passed for it), and the generated image's size only sets ids discarded here
+        placeholder = torch.empty(0, device=embeds.device, dtype=embeds.dtype)
+        _, latents, _, ids = pipe.prepare_latents(image, cond.batch, channels, 16 * rows, 16 * cols, embeds.dtype,
+                                                  embeds.device, generator, placeholder)
+        refs = self.references([latents], [(rows, cols)], [ids.float()])
+        return with_references(cond, refs, KontextGuided)
+
+    def _preprocess(self, image, auto_resize: bool) -> torch.Tensor:
+        """The reference as ``FluxKontextPipeline`` preprocesses it: its size (from the first
+        image), the nearest preferred Kontext resolution when ``auto_resize``, floored to
+        multiples of 16 pixels, resized and normalised by the pipeline's image processor."""
+        from diffusers.pipelines.flux.pipeline_flux_kontext import PREFERRED_KONTEXT_RESOLUTIONS
+
+        processor = self.pipe.image_processor
+        first = image[0] if isinstance(image, list) else image
+        try:
+            image_height, image_width = processor.get_default_height_width(first)
+        except (AttributeError, IndexError, TypeError):
+            raise ValueError(f"FluxKontextPipeline takes image= as a PIL image, a numpy array or a (B, 3, H, W) tensor "
+                             f"(or a list of them), or its latents (B, {self.pipe.latent_channels}, h, w); got "
+                             f"{type(first).__name__} {tuple(getattr(first, 'shape', ()))}") from None
+        aspect_ratio = image_width / image_height
+        if auto_resize:
+            _, image_width, image_height = min((abs(aspect_ratio - w / h), w, h)
+                                               for w, h in PREFERRED_KONTEXT_RESOLUTIONS)
+        multiple = self.pipe.vae_scale_factor * 2
+        image_width, image_height = image_width // multiple * multiple, image_height // multiple * multiple
+        if not image_width or not image_height:
+            raise ValueError(f"a reference image must be at least {multiple}x{multiple} pixels, got "
+                             f"{image_height}x{image_width} after the pipeline's rounding")
+        image = processor.resize(image, image_height, image_width)
+        return processor.preprocess(image, image_height, image_width)

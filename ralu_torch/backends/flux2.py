@@ -12,7 +12,11 @@ What differs from FLUX.1:
 - guidance: [dev] embeds ``guidance_scale``; [klein] base guides with a second call on an
   empty (or given) negative prompt when ``guidance_scale > 1``; distilled [klein] does neither;
 - the timestep schedule: ``compute_empirical_mu`` of the token count and the step count
-  (``mu_rule = "flux2"``).
+  (``mu_rule = "flux2"``);
+- reference images (``image=``, both pipelines): each VAE-encoded once, appended after the
+  generated tokens with ids ``(10 + 10 i, row, col, 0)`` for reference ``i``
+  (:mod:`.references`: at full resolution, or at each stage's with the coordinate rule); the
+  output takes the first reference's size unless ``height``/``width`` say otherwise.
 """
 
 from __future__ import annotations
@@ -23,8 +27,9 @@ from dataclasses import dataclass
 import torch
 
 from . import rotary
-from .base import (BranchConditioning, EmbeddingInputs, Guided, RotaryBackend, check_negative_batch, joint_kwargs,
-                   stock_timestep)
+from .base import (EMPTY_NEGATIVE, BranchConditioning, EmbeddingInputs, Guided, RotaryBackend, check_negative_batch,
+                   joint_kwargs, stock_timestep)
+from .references import ReferenceBackend, check_grids, stage_reference_ids, with_references
 from ..tokens import pack, unpack
 
 
@@ -50,7 +55,7 @@ def _probe() -> bool:
     return rotary.probe_real(functools.partial(transformer_flux2.apply_rotary_emb, sequence_dim=1))
 
 
-class Flux2Backend(RotaryBackend):
+class Flux2Backend(ReferenceBackend, RotaryBackend):
     name = "flux2"
     default_max_sequence_length = 512
     noise_layout = "patches"
@@ -77,14 +82,18 @@ class Flux2Backend(RotaryBackend):
 
     def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale, joint_attention_kwargs,
                device, prompt_embeds=None, negative_prompt_embeds=None, text_encoder_out_layers=None,
-               caption_upsample_temperature=None) -> Guided:
+               caption_upsample_temperature=None, image=None, generator=None) -> Guided:
         """As the pipeline: [dev] embeds ``guidance_scale``; [klein] base adds a call on the
-        negative prompt (empty unless ``negative_prompt_embeds``) when ``guidance_scale > 1``."""
+        negative prompt (empty unless ``negative_prompt_embeds``) when ``guidance_scale > 1``;
+        reference images (``image=``) are checked and preprocessed, then VAE-encoded by the
+        pipeline's ``prepare_image_latents``."""
+        images = self._reference_images(image)
         if caption_upsample_temperature:
             if self.klein:
                 raise ValueError("caption_upsample_temperature is Flux2Pipeline's; Flux2KleinPipeline does not "
                                  "rewrite prompts")
-            prompt = self.pipe.upsample_prompt(prompt, temperature=caption_upsample_temperature, device=device)
+            prompt = self.pipe.upsample_prompt(prompt, images=image, temperature=caption_upsample_temperature,
+                                               device=device)
         layers = {} if text_encoder_out_layers is None else {"text_encoder_out_layers": text_encoder_out_layers}
         enc = functools.partial(self.pipe.encode_prompt, device=device, num_images_per_prompt=num_images_per_prompt,
                                 max_sequence_length=max_sequence_length, **layers)
@@ -101,22 +110,70 @@ class Flux2Backend(RotaryBackend):
         positive = Flux2Inputs(embeds, text_ids, guidance, joint_attention_kwargs)
         negative = None
         if guided:
+            if negative_prompt_embeds is None:
+                self.require_text_encoder(EMPTY_NEGATIVE)
             empty = "" if not isinstance(prompt, list) else [""] * len(prompt)
             n_embeds, n_ids = enc(prompt=empty, prompt_embeds=negative_prompt_embeds)
             check_negative_batch(embeds, n_embeds)
             negative = Flux2Inputs(n_embeds, n_ids, None, joint_attention_kwargs)
-        return Guided(positive, negative, float(guidance_scale), text_tokens=embeds.shape[1])
+        cond = Guided(positive, negative, float(guidance_scale), text_tokens=embeds.shape[1])
+        if images is None:
+            return with_references(cond, None)
+        grids = [(im.shape[2] // self.pixels_per_token, im.shape[3] // self.pixels_per_token) for im in images]
+        latents, ids = self.pipe.prepare_image_latents(images, cond.batch, generator, device, self.vae.dtype)
+        sizes = [r * c for r, c in grids]
+        return with_references(cond, self.references(list(latents.split(sizes, dim=1)), grids,
+                                                     [i.float() for i in ids[0].split(sizes)]))
+
+    def _reference_images(self, image) -> list | None:
+        """The reference images as the pipelines preprocess them: each a PIL image the pipeline's
+        ``check_image_input`` accepts, scaled down to 1024 x 1024 pixels of area if larger,
+        cropped to multiples of 16 pixels; refused before any model runs if not."""
+        if image is None:
+            return None
+        pipe = self.pipe
+        images = image if isinstance(image, list) else [image]
+        if not images:
+            raise ValueError("image= must be a PIL image or a non-empty list of them")
+        out = []
+        for k, img in enumerate(images):
+            try:
+                pipe.image_processor.check_image_input(img)
+            except ValueError as err:
+                raise ValueError(f"{type(pipe).__name__} cannot take reference image {k + 1}: {err}") from None
+            w, h = img.size
+            if w * h > 1024 * 1024:
+                img = pipe.image_processor._resize_to_target_area(img, 1024 * 1024)
+                w, h = img.size
+            multiple = pipe.vae_scale_factor * 2
+            w, h = w // multiple * multiple, h // multiple * multiple
+            out.append(pipe.image_processor.preprocess(img, height=h, width=w, resize_mode="crop"))
+        check_grids([(im.shape[2] // self.pixels_per_token, im.shape[3] // self.pixels_per_token) for im in out],
+                    self._first_size, self.reference_mode, "reference image")
+        return out
+
+    def call_size(self, prompt, height, width, kwargs) -> tuple:
+        """The FLUX.2 pipelines make an image of the first reference's (preprocessed) size
+        unless ``height``/``width`` are given."""
+        if kwargs.get("image") is None or (height is not None and width is not None):
+            return height, width
+        first = self._reference_images(kwargs["image"])[0]
+        return (first.shape[2] if height is None else height), (first.shape[3] if width is None else width)
+
+    def join_ids(self, ids, stage):
+        return torch.cat([ids, *(i.to(ids) for i in stage.ids)])
 
     def ids(self, pos: torch.Tensor, tokens) -> torch.Tensor:
         return image_ids(pos)
 
     def rotary(self, pos: torch.Tensor, tokens, cond) -> tuple:
         """Per image: the text's table, then the image's, as the transformer concatenates them."""
-        B, L, _ = pos.shape
+        B = pos.shape[0]
         embed = self.transformer.pos_embed
+        ids = stage_reference_ids(image_ids(pos.reshape(-1, 2)).view(B, -1, 4), tokens, cond)   # the references too
         txt_cos, txt_sin = embed(cond.positive.text_ids[0].float())
-        img_cos, img_sin = embed(image_ids(pos.reshape(B * L, 2)))
-        per_image = lambda t, i: torch.cat([t.expand(B, -1, -1), i.view(B, L, -1)], dim=1)  # noqa: E731
+        img_cos, img_sin = embed(ids.reshape(-1, 4))
+        per_image = lambda t, i: torch.cat([t.expand(B, -1, -1), i.view(B, ids.shape[1], -1)], dim=1)  # noqa: E731
         return rotary.PerImage(per_image(txt_cos, img_cos)), rotary.PerImage(per_image(txt_sin, img_sin))
 
     def forward(self, x, ids, sigma, branch: Flux2Inputs, rotary=None) -> torch.Tensor:

@@ -87,6 +87,19 @@ def _spectrum(field: GaussianField, size: int) -> torch.Tensor:
     return torch.fft.fft2(smoothed[::size, ::size]).real.clamp(min=0.0)
 
 
+#: Most float64 values of gathered covariance factors a texture sample holds at once (256 MB).
+_GATHER_VALUES = 1 << 25
+
+
+def _chunks(n: int, size: int):
+    """``(lo, hi)`` ranges covering ``range(n)``, ``size`` long but for the last, which is never a
+    single item (a batched product of one runs another kernel, whose rounding differs)."""
+    starts = list(range(0, n, size))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()
+    return [(lo, starts[k + 1] if k + 1 < len(starts) else n) for k, lo in enumerate(starts)]
+
+
 def _dense_stationary(lam: torch.Tensor) -> torch.Tensor:
     """Dense covariance (N x N, row-major pixels) of a periodic stationary field with spectrum ``lam``."""
     H, W = lam.shape
@@ -161,7 +174,12 @@ class TexturePatchField:
         L = torch.linalg.cholesky(cov + 1e-10 * torch.eye(N, dtype=torch.float64))
         m = torch.randint(K, (n,), generator=generator)
         w = torch.randn(n, self.channels, N, generator=generator, dtype=torch.float64)
-        x = torch.einsum("bij,bcj->bci", L[m], w)
+        # each sample's factor L[m_b] is gathered for a chunk of samples at a time: gathered for all
+        # at once it is n dense N x N matrices (8 GB for the 1024 reference draws at 32 x 32); the
+        # chunks run the same batched product, so the values are the same, bit for bit
+        x = torch.empty(n, self.channels, N, dtype=torch.float64)
+        for lo, hi in _chunks(n, max(2, _GATHER_VALUES // (N * N))):
+            x[lo:hi] = torch.einsum("bij,bcj->bci", L[m[lo:hi]], w[lo:hi])
         return x.reshape(n, self.channels, self.height // size, self.width // size)
 
     def velocity(self, x: torch.Tensor, sigma: float, size: int = 1) -> torch.Tensor:

@@ -19,8 +19,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ralu_schedule._errors import brief, check_finite
+
 from ..caches import model_call
-from .base import DiffusersBackend, EmbeddingInputs, lora_scaled
+from .base import EMPTY_NEGATIVE, DiffusersBackend, EmbeddingInputs, check_same_shape, lora_scaled
+from .img2img import ImageStart, encode_each
 
 
 def sincos_table_embedding(rows: torch.Tensor, cols: torch.Tensor, dim: int, table_size: int,
@@ -78,11 +81,30 @@ def forward_tokens(transformer, x: torch.Tensor, pos_embed: torch.Tensor, encode
 
 
 @dataclass
+class SkipLayerGuidance:
+    """StableDiffusion3Pipeline's skip-layer guidance: under classifier-free guidance, at the steps
+    ``i`` with ``steps * start < i < steps * stop`` (its window, in its arithmetic), one more call
+    on the prompt's embeddings (those encoded, not a callback's) with ``layers`` skipped, and
+    ``v += scale (v_text - v_skip)``."""
+
+    layers: tuple
+    scale: float
+    start: float
+    stop: float
+    prompt_embeds: torch.Tensor
+    pooled_prompt_embeds: torch.Tensor
+
+    def on(self, step, steps) -> bool:
+        return step is not None and steps is not None and step > steps * self.start and step < steps * self.stop
+
+
+@dataclass
 class SD3Conditioning:
     prompt_embeds: torch.Tensor           # (2B or B, T, D): [uncond; cond] with guidance
     pooled_prompt_embeds: torch.Tensor
     guidance_scale: float
     joint_attention_kwargs: dict | None
+    skip: SkipLayerGuidance | None = None
 
     @property
     def guided(self) -> bool:
@@ -116,6 +138,8 @@ class SD3Backend(DiffusersBackend):
     default_guidance_scale = 7.0
     output_form = input_form = "latent"
     default_max_sequence_length = 256
+    max_sequence_length_limit = 512
+    text_encoders = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")   # T5 is optional (zeros)
     embedding_inputs = EmbeddingInputs(
         {"prompt_embeds": 3, "pooled_prompt_embeds": 2, "negative_prompt_embeds": 3, "negative_pooled_prompt_embeds": 2},
         requires={"prompt_embeds": ("pooled_prompt_embeds",),
@@ -131,12 +155,18 @@ class SD3Backend(DiffusersBackend):
         self.pixels_per_token = pipe.vae_scale_factor * cfg.patch_size
         self.table_size = cfg.pos_embed_max_size
         self.base_size = cfg.sample_size // cfg.patch_size
+        self._step = (None, None)                      # the next call's (index, the run's steps): before_call
 
     def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale, joint_attention_kwargs,
                device, prompt_2=None, prompt_3=None, negative_prompt=None, negative_prompt_2=None,
                negative_prompt_3=None, prompt_embeds=None, negative_prompt_embeds=None, pooled_prompt_embeds=None,
-               negative_pooled_prompt_embeds=None, clip_skip=None) -> SD3Conditioning:
+               negative_pooled_prompt_embeds=None, clip_skip=None, skip_guidance_layers=None,
+               skip_layer_guidance_scale=2.8, skip_layer_guidance_stop=0.2,
+               skip_layer_guidance_start=0.01) -> SD3Conditioning:
+        check_same_shape(type(self.pipe).__name__, prompt_embeds, negative_prompt_embeds)
         guided = guidance_scale > 1.0
+        if guided and negative_prompt_embeds is None and negative_prompt is None:
+            self.require_text_encoder(EMPTY_NEGATIVE)
         lora_scale = (joint_attention_kwargs or {}).get("scale")
         pe, npe, pooled, npooled = self.pipe.encode_prompt(
             prompt=prompt, prompt_2=prompt_2, prompt_3=prompt_3, device=device,
@@ -145,9 +175,18 @@ class SD3Backend(DiffusersBackend):
             prompt_embeds=prompt_embeds, negative_prompt_embeds=negative_prompt_embeds,
             pooled_prompt_embeds=pooled_prompt_embeds, negative_pooled_prompt_embeds=negative_pooled_prompt_embeds,
             clip_skip=clip_skip, max_sequence_length=max_sequence_length, lora_scale=lora_scale)
+        skip = None
+        if skip_guidance_layers is not None:
+            layers = skip_guidance_layers
+            if not isinstance(layers, (list, tuple)) or not all(
+                    isinstance(i, int) and not isinstance(i, bool) for i in layers):
+                raise ValueError(f"skip_guidance_layers must be a list of block indices, got {brief(layers)}")
+            skip = SkipLayerGuidance(tuple(layers), check_finite("skip_layer_guidance_scale", skip_layer_guidance_scale),
+                                     check_finite("skip_layer_guidance_start", skip_layer_guidance_start),
+                                     check_finite("skip_layer_guidance_stop", skip_layer_guidance_stop), pe, pooled)
         if guided:  # unconditional first, as StableDiffusion3Pipeline batches them
             pe, pooled = torch.cat([npe, pe]), torch.cat([npooled, pooled])
-        return SD3Conditioning(pe, pooled, float(guidance_scale), joint_attention_kwargs)
+        return SD3Conditioning(pe, pooled, float(guidance_scale), joint_attention_kwargs, skip)
 
     def position_embedding(self, tokens) -> torch.Tensor:
         rows, cols = table_coordinates(tokens, self.table_size)
@@ -159,21 +198,32 @@ class SD3Backend(DiffusersBackend):
         pos = self.position_embedding(tokens)
         return torch.cat([pos, pos]) if cond.guided else pos
 
+    def before_call(self, sigma: float, step=None, steps=None) -> None:
+        """The next call's place in the run (host values), for the skip-layer guidance window."""
+        self._step = (step, steps)
+
     def velocity(self, x: torch.Tensor, positions: torch.Tensor, sigma: torch.Tensor,
                  cond: SD3Conditioning) -> torch.Tensor:
         dtype = cond.prompt_embeds.dtype
+        B = x.shape[0]
         xin = x.to(dtype)
         if cond.guided:
             xin = torch.cat([xin, xin])
-        elif positions.shape[0] == 2 * xin.shape[0]:     # guidance cut off mid-stage (a callback)
-            positions = positions[xin.shape[0]:]
+        elif positions.shape[0] == 2 * B:                # guidance cut off mid-stage (a callback)
+            positions = positions[B:]
         timestep = (sigma * 1000).expand(xin.shape[0]).to(dtype)   # SD3 takes t in [0, 1000]
+        skip = cond.skip if cond.guided and cond.skip is not None and cond.skip.on(*self._step) else None
         with model_call(self.transformer, "cond"), lora_scaled(self.transformer, cond.joint_attention_kwargs) as jak:
             v = forward_tokens(self.transformer, xin, positions, cond.prompt_embeds, cond.pooled_prompt_embeds,
                                timestep, jak)          # one call, as StableDiffusion3Pipeline names it
+            if skip is not None:                       # the prompt's half again, those blocks skipped
+                v_skip = forward_tokens(self.transformer, x.to(dtype), positions[B:], skip.prompt_embeds,
+                                        skip.pooled_prompt_embeds, timestep[B:], jak, skip_layers=skip.layers)
         if cond.guided:
             uncond, text = v.chunk(2)
             v = uncond + cond.guidance_scale * (text - uncond)
+            if skip is not None:
+                v = v + (text - v_skip) * skip.scale
         return v.float()
 
     def cost_spec(self):
@@ -185,3 +235,16 @@ class SD3Backend(DiffusersBackend):
                                head_dim=c.attention_head_dim, token_features=self.features,
                                context_dim=c.joint_attention_dim, pooled_dim=c.pooled_projection_dim,
                                dual_attention_layers=tuple(c.dual_attention_layers or ()))
+
+
+class SD3Img2ImgBackend(ImageStart, SD3Backend):
+    """``StableDiffusion3Img2ImgPipeline``: SD3 from an image (:mod:`.img2img`), guidance 7.0 and
+    strength 0.6 by default. With a list of generators the pipeline encodes image ``i`` with
+    generator ``i`` for every generated image, so it needs as many images."""
+
+    generators_per_image = True
+
+    def vae_latents(self, pixels: torch.Tensor, generator) -> torch.Tensor:
+        from diffusers.pipelines.stable_diffusion_3.pipeline_stable_diffusion_3_img2img import retrieve_latents
+
+        return self.to_model_space(encode_each(self.vae, pixels, generator, retrieve_latents))

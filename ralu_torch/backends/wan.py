@@ -35,14 +35,17 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ralu_schedule._errors import check_finite
 
 from ..tokens import latent_tokens, pack
-from .base import BranchConditioning, DiffusersBackend, EmbeddingInputs, Guided, check_negative_batch, lora_scaled
+from .base import (EMPTY_NEGATIVE, BranchConditioning, DiffusersBackend, EmbeddingInputs, Guided, check_negative_batch,
+                   lora_scaled)
 from .conditions import check_image
+from .img2img import ImageStart
 
 PATCH = (1, 2, 2)
 #: ``WanRotaryPosEmbed``'s theta (the model builds it with the default and keeps no copy)
@@ -146,8 +149,8 @@ class WanBackend(DiffusersBackend):
         self.temporal = pipe.vae_scale_factor_temporal
         self.pixels_per_token = pipe.vae_scale_factor_spatial * PATCH[1]
         ratio = pipe.config.get("boundary_ratio")
-        self.boundary = None if ratio is None or len(experts) < 2 else (
-            float(ratio) * pipe.scheduler.config.num_train_timesteps)
+        self.boundary = None if ratio is None or len(experts) < 2 else (       # as WanPipeline computes it
+            ratio * pipe.scheduler.config.num_train_timesteps)
         self.expand_timesteps = bool(pipe.config.get("expand_timesteps", False))
         self._sigma = None
 
@@ -194,9 +197,8 @@ class WanBackend(DiffusersBackend):
         if not guided and (negative_prompt is not None or negative_prompt_embeds is not None):
             raise ValueError(f"a negative prompt on Wan needs guidance_scale > 1 (classifier-free guidance), got "
                              f"{guidance_scale:g}; without it the negative prompt would be ignored")
-        if guided and prompt_embeds is not None and negative_prompt_embeds is None and self.pipe.text_encoder is None:
-            raise ValueError("prompt_embeds with guidance_scale > 1 need negative_prompt_embeds (this pipeline has no "
-                             "text encoder for the empty negative prompt)")
+        if guided and negative_prompt is None and negative_prompt_embeds is None:
+            self.require_text_encoder(EMPTY_NEGATIVE)
         if prompt_embeds is None or (guided and negative_prompt_embeds is None):
             if isinstance(negative_prompt, str) and isinstance(prompt, list):
                 negative_prompt = [negative_prompt] * len(prompt)
@@ -231,7 +233,7 @@ class WanBackend(DiffusersBackend):
         cos, sin = rope_tables(self.transformer.rope, frame, (r - frame * rows).float() / D, c.float() / D)
         return WanPositions((cos[:, :, None, :], sin[:, :, None, :]))
 
-    def before_call(self, sigma: float) -> None:
+    def before_call(self, sigma: float, step=None, steps=None) -> None:
         """The host value of the next call's sigma (from the schedule: no device read), which
         picks the expert as WanPipeline does (``t >= boundary``: the high-noise one)."""
         self._sigma = sigma
@@ -242,7 +244,10 @@ class WanBackend(DiffusersBackend):
         if self._sigma is None:
             raise ValueError("a two-expert Wan pipeline needs each call's sigma on the host (the sampler's "
                              "before_call)")
-        high = self._sigma * self.pipe.scheduler.config.num_train_timesteps >= self.boundary
+        # WanPipeline's rule in its arithmetic: the scheduler's float32 timestep t = sigma * num_train_timesteps
+        # against the boundary as torch compares a float32 tensor with a Python float: in float32 (on the host)
+        t = np.float32(self._sigma) * np.float32(self.pipe.scheduler.config.num_train_timesteps)
+        high = bool(t >= np.float32(self.boundary))
         return (self.transformer, cond.scale) if high else (self.transformer_2, cond.scale_2)
 
     @property
@@ -274,20 +279,29 @@ class WanBackend(DiffusersBackend):
         return clip.reshape(B, C, T * h, w)
 
     def first_noise(self, latents):
-        """The caller's ``latents=`` in WanPipeline's clip form ``(B, C, T, h, w)`` as the stacked latent."""
+        """The caller's ``latents=`` in WanPipeline's clip form ``(B, C, T, h, w)`` as the stacked latent.
+        A clip of another frame count is refused, not reshaped: stacked, ``(T', h')`` with
+        ``T' h' = T h`` would pass for the call's clip."""
         if isinstance(latents, torch.Tensor) and latents.dim() == 5:
+            if latents.shape[2] != self.frames:
+                raise ValueError(f"latents must be a clip of {self.frames} latent frames (the call's num_frames), got "
+                                 f"{tuple(latents.shape)} ({latents.shape[2]} frames)")
             return self._stacked(latents)
         return latents
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Stacked latents ``(B, C, T h, w)`` to the video ``(B, 3, frames, H, W)`` in ``[-1, 1]``, as
         WanPipeline decodes (its per-channel mean and standard deviation undone first)."""
-        cfg = self.vae.config
         clip = self._clip(latents).to(self.vae.dtype)
-        shape = (1, cfg.z_dim, 1, 1, 1)
-        mean = torch.tensor(cfg.latents_mean, device=clip.device, dtype=clip.dtype).view(shape)
-        std = torch.tensor(cfg.latents_std, device=clip.device, dtype=clip.dtype).view(shape)
+        mean, std = self.latent_moments(clip)
         return self.vae.decode(clip * std + mean, return_dict=False)[0]
+
+    def latent_moments(self, like: torch.Tensor) -> tuple:
+        """The VAE's per-channel latent mean and deviation ``(1, C, 1, 1, 1)``, on ``like``'s device and dtype."""
+        cfg = self.vae.config
+        shape = (1, cfg.z_dim, 1, 1, 1)
+        return tuple(torch.tensor(v, device=like.device, dtype=like.dtype).view(shape)
+                     for v in (cfg.latents_mean, cfg.latents_std))
 
     def postprocess(self, video: torch.Tensor, output_type: str):
         return self.pipe.video_processor.postprocess_video(video, output_type=output_type)
@@ -443,3 +457,74 @@ class WanImageToVideoBackend(WanBackend):
             return x
         keep = pack(cond.keep)
         return (1 - keep) * pack(cond.condition) + keep * x
+
+
+    def call_tflops(self, tokens: int, cond: WanImageConditioning) -> float:
+        """Wan's price of a call, with Wan 2.1 I2V's CLIP image tokens in every block's
+        cross-attention (as many as the call's ``image_embeds`` hold, at their width)."""
+        spec = self.cost_spec()
+        if cond.image_embeds is not None:
+            spec = dataclasses.replace(spec, image_tokens=cond.image_embeds.shape[1], image_dim=cond.image_embeds.shape[-1])
+        return cond.calls * spec.forward(tokens, cond.text_tokens).total("paper") / 1e12
+
+class WanVideoToVideoBackend(ImageStart, WanBackend):
+    """``WanVideoToVideoPipeline``: Wan from a clip (:mod:`.img2img`), strength 0.8 and guidance 5.0
+    by default, 480 x 832. The pipeline resizes every frame to the run's size, encodes each clip
+    with the VAE's mode (no generator) and normalises it by the VAE's per-channel mean and
+    deviation; it does not repeat clips over the batch (one clip, or one per generated clip), and
+    cuts its grid with ``int(steps * strength)`` kept steps (``video2video`` rounding)."""
+
+    start_argument = "video"
+    strength_rounding = "video2video"
+    latents_as_input = False
+
+    def check_form(self, video) -> None:
+        import numpy as np
+        import PIL.Image
+
+        if isinstance(video, PIL.Image.Image) or (isinstance(video, (np.ndarray, torch.Tensor)) and video.ndim <= 3):
+            raise ValueError(f"{self.pipeline_name} starts from a video, got one image; give a list of frames "
+                             "(video=[image] for a one-frame clip), a (frames, ...) array or a (batch, frames, ...) one")
+        if isinstance(video, list) and not video:
+            raise ValueError("video= is an empty list; give the frames to start from")
+        frames = [f for clip in (video if isinstance(video, list) else [video])
+                  for f in (clip if isinstance(clip, list) else [clip])]
+        bad = next((f.mode for f in frames if isinstance(f, PIL.Image.Image) and f.mode != "RGB"), None)
+        if bad is not None:
+            raise ValueError(f"{self.pipeline_name} encodes RGB frames, got a PIL image of mode {bad!r}; convert each "
+                             "frame with frame.convert('RGB')")
+
+    def preprocess(self, video, height, width):
+        height = self.default_height if height is None else height
+        width = self.default_width if width is None else width
+        try:
+            pixels = self.pipe.video_processor.preprocess_video(video, height=height, width=width)
+        except ValueError as err:
+            raise ValueError(f"{self.pipeline_name} cannot read video=: {err}") from None
+        frames, t = pixels.shape[2], self.temporal
+        if (frames - 1) % t:
+            lower = (frames - 1) // t * t + 1
+            raise ValueError(f"a video of {frames} frames: {self.pipeline_name} encodes {t} k + 1 frames (its VAE keeps "
+                             f"the first and compresses the rest {t}x in time) and would drop the last "
+                             f"{frames - lower}; give {lower} or {lower + t} frames")
+        return pixels.to(dtype=torch.float32), height, width, frames
+
+    def check_count(self, n: int, batch: int, generator) -> None:
+        if n not in (1, batch):
+            raise ValueError(f"{n} videos cannot start {batch} generated clips: {self.pipeline_name} takes one video, or "
+                             f"one per generated clip ({batch})")
+        super().check_count(n, batch, generator)
+
+    @property
+    def start_dtype(self) -> torch.dtype:
+        return self.vae.dtype
+
+    def vae_latents(self, pixels: torch.Tensor, generator) -> torch.Tensor:
+        from diffusers.pipelines.wan.pipeline_wan_video2video import retrieve_latents
+
+        latents = torch.cat([retrieve_latents(self.vae.encode(c[None]), sample_mode="argmax") for c in pixels]).float()
+        mean, std = self.latent_moments(latents)
+        return (latents - mean) * (1.0 / std)          # as the pipeline: times the reciprocal
+
+    def start_latent(self, latents: torch.Tensor) -> torch.Tensor:
+        return self._stacked(latents)

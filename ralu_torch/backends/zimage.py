@@ -18,8 +18,11 @@ rotary tables evaluated at explicit positions. What differs from the other famil
   formula evaluated at each token's (possibly fractional) position;
 - guidance: classifier-free guidance when ``guidance_scale > 0``, both halves in one call
   (positive first), ``pos + g (pos - neg)``, with the pipeline's ``cfg_truncation`` (no
-  guidance once ``1 - sigma`` exceeds it) and ``cfg_normalization`` (the guided velocity's norm
-  capped at that multiple of the positive's), both without a host synchronisation.
+  guidance once the model's time ``(1000 - t) / 1000`` exceeds it, compared as the pipeline
+  compares it: that float32 value against the option in float64; ``None``: never) and
+  ``cfg_normalization`` (documented as a bool: ``True`` caps the guided velocity's norm at the
+  positive's, a number at that multiple of it; ``False`` or 0: no cap), both without a host
+  synchronisation.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from ralu_schedule._errors import check_finite
 
 from ..caches import model_call
 from .base import DiffusersBackend, EmbeddingInputs, batched_slice, lora_scaled
+from .img2img import ImageStart, encode_each
 
 PATCH, FRAME_PATCH = 2, 1
 
@@ -63,8 +67,8 @@ class ZImageConditioning:
     prompt_embeds: list                      # one (T_i, width) tensor per image
     negative_prompt_embeds: list | None      # with guidance
     guidance_scale: float
-    cfg_truncation: float
-    cfg_normalization: float
+    cfg_truncation: float | None             # None: no truncation
+    cfg_normalization: float                 # 0: no cap
     joint_attention_kwargs: dict | None
 
     @property
@@ -179,18 +183,25 @@ class ZImageBackend(DiffusersBackend):
     def default_size(self) -> int:
         return 1024                                            # ZImagePipeline's default side
 
+    @property
+    def latents_dtype(self) -> torch.dtype:
+        return torch.float32                                   # ZImagePipeline's latents, whatever the weights
+
 
     def encode(self, *, prompt, num_images_per_prompt, max_sequence_length, guidance_scale, joint_attention_kwargs,
                device, prompt_embeds=None, negative_prompt=None, negative_prompt_embeds=None,
-               cfg_truncation: float = 1.0, cfg_normalization: float = 0.0) -> ZImageConditioning:
+               cfg_truncation: float | None = 1.0, cfg_normalization: bool | float = False) -> ZImageConditioning:
         """As ZImagePipeline: classifier-free guidance when ``guidance_scale > 0`` (an empty
         negative prompt unless one is given)."""
         guided = guidance_scale > 0
         if not guided and (negative_prompt is not None or negative_prompt_embeds is not None):
             raise ValueError(f"a negative prompt on Z-Image needs guidance_scale > 0 (classifier-free guidance), got "
                              f"{guidance_scale:g}; without it the negative prompt would be ignored")
-        check_finite("cfg_truncation", cfg_truncation)
-        check_finite("cfg_normalization", cfg_normalization)
+        if cfg_truncation is not None:
+            cfg_truncation = check_finite("cfg_truncation", cfg_truncation)
+        # documented as a bool (ZImagePipeline: True caps at the positive's norm, i.e. 1.0), or a multiple
+        cfg_normalization = check_finite("cfg_normalization", float(cfg_normalization) if isinstance(
+            cfg_normalization, bool) else cfg_normalization)
         if prompt_embeds is not None and guided and negative_prompt_embeds is None:
             raise ValueError("prompt_embeds with guidance_scale > 0 need negative_prompt_embeds (ZImagePipeline's rule)")
         if prompt_embeds is None or guided and negative_prompt_embeds is None:
@@ -208,8 +219,7 @@ class ZImageBackend(DiffusersBackend):
             raise ValueError(f"negative prompts give {len(negative_prompt_embeds)} embeddings for {len(prompt_embeds)} "
                              "prompts; give one negative prompt per prompt")
         return ZImageConditioning(list(prompt_embeds), list(negative_prompt_embeds) if guided else None,
-                                  float(guidance_scale), float(cfg_truncation), float(cfg_normalization),
-                                  joint_attention_kwargs)
+                                  float(guidance_scale), cfg_truncation, cfg_normalization, joint_attention_kwargs)
 
     def prepare(self, tokens, cond: ZImageConditioning) -> ZImagePositions:
         """The rotary table of every item's image tokens: ``(cap_len + 1, row, col)`` at the
@@ -259,8 +269,11 @@ class ZImageBackend(DiffusersBackend):
             keep = torch.linalg.vector_norm(pos, dim=(1, 2), keepdim=True) * cond.cfg_normalization
             norm = torch.linalg.vector_norm(guided, dim=(1, 2), keepdim=True)
             guided = torch.where(norm > keep, guided * (keep / norm), guided)
-        if cond.cfg_truncation <= 1:                       # no guidance once 1 - sigma exceeds the truncation
-            guided = torch.where((1 - sigma) > cond.cfg_truncation, pos, guided)
+        if cond.cfg_truncation is not None and cond.cfg_truncation <= 1:
+            # no guidance once (1000 - t) / 1000 exceeds the truncation, in the pipeline's arithmetic: t = 1000
+            # sigma and that time in float32 (its timesteps'), compared in float64 (its .tolist() against a float)
+            t_norm = (1000 - sigma * 1000) / 1000
+            guided = torch.where(t_norm.double() > cond.cfg_truncation, pos, guided)
         return guided
 
     def cost_spec(self):
@@ -269,3 +282,22 @@ class ZImageBackend(DiffusersBackend):
         c = self.transformer.config
         return ZImageSpec(layers=c.n_layers, refiner_layers=c.n_refiner_layers, heads=c.n_heads,
                           head_dim=c.dim // c.n_heads, token_features=self.features, context_dim=c.cap_feat_dim)
+
+
+class ZImageImg2ImgBackend(ImageStart, ZImageBackend):
+    """``ZImageImg2ImgPipeline``: Z-Image from an image (:mod:`.img2img`), guidance 5.0 and strength
+    0.6 by default. The pipeline does not resize the image: it runs at the image's own size (rounded
+    down to a multiple of 16 by its processor), which is also the default size."""
+
+    def preprocess(self, image, height, width):
+        pixels = self.pipe.image_processor.preprocess(image).to(dtype=torch.float32)
+        h, w = pixels.shape[-2:]
+        if (height is not None and height != h) or (width is not None and width != w):
+            raise ValueError(f"{self.pipeline_name} runs at its image's size, {w}x{h} (width x height) here, and does not "
+                             f"resize it; got height {height} and width {width}: leave them out or give the image's")
+        return pixels, int(h), int(w), None
+
+    def vae_latents(self, pixels: torch.Tensor, generator) -> torch.Tensor:
+        from diffusers.pipelines.z_image.pipeline_z_image_img2img import retrieve_latents
+
+        return self.to_model_space(encode_each(self.vae, pixels, generator, retrieve_latents))

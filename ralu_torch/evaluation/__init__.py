@@ -6,7 +6,8 @@ diffusers model or on the analytic Gaussian backend. See ``docs/eval.md``.
 - :mod:`~ralu_torch.evaluation.metrics`: the image metrics and how their models load;
 - :mod:`~ralu_torch.evaluation.run`: the command on a model (:func:`~ralu_torch.evaluation.run.evaluate`);
 - :mod:`~ralu_torch.evaluation.analytic`: the same table on exact Gaussian data;
-- :mod:`~ralu_torch.evaluation.report`: the CSV, markdown, plot and contact sheet.
+- :mod:`~ralu_torch.evaluation.report`: the CSV, markdown, plot and contact sheet;
+- :mod:`~ralu_torch.evaluation.results`: the output folder, its record, and a rerun into it.
 """
 
 from .configs import Config, parse_config, parse_configs

@@ -17,6 +17,7 @@ a model's. 95% intervals are BCa bootstraps over the seeds (scipy.stats.bootstra
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import warnings
@@ -141,6 +142,13 @@ def _backend(field, policy):
 
 
 def texture_truth(field) -> dict:
+    """The texture field's reference detail energies, from :data:`TRUTH_DRAWS` exact draws
+    (the same for a field every time: computed once per field and process)."""
+    return dict(_texture_truth(field))
+
+
+@functools.lru_cache(maxsize=8)
+def _texture_truth(field) -> dict:
     return q.region_metrics(field.sample(TRUTH_DRAWS, torch.Generator().manual_seed(TRUTH_SEED)), field)
 
 
@@ -159,11 +167,13 @@ def metrics_of(data: str, samples, result, field, truth=None) -> dict:
 
 
 def run_rows(configs, data: str = "gaussian", n: int = 128, seed: int = 0, size: int = 64, exponent: float = 2.0,
-             texture_size: int = 32, say=None):
+             texture_size: int = 32, say=None, truth=None):
     """Yield a :class:`Row` per configuration, run one after another in this process on the
-    same seeds (one batch of ``n``, seed ``seed + i`` for sample ``i``)."""
+    same seeds (one batch of ``n``, seed ``seed + i`` for sample ``i``). ``truth``: the texture
+    field's :func:`texture_truth`, when the caller has it already."""
     field = field_for(data, size, exponent, texture_size)
-    truth = texture_truth(field) if data == "texture" else None
+    if data == "texture" and truth is None:
+        truth = texture_truth(field)
     resolved = [resolve(c) for c in configs]              # every configuration checked before the first runs
     for config, (sched, opts, policy) in zip(configs, resolved):
         if say is not None:
@@ -252,50 +262,90 @@ def default_configs() -> list[str]:
             "flux-dev-7x+taylorseer:interval=3,warmup=2"]
 
 
-def evaluate_analytic(args, configs, say=print):
-    """``ralu eval --model analytic``: a table per data set in ``DIR/eval.md``, every row in
-    ``DIR/eval.csv``, and ``DIR/eval.png`` (FD against the speed-up in TFLOPs)."""
-    from pathlib import Path
+#: The analytic backend's ranges: ``--exponent`` within +-4 (the field's spectrum then spans at
+#: most 4.2e6, within what the sampler's float32 resolves; beyond, rounding fills the high
+#: bands and their errors say nothing), ``--texture-size`` up to 64 (its dense covariances are
+#: ``(side^2)^2`` values per region), and seeds x side^2 at most 2^24 values per data set (32
+#: times the default's; the sampler holds several complex copies of them).
+EXPONENT_LIMIT, TEXTURE_LIMIT, MAX_VALUES = 4.0, 64, 1 << 24
 
-    from ralu_schedule._errors import UsageError
 
-    from . import report
+def check_analytic(args, configs):
+    """Everything ``ralu eval --model analytic`` reads, checked before anything runs (a fault is
+    one :class:`UsageError`): ``(configurations, seeds, side, {data: field})``."""
+    from ralu_schedule._errors import UsageError, check_finite
+
     from .configs import parse_configs
 
-    if args.prompts is not None:
-        raise UsageError("--model analytic has no prompts: its data are exact Gaussian fields (leave out --prompts)")
     if configs is None:
-        configs = parse_configs(default_configs())
+        configs = parse_configs(default_configs(), analytic=True)
     seeds = args.num_images if args.num_images is not None else 128
     size = args.height if args.height is not None else 64
     if args.width is not None and args.width != size:
         raise UsageError(f"--model analytic runs square fields: give --height only (got {args.height}x{args.width})")
+    for flag, given, data in (("--height", args.height is not None, "gaussian"),
+                              ("--exponent", args.exponent != 2.0, "gaussian"),
+                              ("--texture-size", args.texture_size != 32, "texture")):
+        if given and data not in args.data:
+            raise UsageError(f"{flag} is the {data} data set's and --data is {' '.join(args.data)}; leave it out")
     if seeds < 2:
         raise UsageError(f"--num-images (seeds of the analytic backend) must be >= 2, got {seeds}")
     if size < 16 or size % 4:
         raise UsageError(f"--height (the field's side) must be a multiple of 4 and >= 16, got {size}")
+    exponent = check_finite("--exponent", args.exponent)
+    if abs(exponent) > EXPONENT_LIMIT:
+        raise UsageError(f"--exponent must lie in [-{EXPONENT_LIMIT:g}, {EXPONENT_LIMIT:g}] (beyond, the spectrum spans "
+                         f"more than the sampler's float32 resolves), got {exponent:g}")
+    if not 16 <= args.texture_size <= TEXTURE_LIMIT or args.texture_size % 8:
+        raise UsageError(f"--texture-size must be a multiple of 8 from 16 to {TEXTURE_LIMIT}, got {args.texture_size}")
+    for data in args.data:
+        side = size if data == "gaussian" else args.texture_size
+        if seeds * side * side > MAX_VALUES:
+            flag = "--height" if data == "gaussian" else "--texture-size"
+            raise UsageError(f"--num-images x {flag}^2 must be at most 2^24 ({MAX_VALUES}) values per data set, got "
+                             f"{seeds} x {side}^2")
+    if not any(c.kind != "exact" for c in configs):
+        raise UsageError("--model analytic needs a configuration besides exact (the first is the reference)")
     for c in configs:
         resolve(c)                                   # a bad configuration fails before anything runs
-    out = Path(args.out_dir)
-    out.mkdir(exist_ok=True)
-    refs = [c for c in configs if c.kind != "exact"]
-    if not refs:
-        raise UsageError("--model analytic needs a configuration besides exact (the first is the reference)")
-    ref = refs[0]
+    fields = {data: field_for(data, size, exponent, args.texture_size) for data in args.data}
+    return configs, seeds, size, fields
+
+
+def evaluate_analytic(args, configs, say=print):
+    """``ralu eval --model analytic``: a table per data set in ``DIR/eval.md``, every row in
+    ``DIR/eval.csv``, and ``DIR/eval.png`` (FD against the speed-up in TFLOPs). A folder that
+    holds this recipe's results, as ralu eval wrote them, is left as it is (:mod:`~.results`)."""
+    from pathlib import Path
+
+    from . import report
+    from .results import RECORD, Folder
+
+    configs, seeds, size, fields = check_analytic(args, configs)
+    recipe = {"model": "analytic", "configurations": [c.text for c in configs], "data": list(args.data),
+              "num_images": seeds, "seed": args.seed,
+              **({"height": size, "exponent": args.exponent} if "gaussian" in args.data else {}),
+              **({"texture_size": args.texture_size} if "texture" in args.data else {})}
+    folder = Folder(Path(args.out_dir), recipe, ("eval.md", "eval.csv", "eval.png"), args.overwrite)
+    if folder.resumed and {"eval.md", "eval.csv"} <= set(folder.files):
+        say(f"nothing to do: {folder.out} holds these results already ({', '.join(sorted(folder.files))}, as ralu eval "
+            "wrote them); pass --overwrite to compute them again")
+        return folder.out
+    ref = next(c for c in configs if c.kind != "exact")
     csv_rows, text, points, panels = [], [], {}, []
-    for data in args.data:
-        field = field_for(data, size, args.exponent, args.texture_size)
+    for data, field in fields.items():
         truth = texture_truth(field) if data == "texture" else None
-        rows = list(run_rows(configs, data, seeds, args.seed, size, args.exponent, args.texture_size, say=say))
+        rows = list(run_rows(configs, data, seeds, args.seed, size, args.exponent, args.texture_size, say=say,
+                             truth=truth))
         base = next(r for r in rows if r.config is ref)
         cols = COLUMNS[data]
         header = ["configuration", "TFLOPs", "speed-up (TFLOPs)"] + [h for _, h, _ in cols]
         table = []
         for r in rows:
             ci = intervals(data, r, field, truth)
-            rec = {"data": data, "configuration": r.config.label, "canonical": r.config.text, "seeds": seeds,
+            rec = {"data": data, "configuration": r.config.text, "seeds": seeds,
                    "tflops": r.tflops, "speedup_tflops": base.tflops / r.tflops if r.tflops else None}
-            cells = [r.config.label, "" if r.tflops is None else f"{r.tflops:.1f}",
+            cells = [r.config.text, "" if r.tflops is None else f"{r.tflops:.1f}",
                      report.speedup(base.tflops, r.tflops)]
             for key, _, fmt in cols:
                 v = r.metrics.get(key)
@@ -304,30 +354,33 @@ def evaluate_analytic(args, configs, say=print):
                 cells.append(report.cell(v, lo, hi, fmt) if v is not None else "")
             csv_rows.append(rec)
             table.append(cells)
-            points.setdefault(r.config.label, {"label": r.config.label, "speedup": rec["speedup_tflops"]})
-            points[r.config.label][f"{data}:fd"] = (r.metrics["fd"], *ci["fd"])
+            points.setdefault(r.config.text, {"label": r.config.text, "speedup": rec["speedup_tflops"]})
+            points[r.config.text][f"{data}:fd"] = (r.metrics["fd"], *ci["fd"])
         title = (f"Gaussian field {size}x{size}, spectrum ~ |k|^-{args.exponent:g}" if data == "gaussian" else
                  f"texture-patch field {args.texture_size}x{args.texture_size}")
         md = report.markdown(header, table)
         text += [f"## {data}: {title}, {seeds} seeds", "", md, ""]
         panels.append((f"{data}:fd", f"{data} FD x1e3", False))
         say("")
-        say(f"{data}: {title}, {seeds} seeds; reference {ref.label}")
+        say(f"{data}: {title}, {seeds} seeds; reference {ref.text}")
         say("")
         say(md)
-    report.write_csv(out / "eval.csv", csv_rows)
-    plotted = report.plot(out / "eval.png", [p for p in points.values() if p["speedup"] is not None], panels,
-                          "analytic backend: FD against speed-up (FLUX.1-dev 1024x1024 cost model)")
     head = ["# ralu eval: analytic backend", "", "```", report.command_line(args), "```", "",
-            f"Exact Gaussian data, {seeds} seeds per row (seed {args.seed} + i), h0 = 3; reference: {ref.label}. "
+            f"Exact Gaussian data, {seeds} seeds per row (seed {args.seed} + i), h0 = 3; reference: {ref.text}. "
             "TFLOPs: the cost model's, FLUX.1-dev at 1024x1024 (paper convention); no times (the analytic velocity costs "
             "the same at every token count, so they would say nothing about a model). Metrics: FD x1e3 "
             "(lower is better), log10 power or detail ratios to the truth (0 is right), variance (the data: 1 on the "
             "stationary field); [95% BCa bootstrap interval over the seeds].", ""]
-    if plotted:
-        text.append("![FD against speed-up](eval.png)")
-    (out / "eval.md").write_text("\n".join(head + text) + "\n", encoding="utf-8")
+    with folder.writing():                           # the folder is made now, with everything computed
+        report.write_csv(folder.stage("eval.csv"), csv_rows)
+        plotted = report.plot(folder.stage("eval.png"), [p for p in points.values() if p["speedup"] is not None],
+                              panels, "analytic backend: FD against speed-up (FLUX.1-dev 1024x1024 cost model)")
+        if plotted:
+            text.append("![FD against speed-up](eval.png)")
+        folder.stage("eval.md").write_text("\n".join(head + text) + "\n", encoding="utf-8")
+        wrote = folder.commit()
+        folder.finish()
     say("")
-    say(f"no contact sheet: the analytic backend has no prompts; wrote {out / 'eval.csv'}, {out / 'eval.md'}"
-        + (f", {out / 'eval.png'}" if plotted else ""))
-    return out
+    say(f"no contact sheet: the analytic backend has no prompts; wrote {', '.join(map(str, wrote))}; what was "
+        f"written is recorded in {folder.out / RECORD}")
+    return folder.out

@@ -17,12 +17,22 @@ Caches take the diffusers configuration they stand for (``TaylorSeerCacheConfig`
 ``FirstBlockCacheConfig``, ``PyramidAttentionBroadcastConfig``); TaylorSeer's options are
 ``ralu-schedule cost --cache``'s (:func:`ralu_schedule.caching.parse_cache`) plus ``lite``.
 Solvers are the cost model's names (:data:`ralu_schedule.export.SOLVERS`). Every fault is one
-``ValueError`` naming the configuration and what is allowed.
+``ValueError`` naming the configuration and what is allowed: numbers are ASCII decimals (no
+``nan``, ``inf``, ``1_0`` or other scripts' digits), integers at most :data:`MAX_STEPS`, and an
+option given twice is refused rather than the last one winning.
+
+Each configuration has one canonical form (:attr:`Config.text`): modifiers in a fixed order,
+numbers as Python writes them (``baseline:04`` is ``baseline:4``, ``fbcache:0.050`` is
+``fbcache:0.05``), a schedule file's path resolved, and every option given at its default left
+out (``+upsample:latent``, ``+parameters:default``, ``+fbcache:0.05``, ``+taylorseer:interval=5``).
+It names the configuration in ``ralu eval``'s tables, CSV files and image folders, and two
+configurations with the same canonical form are one configuration.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -41,7 +51,14 @@ OPTIONS = {"upsample": ("upsample", UPSAMPLE_MODES), "kept-noise": ("kept_noise"
            "parameters": ("parameters", PARAMETERS), "select": ("select", SELECTIONS)}
 #: Ablations of RALU's parts (``ralu_torch.analysis.quality``), on the analytic backend.
 ABLATIONS = ("naive-upsampling", "uncorrelated-noise", "unmatched-timesteps", "no-mixed-stage")
+#: The largest integer a configuration takes (steps, a cache's interval, warm-up, order, skip range).
 MAX_STEPS = 10_000
+#: Cache defaults: diffusers' ``FirstBlockCacheConfig`` threshold and PAB skip range we pass when
+#: none is given, and TaylorSeer's (:class:`~ralu_schedule.caching.TaylorSeerPolicy`, ``lite=0``).
+FBCACHE_THRESHOLD, PAB_SKIP = 0.05, 2
+TAYLORSEER_DEFAULTS = {**{f: getattr(TaylorSeerPolicy(), f) for f in TaylorSeerPolicy.__dataclass_fields__}, "lite": 0}
+_INT = re.compile(r"[0-9]+")
+_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 #: ``ralu eval``'s metrics (:mod:`ralu_torch.evaluation.metrics`), in table order, and where their
 #: CLIP models come from by default: named here, free of torch, for the command line.
 METRICS = ("psnr", "ssim", "lpips", "clip-score", "clip-iqa", "image-reward", "niqe")
@@ -85,24 +102,27 @@ class Cache:
                                          disable_cache_after_step=pol.cooldown, max_order=pol.order,
                                          use_lite_mode=bool(p.get("lite", 0)))
         if self.name == "fbcache":
-            return FirstBlockCacheConfig(threshold=p.get("threshold", 0.05))
-        return PyramidAttentionBroadcastConfig(spatial_attention_block_skip_range=p.get("skip", 2),
+            return FirstBlockCacheConfig(threshold=p.get("threshold", FBCACHE_THRESHOLD))
+        return PyramidAttentionBroadcastConfig(spatial_attention_block_skip_range=p.get("skip", PAB_SKIP),
                                                current_timestep_callback=current_timestep)
 
     def text(self) -> str:
+        """The canonical form: only the options that differ from their defaults, each number as
+        Python writes it (``repr``: the shortest text that reads back as the same value)."""
         if not self.params:
             return self.name
         if self.name in ("fbcache", "pab"):
-            return f"{self.name}:{self.params[0][1]:g}"
-        return f"{self.name}:" + ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.params)
+            return f"{self.name}:{self.params[0][1]!r}"
+        return f"{self.name}:" + ",".join(f"{k}={v!r}" for k, v in self.params)
 
 
 @dataclass(frozen=True)
 class Config:
     """One parsed configuration (see the module docstring). ``label`` is what the user wrote;
-    ``text`` the canonical form (modifiers in a fixed order), which decides identity."""
+    ``text`` the canonical form, which decides identity and names the configuration in every
+    table (two configurations are equal when their canonical forms are)."""
 
-    label: str
+    label: str = field(compare=False)
     kind: str                            # "baseline", "preset", "file" or "exact"
     steps: int | None = None             # baseline steps
     schedule: str | None = None          # preset name or schedule file
@@ -124,38 +144,82 @@ class Config:
         return f"{readable}-{hashlib.sha256(self.text.encode()).hexdigest()[:8]}"
 
 
+def _number(text, kind):
+    """``text`` as an ``int`` or a finite ``float`` written in ASCII decimal, else ``None``
+    (``int`` and ``float`` would also take ``nan``, ``inf``, ``1_0``, spaces and other scripts'
+    digits, which would give one configuration several spellings or a non-finite value)."""
+    if not isinstance(text, str) or not (_INT if kind is int else _FLOAT).fullmatch(text):
+        return None
+    value = kind(text.lstrip("0") or "0") if kind is int else float(text) + 0.0     # -0.0 is 0.0
+    return value if kind is int or math.isfinite(value) else None
+
+
+def _options(name: str, arg: str, where: str, bare: str | None = None) -> dict:
+    """A cache's ``key=value,...`` options (empty items skipped, as ``ralu-schedule cost
+    --cache`` reads them); a bare value is option ``bare``'s. A key given twice is refused:
+    the last would silently win."""
+    out = {}
+    for item in filter(None, arg.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            if bare is None:
+                raise ValueError(f"{where}: {name} options are key=value, got {item!r}")
+            key, value = bare, item
+        if key in out:
+            raise ValueError(f"{where}: {name} option {key} given twice ({brief(arg)}); give each once")
+        out[key] = value
+    return out
+
+
 def _cache(name: str, arg: str, where: str) -> Cache:
     if name == "taylorseer":
-        items = [i for i in arg.split(",") if i] if arg else []
-        lite = [i for i in items if i.partition("=")[0] == "lite"]
-        rest = [i for i in items if i.partition("=")[0] != "lite"]
+        given = _options(name, arg, where)
         params = {}
-        for item in lite:
-            value = item.partition("=")[2]
-            if value not in ("0", "1"):
-                raise ValueError(f"{where}: taylorseer option lite takes 0 or 1, got {value!r}")
-            params["lite"] = int(value)
+        for key, value in given.items():
+            if key not in TAYLORSEER_DEFAULTS:
+                continue                                   # parse_cache names what is allowed
+            if key == "lite":
+                if value not in ("0", "1"):
+                    raise ValueError(f"{where}: taylorseer option lite takes 0 or 1, got {value!r}")
+            elif not (key == "cooldown" and value == "none") and \
+                    _number(value, float if key == "predicted_cost" else int) is None:
+                raise ValueError(f"{where}: taylorseer option {key} needs a decimal number, got {value!r}")
         try:
-            policy = parse_cache("taylorseer:" + ",".join(rest))
+            policy = parse_cache("taylorseer:" + ",".join(f"{k}={v}" for k, v in given.items() if k != "lite"))
         except ValueError as err:
             raise ValueError(f"{where}: {err} (or lite=0|1)") from None
-        given = {i.partition("=")[0] for i in rest}
-        for key in sorted(given):
-            params[key] = getattr(policy, key)
+        for key, default in TAYLORSEER_DEFAULTS.items():
+            value = int(given.get("lite", "0")) if key == "lite" else getattr(policy, key)
+            if isinstance(value, int) and value > MAX_STEPS:
+                raise ValueError(f"{where}: taylorseer option {key} must be at most {MAX_STEPS}, got {value}")
+            if value != default:
+                params[key] = value
         return Cache("taylorseer", tuple(sorted(params.items())))
-    key, kind, check = {"fbcache": ("threshold", float, lambda v: 0 <= v <= 1),
-                        "pab": ("skip", int, lambda v: v >= 1)}[name]
-    if not arg:
+    key, kind, default, low, high, what = {
+        "fbcache": ("threshold", float, FBCACHE_THRESHOLD, 0, 1, "a threshold in [0, 1]"),
+        "pab": ("skip", int, PAB_SKIP, 1, MAX_STEPS, f"an integer skip range from 1 to {MAX_STEPS}")}[name]
+    given = _options(name, arg, where, bare=key)
+    if set(given) - {key}:
+        raise ValueError(f"{where}: {name} takes {what} ({name}:VALUE or {name}:{key}=VALUE), got {arg!r}")
+    if not given:
         return Cache(name)
-    value = arg.partition("=")[2] if arg.startswith(f"{key}=") else arg
+    number = _number(given[key], kind)
+    if number is None or not low <= number <= high:
+        raise ValueError(f"{where}: {name} takes {what} ({name}:VALUE), got {given[key]!r}")
+    return Cache(name) if number == default else Cache(name, ((key, number),))
+
+
+def _schedule_file(base: str, where: str) -> str:
+    """A schedule file's canonical name: its real path, relative to the working directory when
+    it lies below it (``./s.json``, ``a/../s.json`` and ``$PWD/s.json`` are one file)."""
+    if not os.path.isfile(base):
+        raise ValueError(f"{where}: schedule file {brief(base)} does not exist")
+    real = os.path.realpath(base)
     try:
-        number = kind(value)
-    except ValueError:
-        number = None
-    if number is None or not check(number):
-        what = "a threshold in [0, 1]" if name == "fbcache" else "an integer skip range >= 1"
-        raise ValueError(f"{where}: {name} takes {what} ({name}:VALUE), got {value!r}")
-    return Cache(name, ((key, number),))
+        rel = os.path.relpath(real)
+    except ValueError:                                     # another drive (Windows)
+        return real
+    return real if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
 
 
 def parse_config(text: str) -> Config:
@@ -165,19 +229,19 @@ def parse_config(text: str) -> Config:
     where = f"configuration {brief(text)}"
     base, *mods = text.split("+")
     kind = steps = schedule = None
-    if base.startswith("baseline"):
-        _, colon, n = base.partition(":")
-        if not colon or not n.isdigit() or not 1 <= int(n) <= MAX_STEPS:
+    name, colon, n = base.partition(":")
+    if name == "baseline" or (base.startswith("baseline") and base not in PRESETS):
+        steps = _number(n, int) if name == "baseline" and colon else None
+        if steps is None or not 1 <= steps <= MAX_STEPS:
             raise ValueError(f"{where}: a baseline is baseline:STEPS with 1 <= STEPS <= {MAX_STEPS} (e.g. baseline:50)")
-        kind, steps = "baseline", int(n)
+        kind, base = "baseline", f"baseline:{steps}"
     elif base == "exact":
         kind = "exact"
     elif base in PRESETS:
         kind, schedule = "preset", base
     elif base.endswith(".json") or os.sep in base:
-        if not os.path.isfile(base):
-            raise ValueError(f"{where}: schedule file {brief(base)} does not exist")
-        kind, schedule = "file", base
+        kind, schedule = "file", _schedule_file(base, where)
+        base = schedule
     else:
         raise ValueError(f"{where}: {brief(base)} is not a preset, a baseline or a schedule file; {grammar()}")
     cache = solver = ablation = None
@@ -216,7 +280,8 @@ def parse_config(text: str) -> Config:
         raise ValueError(f"{where}: a baseline takes a cache or a solver, not RALU's {', '.join(named)}")
     if ablation is not None and (cache is not None or solver is not None):
         raise ValueError(f"{where}: an ablation runs alone (no cache or solver)")
-    opts = tuple(sorted(options.items()))
+    defaults = {key: allowed[0] for key, allowed in OPTIONS.values()}   # RALU's own defaults: left out
+    opts = tuple(sorted((k, v) for k, v in options.items() if v != defaults[k]))
     canonical = "+".join([base] + ([cache.text()] if cache else []) + ([solver] if solver else [])
                          + [f"{k.replace('_', '-')}:{v}" for k, v in opts]
                          + ([f"ablation:{ablation}"] if ablation else []))
@@ -224,14 +289,21 @@ def parse_config(text: str) -> Config:
                   ablation=ablation, text=canonical)
 
 
-def parse_configs(texts) -> list[Config]:
-    """Several configurations; the same configuration twice is refused."""
+def parse_configs(texts, analytic: bool = False) -> list[Config]:
+    """Several configurations; two with the same canonical form (:attr:`Config.text`) are
+    refused, naming both spellings: each runs once, and the first is the reference, so which
+    to keep is the user's choice. On the analytic backend (``analytic``) ``+euler`` is its
+    default solver, so it is no different from no solver there."""
     out, seen = [], {}
     for t in texts:
         c = parse_config(t)
-        if c.text in seen:
-            raise ValueError(f"configuration {brief(t)} is the same as {brief(seen[c.text])}; give each once")
-        seen[c.text] = t
+        same = c.text.replace("+euler", "") if analytic and c.solver == "euler" else c.text
+        if same in seen:
+            first = seen[same]
+            why = (f"both are {c.text}" if first.text == c.text else
+                   f"the analytic backend's solver is Euler, so both run {same}")
+            raise ValueError(f"configuration {brief(t)} is the same as {brief(first.label)} ({why}); give each once")
+        seen[same] = c
         out.append(c)
     if not out:
         raise ValueError(f"no configurations given; {grammar()}")

@@ -25,6 +25,8 @@ random CLIP models built from configs to one) or, from Python, a ``(model, proce
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
@@ -160,7 +162,7 @@ def _clip_score(models):
     def fn(images, refs, prompts):
         return [clip_score(img.to(models.device), p, model_name_or_path=lambda: pair)
                 for img, p in zip(images, prompts)]
-    return fn, f"torchmetrics clip_score, CLIP {_name(models.clip)}"
+    return fn, f"torchmetrics clip_score, CLIP {source_name(models.clip)}"
 
 
 def _clip_iqa(models):
@@ -181,7 +183,7 @@ def _clip_iqa(models):
         metric.reset()
         metric.update(images.to(device=models.device, dtype=torch.float32))
         return metric.compute().reshape(-1)
-    return fn, f"torchmetrics CLIPImageQualityAssessment, {_name(source)}"
+    return fn, f"torchmetrics CLIPImageQualityAssessment, {source_name(source)}"
 
 
 def _image_reward(models):
@@ -208,7 +210,8 @@ def _niqe(models):
     return fn, "pyiqa niqe"
 
 
-def _name(source) -> str:
+def source_name(source) -> str:
+    """A metric model's source as the report names it: the hub id or folder, or the given model's class."""
     return source if isinstance(source, str) else f"{type(source[0]).__name__} (given)"
 
 
@@ -219,19 +222,77 @@ INSTALL = {"lpips": "torchvision", "clip-iqa": "piq (for its clip_iqa model) or 
            "image-reward": "image-reward", "niqe": "pyiqa"}
 
 
+#: Seconds the one check of the Hugging Face hub waits for an answer.
+HUB_TIMEOUT = 3.0
+
+
+def hub_source(name: str, models: MetricModels) -> str | None:
+    """The hub id that metric ``name``'s model downloads from, or None when it comes from
+    elsewhere (a local folder, a given model, piq's or pyiqa's or torchvision's own hosts)."""
+    source = {"clip-score": models.clip, "image-reward": models.image_reward,
+              "clip-iqa": models.clip_iqa if models.clip_iqa != DEFAULT_CLIP_IQA else None}.get(name)
+    return source if isinstance(source, str) and not os.path.isdir(source) else None
+
+
+def hub_unreachable(timeout: float = HUB_TIMEOUT) -> str | None:
+    """None when the Hugging Face hub answers one request within ``timeout`` seconds; else why
+    not: huggingface_hub's offline mode (``HF_HUB_OFFLINE=1``) or the request's error. One
+    request through huggingface_hub's own session (its proxies), no retries."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.HF_HUB_OFFLINE:
+        return "HF_HUB_OFFLINE is set"
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception as err:             # whatever the HTTP library raises: DNS, refused, timed out, a proxy
+        said = str(err).splitlines()[0][:120] if str(err) else ""
+        return f"{constants.ENDPOINT} cannot be reached: {type(err).__name__}{': ' + said if said else ''}"
+    return None
+
+
+@contextlib.contextmanager
+def hub_offline():
+    """huggingface_hub's offline mode (what ``HF_HUB_OFFLINE=1`` sets when it is imported) for
+    the duration: transformers and huggingface_hub read their local caches only and fail at
+    once, instead of retrying a hub they cannot reach (five times per file, about 23 s)."""
+    from huggingface_hub import constants
+
+    saved = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
 def load_metrics(names, models: MetricModels, say=print) -> list[Metric]:
-    """The metrics of ``names`` that load; each that does not is one line through ``say``."""
+    """The metrics of ``names`` that load; each that does not is one line through ``say``.
+    Where a metric's model comes from the Hugging Face hub, the hub is checked once (one short
+    request, :func:`hub_unreachable`); if it cannot be reached, those models load from the
+    local cache only (:func:`hub_offline`), and each that is not there is one line saying so."""
     unknown = [n for n in names if n not in LOADERS]
     if unknown:
         raise ValueError(f"unknown metric {unknown[0]!r}; metrics are {', '.join(NAMES)}")
     out = []
+    unreachable = hub_unreachable() if any(hub_source(n, models) for n in names) else None
     for name in names:
+        source = hub_source(name, models)
+        if source is not None and (os.path.isabs(source) or source.startswith(".")):
+            say(f"{INFO[name].label}: skipped, its model cannot be loaded: no folder {source}")
+            continue
+        offline = source is not None and unreachable is not None
         try:
-            fn, source = LOADERS[name](models)
+            with hub_offline() if offline else contextlib.nullcontext():
+                fn, text = LOADERS[name](models)
         except Exception as err:          # any failure to load: a missing package, no network, a bad folder
+            if offline and not isinstance(err, ImportError):
+                say(f"{INFO[name].label}: skipped, its model cannot be loaded: {source} is not in the local cache and "
+                    f"the hub cannot be reached ({unreachable}); run once with network access, or give a local folder")
+                continue
             hint = f" (needs {INSTALL[name]})" if isinstance(err, ImportError) and name in INSTALL else ""
             say(f"{INFO[name].label}: skipped, its model cannot be loaded{hint}: {type(err).__name__}: "
                 f"{str(err).splitlines()[0][:200] if str(err) else ''}")
             continue
-        out.append(Metric(name, fn, source))
+        out.append(Metric(name, fn, text))
     return out

@@ -96,7 +96,7 @@ def plot(path: Path, points: list[dict], metrics: list, title: str) -> bool:
         ax.axis("off")
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
     return True
 
@@ -106,7 +106,7 @@ def contact_sheet(path: Path, rows: list[tuple], thumb: int = 256) -> None:
     the prompt above it, each thumbnail's caption under it."""
     from PIL import Image, ImageDraw
 
-    from ..generate import _font, _side_by_side
+    from ..generation.write import font as _font, side_by_side as _side_by_side
 
     size = max(10, thumb // 20)
     font = _font(size)
