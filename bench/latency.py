@@ -5,9 +5,8 @@
     python bench/latency.py --model tiny                   # a one-block FLUX on the CPU (the tests run this)
     python bench/latency.py --family qwen-image            # another family's mid-size proxy (or --model tiny)
 
-``--family`` (flux2, flux2-klein, qwen-image, z-image, chroma, wan, hunyuanvideo1.5, qwen-image-2.1) times
-that family's pipeline
-against RALU with its presets on a mid-size random model of its architecture, or with
+``--family`` (flux2, flux2-klein, qwen-image, z-image, chroma, wan, hunyuanvideo1.5, qwen-image-2.1, ltx2)
+times that family's pipeline against RALU with its presets on a mid-size random model of its architecture, or with
 ``--model full`` on its published architecture (random weights, built on the device: FLUX.2
 [dev] needs about 64 GiB in bfloat16); the FLOP ratio is then the transformer's alone, the
 cost model's family spec for that model. ``--taylorseer`` adds one stacked configuration (the
@@ -86,9 +85,12 @@ FAMILY_PROXIES = {
     "qwen-image-2.1": ("qwen-image-2.1", dict(num_layers=6, attention_head_dim=64, num_attention_heads=4,
                                               context_in_dim=512, mlp_ratio=3, axes_dims_rope=(16, 24, 24)),
                        ["qwen-image-2.1-7x", "qwen-image-2.1-4x"]),
+    "ltx2": ("ltx-2", dict(num_layers=4, attention_head_dim=64, num_attention_heads=4, cross_attention_dim=256,
+                           audio_attention_head_dim=32, audio_num_attention_heads=4, audio_cross_attention_dim=128),
+             ["ltx2-512x768-7x", "ltx2-512x768-4x"]),
 }
 #: video families: the clip's frames unless --frames says otherwise
-VIDEO_FRAMES = {"wan": 17, "hunyuanvideo1.5": 17}
+VIDEO_FRAMES = {"wan": 17, "hunyuanvideo1.5": 17, "ltx2": 9}
 
 
 class Timers:
@@ -154,7 +156,9 @@ def family_spec(pipe, text_tokens: int, cfg_batches: int = 1, inputs: dict | Non
         transformer, text_tokens = be.call_spec(cond)
     temporal = getattr(be, "temporal", 1)
     v = pipe.vae.config
-    if temporal == 1:
+    if hasattr(be, "vae_spec"):                      # a family that describes its own VAE (LTX-2)
+        vae = be.vae_spec()
+    elif temporal == 1:
         vae = VAEDecoderSpec(channels=(0,))
     elif type(pipe.vae).__name__ == "AutoencoderKLHunyuanVideo15":
         vae = HunyuanVideo15VAEDecoderSpec(latent_channels=v.latent_channels,
@@ -284,7 +288,8 @@ def main(argv=None):
                     help="add RALU + TaylorSeer (diffusers, lite mode, interval 3, warm-up 2), flux-dev-10x, and a "
                          "4-step baseline next to flux-schnell-16x")
     ap.add_argument("--frames", type=int, default=None,
-                    help="video families: the clip's frames, 4k + 1 (default: 17 for wan)")
+                    help="video families: the clip's frames, (VAE's temporal factor) k + 1 (default: 17 for wan, "
+                         "9 for ltx2)")
     ap.add_argument("--guided", action="store_true",
                     help="with the family's guidance on (a negative prompt: FLUX.1's and Qwen-Image's true CFG, CFG "
                          "elsewhere), as most runs of the guided models are: two transformer calls per step, the "

@@ -35,8 +35,8 @@ model, out, count = sys.argv[1], sys.argv[2], sys.argv[3]
 original = gen.save
 class First(Exception):
     pass
-def save_then_stop(image, path, recipe):
-    original(image, path, recipe)
+def save_then_stop(image, path, recipe, audio=None):
+    original(image, path, recipe, audio)
     raise First
 gen.save = save_then_stop
 start = time.perf_counter()

@@ -37,6 +37,11 @@ the generated tokens only, so reaching a speed-up takes fewer steps than without
 and what encodes the conditions (VAE encodes, CLIP, Qwen2.5-VL's vision tower) once per call.
 The analytic benchmark has no reference image: it ranks the layouts' schedules and
 transitions, not how a reference steers the stages.
+
+The LTX-2 groups (``ltx2-512x768``, ``ltx2-768x1152``) search its presets on its own rule for the
+clip: LTX2Pipeline's dynamic shift for the clip's tokens (one per latent pixel of each of the 16
+latent frames of 121: ``e^2.78 = 16.2`` at 512x768) and its grid ending at sigma 0.1, priced
+against its 30 steps (each with its three calls, video and audio) with attention included.
 """
 
 from __future__ import annotations
@@ -185,9 +190,20 @@ QWEN_EDIT_CANDIDATES = [
 FORTY_STEP_WAN_CANDIDATES = list(dict.fromkeys(
     (tuple(max(1, round(n * 0.8)) for n in steps), ends, fractions, factors)
     for steps, ends, fractions, factors in WAN_CANDIDATES))
+# LTX-2 (30 steps): Chroma's 35-step candidates and a few more, with more low-resolution steps (the clip's
+# attention grows quadratically in its 6k-14k tokens)
+LTX2_CANDIDATES = CHROMA_CANDIDATES + [
+    ((3, 2, 4), (0.25, 0.35, 1.0), (0.1, 1.0), (2, 2)),
+    ((3, 3, 3), (0.3, 0.45, 1.0), (0.1, 1.0), (2, 2)),
+    ((4, 3, 3), (0.35, 0.45, 1.0), (0.2, 1.0), (2, 2)),
+    ((4, 4, 6), (0.3, 0.45, 1.0), (0.3, 1.0), (2, 2)),
+    ((5, 4, 6), (0.35, 0.5, 1.0), (0.3, 1.0), (2, 2)),
+    ((6, 6), (0.5, 1.0), (1.0,), (2,)),
+]
 
 #: video groups: (resolution, frames, the flow shift the pipeline samples with there, the FLOP
-#: convention the speed-ups are read in: "full", since attention is most of a clip's work)
+#: convention the speed-ups are read in: "full", since attention is most of a clip's work); a shift
+#: of None: the model's own rule for the clip's tokens (LTX-2's dynamic shift, and its terminal)
 VIDEO = {
     "wan-480p": ((480, 832), 81, 3.0, "full"),
     "wan-720p": ((704, 1280), 81, 5.0, "full"),
@@ -199,6 +215,8 @@ VIDEO = {
     "wan21-i2v-720p": ((704, 1280), 81, 5.0, "full"),
     "wan22-i2v-a14b": ((480, 832), 81, 5.0, "full"),
     "wan22-ti2v-5b-i2v": ((704, 1280), 121, 5.0, "full"),
+    "ltx2-512x768": ((512, 768), 121, None, "full"),
+    "ltx2-768x1152": ((768, 1152), 121, None, "full"),
 }
 
 #: group -> (title, models priced, the model whose rule and stock count it searches for, candidates,
@@ -239,6 +257,10 @@ GROUPS = {
     "wan22-ti2v-5b-i2v": ("Wan 2.2 TI2V-5B from an image, 704x1280, 121 frames, 50 steps, flow shift 5 (speed-ups "
                           "with attention)", ("wan2.2-ti2v-5b-i2v",), "wan2.2-ti2v-5b-i2v", WAN_CANDIDATES, 3.0,
                           (7.0, 4.0)),
+    "ltx2-512x768": ("LTX-2, 512x768, 121 frames, 30 steps, its dynamic shift and terminal 0.1 (speed-ups with "
+                     "attention)", ("ltx-2",), "ltx-2", LTX2_CANDIDATES, 3.0, (7.0, 4.0)),
+    "ltx2-768x1152": ("LTX-2, 768x1152, 121 frames, 30 steps, its dynamic shift and terminal 0.1 (speed-ups with "
+                      "attention)", ("ltx-2",), "ltx-2", LTX2_CANDIDATES, 3.0, (7.0, 4.0)),
 }
 
 
@@ -248,12 +270,22 @@ def transferred_ends(ends, source: float, h0: float) -> tuple:
     return tuple(round(unshift_map(shift_map(e, source), h0) / 0.005) * 0.005 for e in ends[:-1]) + (1.0,)
 
 
-def family_layout(model, steps, ends, fractions=None, factors=None, shift=None):
+def clip_base(model, resolution, frames) -> tuple:
+    """``(h0, terminal)`` of a video model's own rule on a clip: its shift for the clip's tokens as the
+    pipeline counts them (LTX-2: every latent pixel of every latent frame), and its grid's terminal."""
+    spec = MODELS[model]
+    rows, cols = spec.token_grid(*resolution)
+    tokens = spec.latent_frames(frames) * rows * cols * getattr(spec.transformer, "tokens_per_token", 1)
+    rule = shift_rule(model)
+    return rule(tokens), rule.terminal
+
+
+def family_layout(model, steps, ends, fractions=None, factors=None, shift=None, terminal=None):
     """A layout solved for ``model``'s own base sampler at 1024x1024 with as many steps (or on a
-    fixed ``shift``: a video group's flow shift at its resolution)."""
+    fixed ``shift``: a video group's shift at its resolution, with its grid's ``terminal``)."""
     lay = Layout(steps=steps, ends=ends, fractions=fractions, factors=factors)
     if shift is not None:
-        return lay.with_base(shift, None)
+        return lay.with_base(shift, terminal)
     rule = shift_rule(model)
     return lay.with_base(rule(4096, lay.total_steps), rule.terminal)
 
@@ -263,7 +295,11 @@ def family_table(group, seeds, size):
     title, models, model, candidates, source, targets = GROUPS[group]
     base = MODEL_INFO[model].default_steps
     resolution, frames, shift, convention = VIDEO.get(group, (None, None, None, "paper"))
-    family = lambda *a: family_layout(model, *a, shift=shift)  # noqa: E731
+    terminal = None
+    if resolution is not None and shift is None:
+        shift, terminal = clip_base(model, resolution, frames)
+        print(f"\n{model} at {resolution[0]}x{resolution[1]}, {frames} frames: shift {shift:.6g}, terminal {terminal}")
+    family = lambda *a: family_layout(model, *a, shift=shift, terminal=terminal)  # noqa: E731
     field = GaussianField(height=size, width=size)
     be = GaussianBackend(field)
     print()

@@ -1,5 +1,5 @@
-"""The cost of text-to-video (Wan, HunyuanVideo 1.5) with RALU layouts: TFLOPs of a whole clip in both conventions,
-predicted speed-up against the model's full-resolution stock run, and attention's share of
+"""The cost of text-to-video (Wan, HunyuanVideo 1.5, LTX-2) with RALU layouts: TFLOPs of a whole
+clip in both conventions, predicted speed-up against the model's full-resolution stock run, and attention's share of
 the transformer FLOPs (per layout, and per stage).
 
     python bench/video_cost.py --layouts flux-dev-7x flux-dev-4x
@@ -80,7 +80,8 @@ def main(argv=None) -> int:
     ap.add_argument("--layouts", nargs="+", default=None,
                     help="preset names or inline STEPS;ENDS[;FRACTIONS] (default: the presets made for --model)")
     ap.add_argument("--resolutions", nargs="+", default=list(RESOLUTIONS), help="HEIGHTxWIDTH each")
-    ap.add_argument("--frames", type=int, default=None, help="video frames, 4k + 1 (default: the model's)")
+    ap.add_argument("--frames", type=int, default=None,
+                    help="video frames, k x the VAE's temporal factor + 1 (default: the model's)")
     ap.add_argument("--baseline-steps", type=int, default=None, help="default: the model's stock run")
     args = ap.parse_args(argv)
     try:
@@ -92,9 +93,10 @@ def main(argv=None) -> int:
         layouts = dict(parse_layout(t) for t in args.layouts)
         spec, steps = MODELS[args.model], args.baseline_steps or MODEL_INFO[args.model].default_steps
         table = video_table(layouts, args.model, args.resolutions, args.frames, args.baseline_steps)
-        guidance = "with CFG" if spec.cfg_batches == 2 else "without CFG"
+        guidance = ("with its guidance (up to three calls a step)" if getattr(spec.transformer, "family", "") == "ltx2"
+                    else "with CFG" if spec.cfg_batches == 2 else "without CFG")
         print(f"{args.model}, {args.frames or spec.default_frames} frames, against {steps} full-resolution steps "
-              f"{guidance}; TFLOPs of the whole clip (transformer, text encoder, edge and final VAE decodes). "
+              f"{guidance}; TFLOPs of the whole clip (transformer, text encoding, edge and final decodes). "
               f"Attention share: the attention products' share of the transformer's FLOPs (full convention).\n")
         print(table)
     except ValueError as err:

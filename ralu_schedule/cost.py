@@ -14,6 +14,7 @@ formula here against that counter on full-size models built on torch's ``meta`` 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -99,6 +100,16 @@ class DiTSpec:
 
     def forward(self, image_tokens: int, text_tokens: int) -> Flops:
         raise NotImplementedError(f"{type(self).__name__} does not define forward")
+
+    def step(self, image_tokens: int, text_tokens: int, batches: int = 1) -> Flops:
+        """One sampler step: ``batches`` forwards (2 with classifier-free guidance). A family whose
+        step makes calls of different kinds (LTX-2) writes its own."""
+        return batches * self.forward(image_tokens, text_tokens)
+
+    def for_clip(self, frames: int) -> "DiTSpec":
+        """The spec for a clip of ``frames`` video frames (a family with a stream whose length the
+        clip sets, LTX-2's audio, says so here); itself otherwise."""
+        return self
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -420,6 +431,123 @@ class TransformerPrefix:
 
     def forward(self, tokens: int) -> Flops:
         return self.transformer.prefix(tokens)
+
+
+@dataclass(frozen=True, kw_only=True)
+class LTX2Spec(DiTSpec):
+    """LTX-2 (``LTX2VideoTransformer3DModel``) on one clip: two streams in every block, video
+    (``heads x head_dim``) and audio (``audio_heads x audio_head_dim``), each with self-attention,
+    cross-attention to its text embeddings and a GELU feed-forward (``4 x`` width), and between
+    them the audio-to-video and video-to-audio cross-attentions (at the audio's width).
+
+    ``image_tokens`` counts RALU's tokens, ``2 x 2`` latent pixels each (``pixels_per_token``: the
+    VAE's 32 x 2), so the model sees ``4 image_tokens`` video tokens (its patch is one latent
+    pixel); ``audio_tokens`` is the clip's audio length (:meth:`audio_frames`, which the clip's
+    duration sets), ``text_tokens`` the connectors' sequence (the prompt padded to
+    ``max_sequence_length``, 1024). Once per call: the patch projections, the timestep MLPs
+    (``256 -> d -> d``) and their modulation projections (video and audio, the two cross-attention
+    scale/shift sets and the two gates), the caption projections (``caption -> d -> d`` on every
+    text token), the output projections. ``isolated``: the call with the audio-video
+    cross-attention off (LTX-2's modality guidance), which skips those two attentions in every
+    block; ``perturbed``: blocks whose self-attentions are perturbed (spatio-temporal guidance;
+    with ``perturbed_attn`` they compute values only, no queries, keys or products). Norms,
+    modulation tables and rotary are elementwise (not counted)."""
+
+    family: ClassVar[str] = "ltx2"
+    layers: int
+    audio_heads: int
+    audio_head_dim: int
+    in_channels: int = 128
+    audio_in_channels: int = 128
+    caption_channels: int = 3840
+    audio_tokens: int = 126              # 121 frames at 24 fps: round(121 / 24 x 25)
+    audio_latents_per_second: float = 25.0   # 16000 Hz / hop 160 / the audio VAE's 4
+    tokens_per_token: int = 4            # model tokens per RALU token (a 2 x 2 patch of latent pixels)
+    perturbed_attn: bool = False         # LTX-2.3: spatio-temporal guidance skips the perturbed attentions
+    gated_attn: bool = False
+    audio_gated_attn: bool = False
+    cross_attn_mod: bool = False
+    audio_cross_attn_mod: bool = False
+    prompt_embeddings: bool = True       # LTX-2.0's caption projections (LTX-2.3 projects in its connectors)
+    prompt_adaln: bool = True
+    stg: bool = True                     # LTX2Pipeline's defaults: stg_scale 1 (one block, [28]) and modality_scale 3
+    stg_blocks: int = 1
+    modality: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("layers", "audio_heads", "audio_head_dim", "in_channels", "audio_in_channels",
+                     "caption_channels", "tokens_per_token"):
+            check_positive_int(name, getattr(self, name))
+
+    @classmethod
+    def from_config(cls, c, *, pixels_per_token: int = 64, **over) -> "LTX2Spec":
+        """The spec of a transformer config (diffusers' field names)."""
+        g = c.get if hasattr(c, "get") else lambda k, d=None: getattr(c, k, d)
+        return cls(layers=g("num_layers"), heads=g("num_attention_heads"), head_dim=g("attention_head_dim"),
+                   audio_heads=g("audio_num_attention_heads"), audio_head_dim=g("audio_attention_head_dim"),
+                   in_channels=g("in_channels"), audio_in_channels=g("audio_in_channels"),
+                   caption_channels=g("caption_channels"), pixels_per_token=pixels_per_token,
+                   audio_latents_per_second=g("audio_sampling_rate", 16000) / g("audio_hop_length", 160)
+                   / g("audio_scale_factor", 4),
+                   perturbed_attn=bool(g("perturbed_attn", False)), gated_attn=bool(g("gated_attn", False)),
+                   audio_gated_attn=bool(g("audio_gated_attn", False)), cross_attn_mod=bool(g("cross_attn_mod", False)),
+                   audio_cross_attn_mod=bool(g("audio_cross_attn_mod", False)),
+                   prompt_embeddings=bool(g("use_prompt_embeddings", True)),
+                   prompt_adaln=bool(g("use_prompt_adaln_single", True)), **over)
+
+    @property
+    def audio_width(self) -> int:
+        return self.audio_heads * self.audio_head_dim
+
+    def audio_frames(self, frames: int, fps: float = 24.0) -> int:
+        """The audio tokens of a clip of ``frames`` video frames at ``fps`` (LTX2Pipeline's rule)."""
+        return round(frames / fps * self.audio_latents_per_second)
+
+    def for_clip(self, frames: int, fps: float = 24.0) -> "LTX2Spec":
+        return replace(self, audio_tokens=self.audio_frames(frames, fps))
+
+    def step(self, image_tokens: int, text_tokens: int, batches: int = 2) -> Flops:
+        """LTX2Pipeline's step at its defaults: the classifier-free pair (``batches`` forwards), the
+        spatio-temporal guidance call (``stg_blocks`` perturbed) and the modality call (isolated)."""
+        f = batches * self.forward(image_tokens, text_tokens)
+        if self.stg:
+            f += self.forward(image_tokens, text_tokens, perturbed=self.stg_blocks)
+        if self.modality:
+            f += self.forward(image_tokens, text_tokens, isolated=True)
+        return f
+
+    def forward(self, image_tokens: int, text_tokens: int, *, audio_tokens: int | None = None, isolated: bool = False,
+                perturbed: int = 0) -> Flops:
+        M, T, d, a = self.tokens_per_token * image_tokens, text_tokens, self.width, self.audio_width
+        A = self.audio_tokens if audio_tokens is None else audio_tokens
+        vh, ah = self.heads, self.audio_heads
+
+        def mlp(width, mods):                          # a timestep MLP 256 -> w -> w and its modulation projection
+            return _lin(1, 256, width) + _lin(1, width, width) + _lin(1, width, mods * width)
+
+        f = _lin(M, self.in_channels, d) + _lin(A, self.audio_in_channels, a)
+        f += mlp(d, 9 if self.cross_attn_mod else 6) + mlp(a, 9 if self.audio_cross_attn_mod else 6)
+        if (self.cross_attn_mod or self.audio_cross_attn_mod) and self.prompt_adaln:
+            f += mlp(d, 2) + mlp(a, 2)
+        f += mlp(d, 4) + mlp(a, 4) + mlp(d, 1) + mlp(a, 1)  # the audio-video cross-attention's scale/shift and gates
+        if self.prompt_embeddings:
+            f += _lin(T, self.caption_channels, d) + _lin(T, d, d) + _lin(T, self.caption_channels, a) + _lin(T, a, a)
+        gate = lambda n, width, heads, on: _lin(n, width, heads) if on else Flops()  # noqa: E731
+        self_v = _qkvo(M, d) + _attn(M, M, d) + gate(M, d, vh, self.gated_attn)
+        self_a = _qkvo(A, a) + _attn(A, A, a) + gate(A, a, ah, self.audio_gated_attn)
+        text_v = _lin(M, d, d) + _lin(T, d, 2 * d) + _lin(M, d, d) + _attn(M, T, d) + gate(M, d, vh, self.gated_attn)
+        text_a = (_lin(A, a, a) + _lin(T, a, 2 * a) + _lin(A, a, a) + _attn(A, T, a)
+                  + gate(A, a, ah, self.audio_gated_attn))
+        a2v = (_lin(M, d, a) + _lin(A, a, 2 * a) + _lin(M, a, d) + _attn(M, A, a)
+               + gate(M, d, ah, self.gated_attn))      # queries video, keys and values audio, at the audio's width
+        v2a = (_lin(A, a, a) + _lin(M, d, 2 * a) + _lin(A, a, a) + _attn(A, M, a)
+               + gate(A, a, ah, self.audio_gated_attn))
+        block = self_v + self_a + text_v + text_a + _ffn(M, d, 4 * d) + _ffn(A, a, 4 * a)
+        f += self.layers * (block if isolated else block + a2v + v2a)
+        if perturbed and self.perturbed_attn:          # values and outputs only in the perturbed self-attentions
+            f += -1.0 * perturbed * (_lin(M, d, 2 * d) + _attn(M, M, d) + _lin(A, a, 2 * a) + _attn(A, A, a))
+        return f + _lin(M, d, self.in_channels) + _lin(A, a, self.audio_in_channels)
 
 
 # -- text encoders and VAE ---------------------------------------------------------------------
@@ -790,7 +918,6 @@ class CausalVAEDecoderSpec:
         return f + t * _conv(top, 2 * self.z_dim, 27, h, w)                        # conv_out
 
 
-
 @dataclass(frozen=True, kw_only=True)
 class HunyuanVideo15VAEDecoderSpec:
     """diffusers' ``AutoencoderKLHunyuanVideo15`` decoder, which decodes the whole clip at once:
@@ -840,6 +967,154 @@ class HunyuanVideo15VAEDecoderSpec:
                 h, w, t = 2 * h, 2 * w, (1 + 2 * (t - 1)) if temporal else t
                 cin = ch[i + 1]
         return f + conv(ch[-1], self.out_channels)                                              # conv_out
+
+
+@dataclass(frozen=True, kw_only=True)
+class LTX2VAEDecoderSpec:
+    """diffusers' ``AutoencoderKLLTX2Video`` decoder (its ``decoder_*`` config fields): 3-D
+    convolutions (3 x 3 x 3, padded in time by repeating the end frames, so every conv computes
+    all 27 taps on each of its output frames), a middle block of ``layers[0]`` ResNet blocks, then
+    per up block (``channels`` reversed) an upsampler, a convolution to ``stride`` x the channels
+    followed by a pixel shuffle (a spatio-temporal one doubles frames, rows and columns and drops
+    the first new frame: ``2 T - 1``), and ``layers[i + 1]`` ResNet blocks; the output convolution
+    gives ``3 x patch_size^2`` channels that are unpatchified (``downsampling`` = patch x 2 per
+    spatial upsampling: 32 for LTX-2). A block whose channels change starts with a ResNet block
+    (1 x 1 x 1 shortcut). Norms and the residual paths are elementwise (not counted)."""
+
+    latent_channels: int = 128
+    channels: tuple = (256, 512, 1024)
+    layers: tuple = (5, 5, 5, 5)
+    scaling: tuple = (True, True, True)
+    upsample: tuple = ("spatiotemporal", "spatiotemporal", "spatiotemporal")
+    factors: tuple = (2, 2, 2)
+    patch_size: int = 4
+    out_channels: int = 3
+
+    _STRIDES: ClassVar[dict] = {"spatial": (1, 2, 2), "temporal": (2, 1, 1), "spatiotemporal": (2, 2, 2)}
+
+    def _strides(self) -> list:
+        """(time, space) stride of each up block in decoder order."""
+        return [self._STRIDES[u][:2] if on else (1, 1)
+                for u, on in zip(tuple(reversed(self.upsample)), tuple(reversed(self.scaling)))]
+
+    @property
+    def downsampling(self) -> int:
+        return self.patch_size * math.prod(s for _, s in self._strides())
+
+    @property
+    def temporal(self) -> int:
+        return math.prod(t for t, _ in self._strides())
+
+    def frames(self, latent_frames: int) -> int:
+        return 1 + self.temporal * (check_positive_int("latent frames", latent_frames) - 1)
+
+    def decode(self, height: int, width: int, latent_frames: int = 1) -> Flops:
+        T = check_positive_int("latent frames", latent_frames)
+        h, w = height // self.downsampling, width // self.downsampling
+
+        def conv(cin, cout, taps):
+            return T * _conv(cin, cout, taps, h, w)
+
+        def resnet(cin, cout):
+            f = conv(cin, cout, 27) + conv(cout, cout, 27)
+            return f + conv(cin, cout, 1) if cin != cout else f
+
+        chans = tuple(reversed(self.channels))
+        factors, layers = tuple(reversed(self.factors)), tuple(reversed(self.layers))
+        f = conv(self.latent_channels, chans[0], 27) + layers[0] * resnet(chans[0], chans[0])
+        out = c = chans[0]
+        for i, (st, ss) in enumerate(self._strides()):
+            inp, out = out // factors[i], chans[i] // factors[i]
+            if inp != out:
+                f += resnet(c, out)
+                c = out
+            if (st, ss) != (1, 1):
+                f += conv(c, out * st * ss * ss, 27)          # then shuffled to ``out`` channels
+                T, h, w, c = st * T - (st - 1), ss * h, ss * w, out
+            f += layers[i + 1] * resnet(out, out)
+        return f + conv(c, self.out_channels * self.patch_size ** 2, 27)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AudioDecoderSpec:
+    """LTX-2's audio decode after the last step: the audio VAE decoder (``AutoencoderKLLTX2Audio``:
+    causal 3 x 3 convolutions over (time, mel) from the latent's ``latent_channels`` x
+    ``mel_bins / 4``, a middle of two ResNet blocks at ``base x ch_mult[-1]`` channels, per level
+    ``res_blocks + 1`` ResNet blocks (a 1 x 1 shortcut where the channels change) and, but for the
+    last, a nearest 2x upsampling and its convolution, which drops its first new time row:
+    ``2 T - 1``) to the mel spectrogram, cut or padded to ``4 T - 3`` frames and ``mel_bins``, then
+    the vocoder (``LTX2Vocoder``: a width-7 convolution in, per level a leaky ReLU, a transposed
+    convolution upsampling time by ``factors[i]`` and halving the channels, and one ResNet block
+    per kernel size, each ``2 x len(dilations)`` convolutions, averaged; a width-7 convolution out
+    to the waveform). ``decode(audio_tokens)``
+    is one clip's (its latent's time length is the transformer's audio tokens)."""
+
+    latent_channels: int = 8
+    mel_bins: int = 64
+    base: int = 128
+    ch_mult: tuple = (1, 2, 4)
+    res_blocks: int = 2
+    out_channels: int = 2
+    vocoder_hidden: int = 1024
+    vocoder_out: int = 2
+    kernels: tuple = (16, 15, 8, 4, 4)
+    factors: tuple = (6, 5, 2, 2, 2)
+    resnet_kernels: tuple = (3, 7, 11)
+    dilations: tuple = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+
+    def decode(self, audio_tokens: int) -> Flops:
+        T, M = check_positive_int("audio tokens", audio_tokens), self.mel_bins // 4
+
+        def conv(cin, cout, taps):
+            return _conv(cin, cout, taps, T, M)
+
+        def resnet(cin, cout):
+            f = conv(cin, cout, 9) + conv(cout, cout, 9)
+            return f + conv(cin, cout, 1) if cin != cout else f
+
+        c = self.base * self.ch_mult[-1]
+        f = conv(self.latent_channels, c, 9) + 2 * resnet(c, c)
+        for level in reversed(range(len(self.ch_mult))):
+            out = self.base * self.ch_mult[level]
+            for _ in range(self.res_blocks + 1):
+                f += resnet(c, out)
+                c = out
+            if level:
+                f += _conv(c, c, 9, 2 * T, 2 * M)          # on the upsampled grid, then the first row dropped
+                T, M = 2 * T - 1, 2 * M
+        f += conv(c, self.out_channels, 9)
+        # the vocoder, on the spectrogram cut (or padded) to 4 T - 3 frames and mel_bins (channels x mel bins in)
+        L, c = max(4 * audio_tokens - 3, 1), self.vocoder_hidden
+        f += Flops(linear=2.0 * self.out_channels * self.mel_bins * c * 7 * L)
+        for k, s in zip(self.kernels, self.factors):
+            f += Flops(linear=2.0 * c * (c // 2) * k * L)    # transposed: every input sample times the kernel
+            L, c = (L - 1) * s - 2 * ((k - s) // 2) + k, c // 2
+            for rk, d in zip(self.resnet_kernels, self.dilations):
+                f += 2 * len(d) * Flops(linear=2.0 * c * c * rk * L)
+        return f + Flops(linear=2.0 * c * self.vocoder_out * 7 * L)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConnectorSpec:
+    """LTX-2's text connectors (``LTX2TextConnectors``), run on the text encoder's stacked hidden
+    states after it: the projection of all ``factor`` layers' states to ``width`` (LTX-2.0's one,
+    shared by both streams), then a video and an audio connector of ``layers`` transformer blocks
+    each (``heads x head_dim`` attention, GELU feed-forward ``4 x``) on every token, the padding
+    replaced by learnt registers (no work)."""
+
+    width: int = 3840
+    factor: int = 49
+    layers: int = 2
+    heads: int = 30
+    head_dim: int = 128
+
+    def sequence(self, prompt_tokens: int) -> int:
+        return prompt_tokens
+
+    def forward(self, tokens: int) -> Flops:
+        inner = self.heads * self.head_dim
+        block = _qkvo(tokens, inner) + _attn(tokens, tokens, inner) + _ffn(tokens, inner, 4 * inner)
+        return _lin(tokens, self.width * self.factor, self.width) + 2 * self.layers * block
 
 
 T5_XXL = EncoderSpec(kind="t5", layers=24, width=4096, ffn=10240, inner=4096, tokens=512)
@@ -925,6 +1200,17 @@ class ReferenceSpec:
         return images * (self.vision.image_tokens(*self.vision_resolution) + self.text_per_image)
 
 
+# LTX-2 (Lightricks/LTX-2; diffusers' scripts/convert_ltx2_to_diffusers.py, version "2.0"): Gemma 3 12B as
+# Gemma3ForConditionalGeneration (so logits too) on the prompt padded to max_sequence_length 1024, all of
+# which the connectors and the transformer see; the 2.0 connectors, video VAE decoder and transformer.
+GEMMA3_12B = LLMEncoderSpec(layers=48, width=3840, ffn=15360, heads=16, kv_heads=8, head_dim=256, logits=262208)
+LTX2_CONNECTORS = ConnectorSpec()
+LTX2_VAE = LTX2VAEDecoderSpec()
+# the audio VAE decoder (AutoencoderKLLTX2Audio's defaults) and the 2.0 vocoder of the conversion script
+LTX2_AUDIO = AudioDecoderSpec()
+_LTX2 = LTX2Spec(layers=48, heads=32, head_dim=128, audio_heads=32, audio_head_dim=64, pixels_per_token=64)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """A whole text-to-image or text-to-video model as the cost model sees it.
@@ -953,6 +1239,7 @@ class ModelSpec:
     temporal: int = 1
     default_frames: int = 1
     default_resolution: tuple = (1024, 1024)
+    audio_decoder: object = None    # a joint model's audio decode (LTX-2: AudioDecoderSpec), priced after the last step
     diffusers_id: str = ""
     notes: str = field(default="", compare=False)
     references: ReferenceSpec | None = None
@@ -1017,12 +1304,25 @@ class ModelSpec:
         return self.cfg_batches * f
 
     def step(self, image_tokens: int, reference_tokens: int = 0, references: int | None = None) -> Flops:
-        """One sampler step: the transformer's forwards (``cfg_batches`` of them) on
-        ``image_tokens`` generated and ``reference_tokens`` reference tokens (``references``
-        images, whose vision tokens lengthen the prompt where the text encoder sees them)."""
+        """One sampler step: the transformer's forwards (``cfg_batches`` of them; LTX-2: its three
+        kinds of call, :meth:`LTX2Spec.step`) on ``image_tokens`` generated and ``reference_tokens``
+        reference tokens (``references`` images, whose vision tokens lengthen the prompt where the
+        text encoder sees them)."""
         n = self.default_references if references is None else references
-        return self.cfg_batches * self.transformer.forward(image_tokens + reference_tokens,
-                                                           self.text_tokens + self._prompt_extra(n))
+        return self.transformer.step(image_tokens + reference_tokens, self.text_tokens + self._prompt_extra(n),
+                                     self.cfg_batches)
+
+    def for_clip(self, frames: int | None) -> "ModelSpec":
+        """The spec for a clip of ``frames`` video frames (default ``default_frames``)."""
+        tr = self.transformer.for_clip(self.default_frames if frames is None else frames)
+        return self if tr is self.transformer else replace(self, transformer=tr)
+
+    def final_decode(self, height: int, width: int, latent_frames: int = 1) -> Flops:
+        """The decode after the last step: the VAE's, and a joint model's audio (its VAE and vocoder)."""
+        f = self.decode(height, width, latent_frames)
+        if self.audio_decoder is not None:
+            f += self.audio_decoder.decode(self.transformer.audio_tokens)
+        return f
 
     def reference_grid(self) -> tuple:
         """A reference image's full-resolution token grid."""
@@ -1234,6 +1534,14 @@ MODELS: dict[str, ModelSpec] = {m.name: m for m in [
               notes=f"TI2V-5B from an image (WanImageToVideoPipeline with expand_timesteps): the VAE encodes the first "
                     f"frame once, whose latent replaces the noise's first frame (the text-to-video transformer's "
                     f"cost, a timestep per token); 121 frames at 24 fps, 704x1280; {_WAN_NOTE}"),
+    ModelSpec(name="ltx-2", transformer=_LTX2, encoders=(GEMMA3_12B, LTX2_CONNECTORS), vae=LTX2_VAE,
+              text_tokens=1024, t5_tokens=1024, cfg_batches=2, temporal=8, default_frames=121,
+              default_resolution=(512, 768), audio_decoder=LTX2_AUDIO, diffusers_id="Lightricks/LTX-2",
+              notes="LTX2Pipeline's defaults: per step the classifier-free pair (the negative prompt also encoded), "
+                    "a spatio-temporal guidance call and a modality call (the audio-video cross-attention off), each "
+                    "on the video and the audio tokens (126 for 121 frames at 24 fps); Gemma 3 12B and the "
+                    "connectors on the prompt padded to 1024, all of which the transformer sees; 121 frames at "
+                    "512x768 (the pipeline's defaults); the final decode includes the audio's VAE decoder and vocoder"),
 ]}
 
 
@@ -1398,6 +1706,7 @@ def layout_cost(layout: Layout, model: "str | ModelSpec" = "flux-dev", resolutio
                          f"got {type(cache).__name__}")
     baseline_steps = check_positive_int("baseline steps", baseline_steps)
     latent = spec.latent_frames(frames)
+    spec = spec.for_clip(frames)                 # LTX-2: the audio's length follows the clip's
     height, width = _resolution(spec.default_resolution if resolution is None else resolution)
     gh, gw = spec.token_grid(height, width, layout.downsampling)
     T = lambda f: f.total(convention) / 1e12  # noqa: E731
@@ -1433,7 +1742,7 @@ def layout_cost(layout: Layout, model: "str | ModelSpec" = "flux-dev", resolutio
                                                  sizes))
     text = T(spec.text_encoding(n_refs))
     images = T(spec.image_encoding(height, width, latent, n_refs))
-    decode = T(spec.decode(height, width, latent))
+    decode = T(spec.final_decode(height, width, latent))
     base = stage(latent * gh * gw, baseline_steps, baseline_steps, float(baseline_steps), baseline_steps)
     baseline = base.tflops + text + images + decode
     return LayoutCost(model=model, resolution=(height, width), convention=convention, stages=stages,

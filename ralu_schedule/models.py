@@ -11,7 +11,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
-    family: str            # the ralu_torch backend family: flux, sd3, flux2, qwen-image, z-image, chroma, wan
+    family: str            # the ralu_torch backend family: flux, sd3, flux2, qwen-image, z-image, chroma, wan, ltx2
     default_steps: int     # the stock run: the pipeline's default, or the model card's where it differs
     steps_source: str      # where default_steps comes from
     distilled: bool = False
@@ -60,6 +60,8 @@ MODEL_INFO: dict[str, ModelInfo] = {m.name: m for m in [
               "(WanImageToVideoPipeline's own default is 50)", frames=81, fps=16),
     ModelInfo("wan2.2-ti2v-5b-i2v", "wan", 50, "WanImageToVideoPipeline's default (the reference TI2V-5B config's "
               "sample_steps)", frames=121, fps=24),
+    ModelInfo("ltx-2", "ltx2", 30, "LTX2Pipeline's default (diffusers' LTX-2 guide runs its first stage at 40)",
+              frames=121, fps=24),
 ]}
 
 FAMILIES = tuple(dict.fromkeys(m.family for m in MODEL_INFO.values()))

@@ -244,6 +244,32 @@ PRESETS.update({p.name: p for p in [
            (2,), "3.86x", "Wan 2.2 TI2V-5B's 50 steps from an image", "wan22-ti2v-5b-i2v"),
 ]})
 
+
+def _ltx2(name, resolution, steps, ends, fractions, factors, speed, group, frames=121):
+    """An LTX-2 preset the analytic benchmark chose (bench/preset_search.py --which GROUP), solved on
+    LTX2Pipeline's own rule for its clip: the dynamic shift of the clip's tokens (one per latent pixel
+    of each latent frame: the VAE's 32x spatial, 8x temporal compression) and the terminal 0.1."""
+    rule = shift_rule("ltx-2")
+    rows, cols = token_grid(*resolution, pixels_per_token=32, what=name)
+    shift = rule(((frames - 1) // 8 + 1) * rows * cols)
+    layout = Layout(steps=steps, ends=ends, factors=factors, fractions=fractions).with_base(shift, rule.terminal)
+    return Preset(name=name, model="ltx-2", resolution=resolution, frames=frames, layout=layout, shifts=None, z=None,
+                  shift=shift, evidence="analytic benchmark",
+                  evidence_note=f"python bench/preset_search.py --which {group}; the benchmark measures images, so "
+                                "neither the time axis nor the audio is measured",
+                  description=f"{speed} fewer FLOPs than LTX-2's 30 steps (cost model, attention included, video and "
+                              f"audio, {resolution[0]}x{resolution[1]}, {frames} frames, shift {shift:.4g})")
+
+
+# LTX-2 (bench/preset_search.py --which ltx2-512x768 ltx2-768x1152; docs/video.md). At 768x1152 the
+# pipeline's shift is e^5.53 = 253 and no layout near 7x beat 4 full-resolution steps on the benchmark, so
+# that resolution has a 4x preset only.
+PRESETS.update({p.name: p for p in [
+    _ltx2("ltx2-512x768-7x", (512, 768), (3, 2, 3), (0.3, 0.45, 1.0), (0.1, 1.0), (2, 2), "6.68x", "ltx2-512x768"),
+    _ltx2("ltx2-512x768-4x", (512, 768), (6, 6), (0.155, 1.0), (1.0,), (2,), "3.97x", "ltx2-512x768"),
+    _ltx2("ltx2-768x1152-4x", (768, 1152), (6, 6), (0.5, 1.0), (1.0,), (2,), "4.12x", "ltx2-768x1152"),
+]})
+
 #: The preset a run takes when it names none, by model (:mod:`ralu_schedule.models`).
 DEFAULT_PRESETS = {
     "flux-dev": "flux-dev-7x", "flux-schnell": "flux-schnell-16x", "sd3-medium": "sd3-medium-7x",
@@ -261,6 +287,7 @@ DEFAULT_PRESETS = {
     "qwen-image-edit-2509": "qwen-image-edit-2509-7x",
     "wan2.1-i2v-14b-480p": "wan21-i2v-480p-7x", "wan2.1-i2v-14b-720p": "wan21-i2v-720p-7x",
     "wan2.2-i2v-a14b": "wan22-i2v-a14b-7x", "wan2.2-ti2v-5b-i2v": "wan22-ti2v-5b-i2v-7x",
+    "ltx-2": "ltx2-512x768-7x",
 }
 
 PARAMETERS = ("default", "authors", "optimised")

@@ -216,6 +216,10 @@ SHIFT_RULES: dict[str, ShiftRule] = {
     "wan2.1-i2v-14b-720p": ShiftRule(dynamic=False, shift=5.0),
     "wan2.2-i2v-a14b": ShiftRule(dynamic=False, shift=5.0),
     "wan2.2-ti2v-5b-i2v": ShiftRule(dynamic=False, shift=5.0),
+    # LTX-2: LTX2Pipeline's calculate_shift on the clip's tokens (one per latent pixel of every latent frame),
+    # anchors 1024 -> 0.95 and 4096 -> 2.05, and a grid stretched to end at sigma 0.1 (LTX-Video's scheduler config)
+    "ltx-2": ShiftRule(dynamic=True, shift=1.0, base_shift=0.95, max_shift=2.05, base_seq_len=1024, max_seq_len=4096,
+                       terminal=0.1),
 }
 
 

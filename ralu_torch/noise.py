@@ -36,6 +36,14 @@ def draw(shape: tuple, generator, device, dtype=torch.float32) -> torch.Tensor:
     return randn_tensor(shape, generator=generator, device=torch.device(device), dtype=dtype)
 
 
+def kept_scale(c: float, kept_noise: str = "exact") -> float:
+    """The factor on ``w`` for a token left at its resolution by a transition: ``sqrt(1 - c)``
+    (the exact variance ``1 - c``), or 1 with the authors' ``kept_noise="unit"``."""
+    if kept_noise not in KEPT_NOISE:
+        raise ValueError(f"kept_noise must be one of {', '.join(KEPT_NOISE)}, got {kept_noise!r}")
+    return math.sqrt(1.0 - c) if kept_noise == "exact" else 1.0
+
+
 def reinjection_noise(w: torch.Tensor, parent, slot, source, n_parents: int, c: float, factor: int,
                       kept_noise: str = "exact") -> torch.Tensor:
     """Turn i.i.d. normals ``w`` (B, L, F) on the new token set into re-injection noise."""
@@ -44,7 +52,7 @@ def reinjection_noise(w: torch.Tensor, parent, slot, source, n_parents: int, c: 
     beta = block_noise_beta(factor * factor, c)
     z = upsample_values(pool_children(w, parent, slot, source, n_parents), parent, slot, source)
     z.mul_(-beta).add_(w)                                         # children: w - beta U(U^T w), in place
-    kept = math.sqrt(1.0 - c) if kept_noise == "exact" else 1.0
+    kept = kept_scale(c, kept_noise)
     child = (slot >= 0)[..., None]
     torch.where(child, z, w, out=z)                               # kept tokens: w, with no result-sized temporary,
     if kept != 1.0:                                               # scaled by sqrt(1 - c) through a (B, L, 1) factor

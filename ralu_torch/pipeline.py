@@ -40,7 +40,9 @@ class RALUPipelineOutput(BaseOutput):
     ``transitions``: per-transition records (token sets, selections, decoded estimates) when
     the call asked for them with ``record_transitions=True``, else empty. ``stage_calls``: per
     stage, the transformer calls made and skipped and their TFLOPs. ``plan``: what the sampler
-    ran (the schedule's plan; from an image with a fixed schedule, its cut)."""
+    ran (the schedule's plan; from an image with a fixed schedule, its cut). ``audio``: a joint
+    pipeline's second output (LTX2Pipeline's waveforms, or its audio latents for
+    ``output_type="latent"``), as that pipeline returns it; None for the others."""
 
     images: object
     stage_tokens: list = field(default_factory=list)
@@ -49,6 +51,7 @@ class RALUPipelineOutput(BaseOutput):
     stage_calls: list = field(default_factory=list)
     interrupted: bool = False
     plan: Plan | None = None
+    audio: object = None
 
     @property
     def frames(self):
@@ -222,7 +225,8 @@ class RALU:
         """``layout`` with the pipeline's own base shift (and terminal) at this size."""
         gh, gw = self._grid(height, width, num_frames)
         rule = self.backend.shift_rule()
-        h0 = rule(gh * gw, layout.total_steps)      # the pipeline's own shift for this many steps
+        tokens = gh * gw * getattr(self.backend, "model_tokens_per_token", 1)   # the pipeline's count (LTX-2: 4 each)
+        h0 = rule(tokens, layout.total_steps)       # the pipeline's own shift for this many steps
         return layout.with_base(h0, rule.terminal)
 
     def _strength_schedule(self, height, width, num_frames, strength):
@@ -400,7 +404,11 @@ class RALU:
             self._current_timestep = pipe._current_timestep = None
         for st in counter.stages:
             st.tflops = st.executed * batch * be.call_tflops(st.tokens, cond)
-        if not bool(torch.isfinite(res.latents).all()):        # one host read per call: never a black image
+        side = getattr(cond, "side", None)               # a joint pipeline's second stream (LTX-2's audio)
+        finite = torch.isfinite(res.latents).all()
+        if side is not None:
+            finite = finite & torch.isfinite(side.state).all()
+        if not bool(finite):                                 # one host read per call: never a black image
             raise ValueError("the sampler produced non-finite latents (NaN or inf); check the model's dtype "
                              "(float16 overflows in FLUX) and the inputs")
         finish = getattr(be, "finish", None)              # a condition the pipeline writes into its result
@@ -409,12 +417,13 @@ class RALU:
             images = be.pipeline_latents(latents, grid)   # the form the pipeline itself returns
         else:
             images = be.postprocess(be.decode(unpack(latents, grid)), output_type)
+        audio = None if side is None else be.side_output(side, output_type)
         pipe.maybe_free_model_hooks()
         if not return_dict:
-            return (images,)
+            return (images,) if side is None else (images, audio)
         return RALUPipelineOutput(images=images, stage_tokens=res.stage_tokens, transitions=res.transitions,
                                   schedule=schedule if isinstance(schedule, Schedule) else self._fixed,
-                                  stage_calls=counter.stages, interrupted=res.interrupted, plan=plan)
+                                  stage_calls=counter.stages, interrupted=res.interrupted, plan=plan, audio=audio)
 
 
 def _check_prompt_inputs(prompt, kwargs: dict, num_images_per_prompt, spec, widths=None, dtype=None, device=None):

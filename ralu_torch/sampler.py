@@ -12,10 +12,18 @@ standard normals that the sampler's noise (the first noise, each re-injection) g
 A stage's solver is the built-in Euler step, a diffusers flow-matching scheduler, or a
 :class:`StageLoop`: a solver that runs its own loop over a stage's sigmas (a node UI's
 k-diffusion style sampler, such as ComfyUI's UniPC), given the model as a velocity function.
+
+A joint model may denoise a second stream beside the tokens (LTX-2's audio): the
+conditioning then carries a :class:`SideStream` (``cond.side``), which stays at its own full
+resolution throughout and follows the tokens' noise level: its first noise is drawn right
+after theirs, each step moves it with the velocity the backend's call left in it (the same
+Euler step, or its own copy of the stage's scheduler), and each transition re-noises it as
+RALU re-noises the tokens it keeps (``a y + b z``, ``z`` of variance ``1 - c``).
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Callable, Protocol, runtime_checkable
 
@@ -24,7 +32,7 @@ import torch
 from ralu_schedule import Plan, Schedule
 from ralu_schedule.layout import check_schedule_finite
 
-from .noise import check_generators, draw, reinjection_noise
+from .noise import check_generators, draw, kept_scale, reinjection_noise
 from .selection import check_mask, selection_policy
 from .solvers import stage_scheduler, step_takes_generator
 from .tokens import (TokenSet, child_source, latent_tokens, noise_shape, noise_tokens, paint_full, pooled_latent,
@@ -51,6 +59,32 @@ class TransitionRecord:
     after: TokenSet
     selected: torch.Tensor              # (B, L_before) bool
     estimate: torch.Tensor | None       # decoded clean estimate at coarse resolution, or None
+
+
+@dataclass
+class SideStream:
+    """A stream of tokens a joint model denoises beside the sampler's (LTX-2's audio), at one
+    resolution throughout (module docstring). ``shape``: how its first noise is drawn (the
+    pipeline's own shape); ``to_tokens``: that noise as ``(B, L, F)`` tokens, the pipeline's
+    packing. The backend's ``velocity`` reads ``state`` and leaves the stream's velocity in
+    ``velocity`` (float32)."""
+
+    shape: tuple
+    to_tokens: object
+    state: torch.Tensor | None = None
+    velocity: torch.Tensor | None = None
+
+    def start(self, noise, generator, device) -> None:
+        self.state = self.to_tokens(noise(self.shape, generator, device))
+        self.velocity = None
+
+    def euler(self, dt) -> None:
+        self.state = self.state + dt * self.velocity
+
+    def reinject(self, tr, generator, noise, kept_noise: str) -> None:
+        """``a y + b z`` at a transition, ``z`` the kept tokens' re-injection noise."""
+        w = noise(tuple(self.state.shape), generator, self.state.device)
+        self.state = tr.a * self.state + tr.b * (kept_scale(tr.c, kept_noise) * w)
 
 
 @dataclass
@@ -102,6 +136,9 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
          else _initial_latents(latents, shape, backend.noise_layout, device))
     if start is not None:
         x = noised_start(start, x, tokens, plan.stages[0].sigmas[0])
+    side = getattr(cond, "side", None)
+    if side is not None:                                          # drawn after the tokens' noise, as the pipeline does
+        side.start(noise, generator, device)
     result = SampleResult(latents=x, tokens=tokens)
     # every stage's scheduler before the first model call, so a solver that cannot run one is refused up front
     loop = isinstance(solver, StageLoop)
@@ -150,6 +187,8 @@ def sample(backend, schedule: Schedule | Plan, cond, *, batch: int, grid: tuple,
             mask, estimate = _select(backend, policy, x1_hat, tokens, tr.fraction, generator)
         x, new = apply_transition(x, tokens, mask, tr, generator, noise=noise, upsample=upsample,
                                   kept_noise=kept_noise)
+        if side is not None:
+            side.reinject(tr, generator, noise, kept_noise)
         if record:
             result.transitions.append(TransitionRecord(tokens, new, mask, estimate))
         del estimate, mask
@@ -180,10 +219,13 @@ def run_steps(backend, x, positions, sig, cond, *, stage=0, first_step=0, callba
     run's step count, for a backend whose call depends on the noise level or the step
     (``before_call``: Wan 2.2's experts, SD3's skip-layer guidance)."""
     v = None
+    side = getattr(cond, "side", None)
     for i in range(len(sig) - 1):
         v = _velocity(backend, x, positions, sig[i], cond, scope, i, None if host is None else host[i],
                       first_step + i, steps)
         x = x + (sig[i + 1] - sig[i]) * v
+        if side is not None:
+            side.euler(sig[i + 1] - sig[i])
         if callback is not None:
             x = callback(first_step + i, stage, sig[i], x)
         if bar is not None:
@@ -211,11 +253,15 @@ def run_scheduler(backend, x, positions, sched, cond, generator, *, stage=0, fir
     kwargs = {"generator": generator} if step_takes_generator(sched) else {}
     v = None
     host = getattr(sched, "ralu_host_sigmas", None)
+    side = getattr(cond, "side", None)
+    side_sched = None if side is None else copy.deepcopy(sched)      # its own copy, as the pipeline keeps one
     for i, t in enumerate(sched.timesteps):
         sigma = sched.ralu_model_sigmas[i]
         v = _velocity(backend, x, positions, sigma, cond, scope, i, None if host is None else host[i],
                       first_step + i, steps)
         x = sched.step(v, t, x, return_dict=False, **kwargs)[0]
+        if side is not None:
+            side.state = side_sched.step(side.velocity, t, side.state, return_dict=False, **kwargs)[0]
         if callback is not None:
             x = callback(first_step + i, stage, sigma, x)
         if bar is not None:

@@ -222,7 +222,7 @@ SCHEDULERS = {
 #: Families :func:`tiny_pipeline` builds, by the name of the model variant they stand for.
 TINY_MODELS = ("flux-dev", "flux-schnell", "sd3-medium", "flux2-dev", "flux2-klein-4b", "flux2-klein-base-4b",
                "qwen-image", "z-image-turbo", "z-image", "chroma", "wan2.1-t2v-14b", "wan2.2-t2v-a14b",
-               "hunyuanvideo1.5-480p", "qwen-image-2.1")
+               "hunyuanvideo1.5-480p", "qwen-image-2.1", "ltx-2")
 
 #: The tiny Wan transformer (two blocks of Wan's layer types; inner width 24).
 TINY_WAN = dict(patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=16, out_channels=16,
@@ -266,6 +266,86 @@ def wan_pipeline(*, experts: int = 1, boundary_ratio: float = 0.875, scheduler: 
     return pipe
 
 
+#: LTX-2's published scheduler: LTX-Video's dynamic shift (anchors 1024 and 4096 tokens, 0.95 and 2.05) and
+#: a grid stretched to end at sigma 0.1 (diffusers' guide rebuilds it without them for the distilled stage)
+LTX2_SCHEDULER = dict(shift=1.0, use_dynamic_shifting=True, base_shift=0.95, max_shift=2.05, base_image_seq_len=1024,
+                      max_image_seq_len=4096, shift_terminal=0.1)
+#: Gemma's hidden width in the tiny LTX-2 (the connectors' caption channels) and the hidden states it stacks
+TINY_LTX2_TEXT, TINY_LTX2_LAYERS = 32, 3
+#: The tiny LTX-2 transformer: two blocks of both streams (video 2 x 8, audio 2 x 4), LTX-2.3's perturbed
+#: self-attention (so spatio-temporal guidance changes a call) and split rotary tables.
+TINY_LTX2 = dict(in_channels=4, out_channels=4, patch_size=1, patch_size_t=1, num_attention_heads=2,
+                 attention_head_dim=8, cross_attention_dim=16, audio_in_channels=4, audio_out_channels=4,
+                 audio_num_attention_heads=2, audio_attention_head_dim=4, audio_cross_attention_dim=8, num_layers=2,
+                 caption_channels=TINY_LTX2_TEXT, rope_type="split", perturbed_attn=True)
+
+
+def ltx2_pipeline(*, seed: int = 0, device="cpu", dtype=torch.float32):
+    """A tiny ``LTX2Pipeline`` without a text encoder (pass Gemma-sized ``prompt_embeds`` and masks:
+    :func:`tiny_inputs`): the two-block transformer :data:`TINY_LTX2`, tiny text connectors (with
+    learnable registers), a video VAE of 8x spatial and 4x temporal compression (two spatio-temporal
+    levels), an audio VAE of 2 latent channels over 8 mel bins and a tiny vocoder, with per-channel
+    latent statistics that are not the identity, and LTX-2's scheduler rule (:data:`LTX2_SCHEDULER`)."""
+    import diffusers as d
+    from diffusers.pipelines.ltx2 import LTX2TextConnectors
+    from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
+
+    torch.manual_seed(seed)
+    transformer = d.LTX2VideoTransformer3DModel(**TINY_LTX2)
+    connectors = LTX2TextConnectors(
+        caption_channels=TINY_LTX2_TEXT, text_proj_in_factor=TINY_LTX2_LAYERS, video_connector_num_attention_heads=4,
+        video_connector_attention_head_dim=8, video_connector_num_layers=1, video_connector_num_learnable_registers=4,
+        audio_connector_num_attention_heads=4, audio_connector_attention_head_dim=8, audio_connector_num_layers=1,
+        audio_connector_num_learnable_registers=4, connector_rope_base_seq_len=32, rope_type="split")
+    two = ("spatiotemporal", "spatiotemporal")
+    vae = d.AutoencoderKLLTX2Video(
+        latent_channels=4, block_out_channels=(8, 8), decoder_block_out_channels=(8, 8), layers_per_block=(1, 1, 1),
+        decoder_layers_per_block=(1, 1, 1), spatio_temporal_scaling=(True, True),
+        decoder_spatio_temporal_scaling=(True, True), decoder_inject_noise=(False,) * 3, downsample_type=two,
+        upsample_type=two, upsample_residual=(False, False), upsample_factor=(1, 1), patch_size=2,
+        decoder_causal=False)
+    audio_vae = d.AutoencoderKLLTX2Audio(base_channels=4, output_channels=2, ch_mult=(1,), num_res_blocks=1,
+                                         latent_channels=2, resolution=32, mel_bins=8)
+    vocoder = LTX2Vocoder(in_channels=2 * 8, hidden_channels=32, out_channels=2, upsample_kernel_sizes=[4, 4],
+                          upsample_factors=[2, 2], resnet_kernel_sizes=[3], resnet_dilations=[[1, 3, 5]],
+                          output_sampling_rate=16000)
+    g = torch.Generator().manual_seed(seed + 5)
+    for buffers in (vae, audio_vae):
+        n = buffers.latents_mean.numel()
+        buffers.latents_mean.copy_(torch.randn(n, generator=g) * 0.3)
+        buffers.latents_std.copy_(torch.rand(n, generator=g) + 0.5)
+    pipe = d.LTX2Pipeline(scheduler=d.FlowMatchEulerDiscreteScheduler(**LTX2_SCHEDULER), vae=vae, audio_vae=audio_vae,
+                          text_encoder=None, tokenizer=None, connectors=connectors, transformer=transformer,
+                          vocoder=vocoder)
+    pipe = pipe.to(device) if dtype == torch.float32 else pipe.to(device=device, dtype=dtype)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def ltx2_pipeline_with_text(seed: int = 0):
+    """The tiny ``LTX2Pipeline`` with a tiny random Gemma 3 (``Gemma3ForConditionalGeneration``: two
+    layers of the connectors' width, so its three stacked hidden states are what the connectors read;
+    a one-layer vision tower it never runs on text) and a word-level tokenizer: a whole pipeline that
+    takes prompts and that ``save_pretrained``/``from_pretrained`` round-trip (``ralu generate`` writes
+    clips with sound with it)."""
+    from diffusers import LTX2Pipeline
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration
+
+    pipe = ltx2_pipeline(seed=seed)
+    torch.manual_seed(seed + 1)
+    gemma = Gemma3ForConditionalGeneration(Gemma3Config(
+        text_config=dict(hidden_size=TINY_LTX2_TEXT, intermediate_size=37, num_hidden_layers=TINY_LTX2_LAYERS - 1,
+                         num_attention_heads=2, num_key_value_heads=1, head_dim=16, vocab_size=32, sliding_window=8,
+                         max_position_embeddings=1024),
+        vision_config=dict(hidden_size=16, intermediate_size=16, num_hidden_layers=1, num_attention_heads=2,
+                           image_size=16, patch_size=8), mm_tokens_per_image=4))
+    full = LTX2Pipeline(scheduler=pipe.scheduler, vae=pipe.vae, audio_vae=pipe.audio_vae, text_encoder=gemma,
+                        tokenizer=word_tokenizer(1024), connectors=pipe.connectors, transformer=pipe.transformer,
+                        vocoder=pipe.vocoder)
+    full.set_progress_bar_config(disable=True)
+    return full
+
+
 def tiny_pipeline(model: str, *, seed: int = 0, device="cpu", dtype=torch.float32):
     """The text-to-image pipeline of ``model`` (one of :data:`TINY_MODELS`) with a one- or
     two-block transformer of the family's own classes, a small VAE of the family's class, the
@@ -276,6 +356,8 @@ def tiny_pipeline(model: str, *, seed: int = 0, device="cpu", dtype=torch.float3
         return hunyuanvideo15_pipeline(seed=seed, device=device, dtype=dtype)
     if model == "qwen-image-2.1":
         return qwenimage21_pipeline(seed=seed, device=device, dtype=dtype)
+    if model == "ltx-2":
+        return ltx2_pipeline(seed=seed, device=device, dtype=dtype)
     if model.startswith("wan"):
         return wan_pipeline(experts=2 if model == "wan2.2-t2v-a14b" else 1, seed=seed, device=device, dtype=dtype,
                             flow_shift=12.0 if model == "wan2.2-t2v-a14b" else 3.0)
@@ -626,6 +708,17 @@ def tiny_inputs(pipe, batch: int = 1, *, guided: bool = False, text_tokens: int 
             out.update(negative_prompt_embeds=rand(batch, text_tokens, cfg.text_dim), guidance_scale=4.0)
         else:
             out["guidance_scale"] = 1.0
+        return out
+    if name == "LTX2Pipeline":                   # Gemma's stacked hidden states and masks, left-padded
+        width = pipe.connectors.config.caption_channels * pipe.connectors.config.text_proj_in_factor
+        left = lambda b: mask(b).flip(1).long()  # noqa: E731
+        out = dict(prompt_embeds=rand(batch, text_tokens, width), prompt_attention_mask=left(batch),
+                   spatio_temporal_guidance_blocks=[1])      # the pipeline's default [28] lies past two blocks
+        if guided:
+            out.update(negative_prompt_embeds=rand(batch, text_tokens, width),
+                       negative_prompt_attention_mask=left(batch))
+        else:
+            out.update(guidance_scale=1.0, audio_guidance_scale=1.0)
         return out
     raise ValueError(f"no tiny inputs for {name}")
 

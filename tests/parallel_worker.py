@@ -228,7 +228,7 @@ def cli_cases(results, model: str, out: Path) -> None:
 
     writes = []
     save, append = write.save, write.append_line
-    write.save = lambda image, path, rec: (writes.append(str(path)), save(image, path, rec))[1]
+    write.save = lambda image, path, rec, audio=None: (writes.append(str(path)), save(image, path, rec, audio))[1]
     write.append_line = lambda path, line: (writes.append(str(path)), append(path, line))[1]
     common = ["generate", "--model", model, *CLI, "--context-parallel", "2"]
     codes = [main([*common, "--out", str(out / "cp.png")]),

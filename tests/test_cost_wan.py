@@ -34,8 +34,9 @@ def test_wan_models_are_video_models_with_cfg():
     assert not any(MODELS[n].transformer.expand_timesteps for n in WAN[:3])
     assert all(s.is_video == MODEL_INFO[n].is_video for n, s in MODELS.items())   # the tables agree on video
     # the video models: Wan's text-to-video and image-to-video (tests/test_cost_conditioned.py), HunyuanVideo 1.5's
+    # and LTX-2
     assert {n for n, s in MODELS.items() if s.is_video} == set(WAN) | {n for n in MODELS if "-i2v" in n} | {
-        n for n in MODELS if n.startswith("hunyuanvideo1.5")}
+        n for n in MODELS if n.startswith("hunyuanvideo1.5")} | {"ltx-2"}
 
 
 # -- frames ----------------------------------------------------------------------------------

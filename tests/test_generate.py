@@ -109,11 +109,11 @@ def test_an_interrupted_run_keeps_its_images_and_lines_and_a_rerun_resumes(model
     save = write_module.save
     calls = []
 
-    def save_then_stop(image, path, recipe):
+    def save_then_stop(image, path, recipe, audio=None):
         if len(calls) == 3:
             raise KeyboardInterrupt
         calls.append(path.name)
-        save(image, path, recipe)
+        save(image, path, recipe, audio)
 
     monkeypatch.setattr(write_module, "save", save_then_stop)
     assert run_many(model_dir, prompts, out) == 130

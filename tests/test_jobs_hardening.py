@@ -140,8 +140,8 @@ def test_a_billion_image_run_writes_its_first_image_at_once(model_dir, tmp_path,
     saved = []
     original = write_module.save
 
-    def save_then_stop(image, path, recipe):
-        original(image, path, recipe)
+    def save_then_stop(image, path, recipe, audio=None):
+        original(image, path, recipe, audio)
         saved.append(path.name)
         raise KeyboardInterrupt                               # as a user stopping it after the first image
 

@@ -159,6 +159,9 @@ class Family:
     #: guides with separate transformer calls, which CFG parallelism puts on two ranks
     cfg_parallel: bool = False
     alpha: bool = False         # its images are RGBA (the VAE decodes an alpha channel)
+    #: the pipeline argument a clip's frame rate is passed as ("" where it only sets the MP4's rate):
+    #: LTX-2's frame_rate places its tokens in time and sets the audio's length
+    fps_argument: str = ""
 
     @property
     def models(self) -> tuple:
@@ -305,6 +308,14 @@ FAMILIES = (
                           "output_resolution": "it only sets the default height and width (and the condition "
                                                "images' size); give height and width"},
            alpha=True),
+    Family("ltx2", "LTX-2", ("LTX2Pipeline",), "ltx2:LTX2Backend", ("LTX2",), lambda read: "ltx-2", negative="cfg",
+           guidance="up to three calls a step, each denoising video and audio: classifier-free guidance in one call "
+                    "of both halves (guidance_scale or audio_guidance_scale > 1), spatio-temporal guidance "
+                    "(stg_scale > 0) and modality guidance (modality_scale > 1, the audio-video cross-attention off); "
+                    "LTX2Pipeline's defaults turn all three on",
+           extra_refused={"audio_latents": "LTX2Pipeline reads them as clean audio latents it re-noises by noise_scale "
+                                           "(its two-stage refinement); RALU draws the audio's noise itself"},
+           video=True, fps_argument="frame_rate"),
 )
 
 def no_context_parallel(family, transformer: str = "") -> str:

@@ -8,6 +8,7 @@ import traceback
 
 from ralu_schedule._errors import UsageError
 
+from ..backends.families import BY_NAME
 from .inputs import call_inputs
 
 
@@ -16,12 +17,15 @@ def generators(torch, device: str, seeds):
     return [torch.Generator(device=gen_device).manual_seed(s) for s in seeds]
 
 
-def call_args(args, group: list, pipe) -> dict:
+def call_args(args, group: list, pipe, family=None) -> dict:
     """The pipeline's call arguments for a batch of jobs (``args`` the parsed command line): the
-    size, guidance, negative prompts, frames, and an image-conditioned ``pipe``'s files and
-    strength (:func:`~ralu_torch.generation.inputs.call_inputs`)."""
+    size, guidance, negative prompts, frames, the clip's frame rate where ``family`` takes one
+    (LTX-2), and an image-conditioned ``pipe``'s files and strength
+    (:func:`~ralu_torch.generation.inputs.call_inputs`)."""
     kw = {"height": group[0].height, "width": group[0].width, "guidance_scale": args.guidance_scale,
           "max_sequence_length": args.max_sequence_length}
+    if family is not None and family.fps_argument and args.fps is not None:
+        kw[family.fps_argument] = args.fps              # LTX-2: the clip's time axis and its audio's length
     if group[0].negative_prompt is not None:
         kw["negative_prompt"] = [j.negative_prompt for j in group]
     if args.true_cfg is not None:
@@ -40,7 +44,8 @@ def run_batch(ralu, group: list, args, device: str, callback=None):
     kwargs = {} if callback is None else {"callback_on_step_end": callback}
     start = clock(torch, device)
     try:
-        out = ralu([j.prompt for j in group], generator=gens, **call_args(args, group, ralu.pipe), **kwargs)
+        out = ralu([j.prompt for j in group], generator=gens,
+                   **call_args(args, group, ralu.pipe, BY_NAME[ralu.backend.name]), **kwargs)
     except (TypeError, RuntimeError) as err:
         if args.offload == "none" or not any("accelerate" in f.filename for f in traceback.extract_tb(err.__traceback__)):
             raise

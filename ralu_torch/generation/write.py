@@ -93,6 +93,7 @@ def write_images(args, plan, mine, ralus, target, wanted, out_dir, rank, world, 
             seconds, out = run_batch(ralu, group, args, device, progress.steps(made, ralu.layout.total_steps))
             tflops = sum(st.tflops for st in out.stage_calls) / len(group)
             members = [{"prompt": j.prompt, "seed": j.seed, "negative_prompt": j.negative_prompt} for j in group]
+            sound = getattr(out, "audio", None)            # a joint pipeline's waveforms (LTX-2), one per clip
             for k, (job, image) in enumerate(zip(group, out.images)):
                 path = target(job)
                 if path is None:
@@ -105,7 +106,7 @@ def write_images(args, plan, mine, ralus, target, wanted, out_dir, rank, world, 
                     "batch_seconds": seconds, "batch_size": len(group), "tflops": tflops,
                     "stage_tokens": out.stage_tokens, "rank": rank}
                 try:
-                    save(image, path, rec)
+                    save(image, path, rec, None if sound is None else (sound[k], ralu.backend.audio_sample_rate))
                     if line is not None:
                         try:
                             append_line(manifest, line)
@@ -130,12 +131,14 @@ def write_images(args, plan, mine, ralus, target, wanted, out_dir, rank, world, 
     return written
 
 
-def save(image, path: Path, recipe: dict) -> None:
+def save(image, path: Path, recipe: dict, audio=None) -> None:
     """Under a temporary name in the same directory, then renamed: never half an image. A clip
     (a list of frames) is an MP4 (diffusers' ``export_to_video``, imageio's ffmpeg) whose recipe
-    goes in a JSON file beside it, written first: a clip on disk always has its recipe."""
+    goes in a JSON file beside it, written first: a clip on disk always has its recipe. ``audio``:
+    ``(waveform (channels, samples) in [-1, 1], sample rate)``, the clip's sound (LTX-2), muxed
+    into the MP4 as AAC."""
     if isinstance(image, (list, tuple)):
-        return save_clip(image, path, recipe)
+        return save_clip(image, path, recipe, audio)
     options = save_options(path, recipe)              # the format, and the recipe in its metadata
     tmp = temporary(path)
     try:
@@ -146,7 +149,7 @@ def save(image, path: Path, recipe: dict) -> None:
             tmp.unlink()
 
 
-def save_clip(frames, path: Path, recipe: dict) -> None:
+def save_clip(frames, path: Path, recipe: dict, audio=None) -> None:
     try:
         from diffusers.utils import export_to_video
         import imageio_ffmpeg  # noqa: F401
@@ -155,11 +158,16 @@ def save_clip(frames, path: Path, recipe: dict) -> None:
     side = sidecar(path)
     tmp_side = temporary(side)
     tmp = temporary(path, suffix=path.suffix)          # ffmpeg picks the container by suffix
+    extra = [] if audio is None else [temporary(path, suffix=".wav"), temporary(path, suffix="a")]
     done = False
     try:
         tmp_side.write_text(json.dumps(recipe))
         try:
             export_to_video(list(frames), str(tmp), fps=recipe.get("fps") or 16)
+            if audio is not None:                      # the sound track, muxed in beside the video stream
+                write_wav(extra[0], *audio)
+                mux_audio(tmp, extra[0], extra[1])
+                os.replace(extra[1], tmp)
         except OSError:
             raise
         except Exception as err:                       # imageio / ffmpeg: what they raise is theirs
@@ -169,11 +177,38 @@ def save_clip(frames, path: Path, recipe: dict) -> None:
         os.replace(tmp, path)
         done = True
     finally:
-        for t in (tmp_side, tmp):
+        for t in (tmp_side, tmp, *extra):
             if t.exists():
                 t.unlink()
         if not done and not path.exists():
             side.unlink(missing_ok=True)               # no recipe is left beside no clip
+
+
+def write_wav(path: Path, waveform, rate: int) -> None:
+    """A ``(channels, samples)`` waveform in ``[-1, 1]`` as 16-bit PCM (Python's ``wave``)."""
+    import wave
+
+    import numpy as np
+
+    pcm = (np.clip(waveform.detach().float().cpu().numpy(), -1.0, 1.0) * 32767).round().astype("<i2")
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(pcm.shape[0])
+        out.setsampwidth(2)
+        out.setframerate(int(rate))
+        out.writeframes(np.ascontiguousarray(pcm.T).tobytes())
+
+
+def mux_audio(video: Path, audio: Path, out: Path) -> None:
+    """``video``'s stream copied and ``audio`` encoded as AAC into ``out`` (imageio's ffmpeg)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-y", "-loglevel", "error", "-i", str(video), "-i", str(audio),
+           "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-f", "mp4", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise OSError(f"ffmpeg could not add the audio ({' '.join(done.stderr.split())[:200]})")
 
 
 def check_recipe_fits(path: Path, recipe: dict, schedule) -> None:
