@@ -86,7 +86,11 @@ def ids(n, axes):
     return torch.zeros(n, axes, device="meta")
 
 
-CONFIGS = {k: v for k, v in FULL_TRANSFORMERS.items() if not k.startswith("wan")}   # Wan: test_cost_wan.py
+#: the diffusers class of each family's transformer checked here
+CLASSES = {"flux2": "Flux2Transformer2DModel", "qwen-image": "QwenImageTransformer2DModel",
+           "z-image": "ZImageTransformer2DModel", "chroma": "ChromaTransformer2DModel"}
+# Wan: test_cost_wan.py; HunyuanVideo 1.5, Qwen-Image 2.1 and LTX-2: their own test files (their calls differ)
+CONFIGS = {k: v for k, v in FULL_TRANSFORMERS.items() if MODELS[k].transformer.family in CLASSES}
 
 
 def build(model):
@@ -94,11 +98,9 @@ def build(model):
     on an ``h x w`` grid of image tokens, as its pipeline makes it."""
     import diffusers
 
-    cls = {"flux2": "Flux2Transformer2DModel", "qwen-image": "QwenImageTransformer2DModel",
-           "z-image": "ZImageTransformer2DModel", "chroma": "ChromaTransformer2DModel"}
     family = MODELS[model].transformer.family
     with torch.device("meta"):
-        tr = getattr(diffusers, cls[family])(**CONFIGS[model])
+        tr = getattr(diffusers, CLASSES[family])(**CONFIGS[model])
     c = tr.config
 
     def run(h, w, T):

@@ -13,7 +13,8 @@ from ralu_torch.testing import TINY_MODELS, chroma_pipeline_with_text, tiny_pipe
 FAMILY = {"flux-dev": "flux", "flux-schnell": "flux", "sd3-medium": "sd3", "flux2-dev": "flux2",
           "flux2-klein-4b": "flux2", "flux2-klein-base-4b": "flux2", "qwen-image": "qwen-image",
           "z-image-turbo": "z-image", "z-image": "z-image", "chroma": "chroma", "wan2.1-t2v-14b": "wan",
-          "wan2.2-t2v-a14b": "wan", "hunyuanvideo1.5-480p": "hunyuanvideo1.5", "qwen-image-2.1": "qwen-image-2.1"}
+          "wan2.2-t2v-a14b": "wan", "hunyuanvideo1.5-480p": "hunyuanvideo1.5", "qwen-image-2.1": "qwen-image-2.1",
+          "ltx-2": "ltx2"}
 
 
 @pytest.mark.parametrize("model", TINY_MODELS)

@@ -77,8 +77,9 @@ def _independent_metric(lay, shifts, cs):
 def test_the_metric_is_eq_8_on_the_truncated_range_and_eq_8_itself_at_start_0(lay, h, c):
     shifts, cs = h[:lay.num_stages], [c] * (lay.num_stages - 1)
     # compared as divergences (the distances squared): identical densities give a divergence of
-    # rounding size, ~1e-12, whose square root (~1e-6) no distance tolerance separates from a real gap
-    assert paper_metric(lay, shifts, cs) ** 2 == pytest.approx(_independent_metric(lay, shifts, cs) ** 2, abs=1e-11)
+    # rounding size (1e-12 to 1e-11 where the densities are narrow), whose square root (up to ~3e-6) no
+    # distance tolerance separates from a real gap (the solved schedules' distances are ~1e-2)
+    assert paper_metric(lay, shifts, cs) ** 2 == pytest.approx(_independent_metric(lay, shifts, cs) ** 2, abs=1e-9)
 
 
 def test_start_zero_is_todays_solve():
