@@ -55,6 +55,7 @@ from ..caches import model_call
 from ..sampler import SideStream
 from ..tokens import pack, unpack
 from .base import DiffusersBackend, EmbeddingInputs, check_negative_batch
+from .clips import ClipBackend
 
 #: RALU's token side in latent pixels (LTX-2's own tokens are single latent pixels)
 PATCH = 2
@@ -389,14 +390,8 @@ class LTX2Backend(DiffusersBackend):
                                   out_channels=v.out_channels)
 
     # -- latents, video and audio -------------------------------------------------------------------
-    def _clip(self, latents: torch.Tensor) -> torch.Tensor:
-        """``(B, C, T h, w)`` stacked frames -> the clip ``(B, C, T, h, w)`` (a view)."""
-        B, C, H, W = latents.shape
-        return latents.view(B, C, self.frames, H // self.frames, W)
-
-    def _stacked(self, clip: torch.Tensor) -> torch.Tensor:
-        B, C, T, h, w = clip.shape
-        return clip.reshape(B, C, T * h, w)
+    _clip = ClipBackend._clip            # the stacked frames and the clip, as the other video families
+    _stacked = ClipBackend._stacked
 
     def first_noise(self, latents):
         if latents is not None:
