@@ -148,7 +148,11 @@ def family_spec(pipe, text_tokens: int, cfg_batches: int = 1, inputs: dict | Non
     its own, small, architecture)."""
     be = backend_for(pipe)
     transformer = be.cost_spec()
-    if inputs is not None:                           # what the calls see (HunyuanVideo 1.5: ByT5 and image tokens)
+    from ralu_torch.backends.base import DiffusersBackend
+
+    # what the calls see, for a backend whose calls depend on its conditioning (HunyuanVideo 1.5: ByT5
+    # and image tokens; Qwen-Image 2.1: the stored prefix); the others' spec is their transformer's
+    if inputs is not None and type(be).call_spec is not DiffusersBackend.call_spec:
         kwargs = {k: v for k, v in inputs.items() if k not in ("guidance_scale",)}
         scale = inputs.get("guidance_scale", be.default_guidance_scale)
         cond = be.encode(prompt=None, num_images_per_prompt=1, max_sequence_length=be.default_max_sequence_length,
@@ -350,7 +354,8 @@ def main(argv=None):
           f"transformer parameters), {str(dtype).replace('torch.', '')}, {text_tokens} text tokens"
           + ("" if flux else "; FLOP ratio: the transformer's")
           + ("" if frames is None else f"; clips of {frames} frames")
-          + ("; guided (two calls per step)" if args.guided else "") + "\n")
+          + ("" if not args.guided else "; guided (LTX2Pipeline's guidance: up to three calls per step)"
+             if args.family == "ltx2" else "; guided (two calls per step)") + "\n")
     deadline = None if args.time_limit is None else time.perf_counter() + args.time_limit
     print(f"each run: the minimum of {args.repeats} repeat(s) after one warm-up, the runs of a size and batch "
           "timed in interleaved rounds; speed-ups divide minima, their noise is both runs' spreads\n")

@@ -68,6 +68,18 @@ def test_latency_of_a_video_family_guided_times_its_transformer(capsys):
     assert stop.value.code == 2
 
 
+def test_latency_of_ltx2_guided_prices_its_three_calls(capsys):
+    """--family ltx2 --guided: LTX-2's encode needs the clip's size, so the bench prices it from
+    its transformer's spec (only backends whose calls depend on their conditioning are encoded
+    first), and says LTX2Pipeline's guidance is up to three calls a step."""
+    out = run_script("latency.py", ["--family", "ltx2", "--model", "tiny", "--sizes", "64", "--batches", "1",
+                                    "--repeats", "1", "--presets", "ltx2-512x768-7x", "--guided"], capsys)
+    assert "guided (LTX2Pipeline's guidance: up to three calls per step)" in out
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.splitlines() if line.startswith("| 64 |")]
+    assert [r[2] for r in rows][:3] == ["LTX2Pipeline 30 steps", "LTX2Pipeline 5 steps (= ltx2-512x768-7x FLOPs)",
+                                        "RALU ltx2-512x768-7x"]
+
+
 def latency_rows(out: str) -> list:
     """The rows of bench/latency.py's first table, as dicts by header."""
     lines = out[out.index("| size |"):].split("\n\n")[0].splitlines()         # up to the first blank line
