@@ -18,9 +18,10 @@ def compare(args, pipe, ralu, job: Job, path: Path, recipe: dict, device: str) -
     (which pays the first call's one-off costs for both), side by side in one picture."""
     import torch
 
-    variant = BY_NAME[ralu.backend.name].variant(read_pipeline_config(pipe))
+    family = BY_NAME[ralu.backend.name]
+    variant = family.variant(read_pipeline_config(pipe))
     steps = args.baseline_steps or MODEL_INFO[variant].default_steps   # the model's stock run (FLUX.1-dev: 50)
-    kw = call_args(args, [job], pipe, BY_NAME[ralu.backend.name])
+    kw = call_args(args, [job], pipe, family)
     if "negative_prompt" in kw:
         kw["negative_prompt"] = kw["negative_prompt"][0]
     console = _console.current()
